@@ -1,0 +1,90 @@
+"""The lottery-ticket networks (Frankle & Carbin 2019): Conv-2/4/6 and LeNet-300-100."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from models.registry import register
+
+
+def _glorot(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+class ConvNet(nn.Module):
+    """Conv-x: pairs of 3x3 'same' convs, each pair followed by 2x2 max-pooling, then 3 FCs."""
+
+    def __init__(
+        self, widths: tuple[int, ...], num_classes: int, in_channels: int, input_size: int
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        side = input_size
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            channels = width
+            side //= 2
+        if side < 1:
+            raise ValueError(f"input_size {input_size} is too small for {len(widths)} poolings")
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels * side * side, 256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, 256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class LeNet300100(nn.Module):
+    """LeNet-300-100: a fully connected 784-300-100-10 network (any input size)."""
+
+    def __init__(self, num_classes: int, in_channels: int, input_size: int) -> None:
+        super().__init__()
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * input_size * input_size, 300),
+            nn.ReLU(inplace=True),
+            nn.Linear(300, 100),
+            nn.ReLU(inplace=True),
+            nn.Linear(100, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(x)
+
+
+@register("conv2")
+def conv2(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return _glorot(ConvNet((64,), num_classes, in_channels, input_size))
+
+
+@register("conv4")
+def conv4(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return _glorot(ConvNet((64, 128), num_classes, in_channels, input_size))
+
+
+@register("conv6")
+def conv6(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return _glorot(ConvNet((64, 128, 256), num_classes, in_channels, input_size))
+
+
+@register("lenet300100")
+def lenet300100(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return _glorot(LeNet300100(num_classes, in_channels, input_size))

@@ -1,0 +1,49 @@
+"""CIFAR VGG-11 and VGG-16 with BatchNorm (one linear classifier, as in open_lth)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from models.registry import register
+
+_PLANS: dict[str, tuple[int | str, ...]] = {
+    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+}
+
+
+class CifarVGG(nn.Module):
+    def __init__(self, plan: tuple[int | str, ...], num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for item in plan:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [
+                    nn.Conv2d(channels, int(item), 3, padding=1),
+                    nn.BatchNorm2d(int(item)),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = int(item)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+@register("vgg11")
+def vgg11(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return CifarVGG(_PLANS["vgg11"], num_classes, in_channels)
+
+
+@register("vgg16")
+def vgg16(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return CifarVGG(_PLANS["vgg16"], num_classes, in_channels)

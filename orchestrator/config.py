@@ -1,0 +1,471 @@
+"""Sweep YAML → validated, typed, frozen configuration with a stable hash.
+
+Every section is a frozen pydantic model that forbids unknown keys, so a typo is an error
+(with the nearest valid key suggested) rather than a silently ignored setting. Loading never
+raises anything but :class:`ConfigError` for bad input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+import models
+
+__all__ = [
+    "AldsConfig",
+    "ConfigError",
+    "DatasetConfig",
+    "ExecutionConfig",
+    "ImpConfig",
+    "Objective",
+    "SearchConfig",
+    "SearchRange",
+    "SweepConfig",
+    "SyntheticConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "config_hash",
+    "flatten",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """A sweep configuration that cannot be used; the message names the file and field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class SyntheticConfig(_Section):
+    """Shape of the deterministic synthetic classification task."""
+
+    image_size: int = Field(16, ge=4, le=256)
+    channels: int = Field(3, ge=1, le=16)
+    num_classes: int = Field(10, ge=2, le=1000)
+    train_size: int = Field(2048, ge=16)
+    test_size: int = Field(512, ge=16)
+    noise: float = Field(0.5, ge=0.0)
+
+
+class DatasetConfig(_Section):
+    """Which data to train on and how much of it."""
+
+    name: Literal["cifar10", "fashion-mnist", "mnist", "synthetic"] = "synthetic"
+    root: str | None = None
+    download: bool = False
+    train_subset: int | None = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
+    validation: int = Field(0, ge=0, description="training images held out for validation")
+    augment: bool = False
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class TrainConfig(_Section):
+    """Optimiser and schedule of one training run (dense training and each IMP cycle)."""
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(3.0e-4, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(60, ge=1)
+    epochs: float | None = Field(None, gt=0.0, description="default 1 when iterations unset")
+    iterations: int | None = Field(None, ge=1)
+    warmup_iterations: int = Field(0, ge=0)
+    milestones: tuple[int, ...] = Field((), description="iterations at which lr *= gamma")
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    eval_batch_size: int = Field(1000, ge=1)
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on the CPU)")
+    channels_last: bool = Field(True, description="channels-last memory format on CUDA")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_length(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("epochs") is None and data.get("iterations") is None:
+            return {**data, "epochs": 1.0}
+        return data
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if self.epochs is not None and self.iterations is not None:
+            raise ValueError("give either 'epochs' or 'iterations', not both")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError("'milestones' must be increasing")
+        return self
+
+
+class AldsConfig(_Section):
+    """ALDS low-rank compression applied to the dense-trained network."""
+
+    rate: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of compressible weights removed")
+    mode: Literal["project", "factorize"] = "project"
+    error: Literal["bound", "reference", "exact"] = "exact"
+    k_candidates: tuple[int, ...] | None = Field(None, description="None: every divisor")
+    starts: int = Field(4, ge=1, description="seeded starting points of the allocation")
+    finetune_epochs: float = Field(0.0, ge=0.0)
+
+    @field_validator("k_candidates")
+    @classmethod
+    def _positive_k(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or min(value) < 1):
+            raise ValueError("k_candidates must be a non-empty list of positive integers")
+        return value
+
+
+_REWIND = re.compile(r"^(init|compressed|none|early:[0-9]+)$")
+
+
+class ImpConfig(_Section):
+    """Iterative magnitude pruning after ALDS."""
+
+    cycles: int = Field(5, ge=0, le=200)
+    prune_fraction: Probability = 0.2
+    scope: Literal["global", "layer"] = "global"
+    rewind: str = "init"
+    epochs_per_cycle: float | None = Field(None, gt=0.0, description="None: as train.epochs")
+    exclude: tuple[str, ...] = ()
+    rates: dict[str, Probability] | None = Field(
+        None, description="per-role rates per cycle, roles: conv, fc, output"
+    )
+
+    @field_validator("rewind")
+    @classmethod
+    def _rewind(cls, value: str) -> str:
+        if not _REWIND.match(value):
+            raise ValueError("rewind must be one of init, early:N, compressed, none")
+        return value
+
+    @field_validator("rates")
+    @classmethod
+    def _roles(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            unknown = set(value) - {"conv", "fc", "output"}
+            if unknown:
+                raise ValueError(f"unknown roles {sorted(unknown)}; roles are conv, fc, output")
+        return value
+
+
+class SearchRange(_Section):
+    """The values one searched field may take: a numeric range or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(None, gt=0.0)
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either 'choices' or 'low'/'high', not both")
+            if not self.choices:
+                raise ValueError("'choices' must not be empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both 'low' and 'high' (or 'choices')")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("a log range cannot have a step")
+        return self
+
+    def values(self) -> list[Any]:
+        """The endpoints or choices, used to validate the range against the field."""
+        if self.choices is not None:
+            return list(self.choices)
+        return [self.low, self.high]
+
+
+class Objective(_Section):
+    """One objective of the study: a metric read at the end or at a target sparsity."""
+
+    metric: Literal["accuracy", "val_accuracy", "loss", "params_nonzero", "sparsity"] = "accuracy"
+    at: Literal["final", "best"] | float = Field(
+        "final", description="'final', 'best', or a target sparsity in (0, 1)"
+    )
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str | float) -> str | float:
+        if isinstance(value, float) and not 0.0 < value < 1.0:
+            raise ValueError("a target sparsity must lie in (0, 1)")
+        return value
+
+
+class SearchConfig(_Section):
+    """How Optuna explores the space."""
+
+    sampler: Literal["tpe", "random", "grid", "nsga2", "cmaes", "qmc"] = "tpe"
+    sampler_seed: int | None = 0
+    pruner: Literal["none", "median", "percentile", "hyperband", "successive_halving"] = "none"
+    n_trials: int = Field(10, ge=1)
+    objective: tuple[Objective, ...] = Field(
+        (Objective(),), description="one objective, or a list for a multi-objective study"
+    )
+    space: dict[str, SearchRange] = Field(default_factory=dict)
+    enqueue: tuple[dict[str, Any], ...] = ()
+    enqueue_baseline: bool = Field(True, description="enqueue alds.rate = 0 (plain IMP)")
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, Mapping | Objective) else value
+
+    @model_validator(mode="after")
+    def _pruner_single_objective(self) -> SearchConfig:
+        if len(self.objective) > 1 and self.pruner != "none":
+            raise ValueError(
+                f"pruner '{self.pruner}' cannot be used with {len(self.objective)} objectives: "
+                "Optuna prunes single-objective studies only; set search.pruner: none"
+            )
+        if not self.objective:
+            raise ValueError("objective must not be an empty list")
+        return self
+
+
+class ExecutionConfig(_Section):
+    """Where trials run and how failures are handled."""
+
+    devices: str = Field("auto", description="auto, cpu, or GPU indices like '0,1,3'")
+    workers_per_device: int = Field(1, ge=1)
+    max_retries: int = Field(2, ge=0)
+    workspace: str | None = Field(None, description="default: .orchestrate/<name>")
+    storage: str | None = Field(None, description="Optuna storage URL; default SQLite in workspace")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: str) -> str:
+        if value in ("auto", "cpu") or re.fullmatch(r"[0-9]+(,[0-9]+)*", value):
+            return value
+        raise ValueError("devices must be 'auto', 'cpu' or GPU indices like '0,1,3'")
+
+
+class TrackingConfig(_Section):
+    """MLflow tracking; the URI falls back to MLFLOW_TRACKING_URI, then the workspace."""
+
+    uri: str | None = None
+    experiment: str | None = Field(None, description="default: the sweep's name")
+
+
+class SweepConfig(_Section):
+    """A whole sweep, as read from its YAML file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    seeds: tuple[int, ...] = (0,)
+    model: str = "conv6"
+    dataset: DatasetConfig = DatasetConfig()
+    train: TrainConfig = TrainConfig()
+    alds: AldsConfig = AldsConfig()
+    imp: ImpConfig = ImpConfig()
+    search: SearchConfig = SearchConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("seeds must list at least one seed")
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must not repeat")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if value.startswith("torchvision:") or value in models.available():
+            return value
+        raise ValueError(
+            f"unknown model '{value}'; available: {', '.join(models.available())}, "
+            "or torchvision:<name>"
+        )
+
+    def with_params(self, params: Mapping[str, Any]) -> SweepConfig:
+        """This config with fields replaced by dotted path (``{"alds.rate": 0.5}``)."""
+        data = self.model_dump(mode="python")
+        for path, value in params.items():
+            node = data
+            *parents, leaf = path.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    raise ConfigError(f"'{path}' is not a field of the sweep config")
+                node = node[key]
+            if leaf not in node or isinstance(node[leaf], dict):
+                raise ConfigError(f"'{path}' is not a field of the sweep config")
+            node[leaf] = value
+        try:
+            return SweepConfig.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, "params")) from None
+
+    @model_validator(mode="after")
+    def _space_paths(self) -> SweepConfig:
+        searched = dict(self.search.space)
+        for entry in self.search.enqueue:
+            for path in entry:
+                if path != "seed" and path not in searched:
+                    raise ValueError(f"search.enqueue names '{path}', which is not in search.space")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section at ``loc`` (for suggesting a key)."""
+    model: type[BaseModel] | None = SweepConfig
+    for key in loc:
+        if model is None or not isinstance(key, str) or key not in model.model_fields:
+            return []
+        annotation = model.model_fields[key].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return list(model.model_fields) if model is not None else []
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        if error["type"] == "extra_forbidden" and loc:
+            path = ".".join(map(str, loc))
+            hint = _suggest(str(loc[-1]), _fields_at(loc[:-1]))
+            lines.append(f"{path}: unknown key{hint}")
+            continue
+        path = ".".join(str(part) for part in loc if not _is_union_tag(part)) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        lines.append(f"{path}: {message}{shown}")
+    return f"{source}: invalid sweep config\n  " + "\n  ".join(dict.fromkeys(lines))
+
+
+_TYPE_TAGS = {"float", "int", "str", "bool", "none", "function-after", "function-before"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names union members in error locations ("float", "literal['final','best']");
+    # users know the field by its YAML path only.
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+def _check_space(config: SweepConfig, source: str) -> None:
+    for path, space in config.search.space.items():
+        if path == "seed":
+            raise ConfigError(
+                f"{source}: search.space.seed: seeds are set by 'seeds', not searched"
+            )
+        for value in space.values():
+            try:
+                config.with_params({path: value})
+            except ConfigError as exc:
+                detail = str(exc).split("\n  ", 1)[-1]
+                if "is not a field" in detail:
+                    detail = "is not a field of the sweep config" + _suggest(
+                        path, list(flatten(config))
+                    )
+                else:
+                    detail = f"value {value!r} is not allowed: {detail.split(': ', 1)[-1]}"
+                raise ConfigError(f"{source}: search.space.{path}: {detail}") from None
+    for index, entry in enumerate(config.search.enqueue):
+        params = {k: v for k, v in entry.items() if k != "seed"}
+        try:
+            config.with_params(params)
+        except ConfigError as exc:
+            detail = str(exc).split("\n  ", 1)[-1]
+            raise ConfigError(f"{source}: search.enqueue[{index}]: {detail}") from None
+
+
+def parse_config(document: Any, source: str = "<config>") -> SweepConfig:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(document, Mapping):
+        kind = "empty" if document is None else type(document).__name__
+        raise ConfigError(f"{source}: a sweep config must be a mapping of sections, got {kind}")
+    try:
+        config = SweepConfig.model_validate(dict(document))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{source}: invalid sweep config: {exc}") from None
+    _check_space(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep YAML file (safe loader only)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    return parse_config(document, str(path))
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def flatten(config: BaseModel) -> dict[str, Any]:
+    """The config as ``{"alds.rate": 0.5, ...}``: MLflow params and search-space paths."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            out[prefix] = value
+
+    walk("", config.model_dump(mode="json"))
+    return out
+
+
+def config_hash(config: BaseModel, *, length: int = 12) -> str:
+    """A stable content hash of a config (or of one section)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]

@@ -1,0 +1,224 @@
+"""Sweep config loading: defaults, hashing, dotted overrides and every bad-input case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.config import (
+    ConfigError,
+    SweepConfig,
+    config_hash,
+    flatten,
+    load_config,
+    parse_config,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", ["alds_rate", "quickstart"])
+def test_shipped_sweeps_are_valid(name: str) -> None:
+    config = load_config(ROOT / "sweeps" / f"{name}.yaml")
+    assert config.name == name
+    assert "alds.rate" in config.search.space
+
+
+def test_alds_rate_sweep_describes_the_seed_experiment() -> None:
+    config = load_config(ROOT / "sweeps" / "alds_rate.yaml")
+    assert (config.model, config.dataset.name) == ("conv6", "cifar10")
+    assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("adam", 3e-4, 60)
+    assert {"alds.rate", "imp.prune_fraction"} <= set(config.search.space)
+    assert config.search.enqueue_baseline
+    assert {"alds.rate": 0.0, "imp.prune_fraction": 0.2} in config.search.enqueue
+
+
+def test_short_yaml_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "name: tiny\n"))
+    assert config.seeds == (0,)
+    assert config.train.epochs == 1.0 and config.train.iterations is None
+    assert config.alds.rate == 0.0
+    assert config.search.objective[0].metric == "accuracy"
+
+
+def test_single_objective_and_list_are_both_accepted(tmp_path: Path) -> None:
+    one = load_config(
+        write(tmp_path, "name: a\nsearch: {objective: {metric: loss, direction: minimize}}\n")
+    )
+    assert len(one.search.objective) == 1 and one.search.objective[0].metric == "loss"
+    two = load_config(
+        write(
+            tmp_path,
+            "name: a\nsearch:\n  objective:\n    - {metric: accuracy}\n"
+            "    - {metric: params_nonzero, direction: minimize}\n",
+        )
+    )
+    assert [o.metric for o in two.search.objective] == ["accuracy", "params_nonzero"]
+
+
+def test_config_is_frozen_and_hash_is_stable(tmp_path: Path) -> None:
+    first = load_config(write(tmp_path, "name: a\nalds: {rate: 0.3}\n"))
+    second = parse_config(yaml.safe_load("alds: {rate: 0.3}\nname: a\n"))
+    assert config_hash(first) == config_hash(second)
+    assert config_hash(first) != config_hash(first.with_params({"alds.rate": 0.4}))
+    with pytest.raises(Exception, match="frozen"):
+        first.alds.rate = 0.5  # type: ignore[misc]
+
+
+def test_with_params_replaces_dotted_fields() -> None:
+    config = SweepConfig(name="a").with_params({"alds.rate": 0.5, "imp.prune_fraction": 0.3})
+    assert (config.alds.rate, config.imp.prune_fraction) == (0.5, 0.3)
+    assert flatten(config)["alds.rate"] == 0.5
+    with pytest.raises(ConfigError, match=r"alds\.rate"):
+        config.with_params({"alds.rate": 1.0})
+    with pytest.raises(ConfigError, match="not a field"):
+        config.with_params({"alds.nope": 1})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "name: x\nalds:\n  rate: [0.1\n")
+    assert "YAML syntax error at line" in message and "column" in message
+
+
+def test_yaml_tags_are_refused(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "name: !!python/object/apply:os.system ['true']\n")
+    assert "YAML" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\nalsd: {rate: 0.1}\n", "alsd: unknown key (did you mean 'alds'?)"),
+        ("name: x\nalds: {rat: 0.1}\n", "alds.rat: unknown key (did you mean 'rate'?)"),
+        ("name: x\ntrain: {lr: abc}\n", "train.lr"),
+        ("name: x\ntrain: {batch_size: 2.5}\n", "train.batch_size"),
+        ("name: x\nalds: {rate: 1.0}\n", "alds.rate"),
+        ("name: x\nalds: {rate: -0.1}\n", "alds.rate"),
+        ("name: x\nimp: {prune_fraction: 0}\n", "imp.prune_fraction"),
+        ("name: x\nimp: {prune_fraction: 1}\n", "imp.prune_fraction"),
+        ("name: x\nimp: {rewind: early}\n", "imp.rewind"),
+        ("name: x\nimp: {rates: {deep: 0.2}}\n", "imp.rates"),
+        ("name: x\nmodel: conv7\n", "unknown model 'conv7'"),
+        ("name: x\nseeds: []\n", "seeds"),
+        ("name: x\ntrain: {epochs: 2, iterations: 100}\n", "not both"),
+        ("name: 'bad name'\n", "name"),
+        ("alds: {rate: 0.1}\n", "name"),
+        ("name: x\nexecution: {devices: gpu0}\n", "execution.devices"),
+        ("- 1\n", "must be a mapping"),
+        ("", "got empty"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, text)
+
+
+def test_search_range_low_above_high(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "name: x\nsearch: {space: {alds.rate: {low: 0.5, high: 0.1}}}\n")
+    assert "search.space.alds.rate" in message and "greater than high" in message
+
+
+def test_search_range_outside_the_field_range(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "name: x\nsearch: {space: {alds.rate: {low: 0.1, high: 1.5}}}\n")
+    assert "search.space.alds.rate" in message and "1.5" in message
+
+
+def test_search_path_that_is_not_a_field(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "name: x\nsearch: {space: {alds.rat: {low: 0.1, high: 0.5}}}\n")
+    assert "search.space.alds.rat: is not a field" in message and "alds.rate" in message
+    message = error_of(tmp_path, "name: x\nsearch: {space: {alds: {choices: [1, 2]}}}\n")
+    assert "search.space.alds: is not a field" in message
+
+
+def test_enqueued_value_outside_the_field_range(tmp_path: Path) -> None:
+    text = (
+        "name: x\nsearch:\n  space: {alds.rate: {low: 0, high: 0.5}}\n  enqueue: [{alds.rate: 2}]\n"
+    )
+    assert "search.enqueue[0]" in error_of(tmp_path, text)
+
+
+def test_pruner_with_multi_objective_is_refused(tmp_path: Path) -> None:
+    text = (
+        "name: x\nsearch:\n  pruner: median\n  objective:\n    - {metric: accuracy}\n"
+        "    - {metric: params_nonzero, direction: minimize}\n"
+    )
+    message = error_of(tmp_path, text)
+    assert "pruner 'median'" in message and "2 objectives" in message
+
+
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=8)
+)
+yaml_keys = st.sampled_from(
+    [
+        "name",
+        "seeds",
+        "model",
+        "dataset",
+        "train",
+        "alds",
+        "imp",
+        "search",
+        "execution",
+        "rate",
+        "lr",
+        "space",
+        "alds.rate",
+        "low",
+        "high",
+        "choices",
+        "objective",
+        "metric",
+        "x",
+    ]
+)
+yaml_documents = st.recursive(
+    yaml_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(yaml_keys, children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=yaml_documents)
+def test_random_documents_give_a_config_or_a_config_error(document: object) -> None:
+    text = yaml.safe_dump(document)
+    try:
+        result = parse_config(yaml.safe_load(text))
+    except ConfigError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(result, SweepConfig)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60))
+def test_random_text_gives_a_config_or_a_config_error(tmp_path_factory, text: str) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        assert isinstance(load_config(path), SweepConfig)
+    except ConfigError as exc:
+        assert str(path) in str(exc)
