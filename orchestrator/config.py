@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -226,7 +227,12 @@ class SearchConfig(_Section):
     sampler: Literal["tpe", "random", "grid", "nsga2", "cmaes", "qmc"] = "tpe"
     sampler_seed: int | None = 0
     pruner: Literal["none", "median", "percentile", "hyperband", "successive_halving"] = "none"
-    n_trials: int = Field(10, ge=1)
+    n_trials: int | None = Field(
+        None,
+        ge=1,
+        description="total trials over all workers and seeds; default: the whole grid, or 10 "
+        "configurations x seeds for the other samplers",
+    )
     objective: tuple[Objective, ...] = Field(
         (Objective(),), description="one objective, or a list for a multi-objective study"
     )
@@ -258,6 +264,9 @@ class ExecutionConfig(_Section):
     workers_per_device: int = Field(1, ge=1)
     max_retries: int = Field(2, ge=0)
     workspace: str | None = Field(None, description="default: .orchestrate/<name>")
+    cache_dir: str | None = Field(
+        None, description="shared checkpoint folder; default: checkpoints/ beside the workspace"
+    )
     storage: str | None = Field(None, description="Optuna storage URL; default SQLite in workspace")
 
     @field_validator("devices")
@@ -331,8 +340,82 @@ class SweepConfig(_Section):
         searched = dict(self.search.space)
         for entry in self.search.enqueue:
             for path in entry:
-                if path != "seed" and path not in searched:
+                if path not in searched:
                     raise ValueError(f"search.enqueue names '{path}', which is not in search.space")
+        return self
+
+    def _value_at(self, path: str) -> Any:
+        node: Any = self
+        for key in path.split("."):
+            node = getattr(node, key)
+        return node
+
+    def fixed_configurations(self) -> list[dict[str, Any]]:
+        """The configurations enqueued before any is sampled, each run once per seed.
+
+        Each maps every searched path to a value: the user's ``search.enqueue`` entries (paths
+        they leave out take the config's own value), then the IMP-only baseline
+        (``alds.rate = 0``) when ``alds.rate`` is searched, then, for the grid sampler, every
+        grid point. Duplicates are dropped.
+        """
+        defaults = {path: self._value_at(path) for path in self.search.space}
+        entries = [{**defaults, **entry} for entry in self.search.enqueue]
+        if self.search.enqueue_baseline and "alds.rate" in self.search.space:
+            entries.append({**defaults, "alds.rate": 0.0})
+        if self.search.sampler == "grid":
+            entries += [dict(zip(self.search.space, point, strict=True)) for point in self._grid()]
+        unique: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            unique.setdefault(json.dumps(entry, sort_keys=True), entry)
+        return list(unique.values())
+
+    def _grid(self) -> list[tuple[Any, ...]]:
+        axes = []
+        for path, space in self.search.space.items():
+            if space.choices is not None:
+                axes.append(list(space.choices))
+            elif space.step is None:
+                raise ValueError(
+                    f"search.space.{path}: the grid sampler needs 'choices' or a 'step'"
+                )
+            else:
+                count = round((space.high - space.low) / space.step) + 1
+                axes.append([round(space.low + i * space.step, 10) for i in range(count)])
+        return list(itertools.product(*axes)) if axes else []
+
+    @property
+    def total_trials(self) -> int:
+        """Trials the study runs in all: ``search.n_trials`` or, for a grid, the whole grid."""
+        if self.search.n_trials is not None:
+            return self.search.n_trials
+        fixed = len(self.fixed_configurations())
+        configurations = fixed if self.search.sampler == "grid" else max(fixed, 10)
+        return configurations * len(self.seeds)
+
+    @model_validator(mode="after")
+    def _trial_budget(self) -> SweepConfig:
+        if not set(self.search.space) <= set(flatten(self)):
+            return self  # unknown paths are reported, with suggestions, by _check_space
+        fixed = len(self.fixed_configurations())
+        seeds = len(self.seeds)
+        n_trials = self.search.n_trials
+        if n_trials is None:
+            return self
+        if n_trials % seeds:
+            raise ValueError(
+                f"search.n_trials ({n_trials}) must be a multiple of the {seeds} seeds: every "
+                "configuration runs once per seed"
+            )
+        if n_trials < fixed * seeds:
+            raise ValueError(
+                f"search.n_trials ({n_trials}) is smaller than the {fixed} enqueued "
+                f"configurations x {seeds} seeds = {fixed * seeds}"
+            )
+        if self.search.sampler == "grid" and n_trials != fixed * seeds:
+            raise ValueError(
+                f"search.n_trials ({n_trials}) must equal the grid's {fixed} configurations x "
+                f"{seeds} seeds = {fixed * seeds}, or be left out"
+            )
         return self
 
 
@@ -404,9 +487,8 @@ def _check_space(config: SweepConfig, source: str) -> None:
                     detail = f"value {value!r} is not allowed: {detail.split(': ', 1)[-1]}"
                 raise ConfigError(f"{source}: search.space.{path}: {detail}") from None
     for index, entry in enumerate(config.search.enqueue):
-        params = {k: v for k, v in entry.items() if k != "seed"}
         try:
-            config.with_params(params)
+            config.with_params(entry)
         except ConfigError as exc:
             detail = str(exc).split("\n  ", 1)[-1]
             raise ConfigError(f"{source}: search.enqueue[{index}]: {detail}") from None

@@ -1,0 +1,126 @@
+"""The study's queue: exact trial counts, repeats per seed, claiming, resuming, retries."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from orchestrator import study as studies
+from orchestrator.config import ConfigError, parse_config
+
+
+def config_of(tmp_path: Path, **search: object):
+    return parse_config(
+        {
+            "name": "queue",
+            "seeds": [0, 1],
+            "search": {
+                "sampler": "random",
+                "n_trials": 6,
+                "space": {
+                    "alds.rate": {"low": 0.0, "high": 0.8, "step": 0.1},
+                    "imp.prune_fraction": {"low": 0.1, "high": 0.4},
+                },
+                **search,
+            },
+            "execution": {"workspace": str(tmp_path)},
+        }
+    )
+
+
+def open_study(tmp_path: Path, config, **kwargs):
+    storage = studies.open_storage(studies.default_storage(config), **kwargs)
+    return studies.create_or_resume(config, storage), storage
+
+
+def drain(study: optuna.Study, storage, config) -> list[optuna.trial.FrozenTrial]:
+    while (claimed := studies.claim_trial(study, storage)) is not None:
+        trial, _ = claimed
+        params = studies.suggest(trial, config)
+        study.tell(trial, params["alds.rate"])
+    return study.get_trials()
+
+
+def test_queue_holds_every_trial_and_repeats_each_configuration_per_seed(tmp_path: Path) -> None:
+    config = config_of(tmp_path)
+    study, storage = open_study(tmp_path, config)
+    assert studies.fill_queue(study, config) == 4  # baseline x 2 seeds + 2 placeholders
+    assert studies.fill_queue(study, config) == 0  # a resumed sweep adds nothing
+    trials = drain(study, storage, config)
+    assert len(trials) == config.total_trials == 6
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    seeds_by_params: dict[tuple, list[int]] = {}
+    for trial in trials:
+        key = (trial.params["alds.rate"], trial.params["imp.prune_fraction"])
+        seeds_by_params.setdefault(key, []).append(trial.user_attrs["seed"])
+    assert len(seeds_by_params) == 3
+    assert all(sorted(seeds) == [0, 1] for seeds in seeds_by_params.values())
+    assert seeds_by_params[(0.0, 0.2)] == [0, 1]  # the IMP-only baseline
+    # An empty queue is never refilled by claiming.
+    assert studies.claim_trial(study, storage) is None
+    assert len(study.get_trials()) == 6
+
+
+def test_grid_sampler_enqueues_the_whole_grid(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "name": "grid",
+            "seeds": [0, 1, 2],
+            "search": {
+                "sampler": "grid",
+                "space": {"alds.rate": {"low": 0.0, "high": 0.6, "step": 0.2}},
+            },
+            "execution": {"workspace": str(tmp_path)},
+        }
+    )
+    assert config.total_trials == 12
+    study, storage = open_study(tmp_path, config)
+    studies.fill_queue(study, config)
+    trials = drain(study, storage, config)
+    rates = sorted((t.params["alds.rate"], t.user_attrs["seed"]) for t in trials)
+    assert rates == [(r, s) for r in (0.0, 0.2, 0.4, 0.6) for s in (0, 1, 2)]
+
+
+def test_changed_config_is_refused_and_fresh_starts_over(tmp_path: Path) -> None:
+    config = config_of(tmp_path)
+    study, storage = open_study(tmp_path, config)
+    studies.fill_queue(study, config)
+    changed = config.with_params({"imp.cycles": 9})
+    with pytest.raises(ConfigError, match="different config"):
+        studies.create_or_resume(changed, storage)
+    fresh = studies.create_or_resume(changed, storage, fresh=True)
+    assert fresh.get_trials() == []
+
+
+def test_load_study_returns_the_stored_config_and_names_missing_studies(tmp_path: Path) -> None:
+    config = config_of(tmp_path)
+    _, storage = open_study(tmp_path, config)
+    _, loaded = studies.load_study("queue", storage)
+    assert loaded == config
+    with pytest.raises(ConfigError, match=r"no study 'other'.*queue"):
+        studies.load_study("other", storage)
+
+
+def test_stale_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path) -> None:
+    config = config_of(tmp_path)
+    study, storage = open_study(tmp_path, config, heartbeat_interval=1)
+    studies.set_max_retries(storage, 1)
+    studies.fill_queue(study, config)
+    trial, trial_id = studies.claim_trial(study, storage)
+    params = studies.suggest(trial, config)
+    storage.record_heartbeat(trial_id)  # the worker beat once, then died
+    time.sleep(5)
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[trial.number].state == TrialState.FAIL
+    retry = study.get_trials(states=(TrialState.WAITING,))[-1]
+    assert retry.system_attrs["failed_trial"] == trial.number
+    assert retry.params == params and retry.user_attrs["seed"] == trial.user_attrs["seed"]
+
+
+def test_bad_storage_url_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot open the study storage"):
+        studies.open_storage("nosuchdb://x")
