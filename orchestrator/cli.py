@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
+import optuna
 import yaml
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from orchestrator import __version__
+from orchestrator import study as studies
 from orchestrator.config import ConfigError, SweepConfig, config_hash, load_config
 
 EXIT_USAGE = 2
@@ -28,6 +32,9 @@ def _load(path: Path) -> SweepConfig:
 @click.version_option(__version__, prog_name="orchestrate")
 def main() -> None:
     """Run and track ALDS + IMP compression sweeps (Optuna studies, MLflow runs)."""
+    # Heartbeats, retries and metric names are marked experimental in Optuna; we rely on them
+    # knowingly, and the warnings would bury the progress display.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @main.command()
@@ -58,6 +65,142 @@ def validate(sweep: Path) -> None:
         f"sampler {config.search.sampler}, pruner {config.search.pruner}, "
         f"{config.search.n_trials} trials; objective: {objectives}"
     )
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _open_study(
+    sweep: Path | None, study_name: str | None, storage_url: str | None
+) -> tuple[optuna.Study, SweepConfig, str]:
+    """The study named by a sweep file or by --study/--storage, with its stored config."""
+    try:
+        if sweep is not None:
+            config = load_config(sweep)
+            url = storage_url or studies.default_storage(config)
+            study_name = config.name
+        elif study_name and storage_url:
+            url = storage_url
+        else:
+            raise ConfigError("give a SWEEP.yaml, or both --study and --storage")
+        storage = studies.open_storage(url)
+        study, config = studies.load_study(study_name, storage)
+    except ConfigError as exc:
+        _fail(str(exc))
+    return study, config, url
+
+
+@main.command()
+@click.argument("sweep", type=click.Path(path_type=Path))
+@click.option("--devices", help="auto, cpu, or GPU indices like 0,1,3 (default: the YAML's)")
+@click.option("--workers-per-device", type=click.IntRange(1), help="worker processes per device")
+@click.option("--storage", "storage_url", help="Optuna storage URL (default: SQLite in workspace)")
+@click.option(
+    "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, workspace)"
+)
+@click.option("--enqueue-only", is_flag=True, help="create and fill the study, run no worker")
+@click.option("--fresh", is_flag=True, help="delete an existing study of this name first")
+def sweep(
+    sweep: Path,
+    devices: str | None,
+    workers_per_device: int | None,
+    storage_url: str | None,
+    tracking_uri: str | None,
+    enqueue_only: bool,
+    fresh: bool,
+) -> None:
+    """Create or resume the study of SWEEP.yaml and run its trials on local workers."""
+    # torch and mlflow load in seconds: only the commands that need them import them.
+    from orchestrator import progress, tracking, workers
+
+    config = _load(sweep)
+    overrides: dict[str, object] = {}
+    if devices:
+        overrides["execution.devices"] = devices
+    if workers_per_device:
+        overrides["execution.workers_per_device"] = workers_per_device
+    try:
+        execution = config.with_params(overrides).execution
+        url = storage_url or studies.default_storage(config)
+        storage = studies.open_storage(url, max_retries=config.execution.max_retries)
+        uri = tracking_uri or tracking.default_uri(config)
+        tracking.check_reachable(uri)
+        study = studies.create_or_resume(config, storage, fresh=fresh)
+    except ConfigError as exc:
+        _fail(str(exc))
+    added = studies.fill_queue(study, config)
+    tracker = tracking.SweepTracker(uri, config)
+    parent = study.user_attrs.get(tracking.PARENT_ATTR)
+    if parent is None:
+        parent = tracker.create_parent_run()
+        study.set_user_attr(tracking.PARENT_ATTR, parent)
+    study.set_user_attr(tracking.URI_ATTR, uri)
+    console = Console()
+    console.print(
+        f"study '{config.name}' in {url}: {config.total_trials} trials "
+        f"({added} enqueued now); MLflow {uri}, parent run {parent}"
+    )
+    if enqueue_only:
+        console.print(
+            "enqueue only: start workers with\n"
+            f"  orchestrate worker --study {config.name} --storage {url} --tracking-uri {uri}"
+        )
+        return
+    slots = workers.device_slots(execution.devices, execution.workers_per_device)
+    console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        failed = workers.supervise(
+            slots, study, url, uri, show=lambda rows: live.update(progress.render(rows, config))
+        )
+    finished = progress.finished(study)
+    if finished >= config.total_trials:
+        tracker.end_parent_run(parent)
+    console.print(progress.summary(study))
+    if failed:
+        _fail(f"{failed} worker process(es) exited with an error")
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="the study (sweep) name")
+@click.option("--storage", "storage_url", required=True, help="Optuna storage URL")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the one the sweep recorded)")
+@click.option("--threads", type=click.IntRange(1), help="CPU threads for this worker")
+def worker(
+    study_name: str,
+    storage_url: str,
+    device: str,
+    tracking_uri: str | None,
+    threads: int | None,
+) -> None:
+    """Run trials of an existing study until its queue is done (on any host)."""
+    from orchestrator import tracking, workers
+
+    try:
+        if tracking_uri:
+            tracking.check_reachable(tracking_uri)
+        count = workers.run_worker(
+            study_name, storage_url, device=device, tracking_uri=tracking_uri, threads=threads
+        )
+    except ConfigError as exc:
+        _fail(str(exc))
+    click.echo(f"worker done: {count} trial(s) run here")
+
+
+@main.command()
+@click.argument("sweep", type=click.Path(path_type=Path), required=False)
+@click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")
+@click.option("--storage", "storage_url", help="Optuna storage URL")
+def status(sweep: Path | None, study_name: str | None, storage_url: str | None) -> None:
+    """Print a study's progress: trials by state, the best value, what is running."""
+    from orchestrator import progress
+
+    study, config, _ = _open_study(sweep, study_name, storage_url)
+    console = Console()
+    console.print(progress.render(progress.rows(study), config))
+    console.print(progress.summary(study))
 
 
 if __name__ == "__main__":
