@@ -168,12 +168,14 @@ def sweep(
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: the one the sweep recorded)")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for this worker")
+@click.option("--index", type=click.IntRange(0), hidden=True, help="slot number (set by sweep)")
 def worker(
     study_name: str,
     storage_url: str,
     device: str,
     tracking_uri: str | None,
     threads: int | None,
+    index: int | None,
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
     from orchestrator import tracking, workers
@@ -182,7 +184,12 @@ def worker(
         if tracking_uri:
             tracking.check_reachable(tracking_uri)
         count = workers.run_worker(
-            study_name, storage_url, device=device, tracking_uri=tracking_uri, threads=threads
+            study_name,
+            storage_url,
+            device=device,
+            tracking_uri=tracking_uri,
+            threads=threads,
+            index=index,
         )
     except ConfigError as exc:
         _fail(str(exc))
@@ -201,6 +208,51 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
     console = Console()
     console.print(progress.render(progress.rows(study), config))
     console.print(progress.summary(study))
+
+
+@main.command()
+@click.argument("sweep", type=click.Path(path_type=Path), required=False)
+@click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")
+@click.option("--storage", "storage_url", help="Optuna storage URL")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the one the sweep recorded)")
+@click.option(
+    "--format", "formats", default="csv,md,latex,html,json", show_default=True, help="formats"
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="folder for tables and plots (default: <workspace>/report)",
+)
+def report(
+    sweep: Path | None,
+    study_name: str | None,
+    storage_url: str | None,
+    tracking_uri: str | None,
+    formats: str,
+    output: Path | None,
+) -> None:
+    """Write a sweep's tables and plots; log them to its parent MLflow run."""
+    from orchestrator import report as reports
+
+    study, config, _ = _open_study(sweep, study_name, storage_url)
+    try:
+        chosen = reports.parse_formats(formats)
+        result = reports.build(study, config, tracking_uri=tracking_uri)
+    except ConfigError as exc:
+        _fail(str(exc))
+    folder = output or studies.workspace(config) / "report"
+    written = reports.write(result, folder, chosen)
+    click.echo(f"study '{result.study}': {result.status()}")
+    for note in result.notes:
+        click.echo(f"  {note}")
+    click.echo(f"wrote {len(written)} files to {folder}")
+    if result.parent_run_id:
+        try:
+            reports.log_artifacts(result.tracking_uri, result.parent_run_id, written)
+        except ConfigError as exc:
+            click.echo(f"warning: {exc}", err=True)
+        else:
+            click.echo(f"logged them to MLflow run {result.parent_run_id} under report/")
 
 
 if __name__ == "__main__":

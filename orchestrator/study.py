@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.config import ConfigError, SweepConfig, config_hash, parse_config
 
@@ -93,8 +93,12 @@ def set_max_retries(storage: optuna.storages.RDBStorage, max_retries: int) -> No
     storage.failed_trial_callback = callback
 
 
-def _sampler(config: SweepConfig) -> optuna.samplers.BaseSampler:
-    seed = config.search.sampler_seed
+def _sampler(config: SweepConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    # Workers draw from differently seeded streams: with one seed each would propose the same
+    # parameters as every other worker's first trial.
+    seed = (
+        None if config.search.sampler_seed is None else config.search.sampler_seed + 7919 * worker
+    )
     match config.search.sampler:
         case "tpe":
             return optuna.samplers.TPESampler(seed=seed)
@@ -166,23 +170,25 @@ def _metric_name(objective: Any) -> str:
 
 
 def load_study(
-    study_name: str, storage: optuna.storages.BaseStorage
+    study_name: str, storage: optuna.storages.BaseStorage, *, worker: int = 0
 ) -> tuple[optuna.Study, SweepConfig]:
-    """Load a study created by :func:`create_or_resume`, with the config stored in it."""
+    """Load a study created by :func:`create_or_resume`, with the config stored in it.
+
+    ``worker`` numbers the worker process, so each samples from its own seeded stream.
+    """
     try:
-        summary = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
-    except Exception as exc:
-        raise ConfigError(f"cannot read studies from the storage: {exc}") from None
-    if study_name not in summary:
-        known = ", ".join(sorted(summary)) or "none"
-        raise ConfigError(f"no study '{study_name}' in this storage (studies: {known})")
-    document = summary[study_name].user_attrs.get(CONFIG_ATTR)
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        known = ", ".join(sorted(optuna.get_all_study_names(storage))) or "none"
+        raise ConfigError(f"no study '{study_name}' in this storage (studies: {known})") from None
+    except Exception as exc:  # SQLAlchemy errors of an unreachable or foreign database
+        raise ConfigError(f"cannot read study '{study_name}' from the storage: {exc}") from None
+    document = study.user_attrs.get(CONFIG_ATTR)
     if document is None:
         raise ConfigError(f"study '{study_name}' was not created by orchestrate (no stored config)")
     config = parse_config(document, f"study '{study_name}'")
-    study = optuna.load_study(
-        study_name=study_name, storage=storage, sampler=_sampler(config), pruner=_pruner(config)
-    )
+    study.sampler = _sampler(config, worker)
+    study.pruner = _pruner(config)
     return study, config
 
 
@@ -211,11 +217,16 @@ def fill_queue(study: optuna.Study, config: SweepConfig) -> int:
     return added
 
 
-def claim_trial(study: optuna.Study, storage: optuna.storages.BaseStorage) -> optuna.Trial | None:
+def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, FrozenTrial] | None:
     """Take the oldest queued trial, or ``None`` when the queue is empty.
 
-    Unlike ``study.ask()``, this never creates a trial beyond the queue.
+    Returns the live trial and its record as queued (storage id, system attributes such as
+    ``failed_trial`` on a retry).
+
+    Unlike ``study.ask()``, this never creates a trial beyond the queue. It goes through the
+    study's own (caching) storage, as ``ask`` does, so the trial is known to that cache.
     """
+    storage = study._storage
     study_id = storage.get_study_id_from_name(study.study_name)
     waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
     for frozen in waiting:
@@ -224,7 +235,7 @@ def claim_trial(study: optuna.Study, storage: optuna.storages.BaseStorage) -> op
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         if claimed:
-            return optuna.Trial(study, frozen._trial_id), frozen._trial_id
+            return optuna.Trial(study, frozen._trial_id), frozen
     return None
 
 

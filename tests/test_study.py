@@ -38,7 +38,7 @@ def open_study(tmp_path: Path, config, **kwargs):
 
 
 def drain(study: optuna.Study, storage, config) -> list[optuna.trial.FrozenTrial]:
-    while (claimed := studies.claim_trial(study, storage)) is not None:
+    while (claimed := studies.claim_trial(study)) is not None:
         trial, _ = claimed
         params = studies.suggest(trial, config)
         study.tell(trial, params["alds.rate"])
@@ -61,7 +61,7 @@ def test_queue_holds_every_trial_and_repeats_each_configuration_per_seed(tmp_pat
     assert all(sorted(seeds) == [0, 1] for seeds in seeds_by_params.values())
     assert seeds_by_params[(0.0, 0.2)] == [0, 1]  # the IMP-only baseline
     # An empty queue is never refilled by claiming.
-    assert studies.claim_trial(study, storage) is None
+    assert studies.claim_trial(study) is None
     assert len(study.get_trials()) == 6
 
 
@@ -110,9 +110,9 @@ def test_stale_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path) -
     study, storage = open_study(tmp_path, config, heartbeat_interval=1)
     studies.set_max_retries(storage, 1)
     studies.fill_queue(study, config)
-    trial, trial_id = studies.claim_trial(study, storage)
+    trial, queued = studies.claim_trial(study)
     params = studies.suggest(trial, config)
-    storage.record_heartbeat(trial_id)  # the worker beat once, then died
+    storage.record_heartbeat(queued._trial_id)  # the worker beat once, then died
     time.sleep(5)
     optuna.storages.fail_stale_trials(study)
     assert study.trials[trial.number].state == TrialState.FAIL

@@ -1,0 +1,93 @@
+"""What a sweep shows while it runs and when it ends: trial counts, the best value, workers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.config import SweepConfig
+from orchestrator.study import describe_params
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+__all__ = ["finished", "render", "rows", "summary"]
+
+
+def rows(study: optuna.Study) -> dict[str, Any]:
+    """Counts by state, the best value and the running trials of ``study``."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name: 0 for state in TrialState}
+    for trial in trials:
+        counts[trial.state.name] += 1
+    now = dt.datetime.now()
+    running = [
+        {
+            "trial": t.number,
+            "worker": t.user_attrs.get("worker", "?"),
+            "device": t.user_attrs.get("device", "?"),
+            "seed": t.user_attrs.get("seed"),
+            "params": describe_params(t.params),
+            "step": t.user_attrs.get("step", "-"),
+            "elapsed": str(now - t.datetime_start).split(".")[0] if t.datetime_start else "-",
+        }
+        for t in trials
+        if t.state == TrialState.RUNNING
+    ]
+    best = None
+    if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
+        best = study.best_value
+    return {"counts": counts, "running": running, "best": best}
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that reached an end state (a failed trial that is retried counts once)."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def render(progress: dict[str, Any], config: SweepConfig) -> Group:
+    """A rich renderable of :func:`rows`."""
+    counts = progress["counts"]
+    done = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
+    best = "-" if progress["best"] is None else f"{progress['best']:.4f}"
+    head = Text(
+        f"{config.name}: done {done}/{config.total_trials} · complete {counts['COMPLETE']} · "
+        f"running {counts['RUNNING']} · pruned {counts['PRUNED']} · failed {counts['FAIL']} · "
+        f"queued {counts['WAITING']} · best {best}"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("trial", "worker", "device", "seed", "params", "step", "elapsed"):
+        table.add_column(column)
+    for row in progress["running"]:
+        table.add_row(
+            *(
+                str(row[c])
+                for c in ("trial", "worker", "device", "seed", "params", "step", "elapsed")
+            )
+        )
+    return Group(head, table) if progress["running"] else Group(head)
+
+
+def summary(study: optuna.Study) -> Table:
+    """One row per trial: number, state, seed, parameters, values."""
+    table = Table(title=f"study {study.study_name}")
+    for column in ("trial", "state", "seed", "params", "value(s)", "note"):
+        table.add_column(column)
+    for trial in study.get_trials(deepcopy=False):
+        values = "-" if trial.values is None else ", ".join(f"{v:.4f}" for v in trial.values)
+        table.add_row(
+            str(trial.number),
+            trial.state.name,
+            str(trial.user_attrs.get("seed", "-")),
+            describe_params(trial.params),
+            values,
+            str(trial.user_attrs.get("fail_reason", ""))[:60],
+        )
+    return table

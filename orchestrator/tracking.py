@@ -1,0 +1,202 @@
+"""MLflow tracking: one experiment per sweep, a parent run, one nested child run per trial.
+
+Written on ``MlflowClient`` (no global active run), so a worker can hold any number of runs
+and nothing leaks between trials. Metrics are logged in one batch per compression step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from orchestrator.config import ConfigError, SweepConfig, config_hash, flatten
+from orchestrator.study import workspace
+
+PARENT_ATTR = "mlflow_parent_run_id"
+URI_ATTR = "mlflow_tracking_uri"
+MAX_PARAMS_PER_BATCH = 100
+
+__all__ = ["SweepTracker", "TrialRun", "check_reachable", "default_uri"]
+
+
+def default_uri(config: SweepConfig) -> str:
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite store in the workspace."""
+    if config.tracking.uri:
+        return config.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    folder = workspace(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+
+
+def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
+    """Raise :class:`ConfigError` unless the tracking store at ``uri`` answers."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as answer:
+                if answer.status != 200:
+                    raise ConfigError(f"tracking server {uri} answered {answer.status} to /health")
+        except (urllib.error.URLError, OSError) as exc:
+            raise ConfigError(
+                f"cannot reach the MLflow tracking server {uri}: {exc}; start it, or pass "
+                "--tracking-uri (or set MLFLOW_TRACKING_URI) to one that runs"
+            ) from None
+        return
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # the stores raise many kinds of errors for a bad URI
+        raise ConfigError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    return [Param(key, str(value)) for key, value in values.items()]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SweepTracker:
+    """The MLflow side of one sweep."""
+
+    def __init__(self, uri: str, config: SweepConfig) -> None:
+        self.uri = uri
+        self.config = config
+        self.client = MlflowClient(uri)
+        self.experiment_id = self._experiment()
+
+    def _experiment(self) -> str:
+        name = self.config.tracking.experiment or self.config.name
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if not self.uri.startswith(("http://", "https://")):
+            # A local store keeps artifacts beside it, not in the current directory.
+            location = (workspace(self.config) / "mlartifacts").resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            # Another worker created it first.
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def create_parent_run(self) -> str:
+        """Start the sweep's parent run (config as params, hash and commit as tags)."""
+        tags = {
+            "orchestrate.role": "sweep",
+            "sweep": self.config.name,
+            "config_hash": config_hash(self.config),
+        }
+        commit = _git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.config.name)
+        run_id = run.info.run_id
+        self._log_params(run_id, flatten(self.config))
+        self.client.log_dict(run_id, self.config.model_dump(mode="json"), "sweep.json")
+        return run_id
+
+    def end_parent_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def _log_params(self, run_id: str, values: Mapping[str, Any]) -> None:
+        params = _params(values)
+        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
+
+    def start_trial(
+        self,
+        parent_run_id: str,
+        *,
+        trial_number: int,
+        seed: int,
+        trial_config: SweepConfig,
+        tags: Mapping[str, Any],
+    ) -> TrialRun:
+        """A child run of the parent with the trial's whole resolved config as params."""
+        all_tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "orchestrate.role": "trial",
+            "trial_number": trial_number,
+            "seed": seed,
+            "host": socket.gethostname(),
+            **tags,
+        }
+        commit = _git_commit()
+        if commit:
+            all_tags["mlflow.source.git.commit"] = commit
+        run = self.client.create_run(
+            self.experiment_id,
+            tags={k: str(v) for k, v in all_tags.items()},
+            run_name=f"{self.config.name}-trial-{trial_number}",
+        )
+        run_id = run.info.run_id
+        self._log_params(run_id, {**flatten(trial_config), "seed": seed})
+        return TrialRun(self.client, run_id)
+
+
+class TrialRun:
+    """One trial's MLflow run."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def log_step(self, step: int, values: Mapping[str, float]) -> None:
+        timestamp = _now_ms()
+        metrics = [Metric(key, value, timestamp, step) for key, value in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_tables(self, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
+        """Each table (rows of dicts) as ``<name>.csv``."""
+        for name, rows in tables.items():
+            frame = pd.DataFrame(list(rows))
+            self.client.log_text(self.run_id, frame.to_csv(index=False), f"{name}.csv")
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        self.client.log_figure(self.run_id, figure, name)
+
+    def log_torch(self, payload: Mapping[str, Any], name: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / name
+            torch.save(dict(payload), path)
+            self.client.log_artifact(self.run_id, str(path))
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status)

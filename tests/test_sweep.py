@@ -1,0 +1,223 @@
+"""The sweep end to end: real Optuna storage, real MLflow stores, real worker processes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from orchestrator.config import parse_config
+from tests.conftest import orchestrate, tiny_sweep, write_sweep
+
+pytestmark = pytest.mark.slow
+
+CURVE_METRICS = ("accuracy", "loss", "sparsity", "params_nonzero", "compression_ratio", "flops")
+
+
+def study_of(document: dict) -> optuna.Study:
+    storage = f"sqlite:///{Path(document['execution']['workspace']) / 'study.db'}"
+    return optuna.load_study(study_name=document["name"], storage=storage)
+
+
+def trial_runs(document: dict, uri: str | None = None) -> list:
+    uri = uri or f"sqlite:///{Path(document['execution']['workspace']) / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(document["name"])
+    return client, client.search_runs(
+        [experiment.experiment_id], "tags.`orchestrate.role` = 'trial'", max_results=1000
+    )
+
+
+def curve(client: MlflowClient, run_id: str, key: str = "accuracy") -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_two_workers_finish_exactly_the_study(tmp_path: Path) -> None:
+    document = tiny_sweep(
+        tmp_path,
+        "two",
+        seeds=[0, 1],
+        search={
+            "sampler": "random",
+            "n_trials": 6,
+            "space": {"alds.rate": {"low": 0.0, "high": 0.6}},
+        },
+    )
+    result = orchestrate(
+        "sweep", str(write_sweep(tmp_path, document)), "--workers-per-device", "2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    trials = study_of(document).get_trials()
+    assert len(trials) == 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [
+        t.user_attrs for t in trials
+    ]
+    # Two workers shared the work.
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    # The IMP-only baseline ran exactly once per seed; every configuration once per seed.
+    baseline_seeds = sorted(t.user_attrs["seed"] for t in trials if t.params["alds.rate"] == 0.0)
+    assert baseline_seeds == [0, 1]
+    by_config: dict[float, list[int]] = {}
+    for t in trials:
+        by_config.setdefault(t.params["alds.rate"], []).append(t.user_attrs["seed"])
+    assert all(sorted(seeds) == [0, 1] for seeds in by_config.values())
+
+    client, runs = trial_runs(document)
+    assert len(runs) == 6
+    parents = {run.data.tags["mlflow.parentRunId"] for run in runs}
+    assert len(parents) == 1
+    steps = document["imp"]["cycles"] + 2
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        for key in CURVE_METRICS:
+            assert [s for s, _ in curve(client, run.info.run_id, key)] == list(range(steps))
+        assert run.data.params["alds.rate"] == str(
+            next(t for t in trials if t.number == int(run.data.tags["trial_number"])).params[
+                "alds.rate"
+            ]
+        )
+    # The dense network was trained once per seed; every other trial loaded it.
+    tags = sorted(run.data.tags["dense_checkpoint"] for run in runs)
+    assert tags == ["cached"] * 4 + ["trained"] * 2
+
+
+def test_second_sweep_reuses_dense_checkpoint_and_curves_repeat(tmp_path: Path) -> None:
+    first = tiny_sweep(tmp_path, "first")
+    second = tiny_sweep(tmp_path, "second")
+    for document in (first, second):
+        result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    client1, runs1 = trial_runs(first)
+    client2, runs2 = trial_runs(second)
+    assert sorted(r.data.tags["dense_checkpoint"] for r in runs1) == ["cached", "trained"]
+    assert [r.data.tags["dense_checkpoint"] for r in runs2] == ["cached", "cached"]
+    # Same seed and config give identical curves.
+    curves1 = {r.data.params["alds.rate"]: curve(client1, r.info.run_id) for r in runs1}
+    curves2 = {r.data.params["alds.rate"]: curve(client2, r.info.run_id) for r in runs2}
+    assert curves1 == curves2
+    # ALDS at rate 0.5 changed the network after step 0; the baseline did not compress.
+    baseline = next(r for r in runs1 if r.data.params["alds.rate"] == "0.0")
+    assert curve(client1, baseline.info.run_id, "sparsity")[1][1] == 0.0
+
+
+def test_nan_trial_fails_with_reason_and_the_others_complete(tmp_path: Path) -> None:
+    document = tiny_sweep(
+        tmp_path,
+        "nan",
+        search={"sampler": "grid", "space": {"train.lr": {"choices": [0.003, 1.0e12]}}},
+    )
+    result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = {t.params["train.lr"]: t for t in study_of(document).get_trials()}
+    assert states[0.003].state == optuna.trial.TrialState.COMPLETE
+    failed = states[1.0e12]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "NonFiniteLossError" in failed.user_attrs["fail_reason"]
+    _, runs = trial_runs(document)
+    statuses = {r.data.params["train.lr"]: r for r in runs}
+    assert statuses["1000000000000.0"].info.status == "FAILED"
+    assert "NonFiniteLossError" in statuses["1000000000000.0"].data.tags["fail_reason"]
+
+
+def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
+    # Two good trials first (grid order), then one that cannot learn: lr so small nothing moves.
+    document = tiny_sweep(
+        tmp_path,
+        "pruned",
+        imp={"cycles": 3},
+        search={
+            "sampler": "grid",
+            "pruner": "median",
+            "enqueue_baseline": False,
+            "space": {"train.lr": {"choices": [0.003, 0.002, 1.0e-9]}},
+        },
+    )
+    result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = {t.params["train.lr"]: t for t in study_of(document).get_trials()}
+    assert trials[0.003].state == optuna.trial.TrialState.COMPLETE
+    hopeless = trials[1.0e-9]
+    assert hopeless.state == optuna.trial.TrialState.PRUNED
+    assert max(hopeless.intermediate_values) < document["imp"]["cycles"] + 1
+    _, runs = trial_runs(document)
+    run = next(r for r in runs if r.data.params["train.lr"] == "1e-09")
+    assert run.info.status == "KILLED"
+
+
+def test_enqueue_only_then_worker_finishes(tmp_path: Path) -> None:
+    document = tiny_sweep(tmp_path, "queued")
+    path = write_sweep(tmp_path, document)
+    result = orchestrate("sweep", str(path), "--enqueue-only", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = study_of(document)
+    assert [t.state.name for t in study.get_trials()] == ["WAITING", "WAITING"]
+    storage = f"sqlite:///{Path(document['execution']['workspace']) / 'study.db'}"
+    result = orchestrate("worker", "--study", "queued", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 trial(s)" in result.stdout
+    assert [t.state.name for t in study_of(document).get_trials()] == ["COMPLETE", "COMPLETE"]
+    status = orchestrate("status", str(path), cwd=tmp_path)
+    assert status.returncode == 0 and "complete 2" in status.stdout
+
+
+def test_unreachable_tracking_uri_fails_fast(tmp_path: Path) -> None:
+    document = tiny_sweep(tmp_path, "offline")
+    result = orchestrate(
+        "sweep",
+        str(write_sweep(tmp_path, document)),
+        "--tracking-uri",
+        "http://127.0.0.1:9",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "cannot reach the MLflow tracking server http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Nothing was trained or created before the check.
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_resumed_sweep_keeps_its_trials_and_refuses_a_changed_config(tmp_path: Path) -> None:
+    document = tiny_sweep(tmp_path, "again")
+    path = write_sweep(tmp_path, document)
+    assert orchestrate("sweep", str(path), cwd=tmp_path).returncode == 0
+    rerun = orchestrate("sweep", str(path), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert len(study_of(document).get_trials()) == 2
+    changed = tiny_sweep(tmp_path, "again", imp={"cycles": 3})
+    refused = orchestrate("sweep", str(write_sweep(tmp_path, changed)), cwd=tmp_path)
+    assert refused.returncode == 2 and "different config" in refused.stderr
+
+
+def test_a_real_mlflow_server_receives_the_sweep(tmp_path: Path, mlflow_server: str) -> None:
+    document = tiny_sweep(tmp_path, "served")
+    result = orchestrate(
+        "sweep", str(write_sweep(tmp_path, document)), "--tracking-uri", mlflow_server, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = trial_runs(document, mlflow_server)
+    assert len(runs) == 2
+    for run in runs:
+        assert len(curve(client, run.info.run_id)) == document["imp"]["cycles"] + 2
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"curve.csv", "layers.csv", "accuracy_vs_sparsity.png", "final.pt"} <= artifacts
+    compressed = next(r for r in runs if r.data.params["alds.rate"] == "0.5")
+    assert "alds_plan.csv" in {a.path for a in client.list_artifacts(compressed.info.run_id)}
+
+
+def test_objective_at_sparsity_is_interpolated(tmp_path: Path) -> None:
+    from orchestrator.procedure import Step, objective_value
+
+    def step(index: int, sparsity: float, accuracy: float) -> Step:
+        return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 1, 1, 1.0, 1)
+
+    curve_ = [step(0, 0.0, 0.9), step(1, 0.5, 0.8), step(2, 0.75, 0.6)]
+    config = parse_config(
+        {"name": "x", "search": {"objective": {"metric": "accuracy", "at": 0.625}}}
+    )
+    assert objective_value(curve_, config.search.objective[0]) == pytest.approx(0.7)
+    beyond = parse_config({"name": "x", "search": {"objective": {"at": 0.9}}})
+    assert math.isnan(objective_value(curve_, beyond.search.objective[0]))
