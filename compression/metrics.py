@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["compression_ratio", "count_flops", "count_parameters"]
+__all__ = [
+    "compression_ratio",
+    "count_flops",
+    "count_layer_flops",
+    "count_parameters",
+    "sparsity",
+]
 
 
 def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
@@ -24,27 +31,27 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     counted by a forward hook; zeros in pruned weights are not subtracted, since dense
     kernels spend the same work on them.
     """
-    total = 0
+    return sum(count_layer_flops(model, input_shape).values())
 
-    def conv_hook(
-        module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> None:
-        nonlocal total
-        kernel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        total += output[0].numel() * kernel
 
-    def linear_hook(
-        module: nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> None:
-        nonlocal total
-        total += output[0].numel() * module.in_features
+def count_layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """:func:`count_flops` per Conv2d/Linear layer, keyed by qualified module name."""
+    flops: dict[str, int] = {}
 
-    handles = []
-    for module in model.modules():
+    def hook(name: str, module: nn.Module, output: torch.Tensor) -> None:
         if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+            kernel = module.in_channels // module.groups * math.prod(module.kernel_size)
+        else:
+            kernel = module.in_features
+        flops[name] = flops.get(name, 0) + output[0].numel() * kernel
+
+    handles = [
+        module.register_forward_hook(
+            lambda module, inputs, output, name=name: hook(name, module, output)
+        )
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d | nn.Linear)
+    ]
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     was_training = model.training
@@ -56,7 +63,7 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return int(total)
+    return {name: int(value) for name, value in flops.items()}
 
 
 def compression_ratio(model: nn.Module, original_parameters: int) -> float:
@@ -67,3 +74,25 @@ def compression_ratio(model: nn.Module, original_parameters: int) -> float:
     """
     nonzero = count_parameters(model, nonzero=True)
     return float("inf") if nonzero == 0 else original_parameters / nonzero
+
+
+def sparsity(tensors: Mapping[str, torch.Tensor]) -> dict:
+    """Nonzero ("alive") entries per tensor and in total, with the sparsity they leave.
+
+    Pass weights to measure them, or bool masks to count their ``True`` entries. Returns
+    ``{"layers": {name: {"alive", "total", "sparsity"}}, "alive", "total", "sparsity"}``;
+    the sparsity of no entries at all is 0.
+    """
+    layers = {}
+    for name, tensor in tensors.items():
+        alive = int(torch.count_nonzero(tensor.detach()))
+        total = tensor.numel()
+        layers[name] = {"alive": alive, "total": total, "sparsity": _fraction_zero(alive, total)}
+    alive = sum(layer["alive"] for layer in layers.values())
+    total = sum(layer["total"] for layer in layers.values())
+    overall = _fraction_zero(alive, total)
+    return {"layers": layers, "alive": alive, "total": total, "sparsity": overall}
+
+
+def _fraction_zero(alive: int, total: int) -> float:
+    return 1.0 - alive / total if total else 0.0

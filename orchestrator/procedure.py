@@ -149,7 +149,7 @@ def _measure(
         if data.val is not None and len(data.val)
         else None
     )
-    alive = sum(int(torch.count_nonzero(w)) for w in imp.prunable(model).values())
+    alive = imp.sparsity(model)["alive"]
     nonzero = metrics.count_parameters(model, nonzero=True)
     remaining = alive / original_prunable
     return Step(
