@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -35,6 +36,8 @@ def main() -> None:
     # Heartbeats, retries and metric names are marked experimental in Optuna; we rely on them
     # knowingly, and the warnings would bury the progress display.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 @main.command()

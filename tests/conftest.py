@@ -12,9 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Two cores, shared with worker subprocesses and servers: one intra-op thread per process keeps
+# test runtimes steady (two threads spinning against other processes can be 10x slower).
+torch.set_num_threads(1)
 
 
 def tiny_sweep(tmp_path: Path, name: str = "tiny", **sections: object) -> dict:
