@@ -11,7 +11,6 @@ import click
 import optuna
 import yaml
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from orchestrator import __version__
@@ -116,7 +115,8 @@ def sweep(
 ) -> None:
     """Create or resume the study of SWEEP.yaml and run its trials on local workers."""
     # torch and mlflow load in seconds: only the commands that need them import them.
-    from orchestrator import progress, tracking, workers
+    from orchestrator import progress, workers
+    from orchestrator import sweep as sweeps
 
     config = _load(sweep)
     overrides: dict[str, object] = {}
@@ -126,41 +126,31 @@ def sweep(
         overrides["execution.workers_per_device"] = workers_per_device
     try:
         execution = config.with_params(overrides).execution
-        url = storage_url or studies.default_storage(config)
-        storage = studies.open_storage(url, max_retries=config.execution.max_retries)
-        uri = tracking_uri or tracking.default_uri(config)
-        tracking.check_reachable(uri)
-        study = studies.create_or_resume(config, storage, fresh=fresh)
+        prepared = sweeps.prepare(
+            config, storage_url=storage_url, tracking_uri=tracking_uri, fresh=fresh
+        )
     except ConfigError as exc:
         _fail(str(exc))
-    added = studies.fill_queue(study, config)
-    tracker = tracking.SweepTracker(uri, config)
-    parent = study.user_attrs.get(tracking.PARENT_ATTR)
-    if parent is None:
-        parent = tracker.create_parent_run()
-        study.set_user_attr(tracking.PARENT_ATTR, parent)
-    study.set_user_attr(tracking.URI_ATTR, uri)
     console = Console()
     console.print(
-        f"study '{config.name}' in {url}: {config.total_trials} trials "
-        f"({added} enqueued now); MLflow {uri}, parent run {parent}"
+        f"study '{config.name}' in {prepared.storage_url}: {config.total_trials} trials "
+        f"({prepared.enqueued} enqueued now); MLflow {prepared.tracking_uri}, "
+        f"parent run {prepared.parent_run_id}"
     )
     if enqueue_only:
         console.print(
             "enqueue only: start workers with\n"
-            f"  orchestrate worker --study {config.name} --storage {url} --tracking-uri {uri}"
+            f"  orchestrate worker --study {config.name} --storage {prepared.storage_url} "
+            f"--tracking-uri {prepared.tracking_uri}"
         )
         return
     slots = workers.device_slots(execution.devices, execution.workers_per_device)
     console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
-        failed = workers.supervise(
-            slots, study, url, uri, show=lambda rows: live.update(progress.render(rows, config))
-        )
-    finished = progress.finished(study)
-    if finished >= config.total_trials:
-        tracker.end_parent_run(parent)
-    console.print(progress.summary(study))
+    failed, interrupted = sweeps.run(prepared, config, slots, console)
+    console.print(progress.summary(prepared.study))
+    if interrupted:
+        click.echo("interrupted: run the same command again to resume", err=True)
+        sys.exit(130)
     if failed:
         _fail(f"{failed} worker process(es) exited with an error")
 
@@ -219,7 +209,11 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
 @click.option("--storage", "storage_url", help="Optuna storage URL")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: the one the sweep recorded)")
 @click.option(
-    "--format", "formats", default="csv,md,latex,html,json", show_default=True, help="formats"
+    "--format",
+    "formats",
+    default="csv,md,latex,html,json",
+    show_default=True,
+    help="comma-separated formats of the tables",
 )
 @click.option(
     "--output",

@@ -262,7 +262,10 @@ class ExecutionConfig(_Section):
 
     devices: str = Field("auto", description="auto, cpu, or GPU indices like '0,1,3'")
     workers_per_device: int = Field(1, ge=1)
-    max_retries: int = Field(2, ge=0)
+    max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    trial_timeout: float | None = Field(
+        None, gt=0.0, description="seconds; a longer trial fails (and is retried)"
+    )
     workspace: str | None = Field(None, description="default: .orchestrate/<name>")
     cache_dir: str | None = Field(
         None, description="shared checkpoint folder; default: checkpoints/ beside the workspace"
@@ -393,6 +396,38 @@ class SweepConfig(_Section):
         return configurations * len(self.seeds)
 
     @model_validator(mode="after")
+    def _fixed_inside_space(self) -> SweepConfig:
+        if not set(self.search.space) <= set(flatten(self)):
+            return self  # unknown paths are reported, with suggestions, by _check_space
+        defaults = {path: self._value_at(path) for path in self.search.space}
+        entries = [
+            (f"search.enqueue[{i}]", {**defaults, **e}) for i, e in enumerate(self.search.enqueue)
+        ]
+        if self.search.enqueue_baseline and "alds.rate" in self.search.space:
+            entries.append(("search.enqueue_baseline", {**defaults, "alds.rate": 0.0}))
+        for where, entry in entries:
+            for path, value in entry.items():
+                space = self.search.space[path]
+                inside = (
+                    value in space.choices
+                    if space.choices is not None
+                    else isinstance(value, int | float) and space.low <= value <= space.high
+                )
+                if not inside:
+                    hint = ""
+                    if where == "search.enqueue_baseline":
+                        hint = (
+                            " (let the space include 0.0, or set enqueue_baseline: false)"
+                            if path == "alds.rate"
+                            else f" (the baseline takes the config's {path}: set it inside the "
+                            "range, or set enqueue_baseline: false)"
+                        )
+                    raise ValueError(
+                        f"{where}: {path} = {value!r} lies outside search.space.{path}{hint}"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _trial_budget(self) -> SweepConfig:
         if not set(self.search.space) <= set(flatten(self)):
             return self  # unknown paths are reported, with suggestions, by _check_space
@@ -451,11 +486,11 @@ def _describe(exc: ValidationError, source: str) -> str:
             hint = _suggest(str(loc[-1]), _fields_at(loc[:-1]))
             lines.append(f"{path}: unknown key{hint}")
             continue
-        path = ".".join(str(part) for part in loc if not _is_union_tag(part)) or "(top level)"
+        path = ".".join(str(part) for part in loc if not _is_union_tag(part))
         message = error["msg"].removeprefix("Value error, ")
         given = error.get("input")
         shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-        lines.append(f"{path}: {message}{shown}")
+        lines.append(f"{path}: {message}{shown}" if path else message)
     return f"{source}: invalid sweep config\n  " + "\n  ".join(dict.fromkeys(lines))
 
 

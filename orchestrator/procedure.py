@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,6 +92,7 @@ def dense_checkpoint(
     data: datasets.Datasets,
     cache: CheckpointCache,
     device: torch.device,
+    check: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """θ0 and the dense-trained network of ``seed``, from the cache or computed once.
 
@@ -118,6 +122,7 @@ def dense_checkpoint(
         snapshots: dict[str, Any] = {}
 
         def snapshot(iteration: int, network: nn.Module) -> None:
+            check()
             if iteration == early:
                 snapshots["early"] = {k: v.cpu() for k, v in imp.capture(network).items()}
 
@@ -194,6 +199,16 @@ def _rewind_state(
     return alds.apply(reference, plan, mode="factorize").state_dict()
 
 
+def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu() for key, value in state.items()}
+
+
+def _save_progress(path: Path, progress: dict[str, Any]) -> None:
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(progress, temporary)
+    os.replace(temporary, path)  # a crash mid-write leaves the previous cycle intact
+
+
 def run_trial(
     config: SweepConfig,
     seed: int,
@@ -201,11 +216,19 @@ def run_trial(
     device: torch.device | str,
     cache: CheckpointCache,
     on_step: Callable[[Step], None] = lambda step: None,
+    check: Callable[[], None] = lambda: None,
+    progress_file: Path | None = None,
 ) -> TrialResult:
-    """Run the seed's procedure for ``config`` (with the trial's parameters) at ``seed``."""
+    """Run the seed's procedure for ``config`` (with the trial's parameters) at ``seed``.
+
+    ``check()`` runs after every training iteration and may raise to abort (a time limit).
+    With ``progress_file``, the state after every compressed step is saved there, and a run
+    that finds the file resumes after the last step it holds (its steps are reported again).
+    """
     device = torch.device(device)
     data = datasets.load(config.dataset, device=device, seed=seed)
-    init, dense, trained = dense_checkpoint(config, seed, data, cache, device)
+    init, dense, trained = dense_checkpoint(config, seed, data, cache, device, check)
+    iteration_check = functools.partial(_call_check, check)
 
     model = _build(config, data, seed)
     model.load_state_dict(dense["state"])
@@ -213,45 +236,74 @@ def run_trial(
     original_parameters = metrics.count_parameters(model)
     original_prunable = sum(w.numel() for w in imp.prunable(model).values())
     steps: list[Step] = []
+    saved = None
+    if progress_file is not None and progress_file.exists():
+        saved = torch.load(progress_file, map_location="cpu", weights_only=True)
 
     def record(phase: str, cycle: int) -> None:
         step = _measure(
             len(steps), phase, cycle, model, data, config, original_parameters, original_prunable
         )
         steps.append(step)
+        if progress_file is not None and step.step > 0:
+            _save_progress(
+                progress_file,
+                {
+                    "cycle": cycle,
+                    "state": _cpu(model.state_dict()),
+                    "masks": _cpu(masks),
+                    "steps": [asdict(s) for s in steps],
+                    "plan": None if plan is None else json.dumps(plan.to_dict()),
+                    "compressed": None if compressed is None else _cpu(compressed),
+                },
+            )
         on_step(step)
 
-    record("dense", 0)
-
-    plan = None
-    if config.alds.rate > 0:
-        model, plan = alds.compress(
-            model,
-            config.alds.rate,
-            mode=config.alds.mode,
-            error=config.alds.error,
-            seed=seed,
-            k_candidates=config.alds.k_candidates,
-            starts=config.alds.starts,
-            input_shape=_input_shape(data),
-        )
-        model.to(device)
-    if config.alds.finetune_epochs > 0:
-        # The baseline (rate 0) is fine-tuned too, so both arms get the same training budget.
-        train(
-            model,
-            data,
-            config.train,
-            device=device,
-            seed=seed + 1,
-            epochs=config.alds.finetune_epochs,
-        )
-    record("alds", 0)
-
-    compressed = imp.capture(model)
-    target = _rewind_state(config.imp.rewind, config, data, init["state"], dense, compressed, plan)
+    plan: alds.AldsPlan | None = None
+    compressed: dict[str, torch.Tensor] | None = None
     masks: dict[str, torch.Tensor] = {}
-    for cycle in range(1, config.imp.cycles + 1):
+    if saved is None:
+        record("dense", 0)
+        if config.alds.rate > 0:
+            model, plan = alds.compress(
+                model,
+                config.alds.rate,
+                mode=config.alds.mode,
+                error=config.alds.error,
+                seed=seed,
+                k_candidates=config.alds.k_candidates,
+                starts=config.alds.starts,
+                input_shape=_input_shape(data),
+            )
+            model.to(device)
+        if config.alds.finetune_epochs > 0:
+            # The baseline (rate 0) is fine-tuned too: both arms get the same training budget.
+            train(
+                model,
+                data,
+                config.train,
+                device=device,
+                seed=seed + 1,
+                epochs=config.alds.finetune_epochs,
+                on_iteration=iteration_check,
+            )
+        compressed = imp.capture(model)
+        record("alds", 0)
+        first_cycle = 1
+    else:
+        if saved["plan"] is not None:
+            plan = alds.AldsPlan.from_dict(json.loads(saved["plan"]))
+            model = alds.apply(model, plan, mode=config.alds.mode).to(device)
+        model.load_state_dict(saved["state"])
+        masks = {name: mask.to(device) for name, mask in saved["masks"].items()}
+        compressed = saved["compressed"]
+        for values in saved["steps"]:
+            steps.append(Step(**values))
+            on_step(steps[-1])
+        first_cycle = saved["cycle"] + 1
+
+    target = _rewind_state(config.imp.rewind, config, data, init["state"], dense, compressed, plan)
+    for cycle in range(first_cycle, config.imp.cycles + 1):
         masks = imp.prune(
             model,
             config.imp.prune_fraction,
@@ -272,18 +324,22 @@ def run_trial(
             seed=seed + 1 + cycle,
             epochs=config.imp.epochs_per_cycle,
             after_step=functools.partial(imp.apply, masks=masks),
+            on_iteration=iteration_check,
         )
         record("imp", cycle)
 
-    layers = _layer_table(model, masks)
     return TrialResult(
         steps=steps,
         model=model,
         masks=masks,
         plan=plan,
         dense_checkpoint="trained" if trained else "cached",
-        layers=layers,
+        layers=_layer_table(model, masks),
     )
+
+
+def _call_check(check: Callable[[], None], iteration: int, model: nn.Module) -> None:
+    check()
 
 
 def _layer_table(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ FORMATS = ("csv", "md", "latex", "html", "json")
 RATE = "alds.rate"
 FRACTION = "imp.prune_fraction"
 TOLERANCE = 0.01  # one accuracy point
+NOTE_LIMIT = 120  # characters of a trial's note in Markdown, HTML and the notes
 # Interpolation levels within this of a curve's end are that end: a mean of equal sparsities
 # can differ from them in the last bit.
 _LEVEL_SLACK = 1e-9
@@ -62,12 +63,16 @@ __all__ = [
     "config_label",
     "curve_table",
     "label_steps",
+    "latex_escape",
+    "latex_table",
     "log_artifacts",
+    "markdown_table",
     "open_tracking",
     "parse_formats",
     "plot_accuracy_vs_rate",
     "plot_accuracy_vs_remaining",
     "plot_heatmap",
+    "present",
     "read_steps",
     "read_trials",
     "summary_table",
@@ -257,7 +262,7 @@ def _note(row: pd.Series) -> str:
     parts = []
     if row["state"] == "RUNNING":
         step = "no step yet" if pd.isna(row["last_step"]) else f"at step {int(row['last_step'])}"
-        elapsed = "" if pd.isna(row["elapsed_s"]) else f", {row['elapsed_s'] / 60:.0f} min"
+        elapsed = "" if pd.isna(row["elapsed_s"]) else f", {_duration(row['elapsed_s'])}"
         parts.append(f"running, {step}{elapsed}")
     elif row["state"] == "PRUNED":
         parts.append(f"pruned after step {_int_text(row['last_step'])}")
@@ -270,6 +275,10 @@ def _note(row: pd.Series) -> str:
     if isinstance(row.get("missing"), str):
         parts.append(row["missing"])
     return "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _int_text(value: Any) -> str:
@@ -494,6 +503,7 @@ def summary_table(
         "max_sparsity_within_std",
         "within_n",
         "within_to_end",
+        "within_lower_bound",
     ]
     if curves.empty:
         return pd.DataFrame(columns=columns)
@@ -520,6 +530,10 @@ def summary_table(
             }
         )
     table = pd.DataFrame(rows).merge(within, on="config", how="left")
+    # Every seed stayed within the tolerance to its last step: the true value may be higher.
+    table["within_lower_bound"] = (table["within_n"] > 0) & (
+        table["within_to_end"] == table["within_n"]
+    )
     return table[[c for c in columns if c in table]].sort_values(
         [c for c in dict.fromkeys([*params, RATE]) if c in table], ignore_index=True
     )
@@ -670,7 +684,9 @@ def _notes(
     for state, verb in (("RUNNING", "still running"), ("PRUNED", "pruned"), ("FAIL", "failed")):
         rows = trials[trials["state"] == state]
         if len(rows):
-            listed = "; ".join(f"{int(r.number)} ({r.note})" for r in rows.itertuples())
+            listed = "; ".join(
+                f"{int(r.number)} ({_shorten(r.note, NOTE_LIMIT)})" for r in rows.itertuples()
+            )
             notes.append(f"{len(rows)} trial(s) {verb}, not in the aggregates: {listed}")
     if counts.get("WAITING"):
         notes.append(f"{counts['WAITING']} trial(s) queued, not started")
@@ -697,6 +713,8 @@ class _Column:
     kind: str = "text"  # text, param, int, pct, points, ratio, seconds
     std: str | None = None
     paper: bool = True  # shown in LaTeX (run ids and notes are not)
+    limit: int | None = None  # characters shown of a long text (CSV and JSON keep it whole)
+    bound: str | None = None  # a column that, when true, makes the value a lower bound (≥)
 
 
 _NUMERIC = {"param", "int", "pct", "points", "ratio", "seconds"}
@@ -717,7 +735,13 @@ def _columns(name: str, report: Report) -> list[_Column]:
                 _Column("final accuracy (%)", "final_accuracy_mean", "pct", "final_accuracy_std"),
                 _Column("matched sparsity (%)", "matched_sparsity", "pct"),
                 _Column("Δ vs IMP only there (pt)", "difference_mean", "points", "difference_std"),
-                _Column(within, "max_sparsity_within_mean", "pct", "max_sparsity_within_std"),
+                _Column(
+                    within,
+                    "max_sparsity_within_mean",
+                    "pct",
+                    "max_sparsity_within_std",
+                    bound="within_lower_bound",
+                ),
             ]
         case "versus_baseline":
             return [
@@ -776,7 +800,7 @@ def _columns(name: str, report: Report) -> list[_Column]:
                 _Column("compression (×)", "compression_ratio", "ratio"),
                 _Column("duration (s)", "duration_s", "seconds"),
                 _Column("MLflow run", "mlflow_run_id", paper=False),
-                _Column("note", "note", paper=False),
+                _Column("note", "note", paper=False, limit=NOTE_LIMIT),
             ]
     raise ValueError(f"no presentation for table '{name}'")
 
@@ -797,6 +821,10 @@ _TITLES = {
     "best": "Best configurations",
     "trials": "Trials",
 }
+
+
+def _shorten(text: str, limit: int | None) -> str:
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _missing(value: Any) -> bool:
@@ -827,10 +855,12 @@ def _cell(row: pd.Series, column: _Column) -> str:
     value = row.get(column.source)
     if _missing(value) or value == "":
         return "–"
-    text = _number(value, column.kind)
+    text = _shorten(_number(value, column.kind), column.limit)
     spread = row.get(column.std) if column.std else None
     if spread is not None and not _missing(spread):
         text += f" ± {_number(spread, 'pct' if column.kind == 'points' else column.kind)}"
+    if column.bound and not _missing(row.get(column.bound)) and bool(row.get(column.bound)):
+        text = "≥ " + text
     return text
 
 
@@ -888,6 +918,8 @@ _LATEX = {
     "×": r"$\times$",
     "Δ": r"$\Delta$",
     "–": "--",
+    "≥": r"$\geq$",
+    "…": r"\ldots{}",
 }
 
 
@@ -1107,7 +1139,7 @@ def plot_accuracy_vs_remaining(
         return None
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    figure = Figure(figsize=(7.5, 4.8), layout="constrained")
+    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
     axis = figure.add_subplot()
     others = [p for p in params if p != RATE]
     colors = _colors(curves[RATE])
@@ -1153,7 +1185,7 @@ def plot_accuracy_vs_remaining(
     axis.set_ylabel("test accuracy (%)")
     axis.set_title(title or "Accuracy against remaining weights")
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize="small", loc="lower left")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
 
 
@@ -1183,11 +1215,12 @@ def plot_accuracy_vs_rate(
     steps = sorted(s for s in curves["step"].unique() if s >= 1)
     if len(steps) > 5:
         steps = sorted({steps[int(i)] for i in np.linspace(0, len(steps) - 1, 5)})
-    figure = Figure(figsize=(5.5 * len(groups), 4.2), layout="constrained")
+    figure = Figure(figsize=(5.5 * len(groups) + 2.5, 4.2), layout="constrained")
     axes = figure.subplots(1, len(groups), sharey=True, squeeze=False)[0]
     cmap = matplotlib.colormaps["plasma"]
     rates = curves[RATE].unique()
-    dodge = 0.012 * (rates.max() - rates.min())  # side by side, so the error bars stay apart
+    # Side by side, so the error bars stay apart (only when there are error bars to separate).
+    dodge = 0.012 * (rates.max() - rates.min()) if (curves["n"] > 1).any() else 0.0
     for axis, (key, group) in zip(axes, groups, strict=True):
         for i, step in enumerate(steps):
             rows = group[group["step"] == step].sort_values(RATE)
@@ -1208,7 +1241,7 @@ def plot_accuracy_vs_rate(
             values = key if isinstance(key, tuple) else (key,)
             axis.set_title(", ".join(f"{p} = {v:g}" for p, v in zip(others, values, strict=True)))
     axes[0].set_ylabel("test accuracy (%)")
-    axes[-1].legend(fontsize="small")
+    axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.suptitle(title or "Accuracy against the ALDS rate")
     return figure
 

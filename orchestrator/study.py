@@ -11,9 +11,11 @@ workers race for the last one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ __all__ = [
     "fill_queue",
     "load_study",
     "open_storage",
-    "set_max_retries",
+    "requeue",
+    "set_stale_callback",
     "suggest",
     "workspace",
 ]
@@ -54,6 +57,10 @@ def default_storage(config: SweepConfig) -> str:
     folder = workspace(config)
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'study.db').resolve()}"
+
+
+def _retry(study: optuna.Study, failed: FrozenTrial, *, max_retries: int) -> None:
+    requeue(study, failed, max_retries=max_retries)
 
 
 def open_storage(
@@ -78,17 +85,45 @@ def open_storage(
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=heartbeat_interval * 4,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retries
-            ),
+            heartbeat_stale_trial_callback=functools.partial(_retry, max_retries=max_retries),
         )
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an absent server
         raise ConfigError(f"cannot open the study storage '{url}': {exc}") from None
 
 
-def set_max_retries(storage: optuna.storages.RDBStorage, max_retries: int) -> None:
-    """Retry a trial whose worker died at most ``max_retries`` times (the sweep's setting)."""
-    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None) -> bool:
+    """Queue ``failed`` again with its parameters, seed and attributes; False past the limit.
+
+    ``max_retries=None`` requeues without counting (an interrupted trial is not a failure of
+    the trial). The copy records ``failed_trial`` and ``retry_history`` like Optuna's own
+    heartbeat retry, so both kinds of retry count against the same limit.
+    """
+    history = list(failed.system_attrs.get("retry_history", []))
+    if max_retries is not None:
+        history.append(failed.number)
+        if len(history) > max_retries:
+            return False
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=failed.params,
+            distributions=failed.distributions,
+            user_attrs=failed.user_attrs,
+            system_attrs={
+                **failed.system_attrs,
+                "failed_trial": failed.number,
+                "retry_history": history,
+            },
+        )
+    )
+    return True
+
+
+def set_stale_callback(
+    storage: optuna.storages.RDBStorage,
+    callback: Callable[[optuna.Study, FrozenTrial], None],
+) -> None:
+    """Run ``callback`` on every trial the heartbeat finds stale (its worker is gone)."""
     storage.heartbeat_stale_trial_callback = callback
     storage.failed_trial_callback = callback
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,15 @@ import mlflow
 import pandas as pd
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param
 
 from orchestrator.config import ConfigError, SweepConfig, config_hash, flatten
+from orchestrator.outbox import Outbox
 from orchestrator.study import workspace
 
 PARENT_ATTR = "mlflow_parent_run_id"
 URI_ATTR = "mlflow_tracking_uri"
+EXPERIMENT_ATTR = "mlflow_experiment_id"
 MAX_PARAMS_PER_BATCH = 100
 
 __all__ = ["SweepTracker", "TrialRun", "check_reachable", "default_uri"]
@@ -87,13 +89,27 @@ def _now_ms() -> int:
 
 
 class SweepTracker:
-    """The MLflow side of one sweep."""
+    """The MLflow side of one sweep.
 
-    def __init__(self, uri: str, config: SweepConfig) -> None:
+    The sweep's parent process creates the experiment and the parent run, talking to the
+    store directly so that a bad store fails fast. Trial runs go through an :class:`Outbox`,
+    so a worker keeps training through a tracking outage.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        config: SweepConfig,
+        *,
+        experiment_id: str | None = None,
+        spool: Path | None = None,
+        on_run_created: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.uri = uri
         self.config = config
         self.client = MlflowClient(uri)
-        self.experiment_id = self._experiment()
+        self.experiment_id = experiment_id or self._experiment()
+        self.outbox = Outbox(self.client, spool, on_run_created=on_run_created)
 
     def _experiment(self) -> str:
         name = self.config.tracking.experiment or self.config.name
@@ -107,7 +123,7 @@ class SweepTracker:
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:
-            # Another worker created it first.
+            # Another process created it first.
             found = self.client.get_experiment_by_name(name)
             if found is None:
                 raise
@@ -125,17 +141,14 @@ class SweepTracker:
             tags["mlflow.source.git.commit"] = commit
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.config.name)
         run_id = run.info.run_id
-        self._log_params(run_id, flatten(self.config))
+        params = _params(flatten(self.config))
+        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
         self.client.log_dict(run_id, self.config.model_dump(mode="json"), "sweep.json")
         return run_id
 
     def end_parent_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
-
-    def _log_params(self, run_id: str, values: Mapping[str, Any]) -> None:
-        params = _params(values)
-        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
 
     def start_trial(
         self,
@@ -158,45 +171,52 @@ class SweepTracker:
         commit = _git_commit()
         if commit:
             all_tags["mlflow.source.git.commit"] = commit
-        run = self.client.create_run(
+        run_id = self.outbox.create_run(
             self.experiment_id,
             tags={k: str(v) for k, v in all_tags.items()},
             run_name=f"{self.config.name}-trial-{trial_number}",
         )
-        run_id = run.info.run_id
-        self._log_params(run_id, {**flatten(trial_config), "seed": seed})
-        return TrialRun(self.client, run_id)
+        run = TrialRun(self.outbox, run_id)
+        params = {k: str(v) for k, v in {**flatten(trial_config), "seed": seed}.items()}
+        keys = list(params)
+        for start in range(0, len(keys), MAX_PARAMS_PER_BATCH):
+            chunk = {k: params[k] for k in keys[start : start + MAX_PARAMS_PER_BATCH]}
+            self.outbox.log_batch(run_id, params=chunk)
+        return run
 
 
 class TrialRun:
-    """One trial's MLflow run."""
+    """One trial's MLflow run; every call goes through the sweep's outbox."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client = client
+    def __init__(self, outbox: Outbox, run_id: str) -> None:
+        self.outbox = outbox
         self.run_id = run_id
 
     def log_step(self, step: int, values: Mapping[str, float]) -> None:
         timestamp = _now_ms()
-        metrics = [Metric(key, value, timestamp, step) for key, value in values.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        metrics = [(key, float(value), timestamp, step) for key, value in values.items()]
+        self.outbox.log_batch(self.run_id, metrics=metrics)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.outbox.log_batch(self.run_id, tags={k: str(v) for k, v in tags.items()})
 
     def log_tables(self, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
         """Each table (rows of dicts) as ``<name>.csv``."""
         for name, rows in tables.items():
             frame = pd.DataFrame(list(rows))
-            self.client.log_text(self.run_id, frame.to_csv(index=False), f"{name}.csv")
+            self.outbox.log_text(self.run_id, frame.to_csv(index=False), f"{name}.csv")
 
     def log_figure(self, figure: Any, name: str) -> None:
-        self.client.log_figure(self.run_id, figure, name)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / name
+            figure.savefig(path, dpi=120)
+            self.outbox.log_file(self.run_id, path)
 
     def log_torch(self, payload: Mapping[str, Any], name: str) -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
             torch.save(dict(payload), path)
-            self.client.log_artifact(self.run_id, str(path))
+            self.outbox.log_file(self.run_id, path)
 
     def end(self, status: str) -> None:
-        self.client.set_terminated(self.run_id, status)
+        self.outbox.set_terminated(self.run_id, status)

@@ -8,8 +8,10 @@ through the study's storage.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,18 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from orchestrator import progress
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
-from orchestrator.config import SweepConfig
+from orchestrator.config import SweepConfig, config_hash
+from orchestrator.outbox import PENDING
 from orchestrator.procedure import Step, TrialResult, objective_value, run_trial
-from orchestrator.tracking import PARENT_ATTR, SweepTracker, TrialRun
+from orchestrator.tracking import EXPERIMENT_ATTR, PARENT_ATTR, URI_ATTR, SweepTracker, TrialRun
 
 POLL_SECONDS = 2.0
+logger = logging.getLogger(__name__)
 
-__all__ = ["Slot", "cache_folder", "device_slots", "run_worker", "spawn", "supervise"]
+__all__ = ["Slot", "Supervisor", "cache_folder", "device_slots", "run_worker", "spawn"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,61 @@ def cache_folder(config: SweepConfig) -> Path:
     return studies.workspace(config).parent / "checkpoints"
 
 
+def progress_folder(config: SweepConfig) -> Path:
+    """Where trials keep their per-cycle state, so a retry resumes where its try stopped."""
+    return cache_folder(config) / "trials"
+
+
+def _worker_label(host: str, pid: int) -> str:
+    return f"{host}:{pid}"
+
+
+class TrialInterrupted(Exception):
+    """The worker was asked to stop; the trial ends after its current step and is requeued."""
+
+
+class TrialTimeout(Exception):
+    """The trial ran longer than ``execution.trial_timeout``."""
+
+
+def close_run(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
+    """End the MLflow run of a trial whose worker is gone (no run left RUNNING)."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    uri = study.user_attrs.get(URI_ATTR)
+    if not run_id or not uri or run_id.startswith(PENDING):
+        return
+    client = MlflowClient(uri)
+    try:
+        client.set_tag(run_id, "state", "FAIL")
+        client.set_tag(run_id, "fail_reason", reason)
+        client.set_terminated(run_id, "FAILED")
+    except Exception as exc:  # the tracking store may be away too; the trial is what counts
+        logger.warning("could not close MLflow run %s of trial %d: %s", run_id, trial.number, exc)
+
+
+def fail_and_requeue(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str, max_retries: int | None
+) -> None:
+    """Mark a RUNNING trial of a dead worker FAIL, close its run and queue its retry."""
+    storage = study._storage
+    try:
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # its worker finished it after all, or another process failed it
+    storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+    close_run(study, trial, reason)
+    studies.requeue(study, trial, max_retries=max_retries)
+
+
+def _on_stale(max_retries: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        close_run(study, trial, "worker stopped sending heartbeats")
+        studies.requeue(study, trial, max_retries=max_retries)
+
+    return callback
+
+
 # --------------------------------------------------------------------------- one worker
 
 
@@ -91,20 +151,36 @@ class Worker:
         # A worker started by hand on another host has no slot number: its pid separates it.
         worker = index if index is not None else os.getpid()
         self.study, self.config = studies.load_study(study_name, self.storage, worker=worker)
-        studies.set_max_retries(self.storage, self.config.execution.max_retries)
+        studies.set_stale_callback(self.storage, _on_stale(self.config.execution.max_retries))
         self.device = device
-        self.label = f"{socket.gethostname()}:{os.getpid()}"
-        uri = tracking_uri or self.study.user_attrs.get("mlflow_tracking_uri")
+        self.label = _worker_label(socket.gethostname(), os.getpid())
+        self.stopping = False
+        uri = tracking_uri or self.study.user_attrs.get(URI_ATTR)
         if uri is None:
             raise studies.ConfigError("no tracking URI: pass --tracking-uri")
-        self.tracker = SweepTracker(uri, self.config)
+        spool = (
+            studies.workspace(self.config) / "spool" / f"{socket.gethostname()}-{os.getpid()}.jsonl"
+        )
+        self.tracker = SweepTracker(
+            uri,
+            self.config,
+            experiment_id=self.study.user_attrs.get(EXPERIMENT_ATTR),
+            spool=spool,
+        )
         self.parent_run_id = self.study.user_attrs.get(PARENT_ATTR)
         self.cache = CheckpointCache(cache_folder(self.config))
+        progress_folder(self.config).mkdir(parents=True, exist_ok=True)
+
+    def stop(self, *_: object) -> None:
+        """First signal: finish the current step, then stop; second: stop at once."""
+        if self.stopping:
+            raise KeyboardInterrupt
+        self.stopping = True
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
         done = 0
-        while max_trials is None or done < max_trials:
+        while not self.stopping and (max_trials is None or done < max_trials):
             optuna.storages.fail_stale_trials(self.study)
             claimed = studies.claim_trial(self.study)
             if claimed is None:
@@ -118,6 +194,12 @@ class Worker:
             with studies.Heartbeat(self.storage, queued._trial_id):
                 self._run_one(trial, retry_of=queued.system_attrs.get("failed_trial"))
             done += 1
+        flush_seconds = float(os.environ.get("ORCHESTRATE_TRACKING_FLUSH_SECONDS", "300"))
+        if not self.tracker.outbox.flush(deadline=time.monotonic() + flush_seconds):
+            logger.warning(
+                "tracking store still unreachable; unsent calls are kept in %s",
+                self.tracker.outbox.spool,
+            )
         return done
 
     def _run_one(self, trial: optuna.Trial, retry_of: int | None) -> None:
@@ -134,42 +216,71 @@ class Worker:
             trial_config=trial_config,
             tags=tags,
         )
-        # Overwritten on a retry: the callback copies user attrs from the failed trial.
+        # Overwritten on a retry: the copy carries the failed trial's user attributes.
         trial.set_user_attr("mlflow_run_id", run.run_id)
         trial.set_user_attr("worker", self.label)
         trial.set_user_attr("device", self.device)
-        report = self._reporter(trial, run)
+        progress_file = progress_folder(self.config) / f"{config_hash(trial_config)}-{seed}.pt"
+        started = time.monotonic()
+        timeout = self.config.execution.trial_timeout
+
+        def check() -> None:
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise TrialTimeout(f"trial ran longer than execution.trial_timeout = {timeout} s")
+
         try:
             result = run_trial(
-                trial_config, seed, device=self.device, cache=self.cache, on_step=report
+                trial_config,
+                seed,
+                device=self.device,
+                cache=self.cache,
+                on_step=self._reporter(trial, run),
+                check=check,
+                progress_file=progress_file,
             )
             values = [objective_value(result.steps, o) for o in self.config.search.objective]
-            bad = [
+            undefined = [
                 o
                 for o, v in zip(self.config.search.objective, values, strict=True)
                 if math.isnan(v)
             ]
-            if bad:
+            if undefined:
                 raise ValueError(
-                    f"objective {bad[0].metric} at {bad[0].at} is undefined: the curve never "
-                    "reached that point"
+                    f"objective {undefined[0].metric} at {undefined[0].at} is undefined: the "
+                    "curve never reached that point"
                 )
             _log_result(run, result)
         except optuna.TrialPruned:
             run.set_tags({"state": "PRUNED"})
             run.end("KILLED")
             self.study.tell(trial, state=TrialState.PRUNED)
+            progress_file.unlink(missing_ok=True)
             return
-        except Exception as exc:  # any failure ends this trial, never the sweep
-            reason = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("fail_reason", reason[:1000])
-            run.set_tags({"state": "FAIL", "fail_reason": reason[:5000]})
-            run.end("FAILED")
-            self.study.tell(trial, state=TrialState.FAIL)
+        except (TrialInterrupted, TrialTimeout, KeyboardInterrupt) as exc:
+            interrupted = not isinstance(exc, TrialTimeout)
+            reason = "interrupted" if interrupted else str(exc)
+            self._fail(trial, run, reason, "KILLED" if interrupted else "FAILED")
+            frozen = self.study.trials[trial.number]
+            # An interruption is no fault of the trial: its retry does not count.
+            limit = None if interrupted else self.config.execution.max_retries
+            studies.requeue(self.study, frozen, max_retries=limit)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return
+        except Exception as exc:  # any other failure ends this trial, never the sweep
+            self._fail(trial, run, f"{type(exc).__name__}: {exc}", "FAILED")
+            progress_file.unlink(missing_ok=True)
             return
         run.set_tags({"state": "COMPLETE", "dense_checkpoint": result.dense_checkpoint})
         run.end("FINISHED")
         self.study.tell(trial, values)
+        progress_file.unlink(missing_ok=True)
+
+    def _fail(self, trial: optuna.Trial, run: TrialRun, reason: str, status: str) -> None:
+        trial.set_user_attr("fail_reason", reason[:1000])
+        run.set_tags({"state": "FAIL", "fail_reason": reason[:5000]})
+        run.end(status)
+        self.study.tell(trial, state=TrialState.FAIL)
 
     def _reporter(self, trial: optuna.Trial, run: TrialRun) -> Callable[[Step], None]:
         objectives = self.config.search.objective
@@ -184,6 +295,8 @@ class Worker:
                     trial.report(float(value), step.step)
             if prunable and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step.step}")
+            if self.stopping:
+                raise TrialInterrupted(f"stopped after step {step.step}")
 
         return report
 
@@ -229,11 +342,17 @@ def run_worker(
     index: int | None = None,
 ) -> int:
     """The worker entry point (``orchestrate worker``); returns the number of trials run."""
+    # MLflow's own HTTP retries would hold training for minutes in an outage; the outbox
+    # retries briefly and keeps what it cannot send instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
+    signal.signal(signal.SIGINT, worker.stop)
+    signal.signal(signal.SIGTERM, worker.stop)
     return worker.run()
 
 
@@ -247,7 +366,11 @@ def spawn(
     tracking_uri: str,
     threads: int,
 ) -> subprocess.Popen:
-    """Start one worker process for ``slot``; a GPU slot sees only its own GPU."""
+    """Start one worker process for ``slot``; a GPU slot sees only its own GPU.
+
+    Workers get a session of their own, so a Ctrl-C in the terminal reaches only the parent,
+    which then stops them in order.
+    """
     env = dict(os.environ)
     device = "cpu"
     if slot.gpu is not None:
@@ -272,32 +395,87 @@ def spawn(
         "--index",
         str(slot.index),
     ]
-    return subprocess.Popen(command, env=env)
+    return subprocess.Popen(command, env=env, start_new_session=True)
 
 
-def supervise(
-    slots: list[Slot],
-    study: optuna.Study,
-    storage_url: str,
-    tracking_uri: str,
-    *,
-    show: Callable[[dict[str, Any]], None] = lambda rows: None,
-) -> int:
-    """Run one worker process per slot until all exit; returns the number that failed."""
-    cpu_slots = sum(1 for slot in slots if slot.gpu is None)
-    threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
-    processes = [
-        spawn(slot, study.study_name, storage_url, tracking_uri, threads) for slot in slots
-    ]
-    try:
-        while any(p.poll() is None for p in processes):
-            show(progress.rows(study))
-            time.sleep(1.0)
-    finally:
-        for process in processes:
+class Supervisor:
+    """Runs one worker process per slot, restarts dead ones, stops them on a signal."""
+
+    MAX_RESTARTS = 3
+
+    def __init__(
+        self,
+        slots: list[Slot],
+        study: optuna.Study,
+        config: SweepConfig,
+        storage_url: str,
+        tracking_uri: str,
+    ) -> None:
+        self.slots = slots
+        self.study = study
+        self.config = config
+        self.storage_url = storage_url
+        self.tracking_uri = tracking_uri
+        cpu_slots = sum(1 for slot in slots if slot.gpu is None)
+        self.threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
+        self.signals = 0
+        self.restarts = 0
+        self.processes: dict[Slot, subprocess.Popen] = {}
+
+    def _start(self, slot: Slot) -> None:
+        self.processes[slot] = spawn(
+            slot, self.study.study_name, self.storage_url, self.tracking_uri, self.threads
+        )
+
+    def interrupt(self, *_: object) -> None:
+        """First signal: workers finish their current step; second: they stop at once."""
+        self.signals += 1
+        for process in self.processes.values():
             if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            process.wait()
-    show(progress.rows(study))
-    return sum(1 for p in processes if p.returncode != 0)
+                process.send_signal(signal.SIGTERM if self.signals == 1 else signal.SIGKILL)
+
+    def _reap(self, slot: Slot, process: subprocess.Popen) -> None:
+        """A worker exited with an error: fail its trials now (no heartbeat wait)."""
+        label = _worker_label(socket.gethostname(), process.pid)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get("worker") == label:
+                reason = f"worker {label} exited with code {process.returncode}"
+                # A worker stopped by the user's second signal did nothing wrong.
+                limit = None if self.signals else self.config.execution.max_retries
+                fail_and_requeue(self.study, trial, reason, limit)
+        queue_left = self.study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)
+        )
+        if self.signals == 0 and queue_left and self.restarts < self.MAX_RESTARTS * len(self.slots):
+            self.restarts += 1
+            logger.warning(
+                "worker on %s died (code %s); restarting it", slot.name, process.returncode
+            )
+            self._start(slot)
+
+    def run(self, show: Callable[[dict[str, Any]], None] = lambda rows: None) -> int:
+        """Supervise until every worker has exited; returns how many ended with an error."""
+        for slot in self.slots:
+            self._start(slot)
+        failed = 0
+        try:
+            while any(p.poll() is None for p in self.processes.values()):
+                for slot, process in list(self.processes.items()):
+                    code = process.poll()
+                    if code is not None and code != 0 and not getattr(process, "reaped", False):
+                        process.reaped = True  # type: ignore[attr-defined]
+                        failed += 1
+                        self._reap(slot, process)
+                show(progress.rows(self.study))
+                time.sleep(1.0)
+        finally:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+        for slot, process in self.processes.items():
+            if process.returncode != 0 and not getattr(process, "reaped", False):
+                failed += 1
+                self._reap(slot, process)
+        show(progress.rows(self.study))
+        return failed

@@ -139,7 +139,7 @@ def test_search_range_low_above_high(tmp_path: Path) -> None:
 
 
 def test_search_range_outside_the_field_range(tmp_path: Path) -> None:
-    message = error_of(tmp_path, "name: x\nsearch: {space: {alds.rate: {low: 0.1, high: 1.5}}}\n")
+    message = error_of(tmp_path, "name: x\nsearch: {space: {alds.rate: {low: 0.0, high: 1.5}}}\n")
     assert "search.space.alds.rate" in message and "1.5" in message
 
 
@@ -222,3 +222,38 @@ def test_random_text_gives_a_config_or_a_config_error(tmp_path_factory, text: st
         assert isinstance(load_config(path), SweepConfig)
     except ConfigError as exc:
         assert str(path) in str(exc)
+
+
+def test_baseline_outside_the_space_is_refused(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "name: x\nsearch: {space: {alds.rate: {choices: [0.3, 0.6]}}}\n")
+    assert "search.enqueue_baseline: alds.rate = 0.0 lies outside search.space.alds.rate" in message
+    text = (
+        "name: x\nsearch: {space: {imp.prune_fraction: {low: 0.3, high: 0.5},"
+        " alds.rate: {low: 0, high: 0.5}}}\n"
+    )
+    assert "the baseline takes the config's imp.prune_fraction" in error_of(tmp_path, text)
+    ok = (
+        "name: x\nsearch:\n  enqueue_baseline: false\n  space: {alds.rate: {choices: [0.3, 0.6]}}\n"
+    )
+    assert load_config(write(tmp_path, ok)).fixed_configurations() == []
+
+
+def test_trial_budget_rules(tmp_path: Path) -> None:
+    assert "multiple of the 2 seeds" in error_of(
+        tmp_path, "name: x\nseeds: [0, 1]\nsearch: {n_trials: 5}\n"
+    )
+    text = (
+        "name: x\nsearch: {sampler: grid, n_trials: 5, space: {alds.rate: {choices: [0.0, 0.5]}}}\n"
+    )
+    assert "must equal the grid's 2 configurations" in error_of(tmp_path, text)
+    text = "name: x\nsearch: {sampler: grid, space: {alds.rate: {low: 0.0, high: 0.5}}}\n"
+    assert "grid sampler needs 'choices' or a 'step'" in error_of(tmp_path, text)
+    grid = load_config(
+        write(
+            tmp_path,
+            "name: x\nseeds: [0, 1]\nsearch: {sampler: grid,"
+            " space: {alds.rate: {low: 0, high: 0.4, step: 0.2}}}\n",
+        )
+    )
+    assert grid.total_trials == 6
+    assert load_config(write(tmp_path, "name: x\nseeds: [0, 1, 2]\n")).total_trials == 30

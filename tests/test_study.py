@@ -107,8 +107,7 @@ def test_load_study_returns_the_stored_config_and_names_missing_studies(tmp_path
 
 def test_stale_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path) -> None:
     config = config_of(tmp_path)
-    study, storage = open_study(tmp_path, config, heartbeat_interval=1)
-    studies.set_max_retries(storage, 1)
+    study, storage = open_study(tmp_path, config, heartbeat_interval=1, max_retries=1)
     studies.fill_queue(study, config)
     trial, queued = studies.claim_trial(study)
     params = studies.suggest(trial, config)

@@ -1,0 +1,107 @@
+"""The sweep's parent process: prepare the study and tracking, then supervise local workers."""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from mlflow import MlflowClient
+from rich.console import Console
+from rich.live import Live
+
+from orchestrator import progress, tracking, workers
+from orchestrator import study as studies
+from orchestrator.config import SweepConfig
+from orchestrator.outbox import replay_spool
+
+__all__ = ["Prepared", "prepare", "run"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A study ready for workers, and where its runs are tracked."""
+
+    study: optuna.Study
+    storage_url: str
+    tracking_uri: str
+    parent_run_id: str
+    enqueued: int
+
+
+def prepare(
+    config: SweepConfig,
+    *,
+    storage_url: str | None = None,
+    tracking_uri: str | None = None,
+    fresh: bool = False,
+) -> Prepared:
+    """Check the tracking store, create or resume the study, queue its trials, open the
+    sweep's parent run. Raises ``ConfigError`` before anything is trained."""
+    url = storage_url or studies.default_storage(config)
+    storage = studies.open_storage(url, max_retries=config.execution.max_retries)
+    uri = tracking_uri or tracking.default_uri(config)
+    tracking.check_reachable(uri)
+    study = studies.create_or_resume(config, storage, fresh=fresh)
+    enqueued = studies.fill_queue(study, config)
+    tracker = tracking.SweepTracker(uri, config)
+    parent = study.user_attrs.get(tracking.PARENT_ATTR)
+    if parent is None:
+        parent = tracker.create_parent_run()
+        study.set_user_attr(tracking.PARENT_ATTR, parent)
+    study.set_user_attr(tracking.URI_ATTR, uri)
+    study.set_user_attr(tracking.EXPERIMENT_ATTR, tracker.experiment_id)
+    return Prepared(study, url, uri, parent, enqueued)
+
+
+def run(
+    prepared: Prepared,
+    config: SweepConfig,
+    slots: list[workers.Slot],
+    console: Console,
+) -> tuple[int, bool]:
+    """Supervise one worker per slot until the queue is done or a signal stops them.
+
+    Returns (workers that ended with an error, whether the sweep was interrupted).
+    """
+    supervisor = workers.Supervisor(
+        slots, prepared.study, config, prepared.storage_url, prepared.tracking_uri
+    )
+
+    def on_signal(signum: int, frame: object) -> None:
+        supervisor.interrupt()
+        if supervisor.signals == 1:
+            console.print(
+                "stopping: running trials finish their current step and are requeued "
+                "(signal again to stop at once)"
+            )
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            failed = supervisor.run(show=lambda rows: live.update(progress.render(rows, config)))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _replay_spools(config, prepared.tracking_uri)
+    if progress.finished(prepared.study) >= config.total_trials:
+        tracking.SweepTracker(
+            prepared.tracking_uri,
+            config,
+            experiment_id=prepared.study.user_attrs.get(tracking.EXPERIMENT_ATTR),
+        ).end_parent_run(prepared.parent_run_id)
+    return failed, supervisor.signals > 0
+
+
+def _replay_spools(config: SweepConfig, uri: str, seconds: float = 60.0) -> None:
+    """Send what local workers could not send before they exited (a tracking outage)."""
+    folder = Path(studies.workspace(config)) / "spool"
+    spools = sorted(folder.glob("*.jsonl")) if folder.exists() else []
+    if not spools:
+        return
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + seconds
+    for spool in spools:
+        replay_spool(client, spool, deadline=deadline)

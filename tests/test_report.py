@@ -1,0 +1,509 @@
+"""``orchestrate report``: the tables on hand-built curves, then a real small sweep end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from click.testing import CliRunner, Result
+from matplotlib.image import imread
+from mlflow import MlflowClient
+
+from orchestrator import report as reports
+from orchestrator.cli import main
+from orchestrator.config import ConfigError, parse_config
+from orchestrator.study import create_or_resume, open_storage
+from tests.conftest import orchestrate, tiny_sweep, write_sweep
+
+RATE = "alds.rate"
+
+# Two seeds of the IMP-only baseline and of ALDS at 0.5, whose compressed steps sit at other
+# sparsities than the baseline's (as in factorize mode): (sparsity, accuracy) per step.
+BASELINE = {
+    0: [(0.0, 0.90), (0.0, 0.90), (0.5, 0.88), (0.75, 0.80)],
+    1: [(0.0, 0.92), (0.0, 0.91), (0.5, 0.89), (0.75, 0.78)],
+}
+ALDS = {
+    0: [(0.0, 0.90), (0.25, 0.895), (0.625, 0.893), (0.8125, 0.85)],
+    1: [(0.0, 0.92), (0.25, 0.915), (0.625, 0.912), (0.8125, 0.911)],
+}
+
+
+def hand_built(
+    arms: dict[float, dict[int, list[tuple[float, float]]]], params: tuple[str, ...] = (RATE,)
+) -> pd.DataFrame:
+    """A labelled steps frame of complete trials with the given curves."""
+    trials, steps = [], []
+    for rate, seeds in arms.items():
+        for seed, curve in seeds.items():
+            number = len(trials)
+            trials.append({"number": number, "state": "COMPLETE", "seed": seed, RATE: rate})
+            for step, (sparsity, accuracy) in enumerate(curve):
+                steps.append(
+                    {
+                        "trial": number,
+                        "step": step,
+                        "accuracy": accuracy,
+                        "sparsity": sparsity,
+                        "remaining": 1 - sparsity,
+                        "params_nonzero": round(1000 * (1 - sparsity)),
+                    }
+                )
+    frame = pd.DataFrame(steps)
+    for key in reports.METRICS:
+        if key not in frame:
+            frame[key] = math.nan
+    return reports.label_steps(frame, pd.DataFrame(trials), list(params), {})
+
+
+def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    pairs = reports.baseline_pairs(steps, [RATE], {RATE: 0.0})
+    assert pairs == {"alds.rate=0.5": "alds.rate=0.0"}
+    table = reports.versus_baseline(steps, pairs).set_index("step")
+
+    assert list(table.index) == [1, 2, 3]
+    assert list(table["sparsity"]) == [0.25, 0.625, 0.8125]
+    # 0.25 is halfway between the baseline's steps at 0 and 0.5: 0.89 (seed 0), 0.90 (seed 1).
+    assert table.loc[1, "baseline_accuracy_mean"] == pytest.approx(0.895)
+    assert table.loc[1, "difference_mean"] == pytest.approx(0.01)  # +0.005 and +0.015
+    assert table.loc[1, "difference_std"] == pytest.approx(0.01 / math.sqrt(2))
+    # 0.625 is halfway between 0.5 and 0.75: baseline 0.84 and 0.835; ALDS 0.893 and 0.912.
+    assert table.loc[2, "baseline_accuracy_mean"] == pytest.approx(0.8375)
+    assert table.loc[2, "accuracy_mean"] == pytest.approx(0.9025)
+    assert table.loc[2, "difference_mean"] == pytest.approx(0.065)
+    assert table.loc[2, "difference_std"] == pytest.approx(0.024 / math.sqrt(2))
+    assert table.loc[2, "paired_n"] == 2
+    # 0.8125 is beyond the baseline's last step: no value, never extrapolated.
+    assert math.isnan(table.loc[3, "baseline_accuracy_mean"])
+    assert math.isnan(table.loc[3, "difference_mean"])
+    assert table.loc[3, "paired_n"] == 0 and table.loc[3, "n"] == 2
+
+
+def test_versus_baseline_pairs_only_common_seeds() -> None:
+    # ALDS ran seeds 1 and 2, the baseline 0 and 1: one pair; each arm keeps all its seeds.
+    steps = hand_built({0.0: BASELINE, 0.5: {1: ALDS[1], 2: ALDS[0]}})
+    table = reports.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"}).set_index("step")
+    assert table.loc[2, "n"] == 2 and table.loc[2, "baseline_n"] == 2
+    assert table.loc[2, "paired_n"] == 1
+    assert table.loc[2, "difference_mean"] == pytest.approx(0.912 - 0.835)
+    assert math.isnan(table.loc[2, "difference_std"])  # one pair has no spread
+
+
+def test_equal_sparsities_match_exactly_at_the_curve_end() -> None:
+    # Three seeds at the same levels: their mean may differ from them in the last bit.
+    curve = [(0.0, 0.9), (0.0, 0.9), (0.1, 0.85), (0.3, 0.8)]
+    other = [(0.0, 0.9), (0.0, 0.88), (0.1, 0.86), (0.3, 0.82)]
+    steps = hand_built({0.0: dict.fromkeys(range(3), curve), 0.3: dict.fromkeys(range(3), other)})
+    table = reports.versus_baseline(steps, {"alds.rate=0.3": "alds.rate=0.0"})
+    assert table["paired_n"].tolist() == [3, 3, 3]
+    assert table["difference_mean"].tolist() == pytest.approx([-0.02, 0.01, 0.02])
+
+
+def test_tolerance_table_walks_each_seed_until_it_drops() -> None:
+    within = reports.tolerance_table(hand_built({0.0: BASELINE, 0.5: ALDS})).set_index("config")
+    # Baseline: both seeds lose more than a point at their second IMP step (sparsity 0.5).
+    assert within.loc["alds.rate=0.0", "max_sparsity_within_mean"] == 0.0
+    assert within.loc["alds.rate=0.0", "within_to_end"] == 0
+    # ALDS: seed 0 drops at 0.8125 (0.85 < 0.89), seed 1 never drops (0.911 >= 0.91).
+    assert within.loc["alds.rate=0.5", "max_sparsity_within_mean"] == pytest.approx(0.71875)
+    assert within.loc["alds.rate=0.5", "max_sparsity_within_std"] == pytest.approx(
+        0.1875 / math.sqrt(2)
+    )
+    assert within.loc["alds.rate=0.5", "within_to_end"] == 1
+    loose = reports.tolerance_table(hand_built({0.0: BASELINE}), tolerance=0.05)
+    assert loose["max_sparsity_within_mean"].item() == 0.5
+
+
+def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    curves = reports.curve_table(steps, [RATE])
+    row = curves[(curves[RATE] == 0.5) & (curves["step"] == 2)].iloc[0]
+    assert row["n"] == 2 and row["phase"] == "imp"
+    assert row["accuracy_mean"] == pytest.approx(0.9025)
+    assert row["accuracy_std"] == pytest.approx(0.019 / math.sqrt(2))
+    assert row["params_nonzero_mean"] == 375
+    assert curves["phase"].tolist()[:3] == ["dense", "alds", "imp"]
+
+    pairs = reports.baseline_pairs(curves, [RATE], {RATE: 0.0})
+    versus = reports.versus_baseline(steps, pairs)
+    summary = reports.summary_table(
+        curves, versus, reports.tolerance_table(steps), pairs, [RATE]
+    ).set_index(RATE)
+    assert summary.loc[0.0, "role"] == "IMP only"
+    assert math.isnan(summary.loc[0.0, "difference_mean"])
+    assert summary.loc[0.5, "role"] == "ALDS + IMP"
+    assert summary.loc[0.5, "final_sparsity"] == 0.8125
+    # The highest sparsity both arms reach is 0.625 (the baseline stops at 0.75).
+    assert summary.loc[0.5, "matched_sparsity"] == 0.625
+    assert summary.loc[0.5, "difference_mean"] == pytest.approx(0.065)
+    assert not summary["within_lower_bound"].any()  # some seed of each dropped
+
+    # With a 20-point tolerance no curve ever drops: the sparsity reached is only a lower bound.
+    loose = reports.summary_table(
+        curves, versus, reports.tolerance_table(steps, tolerance=0.2), pairs, [RATE]
+    )
+    assert loose["within_lower_bound"].all()
+    report = reports.Report(
+        study="hand",
+        params=[RATE],
+        objectives=["accuracy"],
+        directions=["maximize"],
+        counts={},
+        notes=[],
+        tables={"summary": loose, "curves": curves},
+        tolerance=0.2,
+    )
+    shown = reports.present(report, "summary").set_index(RATE)
+    assert shown.loc["0.5", "max sparsity within 20 pt of dense (%)"] == "≥ 81.25 ± 0.00"
+    assert shown.loc["0.5", "Δ vs IMP only there (pt)"] == "+6.50 ± 1.70"
+    assert shown.loc["0", "Δ vs IMP only there (pt)"] == "–"
+
+
+def test_baseline_pairs_prefer_the_same_other_parameters() -> None:
+    configs = pd.DataFrame(
+        [
+            {"config": "a", RATE: 0.0, "imp.prune_fraction": 0.2},
+            {"config": "b", RATE: 0.0, "imp.prune_fraction": 0.3},
+            {"config": "c", RATE: 0.5, "imp.prune_fraction": 0.3},
+            {"config": "d", RATE: 0.5, "imp.prune_fraction": 0.25},
+        ]
+    )
+    params = [RATE, "imp.prune_fraction"]
+    defaults = {RATE: 0.0, "imp.prune_fraction": 0.2}
+    assert reports.baseline_pairs(configs, params, defaults) == {"c": "b", "d": "a"}
+    assert reports.baseline_pairs(configs[configs[RATE] > 0], params, defaults) == {}
+
+
+def test_markdown_and_latex_tables_are_well_formed() -> None:
+    table = pd.DataFrame({"a_b": ["x|y", "50%"], "acc (%)": ["87.31 ± 0.42", "–"]})
+    markdown = reports.markdown_table(table, [False, True]).splitlines()
+    assert markdown[1] == "|---|---:|"
+    assert all(line.count("|") - line.count("\\|") == 3 for line in markdown)
+    latex = reports.latex_table(table, [False, True])
+    assert latex.count(r"\begin{tabular}{lr}") == 1 and latex.count(r"\end{tabular}") == 1
+    assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
+    assert r"a\_b" in latex and r"50\%" in latex and r"$\pm$" in latex and "±" not in latex
+
+
+def test_unknown_format_is_named() -> None:
+    assert reports.parse_formats("csv, MD") == ["csv", "md"]
+    with pytest.raises(ConfigError, match="pdf"):
+        reports.parse_formats("csv,pdf")
+
+
+# --------------------------------------------------------------------------- a real sweep
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A real sweep: synthetic data, 2 seeds, the IMP-only baseline and ALDS at 0.3 and 0.6."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    document = tiny_sweep(
+        tmp_path,
+        "reported",
+        seeds=[0, 1],
+        search={"sampler": "grid", "space": {RATE: {"choices": [0.0, 0.3, 0.6]}}},
+    )
+    path = write_sweep(tmp_path, document)
+    result = orchestrate("sweep", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = tmp_path / "out"
+    result = orchestrate("report", str(path), "--output", str(output), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    workspace = Path(document["execution"]["workspace"])
+    return {
+        "document": document,
+        "path": path,
+        "tmp": tmp_path,
+        "output": output,
+        "stdout": result.stdout,
+        "storage": f"sqlite:///{workspace / 'study.db'}",
+        "client": MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}"),
+    }
+
+
+@pytest.mark.slow
+def test_every_format_is_written_and_parses(swept: dict) -> None:
+    output = swept["output"]
+    for name in ("summary", "versus_baseline", "curves", "best", "trials", "steps"):
+        csv = pd.read_csv(output / f"{name}.csv")
+        records = pd.read_json(output / f"{name}.json", orient="records")
+        assert len(csv) == len(records) > 0, name
+        assert list(csv.columns) == list(records.columns)
+    for name in ("summary", "versus_baseline", "curves", "best", "trials"):
+        latex = (output / f"{name}.tex").read_text()
+        environments = re.findall(r"\\(begin|end)\{(\w+)\}", latex)
+        assert environments == [("begin", "tabular"), ("end", "tabular")], name
+        body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+        header = latex.split(r"\toprule")[1].split(r"\midrule")[0]
+        # Every row has the header's number of cells (unescaped & only as separators).
+        cells = header.count("&") - header.count(r"\&")
+        assert all(row.count("&") - row.count(r"\&") == cells for row in body), name
+    markdown = (output / "report.md").read_text()
+    tables = [block for block in markdown.split("\n\n") if block.startswith("| ")]
+    assert len(tables) == 5
+    for block in tables:
+        lines = block.splitlines()
+        assert re.fullmatch(r"\|(-{3}:?\|)+", lines[1])
+        assert len({line.count(" | ") for line in lines if not line.startswith("|-")}) == 1
+    assert "![Accuracy against remaining weights](accuracy_vs_remaining.png)" in markdown
+    page = HtmlTables()
+    page.feed((output / "report.html").read_text())
+    assert len(page.tables) == 5 and page.images >= 2
+    for rows in page.tables:
+        assert len(rows) > 1 and len({len(row) for row in rows}) == 1
+
+
+class HtmlTables(HTMLParser):
+    """The cells of every table of a page, and the number of embedded images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.images = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.tables[-1][-1].append("")
+        elif tag == "img" and (dict(attrs).get("src") or "").startswith("data:image/png;base64,"):
+            self.images += 1
+
+    def handle_data(self, data: str) -> None:
+        if self.tables and self.tables[-1] and self.tables[-1][-1]:
+            self.tables[-1][-1][-1] += data
+
+
+@pytest.mark.slow
+def test_tables_equal_the_values_in_mlflow(swept: dict) -> None:
+    client, output = swept["client"], swept["output"]
+    trials = pd.read_csv(output / "trials.csv")
+    study = optuna.load_study(study_name="reported", storage=swept["storage"])
+    assert sorted(trials["number"]) == [t.number for t in study.get_trials()]
+    assert set(trials["state"]) == {"COMPLETE"}
+    curve: dict[tuple[float, int], dict[str, dict[int, float]]] = {}  # (rate, seed) → key → step
+    for _, row in trials.iterrows():
+        trial = study.trials[row["number"]]
+        assert row[RATE] == trial.params[RATE] and row["seed"] == trial.user_attrs["seed"]
+        assert row["value:accuracy"] == trial.value
+        history = {
+            key: {m.step: m.value for m in client.get_metric_history(row["mlflow_run_id"], key)}
+            for key in ("accuracy", "sparsity", "params_nonzero", "compression_ratio")
+        }
+        curve[(row[RATE], row["seed"])] = history
+        last = swept["document"]["imp"]["cycles"] + 1
+        assert row["last_step"] == max(history["accuracy"]) == last
+        for key in history:
+            assert row[key] == history[key][last], key
+
+    curves = pd.read_csv(output / "curves.csv")
+    assert len(curves) == 3 * 4 and set(curves["n"]) == {2}
+    for _, row in curves.iterrows():
+        values = [curve[(row[RATE], seed)]["accuracy"][row["step"]] for seed in (0, 1)]
+        assert row["accuracy_mean"] == pytest.approx(sum(values) / 2, abs=1e-12)
+        assert row["accuracy_std"] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
+        nonzero = [curve[(row[RATE], seed)]["params_nonzero"][row["step"]] for seed in (0, 1)]
+        assert row["params_nonzero_mean"] == pytest.approx(sum(nonzero) / 2)
+
+    # Project mode keeps every weight, so both arms are measured at the same sparsities: the
+    # difference at a step is the plain per-seed difference of the two curves there.
+    versus = pd.read_csv(output / "versus_baseline.csv")
+    assert sorted(versus["config"].unique()) == ["alds.rate=0.3", "alds.rate=0.6"]
+    assert set(versus["baseline"]) == {"alds.rate=0.0"} and set(versus["paired_n"]) == {2}
+    for _, row in versus.iterrows():
+        rate = float(row["config"].split("=")[1])
+        differences = [
+            curve[(rate, seed)]["accuracy"][row["step"]]
+            - curve[(0.0, seed)]["accuracy"][row["step"]]
+            for seed in (0, 1)
+        ]
+        assert row["difference_mean"] == pytest.approx(sum(differences) / 2, abs=1e-12)
+        assert row["sparsity"] == curve[(rate, 0)]["sparsity"][row["step"]]
+
+    steps = pd.read_csv(output / "steps.csv")
+    assert len(steps) == 6 * 4
+    for _, row in steps.iterrows():
+        assert row["accuracy"] == curve[(row[RATE], row["seed"])]["accuracy"][row["step"]]
+
+
+@pytest.mark.slow
+def test_plots_exist_and_are_logged_to_the_parent_run(swept: dict) -> None:
+    output = swept["output"]
+    for name in ("accuracy_vs_remaining", "accuracy_vs_alds_rate"):
+        image = imread(output / f"{name}.png")
+        assert image.shape[0] > 300 and image.shape[1] > 400
+        assert image.std() > 0.05  # drawn, not blank
+    # One-dimensional sweep: no heat map.
+    assert not (output / "heatmap_rate_fraction.png").exists()
+    client = swept["client"]
+    study = optuna.load_study(study_name="reported", storage=swept["storage"])
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/accuracy_vs_remaining.png", "report/report.md", "report/curves.csv"} <= logged
+
+
+@pytest.mark.slow
+def test_running_queued_and_failed_trials_are_shown(swept: dict) -> None:
+    # A copy of the finished study plus a failed trial, one trial claimed by a worker that has
+    # not logged a step yet, and one still queued.
+    from orchestrator import study as studies
+
+    tmp = swept["tmp"]
+    storage_url = f"sqlite:///{tmp / 'partial.db'}"
+    optuna.copy_study(
+        from_study_name="reported",
+        from_storage=swept["storage"],
+        to_storage=storage_url,
+        to_study_name="reported",
+    )
+    study = optuna.load_study(study_name="reported", storage=storage_url)
+    failed = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL,
+        params={RATE: 0.3},
+        distributions={RATE: optuna.distributions.CategoricalDistribution([0.0, 0.3, 0.6])},
+        user_attrs={"seed": 0, "fail_reason": "NonFiniteLossError: loss is nan at iteration 3"},
+    )
+    study.add_trial(failed)
+    study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 0})
+    study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 1})
+    assert studies.claim_trial(study) is not None  # a worker elsewhere has just started it
+    output = tmp / "partial"
+    result = report_in_process(
+        "--study", "reported", "--storage", storage_url, "--output", str(output),
+        "--format", "md,csv",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "1 trial(s) still running" in result.output
+    trials = pd.read_csv(output / "trials.csv").set_index("number")
+    assert trials["state"].value_counts().to_dict() == {
+        "COMPLETE": 6,
+        "FAIL": 1,
+        "RUNNING": 1,
+        "WAITING": 1,
+    }
+    assert "NonFiniteLossError" in trials.loc[6, "note"]
+    assert trials.loc[7, "note"].startswith("running, no step yet")
+    assert trials.loc[8, "note"] == "queued"
+    # Queued and just-claimed trials show the parameters they were enqueued with.
+    assert trials.loc[[7, 8], RATE].tolist() == [0.6, 0.6]
+    markdown = (output / "report.md").read_text()
+    assert "7 of 9 trials finished: 6 complete, 0 pruned, 1 failed; 1 running, 1 queued" in markdown
+    assert "1 trial(s) failed, not in the aggregates: 6 (NonFiniteLossError" in markdown
+    # The aggregates are the complete trials' only.
+    assert pd.read_csv(output / "curves.csv")["n"].eq(2).all()
+    assert not (output / "report.html").exists() and not (output / "curves.json").exists()
+
+
+def report_in_process(*args: str) -> Result:
+    """The report command in this process (no interpreter start-up): exit code and messages."""
+    return CliRunner().invoke(main, ["report", *args])
+
+
+@pytest.mark.slow
+def test_missing_study_empty_study_and_unreachable_store_exit_2(swept: dict) -> None:
+    tmp = swept["tmp"]
+    missing = report_in_process("--study", "nope", "--storage", swept["storage"])
+    assert missing.exit_code == 2 and "no study 'nope'" in missing.stderr
+    assert "reported" in missing.stderr  # the studies that do exist are named
+
+    storage_url = f"sqlite:///{tmp / 'empty.db'}"
+    config = parse_config(swept["document"], "empty")
+    create_or_resume(config, open_storage(storage_url))
+    empty = report_in_process("--study", "reported", "--storage", storage_url)
+    assert empty.exit_code == 2 and "has no trials yet" in empty.stderr
+
+    offline = report_in_process(str(swept["path"]), "--tracking-uri", "http://127.0.0.1:9")
+    assert offline.exit_code == 2
+    assert "cannot reach the MLflow tracking server http://127.0.0.1:9" in offline.stderr
+    gone = report_in_process(str(swept["path"]), "--tracking-uri", f"sqlite:///{tmp / 'no.db'}")
+    assert gone.exit_code == 2 and "no MLflow tracking store" in gone.stderr
+    assert not (tmp / "no.db").exists()  # not created empty on the way
+    bad = report_in_process(str(swept["path"]), "--format", "csv,docx")
+    assert bad.exit_code == 2 and "docx" in bad.stderr
+    for result in (missing, empty, offline, gone, bad):
+        assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+
+
+def test_two_dimensional_sweep_gets_pairs_per_fraction_and_a_heat_map() -> None:
+    fraction = "imp.prune_fraction"
+    arms = {(0.0, 0.2): BASELINE, (0.5, 0.2): ALDS, (0.0, 0.4): ALDS, (0.5, 0.4): BASELINE}
+    trials, frames = [], []
+    for (rate, prune), seeds in arms.items():
+        steps = hand_built({rate: seeds})
+        steps["trial"] += len(trials)
+        trials += [
+            {"number": n, "state": "COMPLETE", "seed": s, RATE: rate, fraction: prune}
+            for n, s in steps[["trial", "seed"]].drop_duplicates().to_numpy()
+        ]
+        frames.append(steps[["trial", "step", *reports.METRICS]])
+    steps = reports.label_steps(pd.concat(frames), pd.DataFrame(trials), [RATE, fraction], {})
+    curves = reports.curve_table(steps, [RATE, fraction])
+    pairs = reports.baseline_pairs(curves, [RATE, fraction], {RATE: 0.0, fraction: 0.2})
+    assert pairs == {
+        "alds.rate=0.5,imp.prune_fraction=0.2": "alds.rate=0.0,imp.prune_fraction=0.2",
+        "alds.rate=0.5,imp.prune_fraction=0.4": "alds.rate=0.0,imp.prune_fraction=0.4",
+    }
+    figure = reports.plot_heatmap(curves, [RATE, fraction])
+    assert figure is not None
+    image = figure.axes[0].images[0].get_array()
+    # Rows: prune fraction 0.2, 0.4; columns: ALDS rate 0, 0.5; final accuracy in percent.
+    assert image.ravel().tolist() == pytest.approx([79.0, 88.05, 88.05, 79.0])
+    assert reports.plot_heatmap(curves[curves[fraction] == 0.2], [RATE, fraction]) is None
+    assert reports.plot_accuracy_vs_rate(curves, [RATE, fraction]) is not None
+
+
+def test_best_table_ranks_configurations_or_lists_the_front() -> None:
+    trials = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3, 4],
+            "state": ["COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"],
+            "seed": [0, 1, 0, 1, 0],
+            RATE: [0.0, 0.0, 0.5, 0.5, 0.9],
+            "config": ["a", "a", "b", "b", "c"],
+            "value:accuracy": [0.8, 0.7, 0.9, 0.6, 0.99],
+            "value:params_nonzero": [10, 10, 5, 5, 1],
+            "accuracy": [0.8, 0.7, 0.9, 0.6, 0.99],
+            "sparsity": [0.5, 0.5, 0.7, 0.7, 0.9],
+            "params_nonzero": [10, 10, 5, 5, 1],
+            "compression_ratio": [2.0, 2.0, 4.0, 4.0, 10.0],
+        }
+    )
+    best = reports.best_table(trials, ["accuracy"], ["maximize"], [RATE])
+    # The pruned trial's high value does not count; a tie in means keeps both, ranked.
+    assert best["config"].tolist() == ["a", "b"]
+    assert best["value_mean"].tolist() == pytest.approx([0.75, 0.75])
+    assert best["best_trial"].tolist() == [0, 2]
+    lowest = reports.best_table(trials, ["accuracy"], ["minimize"], [RATE])
+    assert lowest["best_trial"].tolist() == [1, 3]
+    front = reports.best_table(
+        trials, ["accuracy", "params_nonzero"], ["maximize", "minimize"], [RATE], front=[2, 0, 4]
+    )
+    assert front["number"].tolist() == [0, 2]  # complete front trials, by the first objective
+
+
+def test_json_output_is_unrounded(tmp_path: Path) -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    curves = reports.curve_table(steps, [RATE])
+    report = reports.Report(
+        study="hand",
+        params=[RATE],
+        objectives=["accuracy"],
+        directions=["maximize"],
+        counts={s.name: 0 for s in optuna.trial.TrialState},
+        notes=[],
+        tables={"curves": curves},
+    )
+    reports.write(report, tmp_path, ["json", "latex"])
+    loaded = json.loads((tmp_path / "curves.json").read_text())
+    assert [r["accuracy_mean"] for r in loaded] == curves["accuracy_mean"].tolist()
+    assert "90.25 $\\pm$ 1.34" in (tmp_path / "curves.tex").read_text()
