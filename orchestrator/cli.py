@@ -151,8 +151,8 @@ def sweep(
     if interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)
-    if failed:
-        _fail(f"{failed} worker process(es) exited with an error")
+    if failed and progress.finished(prepared.study) < config.total_trials:
+        _fail(f"{failed} worker process(es) exited with an error; the study is not finished")
 
 
 @main.command()

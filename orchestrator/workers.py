@@ -115,11 +115,11 @@ def fail_and_requeue(
     """Mark a RUNNING trial of a dead worker FAIL, close its run and queue its retry."""
     storage = study._storage
     try:
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
         if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             return
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # its worker finished it after all, or another process failed it
-    storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
     close_run(study, trial, reason)
     studies.requeue(study, trial, max_retries=max_retries)
 
@@ -221,6 +221,8 @@ class Worker:
         trial.set_user_attr("worker", self.label)
         trial.set_user_attr("device", self.device)
         progress_file = progress_folder(self.config) / f"{config_hash(trial_config)}-{seed}.pt"
+        if progress_file.exists():
+            run.set_tags({"resumed": "true"})
         started = time.monotonic()
         timeout = self.config.execution.trial_timeout
 
@@ -458,24 +460,23 @@ class Supervisor:
         for slot in self.slots:
             self._start(slot)
         failed = 0
+        reaped: set[int] = set()
         try:
-            while any(p.poll() is None for p in self.processes.values()):
+            while True:
                 for slot, process in list(self.processes.items()):
                     code = process.poll()
-                    if code is not None and code != 0 and not getattr(process, "reaped", False):
-                        process.reaped = True  # type: ignore[attr-defined]
+                    if code is not None and code != 0 and process.pid not in reaped:
+                        reaped.add(process.pid)
                         failed += 1
-                        self._reap(slot, process)
+                        self._reap(slot, process)  # may start a new worker for the slot
                 show(progress.rows(self.study))
+                if all(p.poll() is not None for p in self.processes.values()):
+                    break
                 time.sleep(1.0)
         finally:
             for process in self.processes.values():
                 if process.poll() is None:
                     process.kill()
                 process.wait()
-        for slot, process in self.processes.items():
-            if process.returncode != 0 and not getattr(process, "reaped", False):
-                failed += 1
-                self._reap(slot, process)
         show(progress.rows(self.study))
         return failed

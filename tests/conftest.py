@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,11 +89,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1, stopped with its whole process group."""
-    port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 (closed below)
+def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen:
+    """Start ``mlflow server`` on 127.0.0.1:port in its own process group; wait until healthy."""
+    log = open(folder / f"mlflow-server-{port}.log", "a")  # noqa: SIM115 (owned by the process)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -103,9 +103,9 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
+            backend or f"sqlite:///{folder / 'server.db'}",
             "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
+            str(folder / "server-artifacts"),
             "--workers",
             "1",
         ],
@@ -115,23 +115,73 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "mlflow-server.log").read_text()[-2000:])
-            time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(process.pid, 15)
+    while True:
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
-        log.close()
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(process)
+            raise RuntimeError((folder / f"mlflow-server-{port}.log").read_text()[-2000:])
+        time.sleep(0.5)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process and every child it spawned (mlflow server forks job consumers)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1, stopped with its whole process group."""
+    port = free_port()
+    process = start_mlflow_server(tmp_path, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(process)
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[Callable[[], str]]:
+    """Creates fresh PostgreSQL databases (on 127.0.0.1:5432) and drops them afterwards."""
+    import psycopg2
+
+    created: list[str] = []
+
+    def admin() -> psycopg2.extensions.connection:
+        connection = psycopg2.connect(f"{POSTGRES}/test")
+        connection.autocommit = True
+        return connection
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        connection = admin()
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        connection.close()
+        created.append(name)
+        return f"{POSTGRES}/{name}"
+
+    yield make
+    for name in created:
+        connection = admin()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        connection.close()
