@@ -126,7 +126,6 @@ class AldsConfig(_Section):
     mode: Literal["project", "factorize"] = "project"
     error: Literal["bound", "reference", "exact"] = "exact"
     k_candidates: tuple[int, ...] | None = Field(None, description="None: every divisor")
-    starts: int = Field(4, ge=1, description="seeded starting points of the allocation")
     finetune_epochs: float = Field(0.0, ge=0.0)
 
     @field_validator("k_candidates")

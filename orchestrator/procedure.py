@@ -272,7 +272,6 @@ def run_trial(
                 error=config.alds.error,
                 seed=seed,
                 k_candidates=config.alds.k_candidates,
-                starts=config.alds.starts,
                 input_shape=_input_shape(data),
             )
             model.to(device)

@@ -74,6 +74,8 @@ def open_storage(
     if heartbeat_interval is None:
         heartbeat_interval = int(os.environ.get("ORCHESTRATE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
     engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         # Several local workers share one SQLite file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}

@@ -157,14 +157,12 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 @pytest.fixture
 def postgres_database() -> Iterator[Callable[[], str]]:
     """Creates fresh PostgreSQL databases (on 127.0.0.1:5432) and drops them afterwards."""
-    import psycopg2
+    import psycopg
 
     created: list[str] = []
 
-    def admin() -> psycopg2.extensions.connection:
-        connection = psycopg2.connect(f"{POSTGRES}/test")
-        connection.autocommit = True
-        return connection
+    def admin() -> psycopg.Connection:
+        return psycopg.connect(f"{POSTGRES}/test", autocommit=True)
 
     def make() -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
