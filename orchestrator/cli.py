@@ -98,7 +98,12 @@ def _open_study(
 @click.argument("sweep", type=click.Path(path_type=Path))
 @click.option("--devices", help="auto, cpu, or GPU indices like 0,1,3 (default: the YAML's)")
 @click.option("--workers-per-device", type=click.IntRange(1), help="worker processes per device")
-@click.option("--storage", "storage_url", help="Optuna storage URL (default: SQLite in workspace)")
+@click.option(
+    "--storage",
+    "storage_url",
+    envvar="ORCHESTRATE_STORAGE",
+    help="Optuna storage URL [env ORCHESTRATE_STORAGE; default: SQLite in the workspace]",
+)
 @click.option(
     "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, workspace)"
 )
@@ -157,9 +162,19 @@ def sweep(
 
 @main.command()
 @click.option("--study", "study_name", required=True, help="the study (sweep) name")
-@click.option("--storage", "storage_url", required=True, help="Optuna storage URL")
+@click.option(
+    "--storage",
+    "storage_url",
+    required=True,
+    envvar="ORCHESTRATE_STORAGE",
+    help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: the one the sweep recorded)")
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI [env MLFLOW_TRACKING_URI; default: the one the sweep recorded]",
+)
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for this worker")
 @click.option("--index", type=click.IntRange(0), hidden=True, help="slot number (set by sweep)")
 def worker(
@@ -192,7 +207,12 @@ def worker(
 @main.command()
 @click.argument("sweep", type=click.Path(path_type=Path), required=False)
 @click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")
-@click.option("--storage", "storage_url", help="Optuna storage URL")
+@click.option(
+    "--storage",
+    "storage_url",
+    envvar="ORCHESTRATE_STORAGE",
+    help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
+)
 def status(sweep: Path | None, study_name: str | None, storage_url: str | None) -> None:
     """Print a study's progress: trials by state, the best value, what is running."""
     from orchestrator import progress
@@ -206,8 +226,17 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
 @main.command()
 @click.argument("sweep", type=click.Path(path_type=Path), required=False)
 @click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")
-@click.option("--storage", "storage_url", help="Optuna storage URL")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: the one the sweep recorded)")
+@click.option(
+    "--storage",
+    "storage_url",
+    envvar="ORCHESTRATE_STORAGE",
+    help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI [env MLFLOW_TRACKING_URI; default: the one the sweep recorded]",
+)
 @click.option(
     "--format",
     "formats",

@@ -1,0 +1,106 @@
+"""Trials per hour with 1 and 2 CPU worker processes (1 thread each) on one study.
+
+The CPU stand-in for one worker per GPU: each worker is an ``orchestrate worker`` process on
+the same SQLite study, as on a multi-GPU host. Both runs use the same sweep (a fresh study and
+a warm dense checkpoint each), measured one after the other in one invocation.
+
+    python benchmarks/bench_scaling.py [--trials 8] [--image-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+
+def sweep_document(folder: Path, name: str, trials: int, image_size: int) -> dict:
+    return {
+        "name": name,
+        "seeds": [0],
+        "model": "conv2",
+        "dataset": {
+            "name": "synthetic",
+            "synthetic": {
+                "image_size": image_size,
+                "channels": 3,
+                "num_classes": 10,
+                "train_size": 1024,
+                "test_size": 256,
+            },
+        },
+        "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 1},
+        "alds": {"mode": "project"},
+        "imp": {"cycles": 2, "prune_fraction": 0.5, "epochs_per_cycle": 1},
+        "search": {
+            "sampler": "random",
+            "n_trials": trials,
+            "space": {"alds.rate": {"low": 0.0, "high": 0.6}},
+        },
+        "execution": {
+            "devices": "cpu",
+            "workspace": str(folder / name),
+            "cache_dir": str(folder / "checkpoints"),
+        },
+    }
+
+
+def orchestrate(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(folder: Path, workers: int, trials: int, image_size: int) -> float:
+    """Seconds for ``workers`` worker processes to finish a fresh study of ``trials``."""
+    name = f"scaling{workers}"
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep_document(folder, name, trials, image_size)))
+    queued = orchestrate("sweep", str(path), "--enqueue-only", cwd=folder)
+    if queued.wait() != 0:
+        raise RuntimeError(queued.stderr.read())
+    storage = f"sqlite:///{folder / name / 'study.db'}"
+    start = time.perf_counter()
+    processes = [
+        orchestrate("worker", "--study", name, "--storage", storage, "--threads", "1", cwd=folder)
+        for _ in range(workers)
+    ]
+    for process in processes:
+        if process.wait() != 0:
+            raise RuntimeError(process.stderr.read())
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        # Warm-up: trains the shared dense checkpoint, so both timed runs only run trials.
+        run(folder, 1, 1, args.image_size)
+        one = run(folder, 1, args.trials, args.image_size)
+        two = run(folder, 2, args.trials, args.image_size)
+    per_hour = {n: args.trials / seconds * 3600 for n, seconds in ((1, one), (2, two))}
+    print(f"cores: {os.cpu_count()}, trials: {args.trials}")
+    print(f"1 worker : {one:7.1f} s  {per_hour[1]:8.0f} trials/hour")
+    print(f"2 workers: {two:7.1f} s  {per_hour[2]:8.0f} trials/hour")
+    print(f"speed-up 2 workers / 1 worker: {per_hour[2] / per_hour[1]:.2f} (goal >= 1.7)")
+
+
+if __name__ == "__main__":
+    main()
