@@ -66,7 +66,7 @@ def orchestrate(*args: str, cwd: Path) -> subprocess.Popen:
 
 def run(folder: Path, workers: int, trials: int, image_size: int) -> float:
     """Seconds for ``workers`` worker processes to finish a fresh study of ``trials``."""
-    name = f"scaling{workers}"
+    name = f"scaling-{workers}w-{trials}t"
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep_document(folder, name, trials, image_size)))
     queued = orchestrate("sweep", str(path), "--enqueue-only", cwd=folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -72,6 +73,20 @@ def validate(sweep: Path) -> None:
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def _study_arguments(command: Callable) -> Callable:
+    """SWEEP.yaml, or --study and --storage: how status and report name a study."""
+    command = click.option(
+        "--storage",
+        "storage_url",
+        envvar="ORCHESTRATE_STORAGE",
+        help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
+    )(command)
+    command = click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")(
+        command
+    )
+    return click.argument("sweep", type=click.Path(path_type=Path), required=False)(command)
 
 
 def _open_study(
@@ -205,14 +220,7 @@ def worker(
 
 
 @main.command()
-@click.argument("sweep", type=click.Path(path_type=Path), required=False)
-@click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar="ORCHESTRATE_STORAGE",
-    help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
-)
+@_study_arguments
 def status(sweep: Path | None, study_name: str | None, storage_url: str | None) -> None:
     """Print a study's progress: trials by state, the best value, what is running."""
     from orchestrator import progress
@@ -224,14 +232,7 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
 
 
 @main.command()
-@click.argument("sweep", type=click.Path(path_type=Path), required=False)
-@click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar="ORCHESTRATE_STORAGE",
-    help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
-)
+@_study_arguments
 @click.option(
     "--tracking-uri",
     envvar="MLFLOW_TRACKING_URI",

@@ -30,8 +30,9 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
 from orchestrator.config import ConfigError, SweepConfig, flatten
+from orchestrator.outbox import PENDING
 from orchestrator.study import describe_params
-from orchestrator.tracking import PARENT_ATTR, URI_ATTR, check_reachable
+from orchestrator.tracking import PARENT_ATTR, URI_ATTR, check_reachable, trial_runs
 
 METRICS = (
     "accuracy",
@@ -613,6 +614,12 @@ def build(
         for row in trials.itertuples()
         if isinstance(row.mlflow_run_id, str)
     }
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent and any(run_id.startswith(PENDING) for run_id in runs.values()):
+        # Runs created during a tracking outage are known to the study by a provisional id.
+        by_number = trial_runs(client, parent)
+        runs = {n: by_number.get(n, r) if r.startswith(PENDING) else r for n, r in runs.items()}
+        trials["mlflow_run_id"] = trials["number"].map(lambda n: runs.get(int(n)))
     steps, missing = read_steps(client, runs)
     if runs and len(missing) == len(runs):
         raise ConfigError(

@@ -32,7 +32,7 @@ URI_ATTR = "mlflow_tracking_uri"
 EXPERIMENT_ATTR = "mlflow_experiment_id"
 MAX_PARAMS_PER_BATCH = 100
 
-__all__ = ["SweepTracker", "TrialRun", "check_reachable", "default_uri"]
+__all__ = ["SweepTracker", "TrialRun", "check_reachable", "default_uri", "trial_runs"]
 
 
 def default_uri(config: SweepConfig) -> str:
@@ -63,6 +63,33 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # the stores raise many kinds of errors for a bad URI
         raise ConfigError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
+
+
+def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
+    """Trial number → run id of the parent's child runs (the latest run of each trial).
+
+    The way to find a run whose id the study does not know: one created during a tracking
+    outage is recorded in the study under a provisional id.
+    """
+    parent = client.get_run(parent_run_id)
+    found: dict[int, tuple[int, str]] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [parent.info.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        for run in page:
+            number = run.data.tags.get("trial_number")
+            if number is not None:
+                start = run.info.start_time or 0
+                if int(number) not in found or found[int(number)][0] < start:
+                    found[int(number)] = (start, run.info.run_id)
+        token = page.token
+        if not token:
+            return {number: run_id for number, (_, run_id) in found.items()}
 
 
 def _git_commit() -> str | None:
