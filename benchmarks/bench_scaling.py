@@ -4,7 +4,7 @@ The CPU stand-in for one worker per GPU: each worker is an ``orchestrate worker`
 the same SQLite study, as on a multi-GPU host. Both runs use the same sweep (a fresh study and
 a warm dense checkpoint each), measured one after the other in one invocation.
 
-    python benchmarks/bench_scaling.py [--trials 8] [--image-size 16]
+    python benchmarks/bench_scaling.py [--trials 12] [--image-size 24]
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def run(folder: Path, workers: int, trials: int, image_size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--image-size", type=int, default=24)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

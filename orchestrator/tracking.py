@@ -6,6 +6,7 @@ and nothing leaks between trials. Metrics are logged in one batch per compressio
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -92,6 +93,7 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
             return {number: run_id for number, (_, run_id) in found.items()}
 
 
+@functools.cache
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
