@@ -420,7 +420,7 @@ class Supervisor:
         self.tracking_uri = tracking_uri
         cpu_slots = sum(1 for slot in slots if slot.gpu is None)
         fair_share = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
-        self.threads = int(os.environ.get("ORCHESTRATE_WORKER_THREADS", fair_share))
+        self.threads = int(os.environ.get("ORCHESTRATE_WORKER_THREADS") or fair_share)
         self.signals = 0
         self.restarts = 0
         self.processes: dict[Slot, subprocess.Popen] = {}

@@ -76,8 +76,23 @@ def completed_once(trials: list[optuna.trial.FrozenTrial]) -> Counter:
 
 
 def slow_sweep(tmp_path: Path, name: str, **sections: object) -> dict:
-    """Trials long enough (several IMP cycles) to be interrupted in the middle."""
+    """Trials whose steps take seconds (Conv-2, several IMP cycles), so a signal, a kill or
+    a time limit lands in the middle of a trial, however fast the machine."""
     sections.setdefault("imp", {"cycles": 4, "epochs_per_cycle": 2})
+    sections.setdefault("model", "conv2")
+    sections.setdefault(
+        "dataset",
+        {
+            "name": "synthetic",
+            "synthetic": {
+                "image_size": 16,
+                "channels": 3,
+                "num_classes": 4,
+                "train_size": 1024,
+                "test_size": 128,
+            },
+        },
+    )
     return tiny_sweep(tmp_path, name, **sections)
 
 
@@ -231,7 +246,7 @@ def test_trial_timeout_fails_and_retries(tmp_path: Path) -> None:
         tmp_path,
         "timeout",
         search={"sampler": "grid", "space": {"alds.rate": {"choices": [0.0]}}},
-        execution={"trial_timeout": 0.5, "max_retries": 1},
+        execution={"trial_timeout": 1.0, "max_retries": 1},
     )
     result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
