@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from cli_process import finish, orchestrate
 
 
 def sweep_document(folder: Path, name: str, trials: int, image_size: int) -> dict:
@@ -51,27 +50,12 @@ def sweep_document(folder: Path, name: str, trials: int, image_size: int) -> dic
     }
 
 
-def orchestrate(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def run(folder: Path, workers: int, trials: int, image_size: int) -> float:
     """Seconds for ``workers`` worker processes to finish a fresh study of ``trials``."""
     name = f"scaling-{workers}w-{trials}t"
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep_document(folder, name, trials, image_size)))
-    queued = orchestrate("sweep", str(path), "--enqueue-only", cwd=folder)
-    if queued.wait() != 0:
-        raise RuntimeError(queued.stderr.read())
+    finish(orchestrate("sweep", str(path), "--enqueue-only", cwd=folder))
     storage = f"sqlite:///{folder / name / 'study.db'}"
     start = time.perf_counter()
     processes = [
@@ -79,8 +63,7 @@ def run(folder: Path, workers: int, trials: int, image_size: int) -> float:
         for _ in range(workers)
     ]
     for process in processes:
-        if process.wait() != 0:
-            raise RuntimeError(process.stderr.read())
+        finish(process)
     return time.perf_counter() - start
 
 

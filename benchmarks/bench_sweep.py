@@ -18,15 +18,13 @@ running sweep, the remainder the sweep's one-off start-up.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import yaml
+from cli_process import finish, orchestrate
 
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
@@ -65,18 +63,12 @@ def direct(folder: Path, rates: list[float], cache_dir: Path | None) -> float:
     return time.perf_counter() - start
 
 
-def sweep(folder: Path, name: str, rates: list[float], env: dict[str, str]) -> float:
+def sweep(folder: Path, name: str, rates: list[float], threads: int) -> float:
     """Seconds of one ``orchestrate sweep`` over ``rates`` (start-up included)."""
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(document(folder, name, rates)))
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "sweep", str(path)],
-        cwd=folder,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    finish(orchestrate("sweep", str(path), cwd=folder, threads=threads))
     return time.perf_counter() - start
 
 
@@ -90,8 +82,6 @@ def main() -> None:
     large = [round(0.6 * i / (2 * n - 1), 4) for i in range(2 * n)]
     threads = 1
     torch.set_num_threads(threads)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["ORCHESTRATE_WORKER_THREADS"] = str(threads)
     best = dict.fromkeys(("compute", "cold", "small", "large"), float("inf"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -100,8 +90,8 @@ def main() -> None:
         for repeat in range(args.repeats):
             best["compute"] = min(best["compute"], direct(folder, small, warm))
             best["cold"] = min(best["cold"], direct(folder / f"r{repeat}", small, None))
-            best["small"] = min(best["small"], sweep(folder, f"small{repeat}", small, env))
-            best["large"] = min(best["large"], sweep(folder, f"large{repeat}", large, env))
+            best["small"] = min(best["small"], sweep(folder, f"small{repeat}", small, threads))
+            best["large"] = min(best["large"], sweep(folder, f"large{repeat}", large, threads))
     compute = best["compute"] / n
     # Twice the trials: the difference is what each extra trial costs inside a running sweep;
     # the rest of the small sweep is the fixed start-up (stores, worker process, imports).

@@ -54,9 +54,8 @@ def default_storage(config: SweepConfig) -> str:
     """``execution.storage`` or a SQLite file in the workspace."""
     if config.execution.storage:
         return config.execution.storage
-    folder = workspace(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / 'study.db').resolve()}"
+    # open_storage creates the folder of a SQLite file.
+    return f"sqlite:///{(workspace(config) / 'study.db').resolve()}"
 
 
 def _retry(study: optuna.Study, failed: FrozenTrial, *, max_retries: int) -> None:

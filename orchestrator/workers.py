@@ -36,7 +36,15 @@ from orchestrator.tracking import EXPERIMENT_ATTR, PARENT_ATTR, URI_ATTR, SweepT
 POLL_SECONDS = 2.0
 logger = logging.getLogger(__name__)
 
-__all__ = ["Slot", "Supervisor", "cache_folder", "device_slots", "run_worker", "spawn"]
+__all__ = [
+    "Slot",
+    "Supervisor",
+    "cache_folder",
+    "device_slots",
+    "run_worker",
+    "spawn",
+    "worker_command",
+]
 
 
 @dataclass(frozen=True)
@@ -62,12 +70,8 @@ def device_slots(devices: str, workers_per_device: int) -> list[Slot]:
         gpus = [None]
     else:
         gpus = [int(part) for part in devices.split(",")]
-    return [
-        Slot(gpu, index)
-        for index, (gpu, _) in enumerate(
-            (gpu, copy) for gpu in gpus for copy in range(workers_per_device)
-        )
-    ]
+    pool = [gpu for gpu in gpus for _ in range(workers_per_device)]
+    return [Slot(gpu, index) for index, gpu in enumerate(pool)]
 
 
 def cache_folder(config: SweepConfig) -> Path:
@@ -361,17 +365,16 @@ def run_worker(
 # --------------------------------------------------------------------------- the parent
 
 
-def spawn(
+def worker_command(
     slot: Slot,
     study_name: str,
     storage_url: str,
     tracking_uri: str,
     threads: int,
-) -> subprocess.Popen:
-    """Start one worker process for ``slot``; a GPU slot sees only its own GPU.
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the worker for ``slot``.
 
-    Workers get a session of their own, so a Ctrl-C in the terminal reaches only the parent,
-    which then stops them in order.
+    A GPU slot sees only its own GPU (``CUDA_VISIBLE_DEVICES``), which it then calls ``cuda:0``.
     """
     env = dict(os.environ)
     device = "cpu"
@@ -397,6 +400,19 @@ def spawn(
         "--index",
         str(slot.index),
     ]
+    return command, env
+
+
+def spawn(
+    slot: Slot,
+    study_name: str,
+    storage_url: str,
+    tracking_uri: str,
+    threads: int,
+) -> subprocess.Popen:
+    """Start the worker for ``slot`` in a session of its own, so a Ctrl-C in the terminal
+    reaches only the parent, which then stops the workers in order."""
+    command, env = worker_command(slot, study_name, storage_url, tracking_uri, threads)
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 

@@ -123,3 +123,31 @@ def test_stale_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path) -
 def test_bad_storage_url_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot open the study storage"):
         studies.open_storage("nosuchdb://x")
+
+
+def test_multi_objective_study_runs_without_a_pruner(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "name": "pareto",
+            "search": {
+                "sampler": "nsga2",
+                "n_trials": 4,
+                "objective": [
+                    {"metric": "accuracy"},
+                    {"metric": "params_nonzero", "direction": "minimize"},
+                ],
+                "space": {"alds.rate": {"low": 0.0, "high": 0.8}},
+            },
+            "execution": {"workspace": str(tmp_path)},
+        }
+    )
+    study, _ = open_study(tmp_path, config)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["accuracy", "params_nonzero"]
+    studies.fill_queue(study, config)
+    while (claimed := studies.claim_trial(study)) is not None:
+        trial, _ = claimed
+        rate = studies.suggest(trial, config)["alds.rate"]
+        study.tell(trial, [1.0 - rate / 2, 1000 * (1.0 - rate)])
+    assert len(study.trials) == 4
+    assert study.best_trials  # the Pareto front
