@@ -8,16 +8,17 @@ it, the others wait and then load it.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from orchestrator.locks import exclusive
 
 __all__ = ["CheckpointCache", "key_of"]
 
@@ -65,11 +66,5 @@ class CheckpointCache:
     def _read(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        with open(path.with_suffix(".lock"), "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _locked(self, path: Path) -> contextlib.AbstractContextManager[None]:
+        return exclusive(path.with_suffix(".lock"))

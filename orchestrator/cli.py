@@ -66,7 +66,7 @@ def validate(sweep: Path) -> None:
     objectives = ", ".join(f"{o.direction} {o.metric} at {o.at}" for o in config.search.objective)
     console.print(
         f"sampler {config.search.sampler}, pruner {config.search.pruner}, "
-        f"{config.search.n_trials} trials; objective: {objectives}"
+        f"{config.total_trials} trials; objective: {objectives}"
     )
 
 

@@ -144,6 +144,11 @@ class ImpConfig(_Section):
 
     cycles: int = Field(5, ge=0, le=200)
     prune_fraction: Probability = 0.2
+    until_remaining: Probability | None = Field(
+        None,
+        description="stop once at most this fraction of the original prunable weights remains; "
+        "'cycles' is then the most cycles run",
+    )
     scope: Literal["global", "layer"] = "global"
     rewind: str = "init"
     epochs_per_cycle: float | None = Field(None, gt=0.0, description="None: as train.epochs")

@@ -303,6 +303,10 @@ def run_trial(
 
     target = _rewind_state(config.imp.rewind, config, data, init["state"], dense, compressed, plan)
     for cycle in range(first_cycle, config.imp.cycles + 1):
+        if config.imp.until_remaining is not None and (
+            steps[-1].remaining <= config.imp.until_remaining
+        ):
+            break
         masks = imp.prune(
             model,
             config.imp.prune_fraction,

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.config import ConfigError, SweepConfig, config_hash, parse_config
+from orchestrator.locks import exclusive
 
 CONFIG_ATTR = "sweep_config"
 HASH_ATTR = "config_hash"
@@ -73,23 +75,56 @@ def open_storage(
     if heartbeat_interval is None:
         heartbeat_interval = int(os.environ.get("ORCHESTRATE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    sqlite_file = _sqlite_file(url)
+    if sqlite_file:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         # Several local workers share one SQLite file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=heartbeat_interval * 4,
-            heartbeat_stale_trial_callback=functools.partial(_retry, max_retries=max_retries),
-        )
+        # Optuna creates its schema by checking for tables first: one process at a time.
+        lock = exclusive(sqlite_file.with_name(sqlite_file.name + ".lock")) if sqlite_file else None
+        with lock or contextlib.nullcontext():
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=heartbeat_interval * 4,
+                heartbeat_stale_trial_callback=functools.partial(_retry, max_retries=max_retries),
+            )
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an absent server
         raise ConfigError(f"cannot open the study storage '{url}': {exc}") from None
+    if sqlite_file:
+        _serialize_transactions(storage.engine)
+    return storage
+
+
+def _sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite:///") or url.removeprefix("sqlite:///") in ("", ":memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///")).expanduser()
+
+
+def _serialize_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction on a SQLite study take the write lock when it begins.
+
+    Python's sqlite3 only opens a transaction at the first write, so the read in Optuna's
+    read-check-write updates (claiming a WAITING trial, telling a RUNNING one) runs outside
+    it, and two workers can both claim the same trial. ``BEGIN IMMEDIATE`` makes each such
+    update atomic; readers wait on the connection timeout, never fail.
+    """
+
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+
+    def begin(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    sqlalchemy.event.listen(engine, "connect", connect)
+    sqlalchemy.event.listen(engine, "begin", begin)
+    engine.dispose()  # connections opened during set-up lack the listeners
 
 
 def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None) -> bool:

@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from orchestrator import study as studies
 from tests.conftest import (
     free_port,
     orchestrate,
@@ -58,7 +59,7 @@ def wait_for(predicate, timeout: float = 300, what: str = "condition") -> None:
 def running_at_step(study_name: str, storage: str, step: int):
     """A RUNNING trial that has logged at least ``step``, or None."""
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=studies.open_storage(storage))
     except KeyError:  # the sweep has not created it yet
         return None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

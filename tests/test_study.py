@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -151,3 +153,55 @@ def test_multi_objective_study_runs_without_a_pruner(tmp_path: Path) -> None:
         study.tell(trial, [1.0 - rate / 2, 1000 * (1.0 - rate)])
     assert len(study.trials) == 4
     assert study.best_trials  # the Pareto front
+
+
+CLAIMER = """
+import sys, time
+import optuna
+from orchestrator import study as studies
+
+url, start, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+time.sleep(max(0.0, start - time.time()))
+storage = studies.open_storage(url)
+study = optuna.load_study(study_name="race", storage=storage)
+numbers = []
+while (claimed := studies.claim_trial(study)) is not None:
+    trial, _ = claimed
+    numbers.append(trial.number)
+    study.tell(trial, 0.0)
+open(out, "w").write(" ".join(map(str, numbers)))
+"""
+
+
+def test_processes_racing_on_one_sqlite_study_claim_each_trial_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'race' / 'study.db'}"
+    study = optuna.create_study(study_name="race", storage=studies.open_storage(url))
+    for index in range(60):
+        study.enqueue_trial({"x": float(index)}, skip_if_exists=False)
+    start = time.time() + 3.0  # every process past its imports before the race begins
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, url, str(start), str(tmp_path / f"claimed-{i}")]
+        )
+        for i in range(4)
+    ]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0, 0, 0]
+    claimed = [int(n) for i in range(4) for n in (tmp_path / f"claimed-{i}").read_text().split()]
+    assert sorted(claimed) == list(range(60))
+    trials = optuna.load_study(study_name="race", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 60
+
+
+def test_processes_opening_a_new_sqlite_study_at_once_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh' / 'study.db'}"
+    opener = (
+        "import sys, time; from orchestrator import study as studies; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); studies.open_storage(sys.argv[1])"
+    )
+    start = str(time.time() + 3.0)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", opener, url, start], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=300)[1].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], errors

@@ -221,3 +221,19 @@ def test_objective_at_sparsity_is_interpolated(tmp_path: Path) -> None:
     assert objective_value(curve_, config.search.objective[0]) == pytest.approx(0.7)
     beyond = parse_config({"name": "x", "search": {"objective": {"at": 0.9}}})
     assert math.isnan(objective_value(curve_, beyond.search.objective[0]))
+
+
+def test_imp_stops_once_the_remaining_weights_reach_the_target(tmp_path: Path) -> None:
+    # Halving per cycle leaves 50%, 25%, 12.5%: the third cycle reaches 20%, the fourth never runs.
+    document = tiny_sweep(
+        tmp_path,
+        "until",
+        imp={"cycles": 10, "prune_fraction": 0.5, "until_remaining": 0.2},
+        search={"sampler": "grid", "space": {"alds.rate": {"choices": [0.0]}}},
+    )
+    result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = trial_runs(document)
+    remaining = curve(client, runs[0].info.run_id, "remaining")
+    assert [step for step, _ in remaining] == [0, 1, 2, 3, 4]
+    assert remaining[-2][1] > 0.2 >= remaining[-1][1]
