@@ -246,6 +246,13 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
     help="comma-separated formats of the tables",
 )
 @click.option(
+    "--sparsity-levels",
+    "levels",
+    default="0.5,0.8,0.9,0.95",
+    show_default=True,
+    help="comma-separated sparsities of the at_sparsity table",
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path, file_okay=False),
     help="folder for tables and plots (default: <workspace>/report)",
@@ -256,6 +263,7 @@ def report(
     storage_url: str | None,
     tracking_uri: str | None,
     formats: str,
+    levels: str,
     output: Path | None,
 ) -> None:
     """Write a sweep's tables and plots; log them to its parent MLflow run."""
@@ -264,7 +272,9 @@ def report(
     study, config, _ = _open_study(sweep, study_name, storage_url)
     try:
         chosen = reports.parse_formats(formats)
-        result = reports.build(study, config, tracking_uri=tracking_uri)
+        result = reports.build(
+            study, config, tracking_uri=tracking_uri, levels=reports.parse_levels(levels)
+        )
     except ConfigError as exc:
         _fail(str(exc))
     folder = output or studies.workspace(config) / "report"

@@ -49,6 +49,7 @@ FORMATS = ("csv", "md", "latex", "html", "json")
 RATE = "alds.rate"
 FRACTION = "imp.prune_fraction"
 TOLERANCE = 0.01  # one accuracy point
+LEVELS = (0.5, 0.8, 0.9, 0.95)  # sparsities of the at_sparsity table
 NOTE_LIMIT = 120  # characters of a trial's note in Markdown, HTML and the notes
 # Interpolation levels within this of a curve's end are that end: a mean of equal sparsities
 # can differ from them in the last bit.
@@ -58,6 +59,7 @@ __all__ = [
     "FORMATS",
     "METRICS",
     "Report",
+    "at_sparsity",
     "baseline_pairs",
     "best_table",
     "build",
@@ -70,6 +72,7 @@ __all__ = [
     "markdown_table",
     "open_tracking",
     "parse_formats",
+    "parse_levels",
     "plot_accuracy_vs_rate",
     "plot_accuracy_vs_remaining",
     "plot_heatmap",
@@ -392,10 +395,6 @@ def versus_baseline(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
         own = steps[(steps["config"] == config) & (steps["step"] >= 1)]
         levels = own.groupby("step")[["sparsity", "remaining"]].mean()
         for step, (level, remaining) in levels.iterrows():
-            ours = _per_seed(steps, config, level)
-            theirs = _per_seed(steps, baseline, level)
-            common = ours.index.intersection(theirs.index)
-            paired = ours[common] - theirs[common]
             rows.append(
                 {
                     "config": config,
@@ -403,34 +402,67 @@ def versus_baseline(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
                     "step": int(step),
                     "sparsity": level,
                     "remaining": remaining,
-                    "accuracy_mean": ours.mean() if len(ours) else math.nan,
-                    "accuracy_std": _std(ours),
-                    "n": len(ours),
-                    "baseline_accuracy_mean": theirs.mean() if len(theirs) else math.nan,
-                    "baseline_accuracy_std": _std(theirs),
-                    "baseline_n": len(theirs),
-                    "difference_mean": paired.mean() if len(paired) else math.nan,
-                    "difference_std": _std(paired),
-                    "paired_n": len(paired),
+                    **_matched(steps, config, baseline, level),
                 }
             )
-    columns = [
-        "config",
-        "baseline",
-        "step",
-        "sparsity",
-        "remaining",
-        "accuracy_mean",
-        "accuracy_std",
-        "n",
-        "baseline_accuracy_mean",
-        "baseline_accuracy_std",
-        "baseline_n",
-        "difference_mean",
-        "difference_std",
-        "paired_n",
-    ]
+    columns = ["config", "baseline", "step", "sparsity", "remaining", *_MATCHED]
     return pd.DataFrame(rows, columns=columns)
+
+
+_MATCHED = [
+    "accuracy_mean",
+    "accuracy_std",
+    "n",
+    "baseline_accuracy_mean",
+    "baseline_accuracy_std",
+    "baseline_n",
+    "difference_mean",
+    "difference_std",
+    "paired_n",
+]
+
+
+def _matched(steps: pd.DataFrame, config: str, baseline: str | None, level: float) -> dict:
+    """One configuration against its baseline at one sparsity, interpolated seed by seed."""
+    ours = _per_seed(steps, config, level)
+    theirs = _per_seed(steps, baseline, level) if baseline else pd.Series(dtype=float)
+    common = ours.index.intersection(theirs.index)
+    paired = ours[common] - theirs[common]
+    return {
+        "accuracy_mean": ours.mean() if len(ours) else math.nan,
+        "accuracy_std": _std(ours),
+        "n": len(ours),
+        "baseline_accuracy_mean": theirs.mean() if len(theirs) else math.nan,
+        "baseline_accuracy_std": _std(theirs),
+        "baseline_n": len(theirs),
+        "difference_mean": paired.mean() if len(paired) else math.nan,
+        "difference_std": _std(paired),
+        "paired_n": len(paired),
+    }
+
+
+def at_sparsity(
+    steps: pd.DataFrame, configs: Sequence[str], pairs: Mapping[str, str], levels: Sequence[float]
+) -> pd.DataFrame:
+    """Every configuration at the same fixed sparsity levels, for a table across a paper.
+
+    Accuracy per level as in :func:`versus_baseline` (interpolated seed by seed, never
+    extrapolated: a configuration that never had a network at a level has no value there), and
+    for ALDS configurations the paired difference to their baseline. Rows by level, then in
+    the order of ``configs``.
+    """
+    rows = [
+        {
+            "config": config,
+            "baseline": pairs.get(config),
+            "sparsity": level,
+            "remaining": 1.0 - level,
+            **_matched(steps, config, pairs.get(config), level),
+        }
+        for level in levels
+        for config in configs
+    ]
+    return pd.DataFrame(rows, columns=["config", "baseline", "sparsity", "remaining", *_MATCHED])
 
 
 def tolerance_table(steps: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
@@ -596,6 +628,7 @@ def build(
     *,
     tracking_uri: str | None = None,
     tolerance: float = TOLERANCE,
+    levels: Sequence[float] = LEVELS,
 ) -> Report:
     """Read the study and its runs and compute every table and figure of the report.
 
@@ -643,6 +676,7 @@ def build(
     pairs = baseline_pairs(curves, params, flatten(config))
     versus = versus_baseline(complete, pairs)
     within = tolerance_table(complete, tolerance)
+    levelled = at_sparsity(complete, list(curves["config"].unique()), pairs, levels)
     summary = summary_table(curves, versus, within, pairs, params)
     objectives = _objective_names(study)
     directions = [d.name.lower() for d in study.directions]
@@ -662,6 +696,7 @@ def build(
         tables={
             "summary": summary,
             "versus_baseline": versus,
+            "at_sparsity": levelled,
             "curves": curves,
             "best": best,
             "trials": table,
@@ -760,6 +795,16 @@ def _columns(name: str, report: Report) -> list[_Column]:
                 _Column("Δ (pt)", "difference_mean", "points", "difference_std"),
                 _Column("seeds", "paired_n", "int"),
             ]
+        case "at_sparsity":
+            return [
+                _Column("sparsity (%)", "sparsity", "pct"),
+                _Column("configuration", "config"),
+                _Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
+                _Column("n", "n", "int"),
+                _Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
+                _Column("Δ (pt)", "difference_mean", "points", "difference_std"),
+                _Column("seeds", "paired_n", "int"),
+            ]
         case "curves":
             return [
                 *params,
@@ -820,9 +865,10 @@ def _objective(name: str, source: str, std: str | None = None) -> _Column:
     return _Column(f"objective {name}{unit}", source, kind.get(metric, "param"), std)
 
 
-PRESENTED = ("summary", "versus_baseline", "curves", "best", "trials")
+PRESENTED = ("summary", "at_sparsity", "versus_baseline", "curves", "best", "trials")
 _TITLES = {
     "summary": "ALDS + IMP against IMP only",
+    "at_sparsity": "At fixed sparsities",
     "versus_baseline": "At matched sparsity, step by step",
     "curves": "Curves (mean ± std over seeds)",
     "best": "Best configurations",
@@ -953,6 +999,20 @@ def parse_formats(text: str) -> list[str]:
             f"choose from {', '.join(FORMATS)}"
         )
     return formats
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """``0.5,0.9`` → sparsity levels of the at_sparsity table, each in (0, 1)."""
+    try:
+        levels = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        levels = ()
+    if not levels or not all(0.0 < level < 1.0 for level in levels):
+        raise ConfigError(
+            f"--sparsity-levels '{text}': give comma-separated sparsities in (0, 1), "
+            "e.g. 0.5,0.8,0.9,0.95"
+        )
+    return levels
 
 
 def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:

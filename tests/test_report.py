@@ -86,6 +86,35 @@ def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     assert table.loc[3, "paired_n"] == 0 and table.loc[3, "n"] == 2
 
 
+def test_at_sparsity_reads_every_configuration_at_the_same_levels() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    pairs = {"alds.rate=0.5": "alds.rate=0.0"}
+    configs = ["alds.rate=0.0", "alds.rate=0.5"]
+    table = reports.at_sparsity(steps, configs, pairs, [0.1, 0.625, 0.8]).set_index(
+        ["sparsity", "config"]
+    )
+    assert list(table.index) == [(level, c) for level in (0.1, 0.625, 0.8) for c in configs]
+    # The baseline is a row of its own, compared with nothing.
+    assert table.loc[(0.625, "alds.rate=0.0"), "accuracy_mean"] == pytest.approx(0.8375)
+    assert math.isnan(table.loc[(0.625, "alds.rate=0.0"), "difference_mean"])
+    # The same numbers as the step-by-step table where the levels coincide.
+    assert table.loc[(0.625, "alds.rate=0.5"), "difference_mean"] == pytest.approx(0.065)
+    assert table.loc[(0.625, "alds.rate=0.5"), "remaining"] == pytest.approx(0.375)
+    # ALDS's first compressed network is at 0.25: nothing at 0.1 (never extrapolated), and the
+    # baseline's curve ends at 0.75: nothing at 0.8 for it.
+    assert table.loc[(0.1, "alds.rate=0.5"), "n"] == 0
+    assert math.isnan(table.loc[(0.1, "alds.rate=0.5"), "accuracy_mean"])
+    assert table.loc[(0.8, "alds.rate=0.0"), "n"] == 0
+    assert table.loc[(0.8, "alds.rate=0.5"), "n"] == 2
+
+
+@pytest.mark.parametrize("text", ["", "0.5,1.0", "0,0.5", "half", "0.5,,x"])
+def test_bad_sparsity_levels_are_named(text: str) -> None:
+    with pytest.raises(ConfigError, match="--sparsity-levels"):
+        reports.parse_levels(text)
+    assert reports.parse_levels("0.5, 0.9") == (0.5, 0.9)
+
+
 def test_versus_baseline_pairs_only_common_seeds() -> None:
     # ALDS ran seeds 1 and 2, the baseline 0 and 1: one pair; each arm keeps all its seeds.
     steps = hand_built({0.0: BASELINE, 0.5: {1: ALDS[1], 2: ALDS[0]}})
@@ -232,12 +261,12 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.slow
 def test_every_format_is_written_and_parses(swept: dict) -> None:
     output = swept["output"]
-    for name in ("summary", "versus_baseline", "curves", "best", "trials", "steps"):
+    for name in ("summary", "at_sparsity", "versus_baseline", "curves", "best", "trials", "steps"):
         csv = pd.read_csv(output / f"{name}.csv")
         records = pd.read_json(output / f"{name}.json", orient="records")
         assert len(csv) == len(records) > 0, name
         assert list(csv.columns) == list(records.columns)
-    for name in ("summary", "versus_baseline", "curves", "best", "trials"):
+    for name in ("summary", "at_sparsity", "versus_baseline", "curves", "best", "trials"):
         latex = (output / f"{name}.tex").read_text()
         environments = re.findall(r"\\(begin|end)\{(\w+)\}", latex)
         assert environments == [("begin", "tabular"), ("end", "tabular")], name
@@ -248,7 +277,7 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         assert all(row.count("&") - row.count(r"\&") == cells for row in body), name
     markdown = (output / "report.md").read_text()
     tables = [block for block in markdown.split("\n\n") if block.startswith("| ")]
-    assert len(tables) == 5
+    assert len(tables) == 6
     for block in tables:
         lines = block.splitlines()
         assert re.fullmatch(r"\|(-{3}:?\|)+", lines[1])
@@ -256,7 +285,7 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
     assert "![Accuracy against remaining weights](accuracy_vs_remaining.png)" in markdown
     page = HtmlTables()
     page.feed((output / "report.html").read_text())
-    assert len(page.tables) == 5 and page.images >= 2
+    assert len(page.tables) == 6 and page.images >= 2
     for rows in page.tables:
         assert len(rows) > 1 and len({len(row) for row in rows}) == 1
 
