@@ -1167,7 +1167,7 @@ def _colors(rates: Iterable[float]) -> dict[float, Any]:
     return {r: cmap(0.85 * i / span) for i, r in enumerate(compressed)}
 
 
-def _others_label(row: pd.Series, others: Sequence[str]) -> str:
+def _others_label(row: pd.Series | Mapping[str, Any], others: Sequence[str]) -> str:
     return ", ".join(f"{p.split('.')[-1]} {_number(row[p], 'param')}" for p in others)
 
 
@@ -1306,7 +1306,7 @@ def plot_accuracy_vs_rate(
         axis.grid(True, alpha=0.3)
         if key is not None:
             values = key if isinstance(key, tuple) else (key,)
-            axis.set_title(", ".join(f"{p} = {v:g}" for p, v in zip(others, values, strict=True)))
+            axis.set_title(_others_label(dict(zip(others, values, strict=True)), others))
     axes[0].set_ylabel("test accuracy (%)")
     axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.suptitle(title or "Accuracy against the ALDS rate")
