@@ -33,7 +33,9 @@ def error_of(tmp_path: Path, text: str) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("name", ["alds_rate", "quickstart"])
+@pytest.mark.parametrize(
+    "name", ["alds_rate", "quickstart", "fashion_mnist_alds_imp", "fashion_mnist_prune_fraction"]
+)
 def test_shipped_sweeps_are_valid(name: str) -> None:
     config = load_config(ROOT / "sweeps" / f"{name}.yaml")
     assert config.name == name
@@ -45,8 +47,20 @@ def test_alds_rate_sweep_describes_the_seed_experiment() -> None:
     assert (config.model, config.dataset.name) == ("conv6", "cifar10")
     assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("adam", 3e-4, 60)
     assert {"alds.rate", "imp.prune_fraction"} <= set(config.search.space)
-    assert config.search.enqueue_baseline
-    assert {"alds.rate": 0.0, "imp.prune_fraction": 0.2} in config.search.enqueue
+    assert (config.train.iterations, config.dataset.validation) == (30000, 5000)
+    # The lottery-ticket schedule: layer-wise, output layer at 10%, rewound to θ0, and the
+    # IMP-only baseline at the paper's conv (15%) and FC (20%) rates.
+    assert (config.imp.scope, config.imp.rates, config.imp.rewind) == (
+        "layer",
+        {"output": 0.1},
+        "init",
+    )
+    assert config.fixed_configurations() == [
+        {"alds.rate": 0.0, "imp.prune_fraction": 0.15},
+        {"alds.rate": 0.0, "imp.prune_fraction": 0.2},
+    ]
+    assert config.search.space["alds.rate"].values() == [0.0, 0.8]
+    assert len(config.seeds) == 3
 
 
 def test_short_yaml_gets_defaults(tmp_path: Path) -> None:
