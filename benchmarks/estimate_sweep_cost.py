@@ -14,6 +14,7 @@ only lower the real cost, so the bound holds.
 
     python benchmarks/estimate_sweep_cost.py sweeps/alds_rate.yaml              # this CPU
     python benchmarks/estimate_sweep_cost.py sweeps/alds_rate.yaml --device cuda # on a GPU host
+    python benchmarks/estimate_sweep_cost.py sweeps/fashion_mnist_alds_imp.yaml --model conv6
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ class Workload:
     trials: int
 
 
+def dataset_shape(config: SweepConfig) -> tuple[int, int, int, int, int]:
+    """(channels, side, classes, train images, test images) of the sweep's dataset."""
+    if config.dataset.name == "synthetic":
+        synthetic = config.dataset.synthetic
+        return (
+            synthetic.channels,
+            synthetic.image_size,
+            synthetic.num_classes,
+            synthetic.train_size,
+            synthetic.test_size,
+        )
+    return SHAPES[config.dataset.name]
+
+
 def cycles_needed(config: SweepConfig, fraction: float) -> int:
     """IMP cycles of one trial at ``fraction`` pruned per cycle."""
     if config.imp.until_remaining is None:
@@ -62,11 +77,7 @@ def cycles_needed(config: SweepConfig, fraction: float) -> int:
 
 def workload(config: SweepConfig) -> Workload:
     """Steps and evaluated images of the whole sweep, at both ends of a searched fraction."""
-    if config.dataset.name == "synthetic":
-        synthetic = config.dataset.synthetic
-        train_images, test_images = synthetic.train_size, synthetic.test_size
-    else:
-        _, _, _, train_images, test_images = SHAPES[config.dataset.name]
+    _, _, _, train_images, test_images = dataset_shape(config)
     train_images = config.dataset.train_subset or train_images - config.dataset.validation
     test_images = min(test_images, config.dataset.test_subset or test_images)
     per_epoch = math.ceil(train_images / config.train.batch_size)
@@ -98,11 +109,7 @@ def workload(config: SweepConfig) -> Workload:
 
 def measure(config: SweepConfig, device: str, steps: int, repeats: int) -> tuple[float, float]:
     """Seconds per optimizer step and per evaluated image of the sweep's network on ``device``."""
-    if config.dataset.name == "synthetic":
-        channels, side = config.dataset.synthetic.channels, config.dataset.synthetic.image_size
-        classes = config.dataset.synthetic.num_classes
-    else:
-        channels, side, classes, _, _ = SHAPES[config.dataset.name]
+    channels, side, classes, _, _ = dataset_shape(config)
     batch = config.train.batch_size
     synthetic = {
         "image_size": side,
@@ -148,18 +155,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per timing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--devices", type=int, default=8, help="devices of the wall-clock line")
+    parser.add_argument("--model", help="time this network instead of the sweep's")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.sweep)
+    if args.model:
+        config = config.model_copy(update={"model": args.model})
     work = workload(config)
     step_s, image_s = measure(config, args.device, args.steps, args.repeats)
-    channels, side = (
-        (config.dataset.synthetic.channels, config.dataset.synthetic.image_size)
-        if config.dataset.name == "synthetic"
-        else SHAPES[config.dataset.name][:2]
-    )
-    network = models.build(config.model, num_classes=10, in_channels=channels, input_size=side)
+    channels, side, classes, _, _ = dataset_shape(config)
+    network = models.build(config.model, num_classes=classes, in_channels=channels, input_size=side)
     # count_flops counts multiply-accumulates of one forward pass; a training step is about
     # three forward passes (forward, and backward for inputs and weights), 2 FLOPs per MAC.
     macs = count_flops(network, (channels, side, side))

@@ -463,6 +463,15 @@ def test_missing_study_empty_study_and_unreachable_store_exit_2(swept: dict) -> 
         assert isinstance(result.exception, SystemExit), result.exception  # no traceback
 
 
+def test_bad_sparsity_levels_exit_2_and_write_nothing(swept: dict) -> None:
+    output = swept["tmp"] / "levels-out"
+    bad = report_in_process(
+        str(swept["path"]), "--sparsity-levels", "0.5,1.5", "--output", str(output)
+    )
+    assert bad.exit_code == 2 and "--sparsity-levels '0.5,1.5'" in bad.stderr
+    assert isinstance(bad.exception, SystemExit) and not output.exists()
+
+
 def test_two_dimensional_sweep_gets_pairs_per_fraction_and_a_heat_map() -> None:
     fraction = "imp.prune_fraction"
     arms = {(0.0, 0.2): BASELINE, (0.5, 0.2): ALDS, (0.0, 0.4): ALDS, (0.5, 0.4): BASELINE}
