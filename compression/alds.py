@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from compression.factorized import FactorizedConv2d, FactorizedLinear
 from compression.metrics import count_layer_flops, count_parameters
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "MODES",
     "AldsPlan",
     "Allocator",
-    "FactorizedConv2d",
-    "FactorizedLinear",
     "LayerPlan",
     "allocate",
     "apply",
@@ -42,43 +41,6 @@ ErrorMeasure = Literal["bound", "reference", "exact"]
 Mode = Literal["project", "factorize"]
 ERROR_MEASURES: tuple[str, ...] = ("bound", "reference", "exact")
 MODES: tuple[str, ...] = ("project", "factorize")
-
-
-# --------------------------------------------------------------------------- factorized layers
-
-
-class FactorizedConv2d(nn.Module):
-    """A conv layer as a grouped ``encoder`` (c → k·j, the original kernel) and a 1x1 ``decoder``.
-
-    ``decoder`` carries the original bias. Both are plain ``nn.Conv2d``, so masks and optimizers
-    treat them like any other layer.
-    """
-
-    def __init__(self, encoder: nn.Conv2d, decoder: nn.Conv2d) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
-class FactorizedLinear(nn.Module):
-    """A linear layer as a grouped 1x1 ``encoder`` conv (c → k·j) and a linear ``decoder``.
-
-    The encoder sees the features as an ``(N, c, 1, 1)`` image, which is how a grouped linear
-    map is expressed with stock layers; any leading batch dimensions are kept.
-    """
-
-    def __init__(self, encoder: nn.Conv2d, decoder: nn.Linear) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        leading = x.shape[:-1]
-        code = self.encoder(x.reshape(-1, x.shape[-1], 1, 1)).flatten(1)
-        return self.decoder(code).reshape(*leading, -1)
 
 
 # --------------------------------------------------------------------------------------- plan
@@ -194,40 +156,6 @@ class AldsPlan:
             row["decomposed"] = layer.decomposed
             rows.append(row)
         return rows
-
-    def markdown(self) -> str:
-        """The per-layer table and the totals as Markdown."""
-        columns = ["name", "kind", "shape", "k", "rank", "error", "exact_error"]
-        columns += ["params_before", "params_after"]
-        if self.flops_before is not None:
-            columns += ["flops_before", "flops_after"]
-        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for row in self.to_rows():
-            cells = []
-            for column in columns:
-                value = row[column]
-                if column == "rank" and value is None:
-                    value = "dense"
-                elif isinstance(value, float):
-                    value = f"{value:.4f}"
-                elif isinstance(value, int) and not isinstance(value, bool):
-                    value = f"{value:,}"
-                cells.append(str(value))
-            lines.append("| " + " | ".join(cells) + " |")
-        totals = self.summary()
-        lines.append("")
-        lines.append(
-            f"rate {self.rate:.3f} ({self.error}): removed {totals['achieved_rate']:.4f} of "
-            f"{totals['compressible_before']:,} compressible weights, {totals['total_rate']:.4f} "
-            f"of all {totals['params_before']:,} parameters; max error "
-            f"{totals['max_error']:.4f}, max exact error {totals['max_exact_error']:.4f}"
-            + (
-                f"; FLOPs {self.flops_before:,} → {self.flops_after:,}"
-                if self.flops_before is not None
-                else ""
-            )
-        )
-        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         """JSON-friendly form; :meth:`from_dict` rebuilds the plan (to re-apply it on load)."""
@@ -843,10 +771,12 @@ def apply(model: nn.Module, plan: AldsPlan, mode: Mode = "project") -> nn.Module
     """A copy of ``model`` with ``plan`` realised; ``model`` itself is left unchanged.
 
     ``project`` writes each decomposed layer's rank-j reconstruction into its weight (shapes
-    unchanged); ``factorize`` replaces the layer with a :class:`FactorizedConv2d` or
-    :class:`FactorizedLinear` under the same attribute name. The factors come from the
-    model's current weights (one SVD per decomposed layer), so applying the same plan to a
-    freshly built network gives the module structure to load a factorized ``state_dict`` into.
+    unchanged); ``factorize`` replaces the layer with a
+    :class:`~compression.factorized.FactorizedConv2d` or
+    :class:`~compression.factorized.FactorizedLinear` under the same attribute name. The
+    factors come from the model's current weights (one SVD per decomposed layer), so applying
+    the same plan to a freshly built network gives the module structure to load a factorized
+    ``state_dict`` into.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from compression import metrics
-from compression.alds import FactorizedConv2d, FactorizedLinear
+from compression.factorized import FactorizedConv2d, FactorizedLinear
 
 __all__ = [
     "ROLES",

@@ -66,13 +66,17 @@ def count_layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str,
     return {name: int(value) for name, value in flops.items()}
 
 
-def compression_ratio(model: nn.Module, original_parameters: int) -> float:
+def compression_ratio(
+    model: nn.Module, original_parameters: int, *, nonzero: int | None = None
+) -> float:
     """``original_parameters / nonzero parameters of model``: 1.0 for the dense original.
 
     Pass the parameter count of the *unfactorized dense* network, so a factorized or
-    pruned network is compared with what it replaces.
+    pruned network is compared with what it replaces. ``nonzero``, when the caller has
+    already counted the model's nonzero parameters, saves counting them again.
     """
-    nonzero = count_parameters(model, nonzero=True)
+    if nonzero is None:
+        nonzero = count_parameters(model, nonzero=True)
     return float("inf") if nonzero == 0 else original_parameters / nonzero
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.registry import register
+__all__ = ["ConvNet", "LeNet300100", "conv2", "conv4", "conv6", "lenet300100"]
 
 
 def _glorot(model: nn.Module) -> nn.Module:
@@ -70,21 +70,21 @@ class LeNet300100(nn.Module):
         return self.classifier(x)
 
 
-@register("conv2")
 def conv2(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    """Conv-2: one pair of 64-channel convs, Glorot-initialised."""
     return _glorot(ConvNet((64,), num_classes, in_channels, input_size))
 
 
-@register("conv4")
 def conv4(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    """Conv-4: pairs of 64 and 128 channels, Glorot-initialised."""
     return _glorot(ConvNet((64, 128), num_classes, in_channels, input_size))
 
 
-@register("conv6")
 def conv6(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    """Conv-6: pairs of 64, 128 and 256 channels, Glorot-initialised."""
     return _glorot(ConvNet((64, 128, 256), num_classes, in_channels, input_size))
 
 
-@register("lenet300100")
 def lenet300100(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    """LeNet-300-100, Glorot-initialised."""
     return _glorot(LeNet300100(num_classes, in_channels, input_size))

@@ -1,33 +1,63 @@
-"""One registry of network builders, seeded so the same seed gives bit-identical weights."""
+"""One registry of network builders, seeded so the same seed gives bit-identical weights.
+
+The built-in networks are named here by the module and function that build them and imported
+on first :func:`build`, so listing the names (config validation) does not import torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-Builder = Callable[..., nn.Module]
+__all__ = ["Builder", "available", "build", "register"]
 
-_BUILDERS: dict[str, Builder] = {}
+Builder = Callable[..., "nn.Module"]
+"""``builder(num_classes=, in_channels=, input_size=) -> nn.Module``."""
+
+_BUILTINS: dict[str, tuple[str, str]] = {
+    "conv2": ("models.lottery", "conv2"),
+    "conv4": ("models.lottery", "conv4"),
+    "conv6": ("models.lottery", "conv6"),
+    "lenet300100": ("models.lottery", "lenet300100"),
+    "resnet20": ("models.resnet", "resnet20"),
+    "vgg11": ("models.vgg", "vgg11"),
+    "vgg16": ("models.vgg", "vgg16"),
+}
+
+_REGISTERED: dict[str, Builder] = {}
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
-    """Register ``builder(num_classes, in_channels, input_size) -> nn.Module`` under ``name``."""
+    """Register a builder of one's own network under ``name`` (a decorator).
+
+    Args:
+        name: the name :func:`build` accepts; it must not be taken yet.
+
+    Returns:
+        A decorator that records ``builder(num_classes, in_channels, input_size) -> nn.Module``
+        and returns it unchanged.
+    """
 
     def decorate(builder: Builder) -> Builder:
-        if name in _BUILDERS:
+        if name in _BUILTINS or name in _REGISTERED:
             raise ValueError(f"model '{name}' is already registered")
-        _BUILDERS[name] = builder
+        _REGISTERED[name] = builder
         return builder
 
     return decorate
 
 
 def available() -> list[str]:
-    """Names accepted by :func:`build` (besides ``torchvision:<name>``)."""
-    _load_builtins()
-    return sorted(_BUILDERS)
+    """Names accepted by :func:`build` (besides ``torchvision:<name>``).
+
+    Returns:
+        The built-in and the registered names, sorted.
+    """
+    return sorted(_BUILTINS.keys() | _REGISTERED.keys())
 
 
 def build(
@@ -38,20 +68,22 @@ def build(
     *,
     input_size: int = 32,
 ) -> nn.Module:
-    """Build a network with weights drawn from ``seed`` (``None``: the global RNG).
+    """Build a network with weights drawn from ``seed``.
 
-    ``input_size`` is the side of the square input images; networks with a flattening
-    classifier (Conv-x) size their first linear layer from it.
+    Args:
+        name: a name from :func:`available` or ``torchvision:<name>``.
+        num_classes: outputs of the classifier.
+        in_channels: channels of the input images.
+        seed: seed of the initial weights; ``None`` draws them from the global RNG.
+        input_size: side of the square input images; networks with a flattening classifier
+            (Conv-x, LeNet) size their first linear layer from it.
+
+    Returns:
+        The freshly initialised network.
     """
-    _load_builtins()
-    if name.startswith("torchvision:"):
-        builder: Builder = _torchvision_builder(name.split(":", 1)[1])
-    elif name in _BUILDERS:
-        builder = _BUILDERS[name]
-    else:
-        raise ValueError(
-            f"unknown model '{name}'; available: {', '.join(available())}, or torchvision:<name>"
-        )
+    import torch
+
+    builder = _builder(name)
     if seed is None:
         return builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
     # A forked RNG keeps building a model from changing the caller's random stream.
@@ -60,51 +92,16 @@ def build(
         return builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
 
 
-def _torchvision_builder(arch: str) -> Builder:
-    import torchvision
+def _builder(name: str) -> Builder:
+    if name.startswith("torchvision:"):
+        from models.torchvision_adapter import torchvision_builder
 
-    try:
-        factory = torchvision.models.get_model_builder(arch)
-    except ValueError:
-        names = ", ".join(torchvision.models.list_models(module=torchvision.models)[:20])
-        raise ValueError(f"unknown torchvision model '{arch}'; e.g. {names}, ...") from None
-
-    def make(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-        model = factory(weights=None, num_classes=num_classes)
-        if in_channels != 3:
-            _replace_first_conv(model, in_channels)
-        return model
-
-    return make
-
-
-def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
-    for parent in model.modules():
-        for child_name, child in parent.named_children():
-            if isinstance(child, nn.Conv2d) and child.in_channels == 3:
-                setattr(
-                    parent,
-                    child_name,
-                    nn.Conv2d(
-                        in_channels,
-                        child.out_channels,
-                        child.kernel_size,
-                        child.stride,
-                        child.padding,
-                        child.dilation,
-                        child.groups,
-                        child.bias is not None,
-                    ),
-                )
-                return
-    raise ValueError("cannot adapt the input channels of this torchvision model")
-
-
-_LOADED = False
-
-
-def _load_builtins() -> None:
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from models import lottery, resnet, vgg  # noqa: F401  (registers the builders)
+        return torchvision_builder(name.split(":", 1)[1])
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in _BUILTINS:
+        module, function = _BUILTINS[name]
+        return getattr(importlib.import_module(module), function)
+    raise ValueError(
+        f"unknown model '{name}'; available: {', '.join(available())}, or torchvision:<name>"
+    )

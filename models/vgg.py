@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.registry import register
+__all__ = ["CifarVGG", "vgg11", "vgg16"]
 
 _PLANS: dict[str, tuple[int | str, ...]] = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
@@ -39,11 +39,11 @@ class CifarVGG(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-@register("vgg11")
 def vgg11(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    """VGG-11 with BatchNorm (``input_size`` is not needed: the pooling is adaptive)."""
     return CifarVGG(_PLANS["vgg11"], num_classes, in_channels)
 
 
-@register("vgg16")
 def vgg16(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    """VGG-16 with BatchNorm (``input_size`` is not needed: the pooling is adaptive)."""
     return CifarVGG(_PLANS["vgg16"], num_classes, in_channels)

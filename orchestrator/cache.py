@@ -8,8 +8,6 @@ it, the others wait and then load it.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -18,15 +16,31 @@ from typing import Any
 
 import torch
 
+from orchestrator import workspace
+from orchestrator.config import content_hash
 from orchestrator.locks import exclusive
 
-__all__ = ["CheckpointCache", "key_of"]
+KEY_LENGTH = 20
+
+__all__ = ["CheckpointCache", "key_of", "load", "save_atomically"]
 
 
 def key_of(description: Mapping[str, Any]) -> str:
     """A stable hash of a JSON-serialisable description."""
-    canonical = json.dumps(description, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+    return content_hash(description, length=KEY_LENGTH)
+
+
+def save_atomically(payload: Mapping[str, Any], path: Path) -> None:
+    """``torch.save`` through a temporary file: readers, and a crash mid-write, never see half
+    a file (the previous version stays until the new one is complete)."""
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(dict(payload), temporary)
+    os.replace(temporary, path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_atomically`, on the CPU (tensors only, no code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 class CheckpointCache:
@@ -37,7 +51,7 @@ class CheckpointCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, kind: str, description: Mapping[str, Any]) -> Path:
-        return self.root / f"{kind}-{key_of(description)}.pt"
+        return workspace.checkpoint_file(self.root, kind, key_of(description))
 
     def get_or_make(
         self,
@@ -51,20 +65,10 @@ class CheckpointCache:
         """
         path = self.path(kind, description)
         if path.exists():
-            return self._read(path), False
-        with self._locked(path):
+            return load(path), False
+        with exclusive(workspace.lock_file(path)):
             if path.exists():  # another worker made it while we waited
-                return self._read(path), False
-            payload = make()
-            payload = {**payload, "description": json.dumps(description, default=str)}
-            temporary = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(payload, temporary)
-            os.replace(temporary, path)  # atomic: readers never see half a file
+                return load(path), False
+            payload = {**make(), "description": json.dumps(description, default=str)}
+            save_atomically(payload, path)
             return payload, True
-
-    @staticmethod
-    def _read(path: Path) -> dict[str, Any]:
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-    def _locked(self, path: Path) -> contextlib.AbstractContextManager[None]:
-        return exclusive(path.with_suffix(".lock"))

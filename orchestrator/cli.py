@@ -1,4 +1,8 @@
-"""The ``orchestrate`` command line: thin click commands over the orchestrator modules."""
+"""The ``orchestrate`` command line: thin click commands over the orchestrator modules.
+
+torch, mlflow and optuna take seconds to import: each command imports what it needs, so
+``--help`` and ``validate`` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +11,82 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import optuna
-import yaml
-from rich.console import Console
-from rich.table import Table
 
-from orchestrator import __version__
-from orchestrator import study as studies
-from orchestrator.config import ConfigError, SweepConfig, config_hash, load_config
+if TYPE_CHECKING:
+    import optuna
+
+    from orchestrator.config import SweepConfig
 
 EXIT_USAGE = 2
 
 
-def _load(path: Path) -> SweepConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+class _Commands(click.Group):
+    """The command group: bad input (a ``ConfigError`` from any command) is reported as one
+    line naming the file or field, with exit code 2 and no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from orchestrator.config import ConfigError
+
+            if not isinstance(exc, ConfigError):
+                raise
+            _fail(str(exc))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="orchestrate")
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from orchestrator import __version__
+
+    click.echo(f"orchestrate, version {__version__}")
+    ctx.exit()
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def main() -> None:
     """Run and track ALDS + IMP compression sweeps (Optuna studies, MLflow runs)."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _quiet_optuna() -> None:
+    """Keep Optuna's notices off the console of the commands that use it."""
+    import optuna
+
     # Heartbeats, retries and metric names are marked experimental in Optuna; we rely on them
     # knowingly, and the warnings would bury the progress display.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 @main.command()
 @click.argument("sweep", type=click.Path(path_type=Path))
 def validate(sweep: Path) -> None:
     """Check SWEEP.yaml; print the resolved config and the search space."""
-    config = _load(sweep)
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.config import config_hash, load_config
+
+    config = load_config(sweep)
     console = Console()
     console.print(
         f"[bold]{sweep}[/]: valid sweep '{config.name}' (config hash {config_hash(config)})"
@@ -70,11 +112,6 @@ def validate(sweep: Path) -> None:
     )
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
 def _study_arguments(command: Callable) -> Callable:
     """SWEEP.yaml, or --study and --storage: how status and report name a study."""
     command = click.option(
@@ -93,19 +130,20 @@ def _open_study(
     sweep: Path | None, study_name: str | None, storage_url: str | None
 ) -> tuple[optuna.Study, SweepConfig, str]:
     """The study named by a sweep file or by --study/--storage, with its stored config."""
-    try:
-        if sweep is not None:
-            config = load_config(sweep)
-            url = storage_url or studies.default_storage(config)
-            study_name = config.name
-        elif study_name and storage_url:
-            url = storage_url
-        else:
-            raise ConfigError("give a SWEEP.yaml, or both --study and --storage")
-        storage = studies.open_storage(url)
-        study, config = studies.load_study(study_name, storage)
-    except ConfigError as exc:
-        _fail(str(exc))
+    from orchestrator import study as studies
+    from orchestrator.config import ConfigError, load_config
+
+    _quiet_optuna()
+    if sweep is not None:
+        config = load_config(sweep)
+        url = storage_url or studies.default_storage(config)
+        study_name = config.name
+    elif study_name and storage_url:
+        url = storage_url
+    else:
+        raise ConfigError("give a SWEEP.yaml, or both --study and --storage")
+    storage = studies.open_storage(url)
+    study, config = studies.load_study(study_name, storage)
     return study, config, url
 
 
@@ -134,23 +172,24 @@ def sweep(
     fresh: bool,
 ) -> None:
     """Create or resume the study of SWEEP.yaml and run its trials on local workers."""
-    # torch and mlflow load in seconds: only the commands that need them import them.
-    from orchestrator import progress, workers
-    from orchestrator import sweep as sweeps
+    from rich.console import Console
 
-    config = _load(sweep)
+    from orchestrator import progress
+    from orchestrator import supervisor as supervisors
+    from orchestrator import sweep as sweeps
+    from orchestrator.config import load_config
+
+    _quiet_optuna()
+    config = load_config(sweep)
     overrides: dict[str, object] = {}
     if devices:
         overrides["execution.devices"] = devices
     if workers_per_device:
         overrides["execution.workers_per_device"] = workers_per_device
-    try:
-        execution = config.with_params(overrides).execution
-        prepared = sweeps.prepare(
-            config, storage_url=storage_url, tracking_uri=tracking_uri, fresh=fresh
-        )
-    except ConfigError as exc:
-        _fail(str(exc))
+    execution = config.with_params(overrides).execution
+    prepared = sweeps.prepare(
+        config, storage_url=storage_url, tracking_uri=tracking_uri, fresh=fresh
+    )
     console = Console()
     console.print(
         f"study '{config.name}' in {prepared.storage_url}: {config.total_trials} trials "
@@ -164,7 +203,7 @@ def sweep(
             f"--tracking-uri {prepared.tracking_uri}"
         )
         return
-    slots = workers.device_slots(execution.devices, execution.workers_per_device)
+    slots = supervisors.device_slots(execution.devices, execution.workers_per_device)
     console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
     failed, interrupted = sweeps.run(prepared, config, slots, console)
     console.print(progress.summary(prepared.study))
@@ -201,21 +240,20 @@ def worker(
     index: int | None,
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
-    from orchestrator import tracking, workers
+    from orchestrator import tracking
+    from orchestrator import worker as workers
 
-    try:
-        if tracking_uri:
-            tracking.check_reachable(tracking_uri)
-        count = workers.run_worker(
-            study_name,
-            storage_url,
-            device=device,
-            tracking_uri=tracking_uri,
-            threads=threads,
-            index=index,
-        )
-    except ConfigError as exc:
-        _fail(str(exc))
+    _quiet_optuna()
+    if tracking_uri:
+        tracking.check_reachable(tracking_uri)
+    count = workers.run_worker(
+        study_name,
+        storage_url,
+        device=device,
+        tracking_uri=tracking_uri,
+        threads=threads,
+        index=index,
+    )
     click.echo(f"worker done: {count} trial(s) run here")
 
 
@@ -223,12 +261,45 @@ def worker(
 @_study_arguments
 def status(sweep: Path | None, study_name: str | None, storage_url: str | None) -> None:
     """Print a study's progress: trials by state, the best value, what is running."""
+    from rich.console import Console
+
     from orchestrator import progress
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
     console = Console()
     console.print(progress.render(progress.rows(study), config))
     console.print(progress.summary(study))
+
+
+def parse_formats(text: str) -> list[str]:
+    """``csv,md,latex,html,json`` → a list; unknown names are an error naming them."""
+    from orchestrator.config import ConfigError
+    from orchestrator.report import FORMATS
+
+    formats = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(
+            f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(FORMATS)}"
+        )
+    return formats
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """``0.5,0.9`` → sparsity levels of the at_sparsity table, each in (0, 1)."""
+    from orchestrator.config import ConfigError
+
+    try:
+        levels = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        levels = ()
+    if not levels or not all(0.0 < level < 1.0 for level in levels):
+        raise ConfigError(
+            f"--sparsity-levels '{text}': give comma-separated sparsities in (0, 1), "
+            "e.g. 0.5,0.8,0.9,0.95"
+        )
+    return levels
 
 
 @main.command()
@@ -268,16 +339,19 @@ def report(
 ) -> None:
     """Write a sweep's tables and plots; log them to its parent MLflow run."""
     from orchestrator import report as reports
+    from orchestrator import workspace
+    from orchestrator.config import ConfigError
+    from orchestrator.tracking import log_artifacts
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
     try:
-        chosen = reports.parse_formats(formats)
+        chosen = parse_formats(formats)
         result = reports.build(
-            study, config, tracking_uri=tracking_uri, levels=reports.parse_levels(levels)
+            study, config, tracking_uri=tracking_uri, levels=parse_levels(levels)
         )
     except ConfigError as exc:
         _fail(str(exc))
-    folder = output or studies.workspace(config) / "report"
+    folder = output or workspace.report_folder(config)
     written = reports.write(result, folder, chosen)
     click.echo(f"study '{result.study}': {result.status()}")
     for note in result.notes:
@@ -285,7 +359,7 @@ def report(
     click.echo(f"wrote {len(written)} files to {folder}")
     if result.parent_run_id:
         try:
-            reports.log_artifacts(result.tracking_uri, result.parent_run_id, written)
+            log_artifacts(result.tracking_uri, result.parent_run_id, written)
         except ConfigError as exc:
             click.echo(f"warning: {exc}", err=True)
         else:

@@ -42,6 +42,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "config_hash",
+    "content_hash",
     "flatten",
     "load_config",
     "parse_config",
@@ -586,7 +587,15 @@ def flatten(config: BaseModel) -> dict[str, Any]:
     return out
 
 
+def content_hash(document: Any, *, length: int = 12) -> str:
+    """A stable hash of a JSON-serialisable document (keys sorted, compact separators).
+
+    Values JSON cannot hold are hashed by their ``str``.
+    """
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
 def config_hash(config: BaseModel, *, length: int = 12) -> str:
     """A stable content hash of a config (or of one section)."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+    return content_hash(config.model_dump(mode="json"), length=length)

@@ -9,10 +9,8 @@ The procedure knows nothing of Optuna or MLflow.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,11 +22,13 @@ from torch import nn
 import models
 from compression import alds, imp, metrics
 from orchestrator import data as datasets
-from orchestrator.cache import CheckpointCache
+from orchestrator.cache import CheckpointCache, save_atomically
+from orchestrator.cache import load as load_checkpoint
 from orchestrator.config import Objective, SweepConfig
+from orchestrator.curve import value_at_sparsity
 from orchestrator.training import evaluate, train
 
-__all__ = ["Step", "TrialResult", "objective_value", "run_trial"]
+__all__ = ["Progress", "Step", "TrialResult", "dense_checkpoint", "objective_value", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -138,25 +138,34 @@ def dense_checkpoint(
     return init, dense, trained
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """What every step is measured against: the dense network before any compression."""
+
+    parameters: int
+    prunable: int
+    input_shape: tuple[int, int, int]
+
+
 def _measure(
+    model: nn.Module,
+    data: datasets.Datasets,
+    reference: _Reference,
+    *,
     step: int,
     phase: str,
     cycle: int,
-    model: nn.Module,
-    data: datasets.Datasets,
-    config: SweepConfig,
-    original_parameters: int,
-    original_prunable: int,
+    eval_batch_size: int,
 ) -> Step:
-    test = evaluate(model, data, data.test, batch_size=config.train.eval_batch_size)
+    test = evaluate(model, data, data.test, batch_size=eval_batch_size)
     val = (
-        evaluate(model, data, data.val, batch_size=config.train.eval_batch_size)
+        evaluate(model, data, data.val, batch_size=eval_batch_size)
         if data.val is not None and len(data.val)
         else None
     )
     alive = imp.sparsity(model)["alive"]
     nonzero = metrics.count_parameters(model, nonzero=True)
-    remaining = alive / original_prunable
+    remaining = alive / reference.prunable
     return Step(
         step=step,
         phase=phase,
@@ -168,45 +177,215 @@ def _measure(
         remaining=remaining,
         params_nonzero=nonzero,
         params_total=metrics.count_parameters(model),
-        compression_ratio=original_parameters / max(nonzero, 1),
-        flops=metrics.count_flops(model, _input_shape(data)),
+        compression_ratio=metrics.compression_ratio(model, reference.parameters, nonzero=nonzero),
+        flops=metrics.count_flops(model, reference.input_shape),
     )
 
 
 def _rewind_state(
-    rewind: str,
     config: SweepConfig,
     data: datasets.Datasets,
     init: Mapping[str, torch.Tensor],
     dense: Mapping[str, Any],
-    compressed: Mapping[str, torch.Tensor],
-    plan: alds.AldsPlan | None,
+    progress: Progress,
 ) -> Mapping[str, torch.Tensor] | None:
     """The weights IMP rewinds the survivors to, in the shapes of the compressed network.
 
     A factorized network has no θ0 of its own: its rewind point is the original rewind point
     factorized by the same plan (same k and ranks per layer).
     """
+    rewind = config.imp.rewind
     if rewind == "none":
         return None
     if rewind == "compressed":
-        return compressed
+        return progress.compressed
     source = init if rewind == "init" else dense["early"]
-    if plan is None or config.alds.mode == "project":
+    if progress.plan is None or config.alds.mode == "project":
         return source
     reference = _build(config, data, 0)
     reference.load_state_dict(source)
-    return alds.apply(reference, plan, mode="factorize").state_dict()
+    return alds.apply(reference, progress.plan, mode="factorize").state_dict()
 
 
 def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu() for key, value in state.items()}
 
 
-def _save_progress(path: Path, progress: dict[str, Any]) -> None:
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(progress, temporary)
-    os.replace(temporary, path)  # a crash mid-write leaves the previous cycle intact
+@dataclass
+class Progress:
+    """Where a trial stands after its last completed step: enough for a retry to resume.
+
+    Saved after every compressed step (the model's weights with it), so a trial whose worker
+    died resumes after the last step it completed instead of from the dense network.
+    """
+
+    cycle: int = 0  # the last IMP cycle completed (0: none, ALDS done)
+    steps: list[Step] = field(default_factory=list)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    plan: alds.AldsPlan | None = None
+    compressed: dict[str, torch.Tensor] | None = None  # the weights right after ALDS
+
+    def save(self, path: Path, model: nn.Module) -> None:
+        """Write this progress and ``model``'s weights to ``path`` (atomically)."""
+        save_atomically(
+            {
+                "cycle": self.cycle,
+                "state": _cpu(model.state_dict()),
+                "masks": _cpu(self.masks),
+                "steps": [asdict(step) for step in self.steps],
+                "plan": None if self.plan is None else json.dumps(self.plan.to_dict()),
+                "compressed": None if self.compressed is None else _cpu(self.compressed),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> tuple[Progress, dict[str, torch.Tensor]]:
+        """The progress saved at ``path`` and the model weights saved with it (on the CPU)."""
+        saved = load_checkpoint(path)
+        plan = saved["plan"]
+        progress = cls(
+            cycle=saved["cycle"],
+            steps=[Step(**values) for values in saved["steps"]],
+            masks=saved["masks"],
+            plan=None if plan is None else alds.AldsPlan.from_dict(json.loads(plan)),
+            compressed=saved["compressed"],
+        )
+        return progress, saved["state"]
+
+
+class _Phases:
+    """The phases of one trial over its model: each ends by measuring and reporting a step."""
+
+    def __init__(
+        self,
+        config: SweepConfig,
+        seed: int,
+        data: datasets.Datasets,
+        device: torch.device,
+        dense_state: Mapping[str, torch.Tensor],
+        on_step: Callable[[Step], None],
+        check: Callable[[], None],
+        progress_file: Path | None,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.data = data
+        self.device = device
+        self.on_step = on_step
+        self.iteration_check = functools.partial(_call_check, check)
+        self.progress_file = progress_file
+        self.progress = Progress()
+        self.model = _build(config, data, seed)
+        self.model.load_state_dict(dense_state)
+        self.model.to(device)
+        self.reference = _Reference(
+            parameters=metrics.count_parameters(self.model),
+            prunable=sum(w.numel() for w in imp.prunable(self.model).values()),
+            input_shape=_input_shape(data),
+        )
+
+    def dense(self) -> None:
+        """Step 0: the dense-trained network as it is."""
+        self._record("dense", 0)
+
+    def alds(self) -> None:
+        """Step 1: ALDS at the trial's rate, then the fine-tuning every arm gets."""
+        config = self.config
+        if config.alds.rate > 0:
+            self.model, self.progress.plan = alds.compress(
+                self.model,
+                config.alds.rate,
+                mode=config.alds.mode,
+                error=config.alds.error,
+                seed=self.seed,
+                k_candidates=config.alds.k_candidates,
+                input_shape=self.reference.input_shape,
+            )
+            self.model.to(self.device)
+        if config.alds.finetune_epochs > 0:
+            # The baseline (rate 0) is fine-tuned too: both arms get the same training budget.
+            train(
+                self.model,
+                self.data,
+                config.train,
+                device=self.device,
+                seed=self.seed + 1,
+                epochs=config.alds.finetune_epochs,
+                on_iteration=self.iteration_check,
+            )
+        self.progress.compressed = imp.capture(self.model)
+        self._record("alds", 0)
+
+    def resume(self, progress: Progress, weights: Mapping[str, torch.Tensor]) -> None:
+        """Continue after the last saved step; its steps are reported again."""
+        if progress.plan is not None:
+            self.model = alds.apply(self.model, progress.plan, mode=self.config.alds.mode)
+            self.model.to(self.device)
+        self.model.load_state_dict(weights)
+        progress.masks = {name: mask.to(self.device) for name, mask in progress.masks.items()}
+        self.progress = progress
+        for step in progress.steps:
+            self.on_step(step)
+
+    def target_reached(self) -> bool:
+        """Whether IMP has pruned down to ``imp.until_remaining``."""
+        until = self.config.imp.until_remaining
+        return until is not None and self.progress.steps[-1].remaining <= until
+
+    def imp_cycle(self, cycle: int, rewind_to: Mapping[str, torch.Tensor] | None) -> None:
+        """Step 1 + ``cycle``: prune, rewind the survivors, retrain with the masks held."""
+        config = self.config
+        masks = imp.prune(
+            self.model,
+            config.imp.prune_fraction,
+            masks=self.progress.masks,
+            scope=config.imp.scope,
+            exclude=config.imp.exclude,
+            rates=config.imp.rates,
+        )
+        self.progress.masks = masks
+        if rewind_to is None:
+            imp.apply(self.model, masks)
+        else:
+            imp.rewind(self.model, rewind_to, masks)
+        train(
+            self.model,
+            self.data,
+            config.train,
+            device=self.device,
+            seed=self.seed + 1 + cycle,
+            epochs=config.imp.epochs_per_cycle,
+            after_step=functools.partial(imp.apply, masks=masks),
+            on_iteration=self.iteration_check,
+        )
+        self._record("imp", cycle)
+
+    def _record(self, phase: str, cycle: int) -> None:
+        step = _measure(
+            self.model,
+            self.data,
+            self.reference,
+            step=len(self.progress.steps),
+            phase=phase,
+            cycle=cycle,
+            eval_batch_size=self.config.train.eval_batch_size,
+        )
+        self.progress.steps.append(step)
+        self.progress.cycle = cycle
+        if self.progress_file is not None and step.step > 0:
+            self.progress.save(self.progress_file, self.model)
+        self.on_step(step)
+
+    def result(self, dense_trained: bool) -> TrialResult:
+        return TrialResult(
+            steps=self.progress.steps,
+            model=self.model,
+            masks=self.progress.masks,
+            plan=self.progress.plan,
+            dense_checkpoint="trained" if dense_trained else "cached",
+            layers=_layer_table(self.model, self.progress.masks),
+        )
 
 
 def run_trial(
@@ -228,117 +407,18 @@ def run_trial(
     device = torch.device(device)
     data = datasets.load(config.dataset, device=device, seed=seed)
     init, dense, trained = dense_checkpoint(config, seed, data, cache, device, check)
-    iteration_check = functools.partial(_call_check, check)
-
-    model = _build(config, data, seed)
-    model.load_state_dict(dense["state"])
-    model.to(device)
-    original_parameters = metrics.count_parameters(model)
-    original_prunable = sum(w.numel() for w in imp.prunable(model).values())
-    steps: list[Step] = []
-    saved = None
+    trial = _Phases(config, seed, data, device, dense["state"], on_step, check, progress_file)
     if progress_file is not None and progress_file.exists():
-        saved = torch.load(progress_file, map_location="cpu", weights_only=True)
-
-    def record(phase: str, cycle: int) -> None:
-        step = _measure(
-            len(steps), phase, cycle, model, data, config, original_parameters, original_prunable
-        )
-        steps.append(step)
-        if progress_file is not None and step.step > 0:
-            _save_progress(
-                progress_file,
-                {
-                    "cycle": cycle,
-                    "state": _cpu(model.state_dict()),
-                    "masks": _cpu(masks),
-                    "steps": [asdict(s) for s in steps],
-                    "plan": None if plan is None else json.dumps(plan.to_dict()),
-                    "compressed": None if compressed is None else _cpu(compressed),
-                },
-            )
-        on_step(step)
-
-    plan: alds.AldsPlan | None = None
-    compressed: dict[str, torch.Tensor] | None = None
-    masks: dict[str, torch.Tensor] = {}
-    if saved is None:
-        record("dense", 0)
-        if config.alds.rate > 0:
-            model, plan = alds.compress(
-                model,
-                config.alds.rate,
-                mode=config.alds.mode,
-                error=config.alds.error,
-                seed=seed,
-                k_candidates=config.alds.k_candidates,
-                input_shape=_input_shape(data),
-            )
-            model.to(device)
-        if config.alds.finetune_epochs > 0:
-            # The baseline (rate 0) is fine-tuned too: both arms get the same training budget.
-            train(
-                model,
-                data,
-                config.train,
-                device=device,
-                seed=seed + 1,
-                epochs=config.alds.finetune_epochs,
-                on_iteration=iteration_check,
-            )
-        compressed = imp.capture(model)
-        record("alds", 0)
-        first_cycle = 1
+        trial.resume(*Progress.load(progress_file))
     else:
-        if saved["plan"] is not None:
-            plan = alds.AldsPlan.from_dict(json.loads(saved["plan"]))
-            model = alds.apply(model, plan, mode=config.alds.mode).to(device)
-        model.load_state_dict(saved["state"])
-        masks = {name: mask.to(device) for name, mask in saved["masks"].items()}
-        compressed = saved["compressed"]
-        for values in saved["steps"]:
-            steps.append(Step(**values))
-            on_step(steps[-1])
-        first_cycle = saved["cycle"] + 1
-
-    target = _rewind_state(config.imp.rewind, config, data, init["state"], dense, compressed, plan)
-    for cycle in range(first_cycle, config.imp.cycles + 1):
-        if config.imp.until_remaining is not None and (
-            steps[-1].remaining <= config.imp.until_remaining
-        ):
+        trial.dense()
+        trial.alds()
+    rewind_to = _rewind_state(config, data, init["state"], dense, trial.progress)
+    for cycle in range(trial.progress.cycle + 1, config.imp.cycles + 1):
+        if trial.target_reached():
             break
-        masks = imp.prune(
-            model,
-            config.imp.prune_fraction,
-            masks=masks,
-            scope=config.imp.scope,
-            exclude=config.imp.exclude,
-            rates=config.imp.rates,
-        )
-        if target is None:
-            imp.apply(model, masks)
-        else:
-            imp.rewind(model, target, masks)
-        train(
-            model,
-            data,
-            config.train,
-            device=device,
-            seed=seed + 1 + cycle,
-            epochs=config.imp.epochs_per_cycle,
-            after_step=functools.partial(imp.apply, masks=masks),
-            on_iteration=iteration_check,
-        )
-        record("imp", cycle)
-
-    return TrialResult(
-        steps=steps,
-        model=model,
-        masks=masks,
-        plan=plan,
-        dense_checkpoint="trained" if trained else "cached",
-        layers=_layer_table(model, masks),
-    )
+        trial.imp_cycle(cycle, rewind_to)
+    return trial.result(trained)
 
 
 def _call_check(check: Callable[[], None], iteration: int, model: nn.Module) -> None:
@@ -354,8 +434,9 @@ def objective_value(steps: Sequence[Step], objective: Objective) -> float:
     """The value of one objective on a finished curve.
 
     ``at: final`` reads the last step, ``best`` the best compressed step (1 and later),
-    a number reads the metric at that sparsity, interpolated linearly between the two steps
-    around it; a curve that never reached it gives NaN (the trial fails with that reason).
+    a number reads the metric at that sparsity by :func:`orchestrator.curve.value_at_sparsity`
+    (linear between the compressed steps around it); a curve that never reached it gives NaN
+    (the trial fails with that reason).
     """
 
     def value(step: Step) -> float:
@@ -367,10 +448,9 @@ def objective_value(steps: Sequence[Step], objective: Objective) -> float:
     if objective.at == "best":
         compressed = [value(step) for step in steps[1:]] or [value(steps[-1])]
         return max(compressed) if objective.direction == "maximize" else min(compressed)
-    target = float(objective.at)
-    for before, after in itertools.pairwise(steps):
-        if before.sparsity <= target <= after.sparsity:
-            span = after.sparsity - before.sparsity
-            weight = 0.0 if span == 0 else (target - before.sparsity) / span
-            return value(before) + weight * (value(after) - value(before))
-    return math.nan
+    return value_at_sparsity(
+        [step.step for step in steps],
+        [step.sparsity for step in steps],
+        [value(step) for step in steps],
+        float(objective.at),
+    )

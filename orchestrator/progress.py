@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
@@ -11,29 +13,40 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator import keys
 from orchestrator.config import SweepConfig
-from orchestrator.study import describe_params
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-__all__ = ["finished", "render", "rows", "summary"]
+__all__ = ["count_states", "describe_params", "finished", "render", "rows", "summary"]
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    """A short, stable text of a trial's parameters (run names, progress lines, labels)."""
+    return json.dumps(params, sort_keys=True, separators=(",", "="))[1:-1].replace('"', "")
+
+
+def count_states(states: Iterable[str]) -> dict[str, int]:
+    """How many of ``states`` (trial state names) are in each state, every state present."""
+    counts = {state.name: 0 for state in TrialState}
+    for state in states:
+        counts[state] += 1
+    return counts
 
 
 def rows(study: optuna.Study) -> dict[str, Any]:
     """Counts by state, the best value and the running trials of ``study``."""
     trials = study.get_trials(deepcopy=False)
-    counts = {state.name: 0 for state in TrialState}
-    for trial in trials:
-        counts[trial.state.name] += 1
+    counts = count_states(trial.state.name for trial in trials)
     now = dt.datetime.now()
     running = [
         {
             "trial": t.number,
-            "worker": t.user_attrs.get("worker", "?"),
-            "device": t.user_attrs.get("device", "?"),
-            "seed": t.user_attrs.get("seed"),
+            "worker": t.user_attrs.get(keys.TRIAL_WORKER, "?"),
+            "device": t.user_attrs.get(keys.TRIAL_DEVICE, "?"),
+            "seed": t.user_attrs.get(keys.TRIAL_SEED),
             "params": describe_params(t.params),
-            "step": t.user_attrs.get("step", "-"),
+            "step": t.user_attrs.get(keys.TRIAL_STEP, "-"),
             "elapsed": str(now - t.datetime_start).split(".")[0] if t.datetime_start else "-",
         }
         for t in trials
@@ -48,7 +61,9 @@ def rows(study: optuna.Study) -> dict[str, Any]:
 def finished(study: optuna.Study) -> int:
     """Trials that reached an end state (a failed trial that is retried counts once)."""
     trials = study.get_trials(deepcopy=False, states=FINISHED)
-    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    retried = {
+        t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) for t in study.get_trials(deepcopy=False)
+    }
     return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
 
 
@@ -85,9 +100,9 @@ def summary(study: optuna.Study) -> Table:
         table.add_row(
             str(trial.number),
             trial.state.name,
-            str(trial.user_attrs.get("seed", "-")),
+            str(trial.user_attrs.get(keys.TRIAL_SEED, "-")),
             describe_params(trial.params),
             values,
-            str(trial.user_attrs.get("fail_reason", ""))[:60],
+            str(trial.user_attrs.get(keys.TRIAL_FAIL_REASON, ""))[:60],
         )
     return table

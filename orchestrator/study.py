@@ -1,55 +1,33 @@
-"""The Optuna study of a sweep: storage, sampler, pruner, the trial queue and trial claiming.
+"""The Optuna study of a sweep: its storage, sampler and pruner, creating and loading it.
 
-Every trial of a sweep exists in the study's queue before any worker starts: the fixed
-configurations (baselines, user enqueues, grid points) once per seed, and one placeholder per
-configuration the sampler is still to choose. A placeholder is sampled when a worker claims it,
-and then enqueues its repeats at the other seeds. Workers only ever claim queued trials, so the
-study holds exactly ``total_trials`` trials (plus retries of crashed ones), however many
-workers race for the last one.
+The study stores the sweep's validated config, so any worker on any host can load the study
+by name and knows everything it needs. Filling the queue and claiming trials live in
+:mod:`orchestrator.queue`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from orchestrator.config import ConfigError, SweepConfig, config_hash, parse_config
+from orchestrator import keys, queue, workspace
+from orchestrator.config import ConfigError, Objective, SweepConfig, config_hash, parse_config
 from orchestrator.locks import exclusive
 
-CONFIG_ATTR = "sweep_config"
-HASH_ATTR = "config_hash"
-QUEUED_ATTR = "queue_filled"
 HEARTBEAT_SECONDS = 30
 
 __all__ = [
-    "Heartbeat",
-    "claim_trial",
     "create_or_resume",
     "default_storage",
-    "describe_params",
-    "fill_queue",
     "load_study",
     "open_storage",
-    "requeue",
-    "set_stale_callback",
-    "suggest",
-    "workspace",
 ]
-
-
-def workspace(config: SweepConfig) -> Path:
-    """The sweep's folder for embedded stores and local files."""
-    return Path(config.execution.workspace or Path(".orchestrate") / config.name).expanduser()
 
 
 def default_storage(config: SweepConfig) -> str:
@@ -57,25 +35,27 @@ def default_storage(config: SweepConfig) -> str:
     if config.execution.storage:
         return config.execution.storage
     # open_storage creates the folder of a SQLite file.
-    return f"sqlite:///{(workspace(config) / 'study.db').resolve()}"
-
-
-def _retry(study: optuna.Study, failed: FrozenTrial, *, max_retries: int) -> None:
-    requeue(study, failed, max_retries=max_retries)
+    return workspace.sqlite_url(workspace.study_file(config))
 
 
 def open_storage(
-    url: str, *, max_retries: int = 2, heartbeat_interval: int | None = None
+    url: str,
+    *,
+    max_retries: int = 2,
+    heartbeat_interval: int | None = None,
+    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
 
     The heartbeat interval is ``ORCHESTRATE_HEARTBEAT_SECONDS`` or 30 s; a trial is stale after
-    four missed beats.
+    four missed beats. ``on_stale`` runs on each stale trial (default: requeue it).
     """
     if heartbeat_interval is None:
         heartbeat_interval = int(os.environ.get("ORCHESTRATE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+    if on_stale is None:
+        on_stale = queue.retry_stale(max_retries)
     engine_kwargs: dict[str, Any] = {}
-    sqlite_file = _sqlite_file(url)
+    sqlite_file = workspace.sqlite_file(url)
     if sqlite_file:
         sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
@@ -85,26 +65,20 @@ def open_storage(
         engine_kwargs["pool_pre_ping"] = True
     try:
         # Optuna creates its schema by checking for tables first: one process at a time.
-        lock = exclusive(sqlite_file.with_name(sqlite_file.name + ".lock")) if sqlite_file else None
+        lock = exclusive(workspace.lock_file(sqlite_file)) if sqlite_file else None
         with lock or contextlib.nullcontext():
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=heartbeat_interval * 4,
-                heartbeat_stale_trial_callback=functools.partial(_retry, max_retries=max_retries),
+                heartbeat_stale_trial_callback=on_stale,
             )
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an absent server
         raise ConfigError(f"cannot open the study storage '{url}': {exc}") from None
     if sqlite_file:
         _serialize_transactions(storage.engine)
     return storage
-
-
-def _sqlite_file(url: str) -> Path | None:
-    if not url.startswith("sqlite:///") or url.removeprefix("sqlite:///") in ("", ":memory:"):
-        return None
-    return Path(url.removeprefix("sqlite:///")).expanduser()
 
 
 def _serialize_transactions(engine: sqlalchemy.engine.Engine) -> None:
@@ -125,43 +99,6 @@ def _serialize_transactions(engine: sqlalchemy.engine.Engine) -> None:
     sqlalchemy.event.listen(engine, "connect", connect)
     sqlalchemy.event.listen(engine, "begin", begin)
     engine.dispose()  # connections opened during set-up lack the listeners
-
-
-def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None) -> bool:
-    """Queue ``failed`` again with its parameters, seed and attributes; False past the limit.
-
-    ``max_retries=None`` requeues without counting (an interrupted trial is not a failure of
-    the trial). The copy records ``failed_trial`` and ``retry_history`` like Optuna's own
-    heartbeat retry, so both kinds of retry count against the same limit.
-    """
-    history = list(failed.system_attrs.get("retry_history", []))
-    if max_retries is not None:
-        history.append(failed.number)
-        if len(history) > max_retries:
-            return False
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            params=failed.params,
-            distributions=failed.distributions,
-            user_attrs=failed.user_attrs,
-            system_attrs={
-                **failed.system_attrs,
-                "failed_trial": failed.number,
-                "retry_history": history,
-            },
-        )
-    )
-    return True
-
-
-def set_stale_callback(
-    storage: optuna.storages.RDBStorage,
-    callback: Callable[[optuna.Study, FrozenTrial], None],
-) -> None:
-    """Run ``callback`` on every trial the heartbeat finds stale (its worker is gone)."""
-    storage.heartbeat_stale_trial_callback = callback
-    storage.failed_trial_callback = callback
 
 
 def _sampler(config: SweepConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -222,10 +159,10 @@ def create_or_resume(
         directions=directions,
         load_if_exists=True,
     )
-    stored = study.user_attrs.get(HASH_ATTR)
+    stored = study.user_attrs.get(keys.STUDY_CONFIG_HASH)
     if stored is None:
-        study.set_user_attr(CONFIG_ATTR, config.model_dump(mode="json"))
-        study.set_user_attr(HASH_ATTR, config_hash(config))
+        study.set_user_attr(keys.STUDY_CONFIG, config.model_dump(mode="json"))
+        study.set_user_attr(keys.STUDY_CONFIG_HASH, config_hash(config))
         study.set_metric_names([_metric_name(o) for o in config.search.objective])
     elif stored != config_hash(config):
         raise ConfigError(
@@ -236,7 +173,7 @@ def create_or_resume(
     return study
 
 
-def _metric_name(objective: Any) -> str:
+def _metric_name(objective: Objective) -> str:
     return objective.metric if objective.at == "final" else f"{objective.metric}@{objective.at}"
 
 
@@ -254,116 +191,10 @@ def load_study(
         raise ConfigError(f"no study '{study_name}' in this storage (studies: {known})") from None
     except Exception as exc:  # SQLAlchemy errors of an unreachable or foreign database
         raise ConfigError(f"cannot read study '{study_name}' from the storage: {exc}") from None
-    document = study.user_attrs.get(CONFIG_ATTR)
+    document = study.user_attrs.get(keys.STUDY_CONFIG)
     if document is None:
         raise ConfigError(f"study '{study_name}' was not created by orchestrate (no stored config)")
     config = parse_config(document, f"study '{study_name}'")
     study.sampler = _sampler(config, worker)
     study.pruner = _pruner(config)
     return study, config
-
-
-def fill_queue(study: optuna.Study, config: SweepConfig) -> int:
-    """Enqueue every trial of the sweep once; later calls (a resumed sweep) add nothing.
-
-    Returns the number of trials enqueued by this call.
-    """
-    if study.user_attrs.get(QUEUED_ATTR):
-        return 0
-    added = 0
-    seeds = config.seeds
-    fixed = config.fixed_configurations()
-    for params in fixed:
-        for seed in seeds:
-            study.enqueue_trial(params, user_attrs={"seed": seed})
-            added += 1
-    for slot in range(config.total_trials // len(seeds) - len(fixed)):
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING, user_attrs={"seed": seeds[0], "slot": slot}
-            )
-        )
-        added += 1
-    study.set_user_attr(QUEUED_ATTR, True)
-    return added
-
-
-def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, FrozenTrial] | None:
-    """Take the oldest queued trial, or ``None`` when the queue is empty.
-
-    Returns the live trial and its record as queued (storage id, system attributes such as
-    ``failed_trial`` on a retry).
-
-    Unlike ``study.ask()``, this never creates a trial beyond the queue. It goes through the
-    study's own (caching) storage, as ``ask`` does, so the trial is known to that cache.
-    """
-    storage = study._storage
-    study_id = storage.get_study_id_from_name(study.study_name)
-    waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
-    for frozen in waiting:
-        try:
-            claimed = storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        if claimed:
-            return optuna.Trial(study, frozen._trial_id), frozen
-    return None
-
-
-def suggest(trial: optuna.Trial, config: SweepConfig) -> dict[str, Any]:
-    """Every searched parameter of ``trial`` (fixed ones as enqueued, the rest sampled).
-
-    A freshly sampled trial (a placeholder) enqueues the same parameters at the other seeds.
-    """
-    params = {}
-    for path, space in config.search.space.items():
-        if space.choices is not None:
-            params[path] = trial.suggest_categorical(path, list(space.choices))
-        else:
-            params[path] = trial.suggest_float(
-                path, space.low, space.high, step=space.step, log=space.log
-            )
-    if "slot" in trial.user_attrs and not trial.user_attrs.get("repeats_enqueued"):
-        for seed in config.seeds[1:]:
-            trial.study.enqueue_trial(params, user_attrs={"seed": seed, "repeat_of": trial.number})
-        trial.set_user_attr("repeats_enqueued", True)
-    return params
-
-
-class Heartbeat:
-    """Records a trial's heartbeat in a daemon thread while its worker is alive."""
-
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
-        self._storage = storage
-        self._trial_id = trial_id
-        self._stop = threading.Event()
-        interval = self._storage.get_heartbeat_interval() if _has_heartbeat(self._storage) else None
-        self._thread: threading.Thread | None = None
-        if interval:
-            self._storage.record_heartbeat(trial_id)
-            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
-
-    def _beat(self, interval: int) -> None:
-        while not self._stop.wait(interval):
-            self._storage.record_heartbeat(self._trial_id)
-
-    def __enter__(self) -> Heartbeat:
-        if self._thread is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-def _has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
-    return isinstance(storage, optuna.storages.RDBStorage) and bool(
-        storage.get_heartbeat_interval()
-    )
-
-
-def describe_params(params: dict[str, Any]) -> str:
-    """A short, stable text of a trial's parameters (run names, progress lines)."""
-    return json.dumps(params, sort_keys=True, separators=(",", "="))[1:-1].replace('"', "")

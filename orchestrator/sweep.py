@@ -5,17 +5,17 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 from mlflow import MlflowClient
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator import progress, tracking, workers
+from orchestrator import keys, progress, queue, tracking, workspace
 from orchestrator import study as studies
 from orchestrator.config import SweepConfig
 from orchestrator.outbox import replay_spool
+from orchestrator.supervisor import Slot, Supervisor
 
 __all__ = ["Prepared", "prepare", "run"]
 
@@ -45,28 +45,28 @@ def prepare(
     uri = tracking_uri or tracking.default_uri(config)
     tracking.check_reachable(uri)
     study = studies.create_or_resume(config, storage, fresh=fresh)
-    enqueued = studies.fill_queue(study, config)
+    enqueued = queue.fill_queue(study, config)
     tracker = tracking.SweepTracker(uri, config)
-    parent = study.user_attrs.get(tracking.PARENT_ATTR)
+    parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
     if parent is None:
         parent = tracker.create_parent_run()
-        study.set_user_attr(tracking.PARENT_ATTR, parent)
-    study.set_user_attr(tracking.URI_ATTR, uri)
-    study.set_user_attr(tracking.EXPERIMENT_ATTR, tracker.experiment_id)
+        study.set_user_attr(keys.STUDY_PARENT_RUN_ID, parent)
+    study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
+    study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     return Prepared(study, url, uri, parent, enqueued)
 
 
 def run(
     prepared: Prepared,
     config: SweepConfig,
-    slots: list[workers.Slot],
+    slots: list[Slot],
     console: Console,
 ) -> tuple[int, bool]:
     """Supervise one worker per slot until the queue is done or a signal stops them.
 
     Returns (workers that ended with an error, whether the sweep was interrupted).
     """
-    supervisor = workers.Supervisor(
+    supervisor = Supervisor(
         slots, prepared.study, config, prepared.storage_url, prepared.tracking_uri
     )
 
@@ -90,15 +90,14 @@ def run(
         tracking.SweepTracker(
             prepared.tracking_uri,
             config,
-            experiment_id=prepared.study.user_attrs.get(tracking.EXPERIMENT_ATTR),
+            experiment_id=prepared.study.user_attrs.get(keys.STUDY_EXPERIMENT_ID),
         ).end_parent_run(prepared.parent_run_id)
     return failed, supervisor.signals > 0
 
 
 def _replay_spools(config: SweepConfig, uri: str, seconds: float = 60.0) -> None:
     """Send what local workers could not send before they exited (a tracking outage)."""
-    folder = Path(studies.workspace(config)) / "spool"
-    spools = sorted(folder.glob("*.jsonl")) if folder.exists() else []
+    spools = workspace.spool_files(config)
     if not spools:
         return
     client = MlflowClient(uri)

@@ -7,6 +7,7 @@ and nothing leaks between trials. Metrics are logged in one batch per compressio
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 import subprocess
@@ -14,9 +15,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -24,16 +25,26 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import Param
 
+from orchestrator import keys, workspace
 from orchestrator.config import ConfigError, SweepConfig, config_hash, flatten
-from orchestrator.outbox import Outbox
-from orchestrator.study import workspace
+from orchestrator.outbox import PENDING, Outbox
 
-PARENT_ATTR = "mlflow_parent_run_id"
-URI_ATTR = "mlflow_tracking_uri"
-EXPERIMENT_ATTR = "mlflow_experiment_id"
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
 MAX_PARAMS_PER_BATCH = 100
+logger = logging.getLogger(__name__)
 
-__all__ = ["SweepTracker", "TrialRun", "check_reachable", "default_uri", "trial_runs"]
+__all__ = [
+    "SweepTracker",
+    "TrialRun",
+    "check_reachable",
+    "close_trial_run",
+    "default_uri",
+    "log_artifacts",
+    "trial_runs",
+]
 
 
 def default_uri(config: SweepConfig) -> str:
@@ -42,9 +53,9 @@ def default_uri(config: SweepConfig) -> str:
         return config.tracking.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    folder = workspace(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+    store = workspace.tracking_file(config)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    return workspace.sqlite_url(store)
 
 
 def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
@@ -78,12 +89,12 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
     while True:
         page = client.search_runs(
             [parent.info.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            f"tags.`{keys.TAG_PARENT_RUN_ID}` = '{parent_run_id}'",
             max_results=1000,
             page_token=token,
         )
         for run in page:
-            number = run.data.tags.get("trial_number")
+            number = run.data.tags.get(keys.TAG_TRIAL_NUMBER)
             if number is not None:
                 start = run.info.start_time or 0
                 if int(number) not in found or found[int(number)][0] < start:
@@ -91,6 +102,25 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
         token = page.token
         if not token:
             return {number: run_id for number, (_, run_id) in found.items()}
+
+
+def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """End the MLflow run of a trial whose worker is gone, marked failed with ``reason``.
+
+    ``study`` and ``trial`` are the Optuna study and the trial's record; nothing is left
+    RUNNING in MLflow for a trial that no worker runs.
+    """
+    run_id = trial.user_attrs.get(keys.TRIAL_RUN_ID)
+    uri = study.user_attrs.get(keys.STUDY_TRACKING_URI)
+    if not run_id or not uri or run_id.startswith(PENDING):
+        return
+    client = MlflowClient(uri)
+    try:
+        client.set_tag(run_id, keys.TAG_STATE, "FAIL")
+        client.set_tag(run_id, keys.TAG_FAIL_REASON, reason)
+        client.set_terminated(run_id, "FAILED")
+    except Exception as exc:  # the tracking store may be away too; the trial is what counts
+        logger.warning("could not close MLflow run %s of trial %d: %s", run_id, trial.number, exc)
 
 
 @functools.cache
@@ -109,8 +139,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _params(values: Mapping[str, Any]) -> list[Param]:
-    return [Param(key, str(value)) for key, value in values.items()]
+def _param_batches(values: Mapping[str, Any]) -> Iterator[dict[str, str]]:
+    """The params as text, in batches MLflow accepts in one call."""
+    items = [(key, str(value)) for key, value in values.items()]
+    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        yield dict(items[start : start + MAX_PARAMS_PER_BATCH])
 
 
 def _now_ms() -> int:
@@ -148,7 +181,7 @@ class SweepTracker:
         location = None
         if not self.uri.startswith(("http://", "https://")):
             # A local store keeps artifacts beside it, not in the current directory.
-            location = (workspace(self.config) / "mlartifacts").resolve().as_uri()
+            location = workspace.artifacts_folder(self.config).resolve().as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:
@@ -161,18 +194,17 @@ class SweepTracker:
     def create_parent_run(self) -> str:
         """Start the sweep's parent run (config as params, hash and commit as tags)."""
         tags = {
-            "orchestrate.role": "sweep",
-            "sweep": self.config.name,
-            "config_hash": config_hash(self.config),
+            keys.TAG_ROLE: keys.ROLE_SWEEP,
+            keys.TAG_SWEEP: self.config.name,
+            keys.TAG_CONFIG_HASH: config_hash(self.config),
         }
         commit = _git_commit()
         if commit:
-            tags["mlflow.source.git.commit"] = commit
+            tags[keys.TAG_GIT_COMMIT] = commit
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.config.name)
         run_id = run.info.run_id
-        params = _params(flatten(self.config))
-        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
+        for batch in _param_batches(flatten(self.config)):
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in batch.items()])
         self.client.log_dict(run_id, self.config.model_dump(mode="json"), "sweep.json")
         return run_id
 
@@ -190,27 +222,24 @@ class SweepTracker:
     ) -> TrialRun:
         """A child run of the parent with the trial's whole resolved config as params."""
         all_tags = {
-            "mlflow.parentRunId": parent_run_id,
-            "orchestrate.role": "trial",
-            "trial_number": trial_number,
-            "seed": seed,
-            "host": socket.gethostname(),
+            keys.TAG_PARENT_RUN_ID: parent_run_id,
+            keys.TAG_ROLE: keys.ROLE_TRIAL,
+            keys.TAG_TRIAL_NUMBER: trial_number,
+            keys.TAG_SEED: seed,
+            keys.TAG_HOST: socket.gethostname(),
             **tags,
         }
         commit = _git_commit()
         if commit:
-            all_tags["mlflow.source.git.commit"] = commit
+            all_tags[keys.TAG_GIT_COMMIT] = commit
         run_id = self.outbox.create_run(
             self.experiment_id,
             tags={k: str(v) for k, v in all_tags.items()},
             run_name=f"{self.config.name}-trial-{trial_number}",
         )
         run = TrialRun(self.outbox, run_id)
-        params = {k: str(v) for k, v in {**flatten(trial_config), "seed": seed}.items()}
-        keys = list(params)
-        for start in range(0, len(keys), MAX_PARAMS_PER_BATCH):
-            chunk = {k: params[k] for k in keys[start : start + MAX_PARAMS_PER_BATCH]}
-            self.outbox.log_batch(run_id, params=chunk)
+        for batch in _param_batches({**flatten(trial_config), keys.PARAM_SEED: seed}):
+            self.outbox.log_batch(run_id, params=batch)
         return run
 
 
@@ -249,3 +278,16 @@ class TrialRun:
 
     def end(self, status: str) -> None:
         self.outbox.set_terminated(self.run_id, status)
+
+
+def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path]) -> None:
+    """Log the written files as artifacts of the sweep's parent run, under ``report/``.
+
+    Raises :class:`ConfigError` when the store refuses them (the files stay on disk).
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        for path in paths:
+            client.log_artifact(run_id, str(path), "report")
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise ConfigError(f"could not log the report to MLflow run {run_id}: {exc}") from None

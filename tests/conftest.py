@@ -12,10 +12,16 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 import torch
 import yaml
+
+from orchestrator import queue as queues
+from orchestrator import study as studies
+from orchestrator.config import SweepConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,3 +189,41 @@ def postgres_database() -> Iterator[Callable[[], str]]:
             )
             cursor.execute(f"DROP DATABASE IF EXISTS {name}")
         connection.close()
+
+
+# --------------------------------------------------------------------------- a study in SQLite
+
+
+def config_of(tmp_path: Path, **search: object) -> SweepConfig:
+    """A two-seed random-sampler sweep of 6 trials over rate and fraction, in ``tmp_path``."""
+    return parse_config(
+        {
+            "name": "queue",
+            "seeds": [0, 1],
+            "search": {
+                "sampler": "random",
+                "n_trials": 6,
+                "space": {
+                    "alds.rate": {"low": 0.0, "high": 0.8, "step": 0.1},
+                    "imp.prune_fraction": {"low": 0.1, "high": 0.4},
+                },
+                **search,
+            },
+            "execution": {"workspace": str(tmp_path)},
+        }
+    )
+
+
+def open_study(tmp_path: Path, config: SweepConfig, **kwargs: Any) -> tuple[optuna.Study, Any]:
+    """The sweep's study in its default SQLite storage, and that storage."""
+    storage = studies.open_storage(studies.default_storage(config), **kwargs)
+    return studies.create_or_resume(config, storage), storage
+
+
+def drain(study: optuna.Study, storage: Any, config: SweepConfig) -> list[optuna.trial.FrozenTrial]:
+    """Claim and complete every queued trial (its value: its ALDS rate)."""
+    while (claimed := queues.claim_trial(study)) is not None:
+        trial, _ = claimed
+        params = queues.suggest(trial, config)
+        study.tell(trial, params["alds.rate"])
+    return study.get_trials()

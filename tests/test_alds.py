@@ -13,7 +13,9 @@ from torch import nn
 
 import models
 from compression import alds
+from compression.factorized import FactorizedConv2d, FactorizedLinear
 from compression.metrics import count_flops, count_parameters
+from orchestrator.report import render
 
 CIFAR = (3, 32, 32)
 
@@ -86,8 +88,8 @@ def test_full_rank_factorized_layer_reproduces_outputs(k: int) -> None:
         alds.allocate(model, 0.0), **{"0": (k, conv_rank), "3": (linear_k, linear_rank)}
     )
     factorized = alds.apply(model, plan, mode="factorize")
-    assert isinstance(factorized[0], alds.FactorizedConv2d)
-    assert isinstance(factorized[3], alds.FactorizedLinear)
+    assert isinstance(factorized[0], FactorizedConv2d)
+    assert isinstance(factorized[3], FactorizedLinear)
     assert factorized[0].encoder.groups == k and factorized[0].encoder.stride == (2, 2)
     x = torch.randn(5, 6, 8, 8)
     torch.testing.assert_close(factorized(x), model(x), rtol=1e-4, atol=1e-5)
@@ -337,7 +339,7 @@ def test_plan_rows_and_markdown(allocators: dict[str, alds.Allocator]) -> None:
     assert {"name", "kind", "shape", "k", "rank", "error", "exact_error"} <= set(rows[0])
     assert {"params_before", "params_after", "flops_before", "flops_after"} <= set(rows[0])
     json.dumps(rows)  # loggable as is
-    table = plan.markdown()
+    table = render.plan_markdown(plan)
     assert table.count("\n") >= len(rows) + 2
     assert all(f"| {row['name']} |" in table for row in rows)
     summary = plan.summary()

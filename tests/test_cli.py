@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from orchestrator import __version__
@@ -45,3 +46,30 @@ def test_validate_bad_file_exits_2_with_the_field(tmp_path: Path) -> None:
 def test_validate_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "none.yaml")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+# Run in a fresh interpreter: this one has torch loaded already. The probe's last line lists
+# the heavy modules the command imported.
+_IMPORT_PROBE = """
+import sys
+from orchestrator.cli import main
+main(sys.argv[1:], standalone_mode=False)
+print(" ".join(name for name in ("torch", "mlflow") if name in sys.modules) or "-")
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["validate", str(ROOT / "sweeps" / "quickstart.yaml")]],
+    ids=["help", "validate"],
+)
+def test_help_and_validate_import_neither_torch_nor_mlflow(args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "-"

@@ -22,7 +22,7 @@ import yaml
 from click.testing import CliRunner
 from mlflow.cli import cli as mlflow_cli
 
-from orchestrator import cli, data, workers
+from orchestrator import cli, data, workspace
 from orchestrator.config import parse_config
 from tests.conftest import ROOT
 
@@ -358,7 +358,7 @@ def test_datasets_and_checkpoints_are_shared_volumes_where_the_tool_looks(
     home = Path("/home") / users[-1]
     # A sweep that leaves execution.cache_dir unset caches checkpoints beside its workspace.
     config = parse_config({"name": "alds_rate"}, "test")
-    cache = Path(workdir) / workers.cache_folder(config)
+    cache = Path(workdir) / workspace.cache_folder(config)
     assert {"state", "datasets", "gpu-slots"} <= set(load_compose()["volumes"])
     for name in TOOL_SERVICES:
         service = services[name]

@@ -13,6 +13,7 @@ from torch import nn
 
 import models
 from compression import alds, imp, metrics
+from compression.factorized import FactorizedLinear
 from orchestrator import training
 from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
 from orchestrator.data import DEBIAN_FASHION_MNIST, load
@@ -575,7 +576,7 @@ def test_a_factorized_output_layer_is_the_output_as_a_whole():
         nn.Conv2d(3, 4, 3),
         nn.Flatten(),
         nn.Linear(4 * 6 * 6, 32),
-        alds.FactorizedLinear(nn.Conv2d(32, 8, 1, groups=4, bias=False), nn.Linear(8, CLASSES)),
+        FactorizedLinear(nn.Conv2d(32, 8, 1, groups=4, bias=False), nn.Linear(8, CLASSES)),
     )
     assert imp.roles(model) == {
         "0.weight": "conv",

@@ -15,9 +15,9 @@ from click.testing import CliRunner, Result
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
-from orchestrator import report as reports
-from orchestrator.cli import main
+from orchestrator.cli import main, parse_formats, parse_levels
 from orchestrator.config import ConfigError, parse_config
+from orchestrator.report import figures, render, schema, sources, tables
 from orchestrator.study import create_or_resume, open_storage
 from tests.conftest import orchestrate, tiny_sweep, write_sweep
 
@@ -56,17 +56,17 @@ def hand_built(
                     }
                 )
     frame = pd.DataFrame(steps)
-    for key in reports.METRICS:
+    for key in schema.METRICS:
         if key not in frame:
             frame[key] = math.nan
-    return reports.label_steps(frame, pd.DataFrame(trials), list(params), {})
+    return sources.label_steps(frame, pd.DataFrame(trials), list(params), {})
 
 
 def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    pairs = reports.baseline_pairs(steps, [RATE], {RATE: 0.0})
+    pairs = tables.baseline_pairs(steps, [RATE], {RATE: 0.0})
     assert pairs == {"alds.rate=0.5": "alds.rate=0.0"}
-    table = reports.versus_baseline(steps, pairs).set_index("step")
+    table = tables.versus_baseline(steps, pairs).set_index("step")
 
     assert list(table.index) == [1, 2, 3]
     assert list(table["sparsity"]) == [0.25, 0.625, 0.8125]
@@ -90,7 +90,7 @@ def test_at_sparsity_reads_every_configuration_at_the_same_levels() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
     configs = ["alds.rate=0.0", "alds.rate=0.5"]
-    table = reports.at_sparsity(steps, configs, pairs, [0.1, 0.625, 0.8]).set_index(
+    table = tables.at_sparsity(steps, configs, pairs, [0.1, 0.625, 0.8]).set_index(
         ["sparsity", "config"]
     )
     assert list(table.index) == [(level, c) for level in (0.1, 0.625, 0.8) for c in configs]
@@ -111,14 +111,14 @@ def test_at_sparsity_reads_every_configuration_at_the_same_levels() -> None:
 @pytest.mark.parametrize("text", ["", "0.5,1.0", "0,0.5", "half", "0.5,,x"])
 def test_bad_sparsity_levels_are_named(text: str) -> None:
     with pytest.raises(ConfigError, match="--sparsity-levels"):
-        reports.parse_levels(text)
-    assert reports.parse_levels("0.5, 0.9") == (0.5, 0.9)
+        parse_levels(text)
+    assert parse_levels("0.5, 0.9") == (0.5, 0.9)
 
 
 def test_versus_baseline_pairs_only_common_seeds() -> None:
     # ALDS ran seeds 1 and 2, the baseline 0 and 1: one pair; each arm keeps all its seeds.
     steps = hand_built({0.0: BASELINE, 0.5: {1: ALDS[1], 2: ALDS[0]}})
-    table = reports.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"}).set_index("step")
+    table = tables.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"}).set_index("step")
     assert table.loc[2, "n"] == 2 and table.loc[2, "baseline_n"] == 2
     assert table.loc[2, "paired_n"] == 1
     assert table.loc[2, "difference_mean"] == pytest.approx(0.912 - 0.835)
@@ -130,13 +130,13 @@ def test_equal_sparsities_match_exactly_at_the_curve_end() -> None:
     curve = [(0.0, 0.9), (0.0, 0.9), (0.1, 0.85), (0.3, 0.8)]
     other = [(0.0, 0.9), (0.0, 0.88), (0.1, 0.86), (0.3, 0.82)]
     steps = hand_built({0.0: dict.fromkeys(range(3), curve), 0.3: dict.fromkeys(range(3), other)})
-    table = reports.versus_baseline(steps, {"alds.rate=0.3": "alds.rate=0.0"})
+    table = tables.versus_baseline(steps, {"alds.rate=0.3": "alds.rate=0.0"})
     assert table["paired_n"].tolist() == [3, 3, 3]
     assert table["difference_mean"].tolist() == pytest.approx([-0.02, 0.01, 0.02])
 
 
 def test_tolerance_table_walks_each_seed_until_it_drops() -> None:
-    within = reports.tolerance_table(hand_built({0.0: BASELINE, 0.5: ALDS})).set_index("config")
+    within = tables.tolerance_table(hand_built({0.0: BASELINE, 0.5: ALDS})).set_index("config")
     # Baseline: both seeds lose more than a point at their second IMP step (sparsity 0.5).
     assert within.loc["alds.rate=0.0", "max_sparsity_within_mean"] == 0.0
     assert within.loc["alds.rate=0.0", "within_to_end"] == 0
@@ -146,13 +146,13 @@ def test_tolerance_table_walks_each_seed_until_it_drops() -> None:
         0.1875 / math.sqrt(2)
     )
     assert within.loc["alds.rate=0.5", "within_to_end"] == 1
-    loose = reports.tolerance_table(hand_built({0.0: BASELINE}), tolerance=0.05)
+    loose = tables.tolerance_table(hand_built({0.0: BASELINE}), tolerance=0.05)
     assert loose["max_sparsity_within_mean"].item() == 0.5
 
 
 def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    curves = reports.curve_table(steps, [RATE])
+    curves = tables.curve_table(steps, [RATE])
     row = curves[(curves[RATE] == 0.5) & (curves["step"] == 2)].iloc[0]
     assert row["n"] == 2 and row["phase"] == "imp"
     assert row["accuracy_mean"] == pytest.approx(0.9025)
@@ -160,10 +160,10 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert row["params_nonzero_mean"] == 375
     assert curves["phase"].tolist()[:3] == ["dense", "alds", "imp"]
 
-    pairs = reports.baseline_pairs(curves, [RATE], {RATE: 0.0})
-    versus = reports.versus_baseline(steps, pairs)
-    summary = reports.summary_table(
-        curves, versus, reports.tolerance_table(steps), pairs, [RATE]
+    pairs = tables.baseline_pairs(curves, [RATE], {RATE: 0.0})
+    versus = tables.versus_baseline(steps, pairs)
+    summary = tables.summary_table(
+        curves, versus, tables.tolerance_table(steps), pairs, [RATE]
     ).set_index(RATE)
     assert summary.loc[0.0, "role"] == "IMP only"
     assert math.isnan(summary.loc[0.0, "difference_mean"])
@@ -175,11 +175,11 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert not summary["within_lower_bound"].any()  # some seed of each dropped
 
     # With a 20-point tolerance no curve ever drops: the sparsity reached is only a lower bound.
-    loose = reports.summary_table(
-        curves, versus, reports.tolerance_table(steps, tolerance=0.2), pairs, [RATE]
+    loose = tables.summary_table(
+        curves, versus, tables.tolerance_table(steps, tolerance=0.2), pairs, [RATE]
     )
     assert loose["within_lower_bound"].all()
-    report = reports.Report(
+    report = schema.Report(
         study="hand",
         params=[RATE],
         objectives=["accuracy"],
@@ -189,7 +189,7 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
         tables={"summary": loose, "curves": curves},
         tolerance=0.2,
     )
-    shown = reports.present(report, "summary").set_index(RATE)
+    shown = render.present(report, "summary").set_index(RATE)
     assert shown.loc["0.5", "max sparsity within 20 pt of dense (%)"] == "≥ 81.25 ± 0.00"
     assert shown.loc["0.5", "Δ vs IMP only there (pt)"] == "+6.50 ± 1.70"
     assert shown.loc["0", "Δ vs IMP only there (pt)"] == "–"
@@ -206,25 +206,25 @@ def test_baseline_pairs_prefer_the_same_other_parameters() -> None:
     )
     params = [RATE, "imp.prune_fraction"]
     defaults = {RATE: 0.0, "imp.prune_fraction": 0.2}
-    assert reports.baseline_pairs(configs, params, defaults) == {"c": "b", "d": "a"}
-    assert reports.baseline_pairs(configs[configs[RATE] > 0], params, defaults) == {}
+    assert tables.baseline_pairs(configs, params, defaults) == {"c": "b", "d": "a"}
+    assert tables.baseline_pairs(configs[configs[RATE] > 0], params, defaults) == {}
 
 
 def test_markdown_and_latex_tables_are_well_formed() -> None:
     table = pd.DataFrame({"a_b": ["x|y", "50%"], "acc (%)": ["87.31 ± 0.42", "–"]})
-    markdown = reports.markdown_table(table, [False, True]).splitlines()
+    markdown = render.markdown_table(table, [False, True]).splitlines()
     assert markdown[1] == "|---|---:|"
     assert all(line.count("|") - line.count("\\|") == 3 for line in markdown)
-    latex = reports.latex_table(table, [False, True])
+    latex = render.latex_table(table, [False, True])
     assert latex.count(r"\begin{tabular}{lr}") == 1 and latex.count(r"\end{tabular}") == 1
     assert all(rule in latex for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
     assert r"a\_b" in latex and r"50\%" in latex and r"$\pm$" in latex and "±" not in latex
 
 
 def test_unknown_format_is_named() -> None:
-    assert reports.parse_formats("csv, MD") == ["csv", "md"]
+    assert parse_formats("csv, MD") == ["csv", "md"]
     with pytest.raises(ConfigError, match="pdf"):
-        reports.parse_formats("csv,pdf")
+        parse_formats("csv,pdf")
 
 
 # --------------------------------------------------------------------------- a real sweep
@@ -385,7 +385,7 @@ def test_plots_exist_and_are_logged_to_the_parent_run(swept: dict) -> None:
 def test_running_queued_and_failed_trials_are_shown(swept: dict) -> None:
     # A copy of the finished study plus a failed trial, one trial claimed by a worker that has
     # not logged a step yet, and one still queued.
-    from orchestrator import study as studies
+    from orchestrator import queue as queues
 
     tmp = swept["tmp"]
     storage_url = f"sqlite:///{tmp / 'partial.db'}"
@@ -405,7 +405,7 @@ def test_running_queued_and_failed_trials_are_shown(swept: dict) -> None:
     study.add_trial(failed)
     study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 0})
     study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 1})
-    assert studies.claim_trial(study) is not None  # a worker elsewhere has just started it
+    assert queues.claim_trial(study) is not None  # a worker elsewhere has just started it
     output = tmp / "partial"
     result = report_in_process(
         "--study", "reported", "--storage", storage_url, "--output", str(output),
@@ -483,21 +483,21 @@ def test_two_dimensional_sweep_gets_pairs_per_fraction_and_a_heat_map() -> None:
             {"number": n, "state": "COMPLETE", "seed": s, RATE: rate, fraction: prune}
             for n, s in steps[["trial", "seed"]].drop_duplicates().to_numpy()
         ]
-        frames.append(steps[["trial", "step", *reports.METRICS]])
-    steps = reports.label_steps(pd.concat(frames), pd.DataFrame(trials), [RATE, fraction], {})
-    curves = reports.curve_table(steps, [RATE, fraction])
-    pairs = reports.baseline_pairs(curves, [RATE, fraction], {RATE: 0.0, fraction: 0.2})
+        frames.append(steps[["trial", "step", *schema.METRICS]])
+    steps = sources.label_steps(pd.concat(frames), pd.DataFrame(trials), [RATE, fraction], {})
+    curves = tables.curve_table(steps, [RATE, fraction])
+    pairs = tables.baseline_pairs(curves, [RATE, fraction], {RATE: 0.0, fraction: 0.2})
     assert pairs == {
         "alds.rate=0.5,imp.prune_fraction=0.2": "alds.rate=0.0,imp.prune_fraction=0.2",
         "alds.rate=0.5,imp.prune_fraction=0.4": "alds.rate=0.0,imp.prune_fraction=0.4",
     }
-    figure = reports.plot_heatmap(curves, [RATE, fraction])
+    figure = figures.plot_heatmap(curves, [RATE, fraction])
     assert figure is not None
     image = figure.axes[0].images[0].get_array()
     # Rows: prune fraction 0.2, 0.4; columns: ALDS rate 0, 0.5; final accuracy in percent.
     assert image.ravel().tolist() == pytest.approx([79.0, 88.05, 88.05, 79.0])
-    assert reports.plot_heatmap(curves[curves[fraction] == 0.2], [RATE, fraction]) is None
-    assert reports.plot_accuracy_vs_rate(curves, [RATE, fraction]) is not None
+    assert figures.plot_heatmap(curves[curves[fraction] == 0.2], [RATE, fraction]) is None
+    assert figures.plot_accuracy_vs_rate(curves, [RATE, fraction]) is not None
 
 
 def test_best_table_ranks_configurations_or_lists_the_front() -> None:
@@ -516,14 +516,14 @@ def test_best_table_ranks_configurations_or_lists_the_front() -> None:
             "compression_ratio": [2.0, 2.0, 4.0, 4.0, 10.0],
         }
     )
-    best = reports.best_table(trials, ["accuracy"], ["maximize"], [RATE])
+    best = tables.best_table(trials, ["accuracy"], ["maximize"], [RATE])
     # The pruned trial's high value does not count; a tie in means keeps both, ranked.
     assert best["config"].tolist() == ["a", "b"]
     assert best["value_mean"].tolist() == pytest.approx([0.75, 0.75])
     assert best["best_trial"].tolist() == [0, 2]
-    lowest = reports.best_table(trials, ["accuracy"], ["minimize"], [RATE])
+    lowest = tables.best_table(trials, ["accuracy"], ["minimize"], [RATE])
     assert lowest["best_trial"].tolist() == [1, 3]
-    front = reports.best_table(
+    front = tables.best_table(
         trials, ["accuracy", "params_nonzero"], ["maximize", "minimize"], [RATE], front=[2, 0, 4]
     )
     assert front["number"].tolist() == [0, 2]  # complete front trials, by the first objective
@@ -531,8 +531,8 @@ def test_best_table_ranks_configurations_or_lists_the_front() -> None:
 
 def test_json_output_is_unrounded(tmp_path: Path) -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    curves = reports.curve_table(steps, [RATE])
-    report = reports.Report(
+    curves = tables.curve_table(steps, [RATE])
+    report = schema.Report(
         study="hand",
         params=[RATE],
         objectives=["accuracy"],
@@ -541,7 +541,7 @@ def test_json_output_is_unrounded(tmp_path: Path) -> None:
         notes=[],
         tables={"curves": curves},
     )
-    reports.write(report, tmp_path, ["json", "latex"])
+    render.write(report, tmp_path, ["json", "latex"])
     loaded = json.loads((tmp_path / "curves.json").read_text())
     assert [r["accuracy_mean"] for r in loaded] == curves["accuracy_mean"].tolist()
     assert "90.25 $\\pm$ 1.34" in (tmp_path / "curves.tex").read_text()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.config import parse_config
 from tests.conftest import orchestrate, tiny_sweep, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -206,21 +204,6 @@ def test_a_real_mlflow_server_receives_the_sweep(tmp_path: Path, mlflow_server: 
         assert {"curve.csv", "layers.csv", "accuracy_vs_sparsity.png", "final.pt"} <= artifacts
     compressed = next(r for r in runs if r.data.params["alds.rate"] == "0.5")
     assert "alds_plan.csv" in {a.path for a in client.list_artifacts(compressed.info.run_id)}
-
-
-def test_objective_at_sparsity_is_interpolated(tmp_path: Path) -> None:
-    from orchestrator.procedure import Step, objective_value
-
-    def step(index: int, sparsity: float, accuracy: float) -> Step:
-        return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 1, 1, 1.0, 1)
-
-    curve_ = [step(0, 0.0, 0.9), step(1, 0.5, 0.8), step(2, 0.75, 0.6)]
-    config = parse_config(
-        {"name": "x", "search": {"objective": {"metric": "accuracy", "at": 0.625}}}
-    )
-    assert objective_value(curve_, config.search.objective[0]) == pytest.approx(0.7)
-    beyond = parse_config({"name": "x", "search": {"objective": {"at": 0.9}}})
-    assert math.isnan(objective_value(curve_, beyond.search.objective[0]))
 
 
 def test_imp_stops_once_the_remaining_weights_reach_the_target(tmp_path: Path) -> None:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
-import pytest
-
 from orchestrator.cli import worker as worker_cli
-from orchestrator.config import parse_config
-from orchestrator.procedure import Step, objective_value
-from orchestrator.workers import Slot, device_slots, worker_command
+from orchestrator.supervisor import Slot, device_slots, worker_command
 
 
 def test_device_slots_for_gpu_indices_and_cpu() -> None:
@@ -42,24 +36,3 @@ def test_cpu_worker_keeps_the_visible_devices_of_its_parent(monkeypatch) -> None
     command, env = worker_command(Slot(None, 0), "s", "sqlite:///s.db", "sqlite:///m.db", 1)
     assert "CUDA_VISIBLE_DEVICES" not in env
     assert command[command.index("--device") + 1] == "cpu"
-
-
-def step(index: int, sparsity: float, accuracy: float) -> Step:
-    return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 10, 10, 1.0, 1)
-
-
-@pytest.mark.parametrize(
-    ("objective", "expected"),
-    [
-        ({"metric": "accuracy", "at": "final"}, 0.6),
-        ({"metric": "accuracy", "at": "best"}, 0.8),  # step 0 (dense) does not count
-        ({"metric": "loss", "at": "best", "direction": "minimize"}, 1.0),
-        ({"metric": "sparsity", "at": "final"}, 0.75),
-        ({"metric": "val_accuracy", "at": "final"}, math.nan),  # no validation split
-    ],
-)
-def test_objective_values(objective: dict, expected: float) -> None:
-    curve = [step(0, 0.0, 0.9), step(1, 0.5, 0.8), step(2, 0.75, 0.6)]
-    config = parse_config({"name": "x", "search": {"objective": objective}})
-    value = objective_value(curve, config.search.objective[0])
-    assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(expected)

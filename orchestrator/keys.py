@@ -1,0 +1,64 @@
+"""Every name this tool stores: Optuna study and trial attributes, MLflow run tags.
+
+A key is written by one module and read by others (the worker writes ``TRIAL_RUN_ID``, the
+report and the supervisor read it); naming it once here keeps them from drifting apart. The
+strings are part of the stored format: changing one orphans what existing studies hold.
+"""
+
+# study user attributes
+
+STUDY_CONFIG = "sweep_config"  # the sweep's validated config, as JSON
+STUDY_CONFIG_HASH = "config_hash"
+STUDY_QUEUE_FILLED = "queue_filled"  # every trial of the sweep has been enqueued
+STUDY_TRACKING_URI = "mlflow_tracking_uri"
+STUDY_EXPERIMENT_ID = "mlflow_experiment_id"
+STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
+
+# trial user attributes
+
+TRIAL_SEED = "seed"
+TRIAL_SLOT = "slot"  # a placeholder the sampler is still to fill
+TRIAL_REPEAT_OF = "repeat_of"  # the sampled trial whose parameters this one repeats
+TRIAL_REPEATS_ENQUEUED = "repeats_enqueued"
+TRIAL_RUN_ID = "mlflow_run_id"
+TRIAL_WORKER = "worker"  # worker_label() of the worker running it
+TRIAL_DEVICE = "device"
+TRIAL_STEP = "step"  # the last compression step reported
+TRIAL_FAIL_REASON = "fail_reason"
+
+# trial system attributes
+
+# Optuna's own names: its heartbeat retry and enqueue_trial write these, and ours must match.
+TRIAL_FAILED_TRIAL = "failed_trial"  # on a retry: the number of the trial it repeats
+TRIAL_RETRY_HISTORY = "retry_history"
+TRIAL_FIXED_PARAMS = "fixed_params"  # the parameters a trial was enqueued with
+
+# MLflow run tags
+
+TAG_ROLE = "orchestrate.role"
+ROLE_SWEEP = "sweep"
+ROLE_TRIAL = "trial"
+TAG_SWEEP = "sweep"
+TAG_CONFIG_HASH = "config_hash"
+TAG_TRIAL_NUMBER = "trial_number"
+TAG_SEED = "seed"
+TAG_HOST = "host"
+TAG_DEVICE = "device"
+TAG_WORKER = "worker"
+TAG_STATE = "state"
+TAG_FAIL_REASON = "fail_reason"
+TAG_RETRY_OF = "retry_of_trial"
+TAG_RESUMED = "resumed"
+TAG_DENSE_CHECKPOINT = "dense_checkpoint"
+# MLflow's own tags: the UI nests runs by the first and fills the Source column from the second.
+TAG_PARENT_RUN_ID = "mlflow.parentRunId"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+
+# MLflow params
+
+PARAM_SEED = "seed"
+
+
+def worker_label(host: str, pid: int) -> str:
+    """The value of ``TRIAL_WORKER`` and ``TAG_WORKER``: which process runs a trial."""
+    return f"{host}:{pid}"

@@ -1,0 +1,216 @@
+"""The trial queue of a sweep: fill it, claim from it, sample, requeue, keep trials alive.
+
+Every trial of a sweep exists in the study's queue before any worker starts: the fixed
+configurations (baselines, user enqueues, grid points) once per seed, and one placeholder per
+configuration the sampler is still to choose. A placeholder is sampled when a worker claims it,
+and then enqueues its repeats at the other seeds. Workers only ever claim queued trials, so the
+study holds exactly ``total_trials`` trials (plus retries of crashed ones), however many
+workers race for the last one.
+
+Every use of Optuna's private API (the study's storage, trial ids) is in this module.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator import keys
+from orchestrator.config import SweepConfig
+
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
+STALE_REASON = "worker stopped sending heartbeats"
+
+__all__ = [
+    "Heartbeat",
+    "claim_trial",
+    "fail_and_requeue",
+    "fill_queue",
+    "requeue",
+    "retry_stale",
+    "set_stale_callback",
+    "suggest",
+]
+
+
+def fill_queue(study: optuna.Study, config: SweepConfig) -> int:
+    """Enqueue every trial of the sweep once; later calls (a resumed sweep) add nothing.
+
+    Returns the number of trials enqueued by this call.
+    """
+    if study.user_attrs.get(keys.STUDY_QUEUE_FILLED):
+        return 0
+    added = 0
+    seeds = config.seeds
+    fixed = config.fixed_configurations()
+    for params in fixed:
+        for seed in seeds:
+            study.enqueue_trial(params, user_attrs={keys.TRIAL_SEED: seed})
+            added += 1
+    for slot in range(config.total_trials // len(seeds) - len(fixed)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                user_attrs={keys.TRIAL_SEED: seeds[0], keys.TRIAL_SLOT: slot},
+            )
+        )
+        added += 1
+    study.set_user_attr(keys.STUDY_QUEUE_FILLED, True)
+    return added
+
+
+def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, FrozenTrial] | None:
+    """Take the oldest queued trial, or ``None`` when the queue is empty.
+
+    Returns the live trial and its record as queued (storage id, system attributes such as
+    ``failed_trial`` on a retry).
+
+    Unlike ``study.ask()``, this never creates a trial beyond the queue. It goes through the
+    study's own (caching) storage, as ``ask`` does, so the trial is known to that cache.
+    """
+    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+    for frozen in waiting:
+        try:
+            claimed = storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        if claimed:
+            return optuna.Trial(study, frozen._trial_id), frozen
+    return None
+
+
+def suggest(trial: optuna.Trial, config: SweepConfig) -> dict[str, Any]:
+    """Every searched parameter of ``trial`` (fixed ones as enqueued, the rest sampled).
+
+    A freshly sampled trial (a placeholder) enqueues the same parameters at the other seeds.
+    """
+    params = {}
+    for path, space in config.search.space.items():
+        if space.choices is not None:
+            params[path] = trial.suggest_categorical(path, list(space.choices))
+        else:
+            params[path] = trial.suggest_float(
+                path, space.low, space.high, step=space.step, log=space.log
+            )
+    if keys.TRIAL_SLOT in trial.user_attrs and not trial.user_attrs.get(
+        keys.TRIAL_REPEATS_ENQUEUED
+    ):
+        for seed in config.seeds[1:]:
+            trial.study.enqueue_trial(
+                params, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_REPEAT_OF: trial.number}
+            )
+        trial.set_user_attr(keys.TRIAL_REPEATS_ENQUEUED, True)
+    return params
+
+
+def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None) -> bool:
+    """Queue ``failed`` again with its parameters, seed and attributes; False past the limit.
+
+    ``max_retries=None`` requeues without counting (an interrupted trial is not a failure of
+    the trial). The copy records ``failed_trial`` and ``retry_history`` like Optuna's own
+    heartbeat retry, so both kinds of retry count against the same limit.
+    """
+    history = list(failed.system_attrs.get(keys.TRIAL_RETRY_HISTORY, []))
+    if max_retries is not None:
+        history.append(failed.number)
+        if len(history) > max_retries:
+            return False
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=failed.params,
+            distributions=failed.distributions,
+            user_attrs=failed.user_attrs,
+            system_attrs={
+                **failed.system_attrs,
+                keys.TRIAL_FAILED_TRIAL: failed.number,
+                keys.TRIAL_RETRY_HISTORY: history,
+            },
+        )
+    )
+    return True
+
+
+def fail_and_requeue(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    reason: str,
+    *,
+    max_retries: int | None,
+    on_failed: OnFailed | None = None,
+) -> None:
+    """Mark a RUNNING trial of a dead worker FAIL with ``reason`` and queue its retry.
+
+    ``on_failed`` runs between the two (the caller closes the trial's MLflow run there).
+    Nothing happens when the trial has already finished: its worker finished it after all,
+    or another process failed it first.
+    """
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, keys.TRIAL_FAIL_REASON, reason)
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+    if on_failed is not None:
+        on_failed(study, trial, reason)
+    requeue(study, trial, max_retries=max_retries)
+
+
+def retry_stale(max_retries: int, on_failed: OnFailed | None = None) -> StaleCallback:
+    """The heartbeat callback for a stale trial (its worker is gone): Optuna has failed it;
+    run ``on_failed`` and queue its retry."""
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_failed is not None:
+            on_failed(study, trial, STALE_REASON)
+        requeue(study, trial, max_retries=max_retries)
+
+    return callback
+
+
+def set_stale_callback(storage: optuna.storages.RDBStorage, callback: StaleCallback) -> None:
+    """Run ``callback`` on every trial the heartbeat finds stale (its worker is gone)."""
+    storage.heartbeat_stale_trial_callback = callback
+    storage.failed_trial_callback = callback
+
+
+class Heartbeat:
+    """Records a trial's heartbeat in a daemon thread while its worker is alive."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
+        self._storage = storage
+        self._trial_id = trial_id = trial._trial_id
+        self._stop = threading.Event()
+        interval = self._storage.get_heartbeat_interval() if _has_heartbeat(self._storage) else None
+        self._thread: threading.Thread | None = None
+        if interval:
+            self._storage.record_heartbeat(trial_id)
+            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+
+    def _beat(self, interval: int) -> None:
+        while not self._stop.wait(interval):
+            self._storage.record_heartbeat(self._trial_id)
+
+    def __enter__(self) -> Heartbeat:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    return isinstance(storage, optuna.storages.RDBStorage) and bool(
+        storage.get_heartbeat_interval()
+    )

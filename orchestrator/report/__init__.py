@@ -1,0 +1,124 @@
+"""``orchestrate report``: tables and plots from a sweep's study and its MLflow curves.
+
+The seed's question is whether ALDS before IMP gives a better network than IMP alone at the
+same sparsity, and at which ALDS rate. :func:`build` reads the stores (``sources``), computes
+the tables (``tables``) and draws the figures (``figures``); :func:`write` renders them
+(``render``). The names they share, and the declaration of every table, are in ``schema``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+
+from orchestrator import keys
+from orchestrator.config import ConfigError, SweepConfig, flatten
+from orchestrator.outbox import PENDING
+from orchestrator.progress import count_states
+from orchestrator.report import tables
+from orchestrator.report.figures import FIGURES
+from orchestrator.report.render import present, write
+from orchestrator.report.schema import (
+    FORMATS,
+    LEVELS,
+    METRICS,
+    RATE,
+    TOLERANCE,
+    Report,
+)
+from orchestrator.report.sources import (
+    config_label,
+    label_steps,
+    objective_names,
+    open_tracking,
+    read_steps,
+    read_trials,
+)
+from orchestrator.tracking import trial_runs
+
+__all__ = ["FORMATS", "LEVELS", "METRICS", "TOLERANCE", "Report", "build", "present", "write"]
+
+
+def build(
+    study: optuna.Study,
+    config: SweepConfig,
+    *,
+    tracking_uri: str | None = None,
+    tolerance: float = TOLERANCE,
+    levels: Sequence[float] = LEVELS,
+) -> Report:
+    """Read the study and its runs and compute every table and figure of the report.
+
+    ``tracking_uri`` defaults to the one the sweep recorded. Raises :class:`ConfigError` for an
+    empty study, an unreachable tracking store, or a study none of whose runs is found there.
+    """
+    params = list(config.search.space)
+    trials = read_trials(study, params)
+    if trials.empty:
+        raise ConfigError(
+            f"study '{study.study_name}' has no trials yet: run `orchestrate sweep` first"
+        )
+    counts = count_states(trials["state"])
+    client, tracking_uri = open_tracking(study, tracking_uri)
+    runs = {
+        int(row.number): row.mlflow_run_id
+        for row in trials.itertuples()
+        if isinstance(row.mlflow_run_id, str)
+    }
+    parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+    if parent and any(run_id.startswith(PENDING) for run_id in runs.values()):
+        # Runs created during a tracking outage are known to the study by a provisional id.
+        by_number = trial_runs(client, parent)
+        runs = {n: by_number.get(n, r) if r.startswith(PENDING) else r for n, r in runs.items()}
+        trials["mlflow_run_id"] = trials["number"].map(lambda n: runs.get(int(n)))
+    steps, missing = read_steps(client, runs)
+    if runs and len(missing) == len(runs):
+        raise ConfigError(
+            f"none of the {len(runs)} MLflow runs of study '{study.study_name}' is in the "
+            f"tracking store {tracking_uri}: is --tracking-uri the sweep's?"
+        )
+    if steps.empty:
+        states = sorted(((n, s) for s, n in counts.items() if n), key=lambda c: -c[0])
+        raise ConfigError(
+            f"study '{study.study_name}' has {len(trials)} trials but none has logged a step "
+            f"yet ({', '.join(f'{n} {s.lower()}' for n, s in states)}); nothing to report"
+        )
+    trials["missing"] = trials["number"].map(missing)
+    fixed = {RATE: config.alds.rate} if RATE not in params else {}
+    steps = label_steps(steps, trials, params, fixed)
+    listed = tables.trials_table(trials, steps).drop(columns="missing")
+    listed["config"] = [config_label(row, params) for _, row in listed.iterrows()]
+    complete = steps[steps["state"] == "COMPLETE"]
+    curves = tables.curve_table(complete, params)
+    pairs = tables.baseline_pairs(curves, params, flatten(config))
+    versus = tables.versus_baseline(complete, pairs)
+    within = tables.tolerance_table(complete, tolerance)
+    configs = list(curves["config"].unique())
+    objectives = objective_names(study)
+    directions = [d.name.lower() for d in study.directions]
+    front = [t.number for t in study.best_trials] if len(directions) > 1 else []
+    title = f"{study.study_name}: {config.model} on {config.dataset.name}"
+    figures = {spec.name: spec.draw(curves, params, title=title) for spec in FIGURES}
+    return Report(
+        study=study.study_name,
+        params=params,
+        objectives=objectives,
+        directions=directions,
+        counts=counts,
+        notes=tables.report_notes(listed, curves, pairs, counts),
+        # Every table of schema.TABLES, computed.
+        tables={
+            "summary": tables.summary_table(curves, versus, within, pairs, params),
+            "versus_baseline": versus,
+            "at_sparsity": tables.at_sparsity(complete, configs, pairs, levels),
+            "curves": curves,
+            "best": tables.best_table(listed, objectives, directions, params, front=front),
+            "trials": listed,
+            "steps": steps.drop(columns="config"),
+        },
+        figures={name: figure for name, figure in figures.items() if figure is not None},
+        tracking_uri=tracking_uri,
+        parent_run_id=parent,
+        tolerance=tolerance,
+    )

@@ -1,0 +1,264 @@
+"""The figures: accuracy against remaining weights, against the ALDS rate, and the heat map.
+
+Drawn on :class:`matplotlib.figure.Figure` directly (no pyplot: no global state, no GUI
+backend), from the curve table (``tables.curve_table``); the worker draws each trial's curve
+with :func:`trial_figure`, on the same axes as the report's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from orchestrator.report.schema import FRACTION, RATE, TOLERANCE, FigureSpec, param_text
+
+__all__ = [
+    "FIGURES",
+    "plot_accuracy_vs_rate",
+    "plot_accuracy_vs_remaining",
+    "plot_heatmap",
+    "trial_figure",
+]
+
+
+def _accuracy_against_remaining(axis: Any) -> None:
+    """The axes of accuracy against weights remaining: a log scale that decreases to the
+    right, as in the lottery-ticket papers."""
+    axis.set_xscale("log")
+    axis.invert_xaxis()
+    axis.set_xlabel("weights remaining (%, log scale)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.grid(True, alpha=0.3)
+
+
+def trial_figure(remaining: Sequence[float], accuracy: Sequence[float]) -> Figure:
+    """One trial's curve: accuracy against weights remaining, one point per step.
+
+    Args:
+        remaining: the fraction of weights remaining at each step.
+        accuracy: the test accuracy (a fraction) at each step.
+    """
+    figure = Figure(figsize=(5, 3.5), layout="tight")
+    axis = figure.add_subplot()
+    axis.plot([100 * r for r in remaining], [100 * a for a in accuracy], marker="o")
+    _accuracy_against_remaining(axis)
+    return figure
+
+
+def _colors(rates: Iterable[float]) -> dict[float, Any]:
+    import matplotlib
+
+    compressed = sorted({float(r) for r in rates if r > 0})
+    cmap = matplotlib.colormaps["viridis"]
+    span = max(len(compressed) - 1, 1)
+    return {r: cmap(0.85 * i / span) for i, r in enumerate(compressed)}
+
+
+def _others_label(row: pd.Series | Mapping[str, Any], others: Sequence[str]) -> str:
+    return ", ".join(f"{p.split('.')[-1]} {param_text(row[p])}" for p in others)
+
+
+def _dense_lines(axis: Any, curves: pd.DataFrame, tolerance: float = TOLERANCE) -> None:
+    dense = curves.loc[curves["step"] == 0, "accuracy_mean"]
+    if dense.empty:
+        return
+    level = 100 * float(dense.mean())
+    axis.axhline(level, color="0.4", linestyle=":", linewidth=1, label="dense network")
+    axis.axhline(
+        level - 100 * tolerance,
+        color="0.7",
+        linestyle=":",
+        linewidth=1,
+        label=f"dense − {100 * tolerance:g} point",
+    )
+
+
+def _thin(levels: Sequence[float], count: int = 9) -> list[float]:
+    """At most ``count`` of ``levels`` (descending, positive), evenly spread on a log scale."""
+    if len(levels) <= count:
+        return list(levels)
+    logs = np.log(levels)
+    targets = np.linspace(logs[0], logs[-1], count)
+    return sorted({levels[int(np.argmin(abs(logs - t)))] for t in targets}, reverse=True)
+
+
+def plot_accuracy_vs_remaining(
+    curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
+) -> Figure | None:
+    """Accuracy against remaining weights (log, decreasing), one line per configuration.
+
+    The IMP-only baseline is the thick black line; bands are ± one std over seeds.
+    """
+    if curves.empty:
+        return None
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
+    axis = figure.add_subplot()
+    others = [p for p in params if p != RATE]
+    colors = _colors(curves[RATE])
+    styles = ["-", "--", "-.", ":"]
+    other_values = curves.drop_duplicates(others)[others] if others else pd.DataFrame()
+    style_of = {
+        tuple(row): styles[i % len(styles)] for i, row in enumerate(other_values.to_numpy())
+    }
+    order = curves.drop_duplicates("config").sort_values([RATE, *others])
+    for _, head in order.iterrows():
+        curve = curves[curves["config"] == head["config"]].sort_values("step")
+        x = 100 * curve["remaining_mean"].to_numpy(float)
+        y = 100 * curve["accuracy_mean"].to_numpy(float)
+        spread = 100 * curve["accuracy_std"].fillna(0).to_numpy(float)
+        baseline = head[RATE] == 0
+        label = "IMP only (baseline)" if baseline else f"ALDS rate {head[RATE]:g} + IMP"
+        if others:
+            label += f" ({_others_label(head, others)})"
+        color = "black" if baseline else colors[float(head[RATE])]
+        style = style_of.get(tuple(head[others]), "-") if others else "-"
+        axis.plot(
+            x,
+            y,
+            style,
+            marker="o",
+            markersize=4,
+            color=color,
+            linewidth=2.6 if baseline else 1.6,
+            zorder=3 if baseline else 2,
+            label=label,
+        )
+        if (curve["n"] > 1).any():
+            axis.fill_between(x, y - spread, y + spread, color=color, alpha=0.12, linewidth=0)
+    _dense_lines(axis, curves)
+    _accuracy_against_remaining(axis)
+    reference = curves[curves[RATE] == 0] if (curves[RATE] == 0).any() else curves
+    levels = sorted({round(v, 3) for v in 100 * reference["remaining_mean"] if v > 0}, reverse=True)
+    # Ticks at the measured levels: log-scale decades alone say little between 100 and 1 %.
+    axis.set_xticks(_thin(levels))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_title(title or "Accuracy against remaining weights")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure
+
+
+def _step_label(step: int, rows: pd.DataFrame) -> str:
+    if step == 1:
+        return "after ALDS (before IMP)"
+    return f"IMP cycle {step - 1} (≈{100 * rows['remaining_mean'].mean():.3g}% left)"
+
+
+def plot_accuracy_vs_rate(
+    curves: pd.DataFrame, params: Sequence[str], *, title: str = "", panels: int = 4
+) -> Figure | None:
+    """Accuracy against the ALDS rate after ALDS and at fixed IMP cycles (± std over seeds).
+
+    One panel per combination of the other searched parameters that has several rates (at
+    most ``panels``); ``None`` when no combination has two rates.
+    """
+    if curves.empty or RATE not in params:
+        return None
+    others = [p for p in params if p != RATE]
+    groups = [(None, curves)] if not others else list(curves.groupby(others, sort=True))
+    groups = [(key, g) for key, g in groups if g[RATE].nunique() >= 2][:panels]
+    if not groups:
+        return None
+    import matplotlib
+
+    steps = sorted(s for s in curves["step"].unique() if s >= 1)
+    if len(steps) > 5:
+        steps = sorted({steps[int(i)] for i in np.linspace(0, len(steps) - 1, 5)})
+    figure = Figure(figsize=(5.5 * len(groups) + 2.5, 4.2), layout="constrained")
+    axes = figure.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    cmap = matplotlib.colormaps["plasma"]
+    rates = curves[RATE].unique()
+    # Side by side, so the error bars stay apart (only when there are error bars to separate).
+    dodge = 0.012 * (rates.max() - rates.min()) if (curves["n"] > 1).any() else 0.0
+    for axis, (key, group) in zip(axes, groups, strict=True):
+        for i, step in enumerate(steps):
+            rows = group[group["step"] == step].sort_values(RATE)
+            axis.errorbar(
+                rows[RATE] + dodge * (i - (len(steps) - 1) / 2),
+                100 * rows["accuracy_mean"],
+                yerr=100 * rows["accuracy_std"].fillna(0),
+                marker="o",
+                markersize=4,
+                capsize=3,
+                color=cmap(0.85 * i / max(len(steps) - 1, 1)),
+                label=_step_label(int(step), rows),
+            )
+        _dense_lines(axis, group)
+        axis.set_xlabel("ALDS rate (fraction of weights removed by ALDS)")
+        axis.grid(True, alpha=0.3)
+        if key is not None:
+            values = key if isinstance(key, tuple) else (key,)
+            axis.set_title(_others_label(dict(zip(others, values, strict=True)), others))
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle(title or "Accuracy against the ALDS rate")
+    return figure
+
+
+def plot_heatmap(curves: pd.DataFrame, params: Sequence[str], *, title: str = "") -> Figure | None:
+    """Final accuracy (mean over seeds) over ALDS rate and prune fraction, 2-D sweeps only.
+
+    A full grid is drawn as cells annotated with accuracy and weights left; scattered samples
+    (a sampler other than grid) as coloured points.
+    """
+    if curves.empty or RATE not in params or FRACTION not in params:
+        return None
+    final = curves.sort_values("step").groupby("config").tail(1)
+    if final[RATE].nunique() < 2 or final[FRACTION].nunique() < 2:
+        return None
+    figure = Figure(figsize=(6.5, 4.8), layout="constrained")
+    axis = figure.add_subplot()
+    accuracy = final.pivot_table(index=FRACTION, columns=RATE, values="accuracy_mean")
+    remaining = final.pivot_table(index=FRACTION, columns=RATE, values="remaining_mean")
+    label = "final test accuracy (%), mean over seeds"
+    if accuracy.notna().all().all():
+        image = axis.imshow(100 * accuracy.to_numpy(), origin="lower", aspect="auto")
+        axis.set_xticks(range(accuracy.shape[1]), [f"{v:g}" for v in accuracy.columns])
+        axis.set_yticks(range(accuracy.shape[0]), [f"{v:g}" for v in accuracy.index])
+        middle = 100 * np.nanmean(accuracy.to_numpy())
+        for (i, j), value in np.ndenumerate(100 * accuracy.to_numpy()):
+            left = 100 * remaining.to_numpy()[i, j]
+            axis.text(
+                j,
+                i,
+                f"{value:.1f}\n{left:.3g}% left",
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if value < middle else "black",
+            )
+    else:
+        image = axis.scatter(
+            final[RATE], final[FRACTION], c=100 * final["accuracy_mean"], s=80, cmap="viridis"
+        )
+    figure.colorbar(image, ax=axis, label=label)
+    axis.set_xlabel("ALDS rate")
+    axis.set_ylabel("IMP prune fraction per cycle")
+    axis.set_title(title or "Final accuracy")
+    return figure
+
+
+# In the order the report draws them.
+FIGURES = (
+    FigureSpec(
+        "accuracy_vs_remaining", "Accuracy against remaining weights", plot_accuracy_vs_remaining
+    ),
+    FigureSpec(
+        "accuracy_vs_alds_rate",
+        "Accuracy against the ALDS rate at fixed IMP cycles",
+        plot_accuracy_vs_rate,
+        after="summary",
+    ),
+    FigureSpec(
+        "heatmap_rate_fraction",
+        "Final accuracy over ALDS rate and prune fraction",
+        plot_heatmap,
+        after="summary",
+    ),
+)

@@ -1,0 +1,339 @@
+"""Presentation: the report's tables as rounded text, and the files they are written to.
+
+CSV and JSON hold every table complete and unrounded; LaTeX, Markdown and HTML show the
+declared columns (``schema.TABLES``) as ``mean ± std`` text, in percent and points.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from orchestrator.report.figures import FIGURES
+from orchestrator.report.schema import (
+    NUMERIC,
+    RATE,
+    TABLES,
+    Column,
+    Report,
+    is_missing,
+    param_text,
+    plain,
+    shorten,
+    table_spec,
+)
+
+if TYPE_CHECKING:
+    from compression.alds import AldsPlan
+
+__all__ = [
+    "latex_escape",
+    "latex_table",
+    "markdown_table",
+    "plan_markdown",
+    "present",
+    "write",
+]
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _number(value: Any, kind: str) -> str:
+    match kind:
+        case "pct":
+            return f"{100 * value:.2f}"
+        case "points":
+            return f"{100 * value:+.2f}"
+        case "int":
+            return f"{round(value):,}"
+        case "ratio":
+            return f"{value:.2f}"
+        case "seconds":
+            return f"{value:.0f}"
+        case "param":
+            return param_text(value)
+    return str(value)
+
+
+def _cell(row: pd.Series, column: Column) -> str:
+    value = row.get(column.source)
+    if is_missing(value) or value == "":
+        return "–"
+    text = shorten(_number(value, column.kind), column.limit)
+    spread = row.get(column.std) if column.std else None
+    if spread is not None and not is_missing(spread):
+        text += f" ± {_number(spread, 'pct' if column.kind == 'points' else column.kind)}"
+    if column.bound and not is_missing(row.get(column.bound)) and bool(row.get(column.bound)):
+        text = "≥ " + text
+    return text
+
+
+def _columns(name: str, report: Report, paper: bool) -> list[Column]:
+    spec = table_spec(name)
+    if spec is None or spec.columns is None:
+        raise ValueError(f"no presentation for table '{name}'")
+    return [c for c in spec.columns(report) if c.paper or not paper]
+
+
+def present(report: Report, name: str, *, paper: bool = False) -> pd.DataFrame:
+    """A table as rounded text cells with ``mean ± std``, ready to paste.
+
+    ``paper`` drops the columns a paper has no use for (run ids, notes).
+    """
+    columns = _columns(name, report, paper)
+    table = report.tables[name]
+    arms = [c.source for c in columns if c.kind == "arm"]
+    if arms:
+        labels = _arm_labels(report)
+        table = table.assign(**{source: table[source].map(labels) for source in arms})
+    rows = [[_cell(row, c) for c in columns] for _, row in table.iterrows()]
+    return pd.DataFrame(rows, columns=[c.header for c in columns], dtype=object)
+
+
+def _arm_labels(report: Report) -> Mapping[str, str]:
+    """Each configuration as its arm: the ALDS rate, then the other searched parameters."""
+    curves = report.tables["curves"]
+    others = [p for p in report.params if p != RATE]
+    labels = {}
+    for _, row in curves.drop_duplicates("config").iterrows():
+        text = f"ALDS {row[RATE]:g}"
+        if others:
+            text += " (" + ", ".join(f"{p}={param_text(row[p])}" for p in others) + ")"
+        labels[row["config"]] = text
+    return labels
+
+
+def _aligned(name: str, report: Report, paper: bool) -> list[bool]:
+    return [c.kind in NUMERIC for c in _columns(name, report, paper)]
+
+
+# --------------------------------------------------------------------------- table formats
+
+
+def markdown_table(table: pd.DataFrame, numeric: Sequence[bool]) -> str:
+    """A GitHub-flavoured Markdown table; numeric columns right-aligned."""
+
+    def line(cells: Iterable[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join("---:" if right else "---" for right in numeric) + "|"
+    return "\n".join([line(table.columns), rule, *(line(row) for row in table.to_numpy())])
+
+
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "Δ": r"$\Delta$",
+    "–": "--",
+    "≥": r"$\geq$",
+    "…": r"\ldots{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` safe in a LaTeX tabular (pdfLaTeX: the report's symbols as math)."""
+    return "".join(_LATEX.get(char, char) for char in text)
+
+
+def latex_table(table: pd.DataFrame, numeric: Sequence[bool]) -> str:
+    """A booktabs ``tabular`` fragment to ``\\input`` in a paper."""
+    escaped = table.map(latex_escape)
+    escaped.columns = [latex_escape(c) for c in table.columns]
+    spec = "".join("r" if right else "l" for right in numeric)
+    return escaped.to_latex(index=False, escape=False, column_format=spec)
+
+
+def _json_records(table: pd.DataFrame) -> str:
+    """The rows as a JSON list of objects, floats exact (pandas' writer keeps 15 digits)."""
+
+    def value(cell: Any) -> Any:
+        cell = plain(cell)
+        return None if is_missing(cell) else cell
+
+    rows = [{k: value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+    return json.dumps(rows, indent=1, allow_nan=False)
+
+
+_PLAN_COLUMNS = ["name", "kind", "shape", "k", "rank", "error", "exact_error"]
+_PLAN_COLUMNS += ["params_before", "params_after"]
+
+
+def plan_markdown(plan: AldsPlan) -> str:
+    """An ALDS plan as Markdown: a row per layer, then a line of totals.
+
+    A layer left dense shows ``dense`` as its rank; errors have 4 decimals, sizes separators.
+    """
+    columns = list(_PLAN_COLUMNS)
+    if plan.flops_before is not None:
+        columns += ["flops_before", "flops_after"]
+    cells = [[_plan_cell(c, row[c]) for c in columns] for row in plan.to_rows()]
+    table = pd.DataFrame(cells, columns=columns, dtype=object)
+    totals = plan.summary()
+    flops = (
+        f"; FLOPs {plan.flops_before:,} → {plan.flops_after:,}"
+        if plan.flops_before is not None
+        else ""
+    )
+    return "\n".join(
+        [
+            markdown_table(table, [False] * len(columns)),
+            "",
+            f"rate {plan.rate:.3f} ({plan.error}): removed {totals['achieved_rate']:.4f} of "
+            f"{totals['compressible_before']:,} compressible weights, {totals['total_rate']:.4f} "
+            f"of all {totals['params_before']:,} parameters; max error "
+            f"{totals['max_error']:.4f}, max exact error {totals['max_exact_error']:.4f}{flops}",
+        ]
+    )
+
+
+def _plan_cell(column: str, value: Any) -> str:
+    if column == "rank" and value is None:
+        return "dense"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- the files
+
+
+def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
+    """Write the report's tables in ``formats`` and its figures (PNG) into ``output``.
+
+    CSV and JSON hold every table complete and unrounded (``<table>.csv``/``.json``, the raw
+    steps included); LaTeX writes one booktabs fragment per table (``<table>.tex``); Markdown
+    and HTML one document each (``report.md``, ``report.html``) with tables and figures.
+
+    Returns:
+        The files written, figures first.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, figure in report.figures.items():
+        path = output / f"{name}.png"
+        figure.savefig(path, dpi=150)
+        written.append(path)
+    for name, table in report.tables.items():
+        if "csv" in formats:
+            table.to_csv(output / f"{name}.csv", index=False)
+            written.append(output / f"{name}.csv")
+        if "json" in formats:
+            (output / f"{name}.json").write_text(_json_records(table))
+            written.append(output / f"{name}.json")
+        spec = table_spec(name)
+        if "latex" in formats and spec is not None and spec.presented:
+            path = output / f"{name}.tex"
+            path.write_text(
+                latex_table(present(report, name, paper=True), _aligned(name, report, True))
+            )
+            written.append(path)
+    if "md" in formats:
+        written.append(output / "report.md")
+        written[-1].write_text(_markdown_document(report))
+    if "html" in formats:
+        written.append(output / "report.html")
+        written[-1].write_text(_html_document(report, output))
+    return written
+
+
+def _introduction(report: Report) -> list[str]:
+    directions = ", ".join(
+        f"{d} {o}" for d, o in zip(report.directions, report.objectives, strict=True)
+    )
+    parent = f", parent run `{report.parent_run_id}`" if report.parent_run_id else ""
+    return [
+        f"Study `{report.study}` (objective: {directions}); MLflow `{report.tracking_uri}`"
+        f"{parent}.",
+        f"{report.status()}. Aggregates use complete trials only; n counts the seeds behind a "
+        "number, ± is the standard deviation over seeds; accuracies and sparsities in percent, "
+        "differences in accuracy points (Δ > 0: ALDS + IMP is better than IMP only at the same "
+        "sparsity).",
+    ]
+
+
+def _markdown_document(report: Report) -> str:
+    lines = [f"# Sweep report: {report.study}", "", *_introduction(report), ""]
+    lines += [f"- {note}" for note in report.notes] + ([""] if report.notes else [])
+    lines += _markdown_figures(report, None)
+    for spec in TABLES:
+        if spec.presented:
+            lines += [f"## {spec.title}", ""]
+            numeric = _aligned(spec.name, report, False)
+            lines += [markdown_table(present(report, spec.name), numeric), ""]
+            lines += _markdown_figures(report, spec.name)
+    return "\n".join(lines)
+
+
+def _markdown_figures(report: Report, after: str | None) -> list[str]:
+    """The image lines of the figures shown after the table ``after`` (``None``: the top)."""
+    lines = []
+    for spec in FIGURES:
+        if spec.after == after and spec.name in report.figures:
+            lines += [f"![{spec.title}]({spec.name}.png)", ""]
+    return lines
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}"
+    "table{border-collapse:collapse;margin:1em 0}"
+    "th,td{padding:.25em .6em;border-bottom:1px solid #ddd}"
+    "th{border-bottom:2px solid #444;text-align:left}td.n{text-align:right}"
+    "img{max-width:100%}"
+)
+
+
+def _html_document(report: Report, output: Path) -> str:
+    """One self-contained page (figures embedded), to share or put on a team page."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Sweep report: {html.escape(report.study)}</title><style>{_CSS}</style>",
+        f"</head><body><h1>Sweep report: {html.escape(report.study)}</h1>",
+        *(f"<p>{html.escape(text)}</p>" for text in _introduction(report)),
+    ]
+    if report.notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>")
+    for figure in FIGURES:
+        if figure.name in report.figures:
+            data = base64.b64encode((output / f"{figure.name}.png").read_bytes()).decode()
+            title = html.escape(figure.title)
+            parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>")
+    for spec in TABLES:
+        if spec.presented:
+            parts.append(f"<h2>{html.escape(spec.title)}</h2>{_html_table(report, spec.name)}")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _html_table(report: Report, name: str) -> str:
+    table = present(report, name)
+    numeric = _aligned(name, report, False)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='n'>{html.escape(v)}</td>" if right else f"<td>{html.escape(v)}</td>"
+            for v, right in zip(row, numeric, strict=True)
+        )
+        + "</tr>"
+        for row in table.to_numpy()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,0 +1,417 @@
+"""The tables: pure functions of tidy frames of trials and steps, checkable on hand-built curves.
+
+Aggregates (curves, the comparison with the baseline, the best configurations) take complete
+trials only, with ``n`` the number of seeds behind each number; the trials table lists every
+trial, running, pruned and failed ones included, with what they logged so far.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.curve import value_at_sparsity
+from orchestrator.report.schema import (
+    METRICS,
+    NOTE_LIMIT,
+    RATE,
+    TOLERANCE,
+    config_fields,
+    plain,
+    shorten,
+)
+
+__all__ = [
+    "at_sparsity",
+    "baseline_pairs",
+    "best_table",
+    "curve_table",
+    "report_notes",
+    "summary_table",
+    "tolerance_table",
+    "trials_table",
+    "versus_baseline",
+]
+
+
+def trials_table(trials: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """Every trial with what its curve ended at (the last logged step) and a note."""
+    last = (
+        steps.sort_values("step")
+        .groupby("trial")
+        .tail(1)
+        .set_index("trial")[
+            ["step", "accuracy", "sparsity", "remaining", "params_nonzero", "compression_ratio"]
+        ]
+        .rename(columns={"step": "last_step"})
+    )
+    table = trials.join(last, on="number")
+    table["note"] = [_note(row) for _, row in table.iterrows()]
+    return table
+
+
+def _note(row: pd.Series) -> str:
+    parts = []
+    if row["state"] == "RUNNING":
+        step = "no step yet" if pd.isna(row["last_step"]) else f"at step {int(row['last_step'])}"
+        elapsed = "" if pd.isna(row["elapsed_s"]) else f", {_duration(row['elapsed_s'])}"
+        parts.append(f"running, {step}{elapsed}")
+    elif row["state"] == "PRUNED":
+        parts.append(f"pruned after step {_int_text(row['last_step'])}")
+    elif row["state"] == "WAITING":
+        parts.append("queued")
+    if isinstance(row.get("fail_reason"), str) and row["fail_reason"]:
+        parts.append(row["fail_reason"])
+    if not pd.isna(row.get("retry_of")):
+        parts.append(f"retry of trial {int(row['retry_of'])}")
+    if isinstance(row.get("missing"), str):
+        parts.append(row["missing"])
+    return "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _int_text(value: Any) -> str:
+    return "-" if pd.isna(value) else str(int(value))
+
+
+def _phase(step: int) -> str:
+    return "dense" if step == 0 else "alds" if step == 1 else "imp"
+
+
+def _config_params(steps: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
+    columns = [c for c in ["config", *config_fields(params)] if c in steps]
+    return steps[columns].drop_duplicates("config").set_index("config")
+
+
+def curve_table(steps: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
+    """Per configuration and step: n seeds, accuracy mean and std, sparsity and sizes (means).
+
+    ``steps`` is a labelled frame (``sources.label_steps``) of the trials to aggregate.
+    """
+    spread = ("accuracy", "val_accuracy", "loss", "sparsity")
+    aggregations: dict[str, tuple[str, str]] = {"n": ("trial", "nunique")}
+    for key in METRICS:
+        aggregations[f"{key}_mean"] = (key, "mean")
+        if key in spread:
+            aggregations[f"{key}_std"] = (key, "std")
+    if steps.empty:
+        keys = ["config", *config_fields(params), "step", "phase", *aggregations]
+        return pd.DataFrame(columns=keys)
+    table = steps.groupby(["config", "step"]).agg(**aggregations).reset_index()
+    table = table.join(_config_params(steps, params), on="config")
+    table["phase"] = table["step"].map(_phase)
+    front = ["config", *[c for c in config_fields(params) if c in table], "step", "phase"]
+    table = table[front + [c for c in table if c not in front]]
+    return table.sort_values([*front[1:-2], "step"], ignore_index=True)
+
+
+def baseline_pairs(
+    configs: pd.DataFrame, params: Sequence[str], defaults: Mapping[str, Any]
+) -> dict[str, str]:
+    """For each ALDS configuration, the IMP-only configuration (``alds.rate`` 0) to compare with.
+
+    ``configs`` has a ``config`` column, the parameters and ``alds.rate``. The baseline with the
+    same other parameters wins; else the one at the sweep's defaults (the enqueued baseline);
+    else the first baseline.
+    """
+    others = [p for p in params if p != RATE]
+    unique = configs.drop_duplicates("config")
+    baselines = unique[unique[RATE] == 0]
+    if baselines.empty:
+        return {}
+
+    def key(row: pd.Series | Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(plain(row[p]) for p in others)
+
+    by_others = {key(row): row["config"] for _, row in baselines.iterrows()}
+    fallback = by_others.get(tuple(defaults.get(p) for p in others), baselines["config"].iloc[0])
+    return {
+        row["config"]: by_others.get(key(row), fallback)
+        for _, row in unique[unique[RATE] != 0].iterrows()
+    }
+
+
+def _per_seed(steps: pd.DataFrame, config: str, level: float) -> pd.Series:
+    """Each seed's accuracy at ``level`` sparsity, read off its curve as objectives are."""
+    values = {
+        seed: value_at_sparsity(trial["step"], trial["sparsity"], trial["accuracy"], level)
+        for seed, trial in steps[steps["config"] == config].groupby("seed")
+    }
+    return pd.Series(values, dtype=float).dropna()
+
+
+def _std(values: pd.Series) -> float:
+    return float(values.std()) if len(values) > 1 else math.nan
+
+
+def versus_baseline(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
+    """Each ALDS configuration against its baseline at matched sparsity, per compressed step.
+
+    The levels are the ALDS configuration's mean sparsities at its steps 1, 2, ...; both arms'
+    curves are interpolated there seed by seed. The difference is paired by seed (a seed's two
+    arms share θ0 and the dense network): its mean and std over the seeds both arms have. A
+    level beyond the baseline's curve has no baseline value (never extrapolated).
+    """
+    rows = []
+    for config, baseline in pairs.items():
+        own = steps[(steps["config"] == config) & (steps["step"] >= 1)]
+        levels = own.groupby("step")[["sparsity", "remaining"]].mean()
+        for step, (level, remaining) in levels.iterrows():
+            rows.append(
+                {
+                    "config": config,
+                    "baseline": baseline,
+                    "step": int(step),
+                    "sparsity": level,
+                    "remaining": remaining,
+                    **_matched(steps, config, baseline, level),
+                }
+            )
+    columns = ["config", "baseline", "step", "sparsity", "remaining", *_MATCHED]
+    return pd.DataFrame(rows, columns=columns)
+
+
+_MATCHED = [
+    "accuracy_mean",
+    "accuracy_std",
+    "n",
+    "baseline_accuracy_mean",
+    "baseline_accuracy_std",
+    "baseline_n",
+    "difference_mean",
+    "difference_std",
+    "paired_n",
+]
+
+
+def _matched(steps: pd.DataFrame, config: str, baseline: str | None, level: float) -> dict:
+    """One configuration against its baseline at one sparsity, interpolated seed by seed."""
+    ours = _per_seed(steps, config, level)
+    theirs = _per_seed(steps, baseline, level) if baseline else pd.Series(dtype=float)
+    common = ours.index.intersection(theirs.index)
+    paired = ours[common] - theirs[common]
+    return {
+        "accuracy_mean": ours.mean() if len(ours) else math.nan,
+        "accuracy_std": _std(ours),
+        "n": len(ours),
+        "baseline_accuracy_mean": theirs.mean() if len(theirs) else math.nan,
+        "baseline_accuracy_std": _std(theirs),
+        "baseline_n": len(theirs),
+        "difference_mean": paired.mean() if len(paired) else math.nan,
+        "difference_std": _std(paired),
+        "paired_n": len(paired),
+    }
+
+
+def at_sparsity(
+    steps: pd.DataFrame, configs: Sequence[str], pairs: Mapping[str, str], levels: Sequence[float]
+) -> pd.DataFrame:
+    """Every configuration at the same fixed sparsity levels, for a table across a paper.
+
+    Accuracy per level as in :func:`versus_baseline` (interpolated seed by seed, never
+    extrapolated: a configuration that never had a network at a level has no value there), and
+    for ALDS configurations the paired difference to their baseline. Rows by level, then in
+    the order of ``configs``.
+    """
+    rows = [
+        {
+            "config": config,
+            "baseline": pairs.get(config),
+            "sparsity": level,
+            "remaining": 1.0 - level,
+            **_matched(steps, config, pairs.get(config), level),
+        }
+        for level in levels
+        for config in configs
+    ]
+    return pd.DataFrame(rows, columns=["config", "baseline", "sparsity", "remaining", *_MATCHED])
+
+
+def tolerance_table(steps: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
+    """Per configuration: the highest sparsity up to which accuracy stays within ``tolerance``.
+
+    Per seed: walk the measured steps in order from the dense network (step 0, that seed's
+    reference) and take the highest sparsity before the first step more than ``tolerance``
+    below it. ``to_end`` counts the seeds that never dropped (their value is a lower bound).
+    """
+    rows = []
+    for config, group in steps.groupby("config"):
+        reached: dict[Any, float] = {}
+        to_end = 0
+        for seed, trial in group.groupby("seed"):
+            curve = trial.sort_values("step")
+            dense = curve.loc[curve["step"] == 0, "accuracy"]
+            if dense.empty:
+                continue
+            floor = float(dense.iloc[0]) - tolerance - 1e-12
+            within = (curve["accuracy"] >= floor).to_numpy()
+            cut = len(within) if within.all() else int(np.argmin(within))
+            to_end += int(within.all())
+            reached[seed] = float(curve["sparsity"].iloc[:cut].max())
+        values = pd.Series(reached, dtype=float)
+        rows.append(
+            {
+                "config": config,
+                "max_sparsity_within_mean": values.mean() if len(values) else math.nan,
+                "max_sparsity_within_std": _std(values),
+                "within_n": len(values),
+                "within_to_end": to_end,
+            }
+        )
+    return pd.DataFrame(rows, columns=["config", *_WITHIN])
+
+
+_WITHIN = [
+    "max_sparsity_within_mean",
+    "max_sparsity_within_std",
+    "within_n",
+    "within_to_end",
+]
+
+
+def summary_table(
+    curves: pd.DataFrame,
+    versus: pd.DataFrame,
+    within: pd.DataFrame,
+    pairs: Mapping[str, str],
+    params: Sequence[str],
+) -> pd.DataFrame:
+    """One row per configuration: the seed's question answered.
+
+    The final accuracy and sparsity, the difference to the baseline at the highest sparsity
+    both curves reach, and the highest sparsity within the tolerance of the dense network.
+    """
+    fields = config_fields(params)
+    columns = [
+        "config",
+        *fields,
+        "role",
+        "baseline",
+        "n",
+        "final_step",
+        "final_sparsity",
+        "final_accuracy_mean",
+        "final_accuracy_std",
+        "matched_sparsity",
+        "difference_mean",
+        "difference_std",
+        "paired_n",
+        *_WITHIN,
+        "within_lower_bound",
+    ]
+    if curves.empty:
+        return pd.DataFrame(columns=columns)
+    final = curves.sort_values("step").groupby("config").tail(1).set_index("config")
+    rows = []
+    for config, row in final.iterrows():
+        matched = versus[(versus["config"] == config) & versus["difference_mean"].notna()]
+        top = matched.sort_values("sparsity").tail(1)
+        rows.append(
+            {
+                "config": config,
+                **{p: row[p] for p in fields if p in row},
+                "role": "IMP only" if row.get(RATE, math.nan) == 0 else "ALDS + IMP",
+                "baseline": pairs.get(config),
+                "n": row["n"],
+                "final_step": row["step"],
+                "final_sparsity": row["sparsity_mean"],
+                "final_accuracy_mean": row["accuracy_mean"],
+                "final_accuracy_std": row["accuracy_std"],
+                "matched_sparsity": top["sparsity"].iloc[0] if len(top) else math.nan,
+                "difference_mean": top["difference_mean"].iloc[0] if len(top) else math.nan,
+                "difference_std": top["difference_std"].iloc[0] if len(top) else math.nan,
+                "paired_n": top["paired_n"].iloc[0] if len(top) else 0,
+            }
+        )
+    table = pd.DataFrame(rows).merge(within, on="config", how="left")
+    # Every seed stayed within the tolerance to its last step: the true value may be higher.
+    table["within_lower_bound"] = (table["within_n"] > 0) & (
+        table["within_to_end"] == table["within_n"]
+    )
+    return table[[c for c in columns if c in table]].sort_values(
+        [c for c in fields if c in table], ignore_index=True
+    )
+
+
+def best_table(
+    trials: pd.DataFrame,
+    objectives: Sequence[str],
+    directions: Sequence[str],
+    params: Sequence[str],
+    *,
+    front: Iterable[int] = (),
+    top: int = 10,
+) -> pd.DataFrame:
+    """The best configurations by mean objective over seeds, or the Pareto-front trials.
+
+    One objective: configurations of complete trials ranked by the mean value (std, n, and the
+    best trial of each). Several: the trials numbered in ``front`` (Optuna's Pareto front).
+    """
+    complete = trials[trials["state"] == "COMPLETE"]
+    if len(objectives) > 1:
+        keep = ["number", "seed", *params, *[f"value:{o}" for o in objectives]]
+        keep += ["accuracy", "sparsity", "params_nonzero", "compression_ratio"]
+        table = complete[complete["number"].isin(list(front))][keep]
+        return table.sort_values(f"value:{objectives[0]}", ignore_index=True)
+    value = f"value:{objectives[0]}"
+    maximize = directions[0] == "maximize"
+    columns = ["rank", "config", *params, "n", "value_mean", "value_std", "best_trial"]
+    columns += ["accuracy_mean", "sparsity_mean", "params_nonzero_mean"]
+    if complete.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for config, group in complete.groupby("config"):
+        ranked = group.sort_values(value, ascending=not maximize)
+        rows.append(
+            {
+                "config": config,
+                **{p: group[p].iloc[0] for p in params},
+                "n": len(group),
+                "value_mean": group[value].mean(),
+                "value_std": _std(group[value]),
+                "best_trial": int(ranked["number"].iloc[0]),
+                "accuracy_mean": group["accuracy"].mean(),
+                "sparsity_mean": group["sparsity"].mean(),
+                "params_nonzero_mean": group["params_nonzero"].mean(),
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("value_mean", ascending=not maximize, ignore_index=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table[columns].head(top)
+
+
+def report_notes(
+    trials: pd.DataFrame, curves: pd.DataFrame, pairs: Mapping[str, str], counts: Mapping[str, int]
+) -> list[str]:
+    """What a reader of the aggregates must know: trials left out of them, missing baselines.
+
+    ``trials`` is the :func:`trials_table`; ``counts`` the trials by state.
+    """
+    notes = []
+    for state, verb in (("RUNNING", "still running"), ("PRUNED", "pruned"), ("FAIL", "failed")):
+        rows = trials[trials["state"] == state]
+        if len(rows):
+            listed = "; ".join(
+                f"{int(r.number)} ({shorten(r.note, NOTE_LIMIT)})" for r in rows.itertuples()
+            )
+            notes.append(f"{len(rows)} trial(s) {verb}, not in the aggregates: {listed}")
+    if counts.get("WAITING"):
+        notes.append(f"{counts['WAITING']} trial(s) queued, not started")
+    if curves.empty:
+        notes.append("no trial is complete yet: the aggregate tables are empty")
+    elif not pairs:
+        if (curves[RATE] == 0).all():
+            notes.append("every configuration is IMP only (alds.rate 0): nothing to compare")
+        else:
+            notes.append(
+                "no complete IMP-only baseline (alds.rate 0): ALDS configurations cannot be "
+                "compared at matched sparsity"
+            )
+    return notes

@@ -1,0 +1,196 @@
+"""Local worker processes: one per device slot, restarted when they die, stopped in order.
+
+A GPU slot sees only its GPU (``CUDA_VISIBLE_DEVICES``), CPU slots share the cores. The
+supervisor runs in the sweep's parent process; the workers it starts are ordinary
+``orchestrate worker`` processes, like the ones started by hand on other hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from orchestrator import keys, progress, queue, tracking
+from orchestrator.config import SweepConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Slot", "Supervisor", "device_slots", "spawn", "worker_command"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker's place: a GPU index, or the CPU."""
+
+    gpu: int | None
+    index: int
+
+    @property
+    def name(self) -> str:
+        return "cpu" if self.gpu is None else f"cuda:{self.gpu}"
+
+
+def device_slots(devices: str, workers_per_device: int) -> list[Slot]:
+    """``auto`` (every visible GPU, else the CPU), ``cpu``, or GPU indices ``0,1,3``."""
+    if devices == "auto":
+        import torch
+
+        count = torch.cuda.device_count()
+        gpus: list[int | None] = list(range(count)) if count else [None]
+    elif devices == "cpu":
+        gpus = [None]
+    else:
+        gpus = [int(part) for part in devices.split(",")]
+    pool = [gpu for gpu in gpus for _ in range(workers_per_device)]
+    return [Slot(gpu, index) for index, gpu in enumerate(pool)]
+
+
+def worker_command(
+    slot: Slot,
+    study_name: str,
+    storage_url: str,
+    tracking_uri: str,
+    threads: int,
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the worker for ``slot``.
+
+    A GPU slot sees only its own GPU (``CUDA_VISIBLE_DEVICES``), which it then calls ``cuda:0``.
+    """
+    env = dict(os.environ)
+    device = "cpu"
+    if slot.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(slot.gpu)
+        device = "cuda:0"
+    env["OMP_NUM_THREADS"] = str(threads)
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "worker",
+        "--study",
+        study_name,
+        "--storage",
+        storage_url,
+        "--device",
+        device,
+        "--tracking-uri",
+        tracking_uri,
+        "--threads",
+        str(threads),
+        "--index",
+        str(slot.index),
+    ]
+    return command, env
+
+
+def spawn(
+    slot: Slot,
+    study_name: str,
+    storage_url: str,
+    tracking_uri: str,
+    threads: int,
+) -> subprocess.Popen:
+    """Start the worker for ``slot`` in a session of its own, so a Ctrl-C in the terminal
+    reaches only the parent, which then stops the workers in order."""
+    command, env = worker_command(slot, study_name, storage_url, tracking_uri, threads)
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+class Supervisor:
+    """Runs one worker process per slot, restarts dead ones, stops them on a signal."""
+
+    MAX_RESTARTS = 3
+
+    def __init__(
+        self,
+        slots: list[Slot],
+        study: optuna.Study,
+        config: SweepConfig,
+        storage_url: str,
+        tracking_uri: str,
+    ) -> None:
+        self.slots = slots
+        self.study = study
+        self.config = config
+        self.storage_url = storage_url
+        self.tracking_uri = tracking_uri
+        cpu_slots = sum(1 for slot in slots if slot.gpu is None)
+        fair_share = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
+        self.threads = int(os.environ.get("ORCHESTRATE_WORKER_THREADS") or fair_share)
+        self.signals = 0
+        self.restarts = 0
+        self.processes: dict[Slot, subprocess.Popen] = {}
+
+    def _start(self, slot: Slot) -> None:
+        self.processes[slot] = spawn(
+            slot, self.study.study_name, self.storage_url, self.tracking_uri, self.threads
+        )
+
+    def interrupt(self, *_: object) -> None:
+        """First signal: workers finish their current step; second: they stop at once."""
+        self.signals += 1
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM if self.signals == 1 else signal.SIGKILL)
+
+    def _reap(self, slot: Slot, process: subprocess.Popen) -> None:
+        """A worker exited with an error: fail its trials now (no heartbeat wait)."""
+        label = keys.worker_label(socket.gethostname(), process.pid)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get(keys.TRIAL_WORKER) == label:
+                reason = f"worker {label} exited with code {process.returncode}"
+                # A worker stopped by the user's second signal did nothing wrong.
+                limit = None if self.signals else self.config.execution.max_retries
+                queue.fail_and_requeue(
+                    self.study,
+                    trial,
+                    reason,
+                    max_retries=limit,
+                    on_failed=tracking.close_trial_run,
+                )
+        queue_left = self.study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)
+        )
+        if self.signals == 0 and queue_left and self.restarts < self.MAX_RESTARTS * len(self.slots):
+            self.restarts += 1
+            logger.warning(
+                "worker on %s died (code %s); restarting it", slot.name, process.returncode
+            )
+            self._start(slot)
+
+    def run(self, show: Callable[[dict[str, Any]], None] = lambda rows: None) -> int:
+        """Supervise until every worker has exited; returns how many ended with an error."""
+        for slot in self.slots:
+            self._start(slot)
+        failed = 0
+        reaped: set[int] = set()
+        try:
+            while True:
+                for slot, process in list(self.processes.items()):
+                    code = process.poll()
+                    if code is not None and code != 0 and process.pid not in reaped:
+                        reaped.add(process.pid)
+                        failed += 1
+                        self._reap(slot, process)  # may start a new worker for the slot
+                show(progress.rows(self.study))
+                if all(p.poll() is not None for p in self.processes.values()):
+                    break
+                time.sleep(1.0)
+        finally:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+        show(progress.rows(self.study))
+        return failed

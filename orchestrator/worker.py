@@ -1,0 +1,249 @@
+"""The worker: a loop that claims queued trials of one study and runs them.
+
+Every worker runs :func:`run_worker`, locally under ``orchestrate sweep`` (one per device slot,
+see :mod:`orchestrator.supervisor`) or on any host with ``orchestrate worker``; workers
+coordinate only through the study's storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from orchestrator import keys, queue, tracking, workspace
+from orchestrator import study as studies
+from orchestrator.cache import CheckpointCache
+from orchestrator.config import ConfigError, config_hash
+from orchestrator.procedure import Step, TrialResult, objective_value, run_trial
+from orchestrator.tracking import SweepTracker, TrialRun
+
+POLL_SECONDS = 2.0
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrialInterrupted", "TrialTimeout", "Worker", "run_worker"]
+
+
+class TrialInterrupted(Exception):
+    """The worker was asked to stop; the trial ends after its current step and is requeued."""
+
+
+class TrialTimeout(Exception):
+    """The trial ran longer than ``execution.trial_timeout``."""
+
+
+class Worker:
+    """Claims queued trials of one study and runs them until the queue is done."""
+
+    def __init__(
+        self,
+        study_name: str,
+        storage_url: str,
+        *,
+        device: str = "cpu",
+        tracking_uri: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        self.storage = studies.open_storage(storage_url)
+        # A worker started by hand on another host has no slot number: its pid separates it.
+        worker = index if index is not None else os.getpid()
+        self.study, self.config = studies.load_study(study_name, self.storage, worker=worker)
+        queue.set_stale_callback(
+            self.storage,
+            queue.retry_stale(self.config.execution.max_retries, tracking.close_trial_run),
+        )
+        self.device = device
+        self.label = keys.worker_label(socket.gethostname(), os.getpid())
+        self.stopping = False
+        uri = tracking_uri or self.study.user_attrs.get(keys.STUDY_TRACKING_URI)
+        if uri is None:
+            raise ConfigError("no tracking URI: pass --tracking-uri")
+        self.tracker = SweepTracker(
+            uri,
+            self.config,
+            experiment_id=self.study.user_attrs.get(keys.STUDY_EXPERIMENT_ID),
+            spool=workspace.spool_file(self.config, socket.gethostname(), os.getpid()),
+        )
+        self.parent_run_id = self.study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+        self.cache = CheckpointCache(workspace.cache_folder(self.config))
+        workspace.progress_folder(self.config).mkdir(parents=True, exist_ok=True)
+
+    def stop(self, *_: object) -> None:
+        """First signal: finish the current step, then stop; second: stop at once."""
+        if self.stopping:
+            raise KeyboardInterrupt
+        self.stopping = True
+
+    def run(self, max_trials: int | None = None) -> int:
+        """Run trials until none is queued or running elsewhere; returns how many ran here."""
+        done = 0
+        while not self.stopping and (max_trials is None or done < max_trials):
+            optuna.storages.fail_stale_trials(self.study)
+            claimed = queue.claim_trial(self.study)
+            if claimed is None:
+                running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not running:
+                    break
+                # A running trial elsewhere may still fail and be re-queued as a retry.
+                time.sleep(POLL_SECONDS)
+                continue
+            trial, queued = claimed
+            with queue.Heartbeat(self.storage, trial):
+                self._run_one(trial, retry_of=queued.system_attrs.get(keys.TRIAL_FAILED_TRIAL))
+            done += 1
+        flush_seconds = float(os.environ.get("ORCHESTRATE_TRACKING_FLUSH_SECONDS", "300"))
+        if not self.tracker.outbox.flush(deadline=time.monotonic() + flush_seconds):
+            logger.warning(
+                "tracking store still unreachable; unsent calls are kept in %s",
+                self.tracker.outbox.spool,
+            )
+        return done
+
+    def _run_one(self, trial: optuna.Trial, retry_of: int | None) -> None:
+        seed = int(trial.user_attrs[keys.TRIAL_SEED])
+        params = queue.suggest(trial, self.config)
+        trial_config = self.config.with_params(params)
+        tags: dict[str, Any] = {keys.TAG_DEVICE: self.device, keys.TAG_WORKER: self.label}
+        if retry_of is not None:
+            tags[keys.TAG_RETRY_OF] = retry_of
+        run = self.tracker.start_trial(
+            self.parent_run_id,
+            trial_number=trial.number,
+            seed=seed,
+            trial_config=trial_config,
+            tags=tags,
+        )
+        # Overwritten on a retry: the copy carries the failed trial's user attributes.
+        trial.set_user_attr(keys.TRIAL_RUN_ID, run.run_id)
+        trial.set_user_attr(keys.TRIAL_WORKER, self.label)
+        trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
+        progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
+        if progress_file.exists():
+            run.set_tags({keys.TAG_RESUMED: "true"})
+        started = time.monotonic()
+        timeout = self.config.execution.trial_timeout
+
+        def check() -> None:
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise TrialTimeout(f"trial ran longer than execution.trial_timeout = {timeout} s")
+
+        try:
+            result = run_trial(
+                trial_config,
+                seed,
+                device=self.device,
+                cache=self.cache,
+                on_step=self._reporter(trial, run),
+                check=check,
+                progress_file=progress_file,
+            )
+            values = [objective_value(result.steps, o) for o in self.config.search.objective]
+            undefined = [
+                o
+                for o, v in zip(self.config.search.objective, values, strict=True)
+                if math.isnan(v)
+            ]
+            if undefined:
+                raise ValueError(
+                    f"objective {undefined[0].metric} at {undefined[0].at} is undefined: the "
+                    "curve never reached that point"
+                )
+            _log_result(run, result)
+        except optuna.TrialPruned:
+            run.set_tags({keys.TAG_STATE: "PRUNED"})
+            run.end("KILLED")
+            self.study.tell(trial, state=TrialState.PRUNED)
+            progress_file.unlink(missing_ok=True)
+            return
+        except (TrialInterrupted, TrialTimeout, KeyboardInterrupt) as exc:
+            interrupted = not isinstance(exc, TrialTimeout)
+            reason = "interrupted" if interrupted else str(exc)
+            self._fail(trial, run, reason, "KILLED" if interrupted else "FAILED")
+            frozen = self.study.trials[trial.number]
+            # An interruption is no fault of the trial: its retry does not count.
+            limit = None if interrupted else self.config.execution.max_retries
+            queue.requeue(self.study, frozen, max_retries=limit)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return
+        except Exception as exc:  # any other failure ends this trial, never the sweep
+            self._fail(trial, run, f"{type(exc).__name__}: {exc}", "FAILED")
+            progress_file.unlink(missing_ok=True)
+            return
+        run.set_tags(
+            {keys.TAG_STATE: "COMPLETE", keys.TAG_DENSE_CHECKPOINT: result.dense_checkpoint}
+        )
+        run.end("FINISHED")
+        self.study.tell(trial, values)
+        progress_file.unlink(missing_ok=True)
+
+    def _fail(self, trial: optuna.Trial, run: TrialRun, reason: str, status: str) -> None:
+        trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
+        run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: reason[:5000]})
+        run.end(status)
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def _reporter(self, trial: optuna.Trial, run: TrialRun) -> Callable[[Step], None]:
+        objectives = self.config.search.objective
+        prunable = len(objectives) == 1 and self.config.search.pruner != "none"
+
+        def report(step: Step) -> None:
+            run.log_step(step.step, step.metrics())
+            trial.set_user_attr(keys.TRIAL_STEP, step.step)
+            if len(objectives) == 1:
+                value = getattr(step, objectives[0].metric)
+                if value is not None:
+                    trial.report(float(value), step.step)
+            if prunable and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step.step}")
+            if self.stopping:
+                raise TrialInterrupted(f"stopped after step {step.step}")
+
+        return report
+
+
+def _log_result(run: TrialRun, result: TrialResult) -> None:
+    from orchestrator.report.figures import trial_figure
+
+    curve = [
+        {"step": s.step, "phase": s.phase, "cycle": s.cycle, **s.metrics()} for s in result.steps
+    ]
+    tables: dict[str, list[dict[str, Any]]] = {"curve": curve, "layers": result.layers}
+    if result.plan is not None:
+        tables["alds_plan"] = result.plan.to_rows()
+    run.log_tables(tables)
+    figure = trial_figure([s.remaining for s in result.steps], [s.accuracy for s in result.steps])
+    run.log_figure(figure, "accuracy_vs_sparsity.png")
+    run.log_torch({"state_dict": result.model.state_dict(), "masks": result.masks}, "final.pt")
+
+
+def run_worker(
+    study_name: str,
+    storage_url: str,
+    *,
+    device: str = "cpu",
+    tracking_uri: str | None = None,
+    threads: int | None = None,
+    index: int | None = None,
+) -> int:
+    """The worker entry point (``orchestrate worker``); returns the number of trials run."""
+    # MLflow's own HTTP retries would hold training for minutes in an outage; the outbox
+    # retries briefly and keeps what it cannot send instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
+    signal.signal(signal.SIGINT, worker.stop)
+    signal.signal(signal.SIGTERM, worker.stop)
+    return worker.run()

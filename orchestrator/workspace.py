@@ -1,0 +1,116 @@
+"""Every file of a sweep on disk, each named by one small function.
+
+A sweep's workspace (``execution.workspace``, default ``.orchestrate/<name>``) holds the
+embedded stores and what local workers leave behind; checkpoints live beside it (or in
+``execution.cache_dir``) so that sweeps with the same model and data share them. Nothing
+else in the tool spells a file name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.config import SweepConfig
+
+_SQLITE = "sqlite:///"
+
+__all__ = [
+    "artifacts_folder",
+    "cache_folder",
+    "checkpoint_file",
+    "lock_file",
+    "progress_file",
+    "progress_folder",
+    "report_folder",
+    "root",
+    "spool_file",
+    "spool_files",
+    "spool_folder",
+    "sqlite_file",
+    "sqlite_url",
+    "study_file",
+    "tracking_file",
+]
+
+
+def root(config: SweepConfig) -> Path:
+    """The sweep's folder for embedded stores and local files."""
+    return Path(config.execution.workspace or Path(".orchestrate") / config.name).expanduser()
+
+
+def study_file(config: SweepConfig) -> Path:
+    """The SQLite file of the Optuna study when no storage URL is given."""
+    return root(config) / "study.db"
+
+
+def tracking_file(config: SweepConfig) -> Path:
+    """The SQLite file of the MLflow store when no tracking URI is given."""
+    return root(config) / "mlflow.db"
+
+
+def artifacts_folder(config: SweepConfig) -> Path:
+    """Where a local MLflow store keeps artifacts (not the current directory)."""
+    return root(config) / "mlartifacts"
+
+
+def spool_folder(config: SweepConfig) -> Path:
+    """Where workers keep the MLflow calls a tracking outage kept them from sending."""
+    return root(config) / "spool"
+
+
+def spool_file(config: SweepConfig, host: str, pid: int) -> Path:
+    """One worker's spool."""
+    return spool_folder(config) / f"{host}-{pid}.jsonl"
+
+
+def spool_files(config: SweepConfig) -> list[Path]:
+    """Every worker's spool that is still there (the calls in it were never sent)."""
+    folder = spool_folder(config)
+    return sorted(folder.glob("*.jsonl")) if folder.exists() else []
+
+
+def report_folder(config: SweepConfig) -> Path:
+    """Where ``orchestrate report`` writes when no ``--output`` is given."""
+    return root(config) / "report"
+
+
+def cache_folder(config: SweepConfig) -> Path:
+    """``execution.cache_dir``, else ``checkpoints/`` beside the sweep's workspace."""
+    if config.execution.cache_dir:
+        return Path(config.execution.cache_dir).expanduser()
+    return root(config).parent / "checkpoints"
+
+
+def progress_folder(config: SweepConfig) -> Path:
+    """Where trials keep their per-cycle state, so a retry resumes where its try stopped."""
+    return cache_folder(config) / "trials"
+
+
+def progress_file(config: SweepConfig, trial_hash: str, seed: int) -> Path:
+    """The per-cycle state of the trial whose config hashes to ``trial_hash``, at ``seed``."""
+    return progress_folder(config) / f"{trial_hash}-{seed}.pt"
+
+
+def checkpoint_file(folder: Path, kind: str, key: str) -> Path:
+    """A content-addressed checkpoint (``init``, ``dense``) in a cache folder."""
+    return folder / f"{kind}-{key}.pt"
+
+
+def lock_file(path: Path) -> Path:
+    """The lock that processes making ``path`` take first."""
+    return path.with_name(path.name + ".lock")
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL; ``None`` for other URLs and in-memory databases."""
+    if not url.startswith(_SQLITE):
+        return None
+    path = url.removeprefix(_SQLITE).split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).expanduser()
+
+
+def sqlite_url(path: Path) -> str:
+    """The ``sqlite:///`` URL of a file, absolute so that every process finds the same one."""
+    return f"{_SQLITE}{path.resolve()}"
