@@ -90,6 +90,9 @@ class AldsPlan:
     def __getitem__(self, name: str) -> LayerPlan:
         return self._by_name[name]
 
+    def _per_layer(self, attribute: str) -> list:
+        return [getattr(layer, attribute) for layer in self.layers]
+
     @property
     def compressible_before(self) -> int:
         return sum(layer.params_before for layer in self.layers)
@@ -119,16 +122,16 @@ class AldsPlan:
 
     @property
     def max_error(self) -> float:
-        return max(layer.error for layer in self.layers)
+        return max(self._per_layer("error"))
 
     @property
     def max_exact_error(self) -> float:
-        return max(layer.exact_error for layer in self.layers)
+        return max(self._per_layer("exact_error"))
 
     def summary(self) -> dict:
         """The totals as a flat dict (for logging as metrics or params)."""
         decomposed = [layer for layer in self.layers if layer.decomposed]
-        exact = [layer.exact_error for layer in self.layers]
+        exact = self._per_layer("exact_error")
         return {
             "rate": self.rate,
             "error_measure": self.error,

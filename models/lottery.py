@@ -16,6 +16,16 @@ def _glorot(model: nn.Module) -> nn.Module:
     return model
 
 
+def _fully_connected(features: int, hidden: tuple[int, ...], num_classes: int) -> nn.Sequential:
+    """Flatten, then linear layers of the ``hidden`` widths with ReLUs between, then the output."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in hidden:
+        layers += [nn.Linear(features, width), nn.ReLU(inplace=True)]
+        features = width
+    layers.append(nn.Linear(features, num_classes))
+    return nn.Sequential(*layers)
+
+
 class ConvNet(nn.Module):
     """Conv-x: pairs of 3x3 'same' convs, each pair followed by 2x2 max-pooling, then 3 FCs."""
 
@@ -39,14 +49,7 @@ class ConvNet(nn.Module):
         if side < 1:
             raise ValueError(f"input_size {input_size} is too small for {len(widths)} poolings")
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(channels * side * side, 256),
-            nn.ReLU(inplace=True),
-            nn.Linear(256, 256),
-            nn.ReLU(inplace=True),
-            nn.Linear(256, num_classes),
-        )
+        self.classifier = _fully_connected(channels * side * side, (256, 256), num_classes)
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -57,13 +60,8 @@ class LeNet300100(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, input_size: int) -> None:
         super().__init__()
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(in_channels * input_size * input_size, 300),
-            nn.ReLU(inplace=True),
-            nn.Linear(300, 100),
-            nn.ReLU(inplace=True),
-            nn.Linear(100, num_classes),
+        self.classifier = _fully_connected(
+            in_channels * input_size * input_size, (300, 100), num_classes
         )
 
     def forward(self, x):

@@ -270,12 +270,12 @@ class _Phases:
     ) -> None:
         self.config = config
         self.seed = seed
+        self.progress = Progress()
+        self.progress_file = progress_file
         self.data = data
         self.device = device
         self.on_step = on_step
         self.iteration_check = functools.partial(_call_check, check)
-        self.progress_file = progress_file
-        self.progress = Progress()
         self.model = _build(config, data, seed)
         self.model.load_state_dict(dense_state)
         self.model.to(device)

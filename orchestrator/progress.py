@@ -18,7 +18,15 @@ from orchestrator.config import SweepConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-__all__ = ["count_states", "describe_params", "finished", "render", "rows", "summary"]
+__all__ = [
+    "count_states",
+    "describe_params",
+    "finished",
+    "finished_count",
+    "render",
+    "rows",
+    "summary",
+]
 
 
 def describe_params(params: dict[str, Any]) -> str:
@@ -32,6 +40,11 @@ def count_states(states: Iterable[str]) -> dict[str, int]:
     for state in states:
         counts[state] += 1
     return counts
+
+
+def finished_count(counts: dict[str, int]) -> int:
+    """How many trials of :func:`count_states`' counts are in an end state."""
+    return sum(counts[state.name] for state in FINISHED)
 
 
 def rows(study: optuna.Study) -> dict[str, Any]:
@@ -70,7 +83,7 @@ def finished(study: optuna.Study) -> int:
 def render(progress: dict[str, Any], config: SweepConfig) -> Group:
     """A rich renderable of :func:`rows`."""
     counts = progress["counts"]
-    done = counts["COMPLETE"] + counts["PRUNED"] + counts["FAIL"]
+    done = finished_count(counts)
     best = "-" if progress["best"] is None else f"{progress['best']:.4f}"
     head = Text(
         f"{config.name}: done {done}/{config.total_trials} · complete {counts['COMPLETE']} · "

@@ -22,12 +22,7 @@ from orchestrator.locks import exclusive
 
 HEARTBEAT_SECONDS = 30
 
-__all__ = [
-    "create_or_resume",
-    "default_storage",
-    "load_study",
-    "open_storage",
-]
+__all__ = ["create_or_resume", "default_storage", "load_study", "open_storage"]
 
 
 def default_storage(config: SweepConfig) -> str:

@@ -123,11 +123,11 @@ class Supervisor:
         self.slots = slots
         self.study = study
         self.config = config
-        self.storage_url = storage_url
-        self.tracking_uri = tracking_uri
         cpu_slots = sum(1 for slot in slots if slot.gpu is None)
         fair_share = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
         self.threads = int(os.environ.get("ORCHESTRATE_WORKER_THREADS") or fair_share)
+        self.storage_url = storage_url
+        self.tracking_uri = tracking_uri
         self.signals = 0
         self.restarts = 0
         self.processes: dict[Slot, subprocess.Popen] = {}

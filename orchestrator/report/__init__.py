@@ -61,17 +61,18 @@ def build(
         )
     counts = count_states(trials["state"])
     client, tracking_uri = open_tracking(study, tracking_uri)
+    # The trials table names its column of run ids as the attribute it holds.
     runs = {
-        int(row.number): row.mlflow_run_id
-        for row in trials.itertuples()
-        if isinstance(row.mlflow_run_id, str)
+        int(number): run_id
+        for number, run_id in zip(trials["number"], trials[keys.TRIAL_RUN_ID], strict=True)
+        if isinstance(run_id, str)
     }
     parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
     if parent and any(run_id.startswith(PENDING) for run_id in runs.values()):
         # Runs created during a tracking outage are known to the study by a provisional id.
         by_number = trial_runs(client, parent)
         runs = {n: by_number.get(n, r) if r.startswith(PENDING) else r for n, r in runs.items()}
-        trials["mlflow_run_id"] = trials["number"].map(lambda n: runs.get(int(n)))
+        trials[keys.TRIAL_RUN_ID] = trials["number"].map(lambda n: runs.get(int(n)))
     steps, missing = read_steps(client, runs)
     if runs and len(missing) == len(runs):
         raise ConfigError(

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from orchestrator import keys
+from orchestrator.progress import finished_count
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -108,7 +111,7 @@ class Report:
         """One line: how many trials are in which state."""
         c = self.counts
         total = sum(c.values())
-        done = c["COMPLETE"] + c["PRUNED"] + c["FAIL"]
+        done = finished_count(c)
         return (
             f"{done} of {total} trials finished: {c['COMPLETE']} complete, {c['PRUNED']} pruned, "
             f"{c['FAIL']} failed; {c['RUNNING']} running, {c['WAITING']} queued"
@@ -285,7 +288,7 @@ def _trials(report: Report) -> list[Column]:
         *_outcome(),
         Column("compression (×)", "compression_ratio", "ratio"),
         Column("duration (s)", "duration_s", "seconds"),
-        Column("MLflow run", "mlflow_run_id", paper=False),
+        Column("MLflow run", keys.TRIAL_RUN_ID, paper=False),
         Column("note", "note", paper=False, limit=NOTE_LIMIT),
     ]
 

@@ -88,7 +88,7 @@ def read_trials(study: optuna.Study, params: Sequence[str]) -> pd.DataFrame:
                 else math.nan,
                 "worker": trial.user_attrs.get(keys.TRIAL_WORKER),
                 "device": trial.user_attrs.get(keys.TRIAL_DEVICE),
-                "mlflow_run_id": trial.user_attrs.get(keys.TRIAL_RUN_ID),
+                keys.TRIAL_RUN_ID: trial.user_attrs.get(keys.TRIAL_RUN_ID),
                 "retry_of": trial.system_attrs.get(keys.TRIAL_FAILED_TRIAL),
                 "fail_reason": trial.user_attrs.get(keys.TRIAL_FAIL_REASON),
             }
