@@ -16,33 +16,50 @@ import numpy as np
 # them in the last bit.
 LEVEL_SLACK = 1e-9
 
-__all__ = ["LEVEL_SLACK", "compressed_points", "value_at_sparsity"]
+__all__ = ["LEVEL_SLACK", "curve_points", "value_at_sparsity"]
 
 
-def compressed_points(
-    steps: Sequence[int], sparsity: Sequence[float], values: Sequence[float]
+def curve_points(
+    steps: Sequence[int],
+    sparsity: Sequence[float],
+    values: Sequence[float],
+    *,
+    first_step: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sparsity and value of the compressed steps (1 and later), by increasing sparsity.
+    """Sparsity and value of the steps from ``first_step`` on, by increasing sparsity.
 
-    Step 0 (dense) is left out: it is the same network in every arm. Of two steps at the same
-    sparsity the later one counts (it had more training).
+    Of two steps at the same sparsity the later one counts (it had more training).
     """
     latest: dict[float, tuple[int, float]] = {}
     for step, level, value in zip(steps, sparsity, values, strict=True):
-        if step >= 1 and (level not in latest or latest[level][0] < step):
+        if step >= first_step and (level not in latest or latest[level][0] < step):
             latest[float(level)] = (int(step), float(value))
     levels = sorted(latest)
     return np.array(levels, dtype=float), np.array([latest[x][1] for x in levels], dtype=float)
 
 
 def value_at_sparsity(
-    steps: Sequence[int], sparsity: Sequence[float], values: Sequence[float], level: float
+    steps: Sequence[int],
+    sparsity: Sequence[float],
+    values: Sequence[float],
+    level: float,
+    *,
+    first_step: int = 1,
 ) -> float:
-    """The value at ``level`` sparsity, linear between the compressed steps around it.
+    """The value at ``level`` sparsity, linear between the steps around it.
 
-    NaN outside the measured range: a curve is never extrapolated.
+    Args:
+        steps, sparsity, values: the curve, one entry per step.
+        level: the sparsity to read the curve at.
+        first_step: the first step that counts. The report compares arms and leaves the dense
+            network (step 0) out, since it is the same network in every arm (1, the default);
+            an objective reads a trial's whole curve, so a target below what ALDS alone
+            reached lies between the dense and the compressed network (0).
+
+    Returns:
+        The interpolated value; NaN outside the measured range (never extrapolated).
     """
-    x, y = compressed_points(steps, sparsity, values)
+    x, y = curve_points(steps, sparsity, values, first_step=first_step)
     if len(x) == 0:
         return math.nan
     if x[0] - LEVEL_SLACK <= level < x[0]:

@@ -58,6 +58,16 @@ TAG_GIT_COMMIT = "mlflow.source.git.commit"
 
 PARAM_SEED = "seed"
 
+# MLflow artifacts
+
+ARTIFACT_SWEEP_CONFIG = "sweep.json"  # of the sweep's parent run
+ARTIFACT_REPORT_FOLDER = "report"  # of the parent run: what `orchestrate report` wrote
+ARTIFACT_CURVE = "curve"  # of a trial run, as <name>.csv: one row per step
+ARTIFACT_LAYERS = "layers"  # per-layer sparsity at the end
+ARTIFACT_ALDS_PLAN = "alds_plan"  # per-layer k, rank and error of the ALDS plan
+ARTIFACT_TRIAL_FIGURE = "accuracy_vs_sparsity.png"
+ARTIFACT_FINAL_WEIGHTS = "final.pt"  # the final state dict and masks
+
 
 def worker_label(host: str, pid: int) -> str:
     """The value of ``TRIAL_WORKER`` and ``TAG_WORKER``: which process runs a trial."""

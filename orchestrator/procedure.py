@@ -435,8 +435,8 @@ def objective_value(steps: Sequence[Step], objective: Objective) -> float:
 
     ``at: final`` reads the last step, ``best`` the best compressed step (1 and later),
     a number reads the metric at that sparsity by :func:`orchestrator.curve.value_at_sparsity`
-    (linear between the compressed steps around it); a curve that never reached it gives NaN
-    (the trial fails with that reason).
+    (linear between the steps around it, the dense step included); a curve that never reached
+    it gives NaN (the trial fails with that reason).
     """
 
     def value(step: Step) -> float:
@@ -453,4 +453,5 @@ def objective_value(steps: Sequence[Step], objective: Objective) -> float:
         [step.sparsity for step in steps],
         [value(step) for step in steps],
         float(objective.at),
+        first_step=0,
     )

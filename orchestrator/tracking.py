@@ -205,7 +205,8 @@ class SweepTracker:
         run_id = run.info.run_id
         for batch in _param_batches(flatten(self.config)):
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in batch.items()])
-        self.client.log_dict(run_id, self.config.model_dump(mode="json"), "sweep.json")
+        document = self.config.model_dump(mode="json")
+        self.client.log_dict(run_id, document, keys.ARTIFACT_SWEEP_CONFIG)
         return run_id
 
     def end_parent_run(self, run_id: str, status: str = "FINISHED") -> None:
@@ -288,6 +289,6 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path]) -> None
     client = MlflowClient(tracking_uri)
     try:
         for path in paths:
-            client.log_artifact(run_id, str(path), "report")
+            client.log_artifact(run_id, str(path), keys.ARTIFACT_REPORT_FOLDER)
     except (mlflow.exceptions.MlflowException, OSError) as exc:
         raise ConfigError(f"could not log the report to MLflow run {run_id}: {exc}") from None

@@ -216,13 +216,17 @@ def _log_result(run: TrialRun, result: TrialResult) -> None:
     curve = [
         {"step": s.step, "phase": s.phase, "cycle": s.cycle, **s.metrics()} for s in result.steps
     ]
-    tables: dict[str, list[dict[str, Any]]] = {"curve": curve, "layers": result.layers}
+    tables: dict[str, list[dict[str, Any]]] = {
+        keys.ARTIFACT_CURVE: curve,
+        keys.ARTIFACT_LAYERS: result.layers,
+    }
     if result.plan is not None:
-        tables["alds_plan"] = result.plan.to_rows()
+        tables[keys.ARTIFACT_ALDS_PLAN] = result.plan.to_rows()
     run.log_tables(tables)
     figure = trial_figure([s.remaining for s in result.steps], [s.accuracy for s in result.steps])
-    run.log_figure(figure, "accuracy_vs_sparsity.png")
-    run.log_torch({"state_dict": result.model.state_dict(), "masks": result.masks}, "final.pt")
+    run.log_figure(figure, keys.ARTIFACT_TRIAL_FIGURE)
+    weights = {"state_dict": result.model.state_dict(), "masks": result.masks}
+    run.log_torch(weights, keys.ARTIFACT_FINAL_WEIGHTS)
 
 
 def run_worker(

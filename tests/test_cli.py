@@ -54,7 +54,7 @@ _IMPORT_PROBE = """
 import sys
 from orchestrator.cli import main
 main(sys.argv[1:], standalone_mode=False)
-print(" ".join(name for name in ("torch", "mlflow") if name in sys.modules) or "-")
+print(" ".join(name for name in ("torch", "mlflow", "optuna") if name in sys.modules) or "-")
 """
 
 
@@ -63,7 +63,7 @@ print(" ".join(name for name in ("torch", "mlflow") if name in sys.modules) or "
     [["--help"], ["validate", str(ROOT / "sweeps" / "quickstart.yaml")]],
     ids=["help", "validate"],
 )
-def test_help_and_validate_import_neither_torch_nor_mlflow(args: list[str]) -> None:
+def test_help_and_validate_import_neither_torch_nor_mlflow_nor_optuna(args: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", _IMPORT_PROBE, *args],
         capture_output=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +31,7 @@ def test_objective_values(objective: dict, expected: float) -> None:
     assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(expected)
 
 
-def test_objective_at_sparsity_is_interpolated(tmp_path: Path) -> None:
+def test_objective_at_sparsity_is_interpolated() -> None:
     def step(index: int, sparsity: float, accuracy: float) -> Step:
         return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 1, 1, 1.0, 1)
 

@@ -76,7 +76,6 @@ import sys, time
 import optuna
 from orchestrator import queue as queues
 from orchestrator import study as studies
-from orchestrator import study as studies
 
 url, start, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 time.sleep(max(0.0, start - time.time()))
