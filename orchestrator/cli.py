@@ -97,12 +97,7 @@ def validate(sweep: Path) -> None:
     for column in ("parameter", "kind", "values"):
         table.add_column(column)
     for path, space in config.search.space.items():
-        if space.choices is not None:
-            table.add_row(path, "choice", ", ".join(map(str, space.choices)))
-        else:
-            step = f", step {space.step}" if space.step else ""
-            scale = " (log)" if space.log else ""
-            table.add_row(path, "range" + scale, f"[{space.low}, {space.high}]{step}")
+        table.add_row(path, space.kind, space.describe())
     table.add_row("seed", "repeat", ", ".join(map(str, config.seeds)))
     console.print(table)
     objectives = ", ".join(f"{o.direction} {o.metric} at {o.at}" for o in config.search.objective)

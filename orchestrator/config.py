@@ -29,6 +29,8 @@ from pydantic import (
 import models
 
 __all__ = [
+    "ALDS_RATE",
+    "PRUNE_FRACTION",
     "AldsConfig",
     "ConfigError",
     "DatasetConfig",
@@ -43,10 +45,16 @@ __all__ = [
     "TrainConfig",
     "config_hash",
     "content_hash",
+    "describe_params",
     "flatten",
     "load_config",
     "parse_config",
 ]
+
+
+# The seed's two knobs, by the dotted path a search space, a trial's params and MLflow use.
+ALDS_RATE = "alds.rate"
+PRUNE_FRACTION = "imp.prune_fraction"
 
 
 class ConfigError(ValueError):
@@ -201,6 +209,20 @@ class SearchRange(_Section):
         if self.log and self.step is not None:
             raise ValueError("a log range cannot have a step")
         return self
+
+    @property
+    def kind(self) -> str:
+        """``choice``, ``range`` or ``range (log)``."""
+        if self.choices is not None:
+            return "choice"
+        return "range (log)" if self.log else "range"
+
+    def describe(self) -> str:
+        """The values as text: ``0.0, 0.3`` or ``[0.0, 0.8], step 0.1``."""
+        if self.choices is not None:
+            return ", ".join(map(str, self.choices))
+        step = f", step {self.step}" if self.step else ""
+        return f"[{self.low}, {self.high}]{step}"
 
     def values(self) -> list[Any]:
         """The endpoints or choices, used to validate the range against the field."""
@@ -368,8 +390,8 @@ class SweepConfig(_Section):
         """
         defaults = {path: self._value_at(path) for path in self.search.space}
         entries = [{**defaults, **entry} for entry in self.search.enqueue]
-        if self.search.enqueue_baseline and "alds.rate" in self.search.space:
-            entries.append({**defaults, "alds.rate": 0.0})
+        if self.search.enqueue_baseline and ALDS_RATE in self.search.space:
+            entries.append({**defaults, ALDS_RATE: 0.0})
         if self.search.sampler == "grid":
             entries += [dict(zip(self.search.space, point, strict=True)) for point in self._grid()]
         unique: dict[str, dict[str, Any]] = {}
@@ -408,8 +430,8 @@ class SweepConfig(_Section):
         entries = [
             (f"search.enqueue[{i}]", {**defaults, **e}) for i, e in enumerate(self.search.enqueue)
         ]
-        if self.search.enqueue_baseline and "alds.rate" in self.search.space:
-            entries.append(("search.enqueue_baseline", {**defaults, "alds.rate": 0.0}))
+        if self.search.enqueue_baseline and ALDS_RATE in self.search.space:
+            entries.append(("search.enqueue_baseline", {**defaults, ALDS_RATE: 0.0}))
         for where, entry in entries:
             for path, value in entry.items():
                 space = self.search.space[path]
@@ -423,7 +445,7 @@ class SweepConfig(_Section):
                     if where == "search.enqueue_baseline":
                         hint = (
                             " (let the space include 0.0, or set enqueue_baseline: false)"
-                            if path == "alds.rate"
+                            if path == ALDS_RATE
                             else f" (the baseline takes the config's {path}: set it inside the "
                             "range, or set enqueue_baseline: false)"
                         )
@@ -585,6 +607,12 @@ def flatten(config: BaseModel) -> dict[str, Any]:
 
     walk("", config.model_dump(mode="json"))
     return out
+
+
+def describe_params(params: Mapping[str, Any]) -> str:
+    """A short, stable text of a configuration's parameters: its label in progress lines, the
+    report and MLflow (``alds.rate=0.3,imp.prune_fraction=0.2``)."""
+    return json.dumps(dict(params), sort_keys=True, separators=(",", "="))[1:-1].replace('"', "")
 
 
 def content_hash(document: Any, *, length: int = 12) -> str:

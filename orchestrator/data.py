@@ -113,6 +113,27 @@ class Datasets:
         return self.train.images.device
 
     @functools.cached_property
+    def digest(self) -> str:
+        """A hash of every image and label of every split: the same digest, the same data."""
+        content = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            if split is not None:
+                for tensor in (split.images, split.labels):
+                    content.update(tensor.cpu().numpy().tobytes())
+                content.update(b"|")
+        return content.hexdigest()[:16]
+
+    def profile(self) -> dict[str, int | str]:
+        """Split sizes and the image shape, for a tracking store's dataset record."""
+        return {
+            "train": len(self.train),
+            "validation": 0 if self.val is None else len(self.val),
+            "test": len(self.test),
+            "classes": self.num_classes,
+            "shape": f"{self.in_channels}x{self.image_size}x{self.image_size}",
+        }
+
+    @functools.cached_property
     def _affine(self) -> tuple[Tensor, Tensor]:
         # (x / 255 - mean) / std as one multiply-add: x * scale + shift.
         scale = (1.0 / (255.0 * self.std)).view(-1, 1, 1)
@@ -224,6 +245,13 @@ def default_root() -> Path:
     return Path(os.environ.get("ORCHESTRATE_DATA", "~/.cache/orchestrate/data")).expanduser()
 
 
+def source_of(config: DatasetConfig) -> str:
+    """Where the dataset's files are read from (``synthetic`` for generated data)."""
+    if config.name == "synthetic":
+        return "synthetic"
+    return str(Path(config.root).expanduser() if config.root else default_root())
+
+
 def clear_cache() -> None:
     """Forget every dataset :func:`load` has kept (frees their device memory)."""
     _cache.clear()
@@ -263,8 +291,7 @@ def _build(config: DatasetConfig, device: torch.device, seed: int) -> Datasets:
         train, test = _synthetic(config.synthetic, seed)
         num_classes = config.synthetic.num_classes
     else:
-        root = Path(config.root).expanduser() if config.root else default_root()
-        train, test = _read_source(config.name, root, config.download)
+        train, test = _read_source(config.name, Path(source_of(config)), config.download)
         num_classes = 10
 
     val_index, train_index = _training_indices(train[1], config, seed)

@@ -25,6 +25,8 @@ TRIAL_WORKER = "worker"  # worker_label() of the worker running it
 TRIAL_DEVICE = "device"
 TRIAL_STEP = "step"  # the last compression step reported
 TRIAL_FAIL_REASON = "fail_reason"
+TRIAL_ARM = "arm"  # ARM_BASELINE or ARM_ALDS: the label optuna-dashboard shows
+TRIAL_RUN_URL = "mlflow_run_url"  # a link to the trial's run, where MLflow is an HTTP server
 
 # trial system attributes
 
@@ -50,13 +52,33 @@ TAG_FAIL_REASON = "fail_reason"
 TAG_RETRY_OF = "retry_of_trial"
 TAG_RESUMED = "resumed"
 TAG_DENSE_CHECKPOINT = "dense_checkpoint"
+TAG_ARM = "arm"
+ARM_BASELINE = "baseline"  # IMP only: alds.rate 0
+ARM_ALDS = "alds"
+TAG_CONFIG = "config"  # the configuration label its seeds share (the report's)
 # MLflow's own tags: the UI nests runs by the first and fills the Source column from the second.
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+TAG_NOTE = "mlflow.note.content"  # a run's or an experiment's description
+# MLflow opens an experiment in its training views (not the GenAI ones) by this tag.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 # MLflow params
 
 PARAM_SEED = "seed"
+
+# MLflow metrics of the sweep's parent run (counts of trials, the best value so far)
+
+SWEEP_METRIC_PREFIX = "trials_"
+SWEEP_METRIC_BEST = "best_value"
+
+# MLflow dataset inputs
+
+INPUT_CONTEXT_TRAIN = "train"
+INPUT_TAG_CONTEXT = "mlflow.data.context"  # MLflow's own tag for what a dataset was used for
 
 # MLflow artifacts
 

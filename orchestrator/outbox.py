@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+
+from orchestrator import keys
 
 PENDING = "pending-"
 logger = logging.getLogger(__name__)
@@ -90,6 +92,10 @@ class Outbox:
     def log_file(self, run_id: str, path: Path) -> None:
         """Upload a file; while the server is away, a copy waits beside the spool."""
         self._submit({"op": "log_file", "run": run_id, "path": str(path)}, keep_file=path)
+
+    def log_input(self, run_id: str, dataset: dict[str, str], context: str) -> None:
+        """Record a dataset (the fields of an MLflow ``Dataset`` entity) as an input of the run."""
+        self._submit({"op": "log_input", "run": run_id, "dataset": dataset, "context": context})
 
     def set_terminated(self, run_id: str, status: str) -> None:
         self._submit({"op": "set_terminated", "run": run_id, "status": status})
@@ -186,6 +192,11 @@ class Outbox:
             self.client.log_artifact(run_id, call["path"])
             if call.get("owned"):
                 shutil.rmtree(Path(call["path"]).parent, ignore_errors=True)
+        elif op == "log_input":
+            dataset = DatasetInput(
+                Dataset(**call["dataset"]), tags=[InputTag(keys.INPUT_TAG_CONTEXT, call["context"])]
+            )
+            self.client.log_inputs(run_id, datasets=[dataset])
         elif op == "set_terminated":
             self.client.set_terminated(run_id, call["status"])
         else:

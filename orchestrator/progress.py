@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,24 +13,18 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator import keys
-from orchestrator.config import SweepConfig
+from orchestrator.config import SweepConfig, describe_params
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 __all__ = [
     "count_states",
-    "describe_params",
     "finished",
     "finished_count",
     "render",
     "rows",
     "summary",
 ]
-
-
-def describe_params(params: dict[str, Any]) -> str:
-    """A short, stable text of a trial's parameters (run names, progress lines, labels)."""
-    return json.dumps(params, sort_keys=True, separators=(",", "="))[1:-1].replace('"', "")
 
 
 def count_states(states: Iterable[str]) -> dict[str, int]:

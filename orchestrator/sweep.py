@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from mlflow import MlflowClient
@@ -16,6 +18,8 @@ from orchestrator import study as studies
 from orchestrator.config import SweepConfig
 from orchestrator.outbox import replay_spool
 from orchestrator.supervisor import Slot, Supervisor
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Prepared", "prepare", "run"]
 
@@ -78,21 +82,49 @@ def run(
                 "(signal again to stop at once)"
             )
 
+    tracking.fail_fast_http()
+    tracker = tracking.SweepTracker(
+        prepared.tracking_uri,
+        config,
+        experiment_id=prepared.study.user_attrs.get(keys.STUDY_EXPERIMENT_ID),
+    )
+    summarize = _Summary(tracker, prepared.parent_run_id)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
-            failed = supervisor.run(show=lambda rows: live.update(progress.render(rows, config)))
+
+            def show(rows: dict[str, Any]) -> None:
+                live.update(progress.render(rows, config))
+                summarize(rows)
+
+            failed = supervisor.run(show=show)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _replay_spools(config, prepared.tracking_uri)
     if progress.finished(prepared.study) >= config.total_trials:
-        tracking.SweepTracker(
-            prepared.tracking_uri,
-            config,
-            experiment_id=prepared.study.user_attrs.get(keys.STUDY_EXPERIMENT_ID),
-        ).end_parent_run(prepared.parent_run_id)
+        tracker.end_parent_run(prepared.parent_run_id)
     return failed, supervisor.signals > 0
+
+
+class _Summary:
+    """Logs the trial counts and the best value to the parent run whenever they change."""
+
+    def __init__(self, tracker: tracking.SweepTracker, parent_run_id: str) -> None:
+        self.tracker = tracker
+        self.parent_run_id = parent_run_id
+        self.last: tuple | None = None
+
+    def __call__(self, rows: dict[str, Any]) -> None:
+        summary = (tuple(sorted(rows["counts"].items())), rows["best"])
+        if summary == self.last:
+            return
+        try:
+            self.tracker.log_sweep_summary(self.parent_run_id, rows["counts"], rows["best"])
+        except Exception as exc:  # a tracking outage must not stop the sweep
+            logger.warning("could not log the sweep's progress to MLflow: %s", exc)
+            return
+        self.last = summary
 
 
 def _replay_spools(config: SweepConfig, uri: str, seconds: float = 60.0) -> None:

@@ -7,6 +7,7 @@ and nothing leaks between trials. Metrics are logged in one batch per compressio
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import socket
@@ -23,10 +24,18 @@ import mlflow
 import pandas as pd
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param
 
 from orchestrator import keys, workspace
-from orchestrator.config import ConfigError, SweepConfig, config_hash, flatten
+from orchestrator.config import (
+    ALDS_RATE,
+    PRUNE_FRACTION,
+    ConfigError,
+    SweepConfig,
+    config_hash,
+    describe_params,
+    flatten,
+)
 from orchestrator.outbox import PENDING, Outbox
 
 if TYPE_CHECKING:
@@ -45,6 +54,16 @@ __all__ = [
     "log_artifacts",
     "trial_runs",
 ]
+
+
+def fail_fast_http() -> None:
+    """Give up on an unanswered MLflow HTTP call after one retry (unless the user chose).
+
+    MLflow's own HTTP retries would hold training, or the sweep's progress display, for
+    minutes in an outage; the outbox retries briefly and keeps what it cannot send instead.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 
 def default_uri(config: SweepConfig) -> str:
@@ -102,6 +121,55 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
         token = page.token
         if not token:
             return {number: run_id for number, (_, run_id) in found.items()}
+
+
+def arm(trial_config: SweepConfig) -> str:
+    """``baseline`` for IMP only (ALDS rate 0), else ``alds``."""
+    return keys.ARM_ALDS if trial_config.alds.rate > 0 else keys.ARM_BASELINE
+
+
+def trial_run_name(trial_config: SweepConfig, params: Mapping[str, Any], seed: int) -> str:
+    """What a trial is, as its run's name: ``ALDS 0.3 · prune 0.2 · seed 1`` or
+    ``IMP only · prune 0.2 · seed 1``, other searched fields by their last name."""
+    rate = trial_config.alds.rate
+    parts = [f"ALDS {rate:g}" if rate > 0 else "IMP only"]
+    parts.append(f"prune {trial_config.imp.prune_fraction:g}")
+    for path, value in params.items():
+        if path not in (ALDS_RATE, PRUNE_FRACTION):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            parts.append(f"{path.rsplit('.', 1)[-1]} {shown}")
+    parts.append(f"seed {seed}")
+    return " · ".join(parts)
+
+
+def sweep_description(config: SweepConfig) -> str:
+    """The experiment's and the parent run's description (Markdown): what the sweep asks,
+    what it searches, and how to get its tables."""
+    lines = [
+        f"**{config.name}**: does ALDS before IMP keep more accuracy than IMP alone at equal "
+        f"sparsity, and at which ALDS rate? {config.model} on {config.dataset.name}, "
+        f"{config.total_trials} trials over {len(config.seeds)} seed(s), "
+        f"{config.search.sampler} sampler.",
+        "",
+        "Searched:",
+        *(
+            f"- `{path}`: {space.kind} {space.describe()}"
+            for path, space in config.search.space.items()
+        ),
+        "",
+        "Runs are named by ALDS rate (or IMP only), prune fraction and seed; the tag `arm` marks "
+        "the IMP-only baseline. Tables and figures: `orchestrate report SWEEP.yaml`.",
+    ]
+    return "\n".join(lines)
+
+
+def _source_tags(config: SweepConfig) -> dict[str, str]:
+    """The standard source tags, so MLflow's Source column says what made the run."""
+    tags = {keys.TAG_SOURCE_NAME: f"orchestrate · {config.name}", keys.TAG_SOURCE_TYPE: "LOCAL"}
+    commit = _git_commit()
+    if commit:
+        tags[keys.TAG_GIT_COMMIT] = commit
+    return tags
 
 
 def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
@@ -182,8 +250,12 @@ class SweepTracker:
         if not self.uri.startswith(("http://", "https://")):
             # A local store keeps artifacts beside it, not in the current directory.
             location = workspace.artifacts_folder(self.config).resolve().as_uri()
+        tags = {
+            keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING,
+            keys.TAG_NOTE: sweep_description(self.config),
+        }
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=tags)
         except mlflow.exceptions.MlflowException:
             # Another process created it first.
             found = self.client.get_experiment_by_name(name)
@@ -192,25 +264,46 @@ class SweepTracker:
             return found.experiment_id
 
     def create_parent_run(self) -> str:
-        """Start the sweep's parent run (config as params, hash and commit as tags)."""
+        """Start the sweep's parent run: the fixed config and the search space as params (a
+        searched field has no value of its own), hash, description and source as tags."""
         tags = {
             keys.TAG_ROLE: keys.ROLE_SWEEP,
             keys.TAG_SWEEP: self.config.name,
             keys.TAG_CONFIG_HASH: config_hash(self.config),
+            keys.TAG_NOTE: sweep_description(self.config),
+            **_source_tags(self.config),
         }
-        commit = _git_commit()
-        if commit:
-            tags[keys.TAG_GIT_COMMIT] = commit
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.config.name)
         run_id = run.info.run_id
-        for batch in _param_batches(flatten(self.config)):
+        searched = set(self.config.search.space)
+        fixed = {
+            path: value for path, value in flatten(self.config).items() if path not in searched
+        }
+        for batch in _param_batches(fixed):
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in batch.items()])
         document = self.config.model_dump(mode="json")
         self.client.log_dict(run_id, document, keys.ARTIFACT_SWEEP_CONFIG)
         return run_id
 
+    def run_url(self, run_id: str) -> str | None:
+        """A link to a run in the MLflow UI, where the tracking store is an HTTP server."""
+        if not self.uri.startswith(("http://", "https://")) or run_id.startswith(PENDING):
+            return None
+        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
     def end_parent_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def log_sweep_summary(self, run_id: str, counts: Mapping[str, int], best: float | None) -> None:
+        """Trial counts by state (``trials_complete``, ...) and the best value so far as
+        metrics of the parent run, at the step of how many trials have finished."""
+        finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + counts.get("FAIL", 0)
+        values = {f"{keys.SWEEP_METRIC_PREFIX}{state.lower()}": n for state, n in counts.items()}
+        if best is not None:
+            values[keys.SWEEP_METRIC_BEST] = best
+        timestamp = _now_ms()
+        metrics = [Metric(k, float(v), timestamp, finished) for k, v in values.items()]
+        self.client.log_batch(run_id, metrics=metrics)
 
     def start_trial(
         self,
@@ -219,24 +312,27 @@ class SweepTracker:
         trial_number: int,
         seed: int,
         trial_config: SweepConfig,
+        params: Mapping[str, Any],
         tags: Mapping[str, Any],
     ) -> TrialRun:
-        """A child run of the parent with the trial's whole resolved config as params."""
+        """A child run of the parent with the trial's whole resolved config as params, named
+        for what it is (``ALDS 0.3 · prune 0.2 · seed 1``), tagged with its arm and the
+        configuration its seeds share."""
         all_tags = {
             keys.TAG_PARENT_RUN_ID: parent_run_id,
             keys.TAG_ROLE: keys.ROLE_TRIAL,
             keys.TAG_TRIAL_NUMBER: trial_number,
             keys.TAG_SEED: seed,
             keys.TAG_HOST: socket.gethostname(),
+            keys.TAG_ARM: arm(trial_config),
+            keys.TAG_CONFIG: describe_params(params) or "default",
+            **_source_tags(self.config),
             **tags,
         }
-        commit = _git_commit()
-        if commit:
-            all_tags[keys.TAG_GIT_COMMIT] = commit
         run_id = self.outbox.create_run(
             self.experiment_id,
             tags={k: str(v) for k, v in all_tags.items()},
-            run_name=f"{self.config.name}-trial-{trial_number}",
+            run_name=trial_run_name(trial_config, params, seed),
         )
         run = TrialRun(self.outbox, run_id)
         for batch in _param_batches({**flatten(trial_config), keys.PARAM_SEED: seed}):
@@ -255,6 +351,17 @@ class TrialRun:
         timestamp = _now_ms()
         metrics = [(key, float(value), timestamp, step) for key, value in values.items()]
         self.outbox.log_batch(self.run_id, metrics=metrics)
+
+    def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any]) -> None:
+        """The training data as the run's input: MLflow's Dataset column shows it."""
+        dataset = {
+            "name": name,
+            "digest": digest,
+            "source_type": "local",
+            "source": json.dumps({"uri": source}),
+            "profile": json.dumps(dict(profile)),
+        }
+        self.outbox.log_input(self.run_id, dataset, keys.INPUT_CONTEXT_TRAIN)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.outbox.log_batch(self.run_id, tags={k: str(v) for k, v in tags.items()})

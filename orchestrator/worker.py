@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from orchestrator import data as datasets
 from orchestrator import keys, queue, tracking, workspace
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
@@ -119,10 +120,15 @@ class Worker:
             trial_number=trial.number,
             seed=seed,
             trial_config=trial_config,
+            params=params,
             tags=tags,
         )
         # Overwritten on a retry: the copy carries the failed trial's user attributes.
         trial.set_user_attr(keys.TRIAL_RUN_ID, run.run_id)
+        trial.set_user_attr(keys.TRIAL_ARM, tracking.arm(trial_config))
+        url = self.tracker.run_url(run.run_id)
+        if url:
+            trial.set_user_attr(keys.TRIAL_RUN_URL, url)
         trial.set_user_attr(keys.TRIAL_WORKER, self.label)
         trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
         progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
@@ -136,6 +142,13 @@ class Worker:
                 raise TrialTimeout(f"trial ran longer than execution.trial_timeout = {timeout} s")
 
         try:
+            data = datasets.load(trial_config.dataset, device=self.device, seed=seed)
+            run.log_dataset(
+                trial_config.dataset.name,
+                data.digest,
+                datasets.source_of(trial_config.dataset),
+                data.profile(),
+            )
             result = run_trial(
                 trial_config,
                 seed,
@@ -239,10 +252,7 @@ def run_worker(
     index: int | None = None,
 ) -> int:
     """The worker entry point (``orchestrate worker``); returns the number of trials run."""
-    # MLflow's own HTTP retries would hold training for minutes in an outage; the outbox
-    # retries briefly and keeps what it cannot send instead.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    tracking.fail_fast_http()
     if threads:
         import torch
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator import keys
+from orchestrator.config import ALDS_RATE, PRUNE_FRACTION
 from orchestrator.progress import finished_count
 
 if TYPE_CHECKING:
@@ -33,8 +34,8 @@ METRICS = (
     "flops",
 )
 FORMATS = ("csv", "md", "latex", "html", "json")
-RATE = "alds.rate"
-FRACTION = "imp.prune_fraction"
+RATE = ALDS_RATE
+FRACTION = PRUNE_FRACTION
 TOLERANCE = 0.01  # one accuracy point
 LEVELS = (0.5, 0.8, 0.9, 0.95)  # sparsities of the at_sparsity table
 NOTE_LIMIT = 120  # characters of a trial's note in Markdown, HTML and the notes

@@ -16,8 +16,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from orchestrator import keys
-from orchestrator.config import ConfigError
-from orchestrator.progress import describe_params
+from orchestrator.config import ConfigError, describe_params
 from orchestrator.report.schema import METRICS, is_missing, plain
 from orchestrator.tracking import check_reachable
 from orchestrator.workspace import sqlite_file
