@@ -37,6 +37,7 @@ from orchestrator.config import (
     flatten,
 )
 from orchestrator.outbox import PENDING, Outbox
+from orchestrator.progress import finished_count
 
 if TYPE_CHECKING:
     import optuna
@@ -297,7 +298,7 @@ class SweepTracker:
     def log_sweep_summary(self, run_id: str, counts: Mapping[str, int], best: float | None) -> None:
         """Trial counts by state (``trials_complete``, ...) and the best value so far as
         metrics of the parent run, at the step of how many trials have finished."""
-        finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + counts.get("FAIL", 0)
+        finished = finished_count(counts)
         values = {f"{keys.SWEEP_METRIC_PREFIX}{state.lower()}": n for state, n in counts.items()}
         if best is not None:
             values[keys.SWEEP_METRIC_BEST] = best

@@ -89,6 +89,15 @@ def orchestrate(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Compl
     )
 
 
+def run_sweep(tmp_path: Path, document: dict) -> tuple[Path, Path]:
+    """Write ``document``, run ``orchestrate sweep`` on it (it must succeed); returns the sweep
+    file and the sweep's workspace (its ``study.db`` and ``mlflow.db``)."""
+    path = write_sweep(tmp_path, document)
+    result = orchestrate("sweep", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return path, Path(document["execution"]["workspace"])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

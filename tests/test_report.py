@@ -19,7 +19,7 @@ from orchestrator.cli import main, parse_formats, parse_levels
 from orchestrator.config import ConfigError, parse_config
 from orchestrator.report import figures, render, schema, sources, tables
 from orchestrator.study import create_or_resume, open_storage
-from tests.conftest import orchestrate, tiny_sweep, write_sweep
+from tests.conftest import orchestrate, run_sweep, tiny_sweep
 
 RATE = "alds.rate"
 
@@ -240,13 +240,10 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
         seeds=[0, 1],
         search={"sampler": "grid", "space": {RATE: {"choices": [0.0, 0.3, 0.6]}}},
     )
-    path = write_sweep(tmp_path, document)
-    result = orchestrate("sweep", str(path), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    path, workspace = run_sweep(tmp_path, document)
     output = tmp_path / "out"
     result = orchestrate("report", str(path), "--output", str(output), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    workspace = Path(document["execution"]["workspace"])
     return {
         "document": document,
         "path": path,

@@ -5,7 +5,6 @@ the parent holds the fixed config and the sweep's progress, every trial records 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import optuna
 import pytest
@@ -14,7 +13,7 @@ from mlflow import MlflowClient
 from orchestrator import keys
 from orchestrator.config import parse_config
 from orchestrator.tracking import sweep_description, trial_run_name
-from tests.conftest import orchestrate, tiny_sweep, write_sweep
+from tests.conftest import run_sweep, tiny_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +32,7 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
             },
         },
     )
-    result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    workspace = Path(document["execution"]["workspace"])
+    _, workspace = run_sweep(tmp_path, document)
     client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tracked")
     runs = client.search_runs([experiment.experiment_id])
