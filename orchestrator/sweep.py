@@ -110,18 +110,24 @@ def run(
 class _Summary:
     """Logs the trial counts and the best value to the parent run whenever they change."""
 
+    RETRY_SECONDS = 30.0
+
     def __init__(self, tracker: tracking.SweepTracker, parent_run_id: str) -> None:
         self.tracker = tracker
         self.parent_run_id = parent_run_id
         self.last: tuple | None = None
+        self.retry_at = 0.0
 
     def __call__(self, rows: dict[str, Any]) -> None:
         summary = (tuple(sorted(rows["counts"].items())), rows["best"])
-        if summary == self.last:
+        if summary == self.last or time.monotonic() < self.retry_at:
             return
         try:
             self.tracker.log_sweep_summary(self.parent_run_id, rows["counts"], rows["best"])
         except Exception as exc:  # a tracking outage must not stop the sweep
+            # Each failed call can wait on the server's timeout: the supervisor loop, which
+            # also reaps dead workers, must not wait on it every second.
+            self.retry_at = time.monotonic() + self.RETRY_SECONDS
             logger.warning("could not log the sweep's progress to MLflow: %s", exc)
             return
         self.last = summary

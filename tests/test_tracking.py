@@ -5,6 +5,7 @@ the parent holds the fixed config and the sweep's progress, every trial records 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -12,7 +13,7 @@ from mlflow import MlflowClient
 
 from orchestrator import keys
 from orchestrator.config import parse_config
-from orchestrator.tracking import sweep_description, trial_run_name
+from orchestrator.tracking import SweepTracker, sweep_description, trial_run_name
 from tests.conftest import run_sweep, tiny_sweep
 
 pytestmark = pytest.mark.slow
@@ -129,3 +130,12 @@ def test_run_names_and_description_of_a_sampled_sweep() -> None:
     text = sweep_description(config)
     assert "`alds.rate`: range [0.0, 0.8], step 0.1" in text
     assert "`imp.prune_fraction`: range (log) [0.1, 0.3]" in text
+
+
+def test_optuna_dashboard_links_a_trial_to_its_run_only_on_an_http_server(tmp_path: Path) -> None:
+    config = parse_config({"name": "linked"})
+    served = SweepTracker("http://mlflow:5000/", config, experiment_id="7")
+    assert served.run_url("abc") == "http://mlflow:5000/#/experiments/7/runs/abc"
+    assert served.run_url("pending-1f") is None  # created during an outage: no real id yet
+    local = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", config, experiment_id="7")
+    assert local.run_url("abc") is None
