@@ -34,6 +34,7 @@ __all__ = [
     "Masks",
     "apply",
     "capture",
+    "excluded",
     "load",
     "prunable",
     "prune",
@@ -136,6 +137,12 @@ def prune(
         ]
         result.update(zip(names, _select(group_weights, group_masks, rate), strict=True))
     return result
+
+
+def excluded(model: nn.Module, exclude: Iterable[str] = ()) -> set[str]:
+    """The prunable weights of ``model`` that ``exclude`` (roles or names, as for
+    :func:`prune`) keeps out of pruning."""
+    return _excluded(roles(model), exclude)
 
 
 def apply(model: nn.Module, masks: Mapping[str, Tensor]) -> None:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from compression.factorized import FactorizedConv2d, FactorizedLinear
+
 __all__ = [
+    "LayerCost",
     "compression_ratio",
     "count_flops",
     "count_layer_flops",
     "count_parameters",
+    "layer_costs",
     "sparsity",
 ]
 
@@ -100,3 +105,80 @@ def sparsity(tensors: Mapping[str, torch.Tensor]) -> dict:
 
 def _fraction_zero(alive: int, total: int) -> float:
     return 1.0 - alive / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """What one layer of the original network holds and costs now.
+
+    ``weights`` counts the entries of the layer's weight (of both factors once ALDS factorized
+    it), ``nonzero`` those that are not zero. ``params`` and ``flops`` are the effective cost:
+    each weight stored in the cheaper of two exact forms, its nonzero entries (a sparse
+    kernel skips the zeros) or factors at its numerical rank in each column block of its
+    k-split (ALDS's form), and the multiply-accumulates of one input in that form.
+    """
+
+    weights: int
+    nonzero: int
+    params: int
+    flops: int
+
+    def __add__(self, other: LayerCost) -> LayerCost:
+        """The cost of two weights of one layer (a factorized layer's encoder and decoder)."""
+        return LayerCost(
+            self.weights + other.weights,
+            self.nonzero + other.nonzero,
+            self.params + other.params,
+            self.flops + other.flops,
+        )
+
+
+def layer_costs(
+    model: nn.Module, input_shape: Sequence[int], splits: Mapping[str, int] | None = None
+) -> dict[str, LayerCost]:
+    """:class:`LayerCost` of every Conv2d/Linear layer, keyed by its name in the original
+    network: the encoder and decoder of a factorized layer count together under its name.
+
+    Args:
+        model: the network, dense, projected, factorized or pruned.
+        input_shape: ``(C, H, W)`` of one input.
+        splits: layer name → the k of the layer's k-split (1 where absent); the column blocks
+            whose ranks are counted. An ALDS-projected layer has low rank only per block.
+
+    Returns:
+        Layer name → its cost, in registration order.
+    """
+    splits = splits or {}
+    flops = count_layer_flops(model, input_shape)
+    owner = {
+        f"{name}.{child}": name
+        for name, module in model.named_modules()
+        if isinstance(module, FactorizedConv2d | FactorizedLinear)
+        for child in ("encoder", "decoder")
+    }
+    costs: dict[str, LayerCost] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d | nn.Linear):
+            continue
+        layer = owner.get(name, name)
+        cost = _weight_cost(module, flops.get(name, 0), splits.get(name, 1))
+        if layer in costs:
+            cost = costs[layer] + cost
+        costs[layer] = cost
+    return costs
+
+
+def _weight_cost(module: nn.Conv2d | nn.Linear, flops: int, k: int) -> LayerCost:
+    weight = module.weight.detach()
+    total = weight.numel()
+    nonzero = int(torch.count_nonzero(weight))
+    rows = weight.shape[0]
+    per_position = flops // total if total else 0  # output positions a weight entry serves
+    params = nonzero
+    grouped = isinstance(module, nn.Conv2d) and module.groups > 1
+    if not grouped and rows and total % (rows * k) == 0:
+        blocks = weight.reshape(rows, k, -1).transpose(0, 1).float()
+        columns = blocks.shape[-1]
+        ranks = torch.linalg.matrix_rank(blocks)
+        params = min(params, int(ranks.sum()) * (rows + columns))
+    return LayerCost(weights=total, nonzero=nonzero, params=params, flops=params * per_position)

@@ -56,6 +56,7 @@ TAG_ARM = "arm"
 ARM_BASELINE = "baseline"  # IMP only: alds.rate 0
 ARM_ALDS = "alds"
 TAG_CONFIG = "config"  # the configuration label its seeds share (the report's)
+TAG_TWIN_RUN_ID = "twin_run_id"  # on an ALDS trial's run: its IMP-only twin's run (twins.py)
 # MLflow's own tags: the UI nests runs by the first and fills the Source column from the second.
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
@@ -65,6 +66,14 @@ TAG_NOTE = "mlflow.note.content"  # a run's or an experiment's description
 # MLflow opens an experiment in its training views (not the GenAI ones) by this tag.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
+
+# MLflow metrics of a trial run, besides the measurements of procedure.Step
+
+
+def layer_remaining(layer: str) -> str:
+    """The metric of one layer's remaining fraction; MLflow's charts group ``remaining/*``."""
+    return f"remaining/{layer}"
+
 
 # MLflow params
 

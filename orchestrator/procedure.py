@@ -22,6 +22,7 @@ from torch import nn
 import models
 from compression import alds, imp, metrics
 from orchestrator import data as datasets
+from orchestrator import keys
 from orchestrator.cache import CheckpointCache, save_atomically
 from orchestrator.cache import load as load_checkpoint
 from orchestrator.config import Objective, SweepConfig
@@ -33,7 +34,10 @@ __all__ = ["Progress", "Step", "TrialResult", "dense_checkpoint", "objective_val
 
 @dataclass(frozen=True)
 class Step:
-    """What one compression step measured."""
+    """What one compression step measured: only what a step can change.
+
+    The dense network's size is step 0's ``params_nonzero`` and ``flops_effective``.
+    """
 
     step: int
     phase: str  # "dense", "alds", "imp"
@@ -44,16 +48,23 @@ class Step:
     sparsity: float  # 1 - remaining
     remaining: float  # nonzero prunable weights / prunable weights of the original network
     params_nonzero: int
-    params_total: int
     compression_ratio: float  # original parameters / nonzero parameters
-    flops: int
+    # Each weight in the cheaper exact form, sparse or ALDS's rank factors (see
+    # compression.metrics.layer_costs): what ALDS changes even where it keeps the shapes.
+    params_effective: int
+    flops_effective: int
+    # Layer of the original network → its nonzero weights / its original weights, for the
+    # layers IMP prunes (an excluded layer's fraction is a constant of the run).
+    layers: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        """The numeric measurements, as logged per step."""
+        """The numeric measurements, as logged per step (one per pruned layer included)."""
         values = asdict(self)
-        for key in ("step", "phase", "cycle"):
+        for key in ("step", "phase", "cycle", "layers"):
             values.pop(key)
-        return {k: float(v) for k, v in values.items() if v is not None}
+        flat = {k: float(v) for k, v in values.items() if v is not None}
+        flat.update({keys.layer_remaining(name): v for name, v in self.layers.items()})
+        return flat
 
 
 @dataclass
@@ -145,12 +156,14 @@ class _Reference:
     parameters: int
     prunable: int
     input_shape: tuple[int, int, int]
+    layers: dict[str, int]  # weights of each layer IMP prunes
 
 
 def _measure(
     model: nn.Module,
     data: datasets.Datasets,
     reference: _Reference,
+    plan: alds.AldsPlan | None,
     *,
     step: int,
     phase: str,
@@ -165,6 +178,10 @@ def _measure(
     )
     alive = imp.sparsity(model)["alive"]
     nonzero = metrics.count_parameters(model, nonzero=True)
+    splits = {} if plan is None else {layer.name: layer.k for layer in plan.layers}
+    costs = metrics.layer_costs(model, reference.input_shape, splits)
+    # Biases and normalisation parameters are stored as they are.
+    other = nonzero - sum(cost.nonzero for cost in costs.values())
     remaining = alive / reference.prunable
     return Step(
         step=step,
@@ -176,9 +193,10 @@ def _measure(
         sparsity=1.0 - remaining,
         remaining=remaining,
         params_nonzero=nonzero,
-        params_total=metrics.count_parameters(model),
         compression_ratio=metrics.compression_ratio(model, reference.parameters, nonzero=nonzero),
-        flops=metrics.count_flops(model, reference.input_shape),
+        params_effective=other + sum(cost.params for cost in costs.values()),
+        flops_effective=sum(cost.flops for cost in costs.values()),
+        layers={name: costs[name].nonzero / weights for name, weights in reference.layers.items()},
     )
 
 
@@ -279,10 +297,17 @@ class _Phases:
         self.model = _build(config, data, seed)
         self.model.load_state_dict(dense_state)
         self.model.to(device)
+        weights = imp.prunable(self.model)
+        excluded = imp.excluded(self.model, config.imp.exclude)
         self.reference = _Reference(
             parameters=metrics.count_parameters(self.model),
-            prunable=sum(w.numel() for w in imp.prunable(self.model).values()),
+            prunable=sum(w.numel() for w in weights.values()),
             input_shape=_input_shape(data),
+            layers={
+                name.removesuffix(".weight"): weight.numel()
+                for name, weight in weights.items()
+                if name not in excluded
+            },
         )
 
     def dense(self) -> None:
@@ -366,6 +391,7 @@ class _Phases:
             self.model,
             self.data,
             self.reference,
+            self.progress.plan,
             step=len(self.progress.steps),
             phase=phase,
             cycle=cycle,

@@ -88,7 +88,7 @@ def run(
         config,
         experiment_id=prepared.study.user_attrs.get(keys.STUDY_EXPERIMENT_ID),
     )
-    summarize = _Summary(tracker, prepared.parent_run_id)
+    summarize = _Summary(tracker, prepared)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
@@ -102,28 +102,36 @@ def run(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _replay_spools(config, prepared.tracking_uri)
+    summarize.log_comparison()
     if progress.finished(prepared.study) >= config.total_trials:
         tracker.end_parent_run(prepared.parent_run_id)
     return failed, supervisor.signals > 0
 
 
 class _Summary:
-    """Logs the trial counts and the best value to the parent run whenever they change."""
+    """Logs the trial counts and the best value to the parent run whenever they change, and
+    the report's figures (the sweep's comparison) when trials have finished since the last
+    ones, at most every ``FIGURE_SECONDS``."""
 
     RETRY_SECONDS = 30.0
+    FIGURE_SECONDS = 120.0
 
-    def __init__(self, tracker: tracking.SweepTracker, parent_run_id: str) -> None:
+    def __init__(self, tracker: tracking.SweepTracker, prepared: Prepared) -> None:
         self.tracker = tracker
-        self.parent_run_id = parent_run_id
+        self.prepared = prepared
         self.last: tuple | None = None
         self.retry_at = 0.0
+        self.finished = 0  # trials finished when the figures were last drawn
+        self.figures_at = time.monotonic()
 
     def __call__(self, rows: dict[str, Any]) -> None:
         summary = (tuple(sorted(rows["counts"].items())), rows["best"])
         if summary == self.last or time.monotonic() < self.retry_at:
             return
         try:
-            self.tracker.log_sweep_summary(self.parent_run_id, rows["counts"], rows["best"])
+            self.tracker.log_sweep_summary(
+                self.prepared.parent_run_id, rows["counts"], rows["best"]
+            )
         except Exception as exc:  # a tracking outage must not stop the sweep
             # Each failed call can wait on the server's timeout: the supervisor loop, which
             # also reaps dead workers, must not wait on it every second.
@@ -131,6 +139,27 @@ class _Summary:
             logger.warning("could not log the sweep's progress to MLflow: %s", exc)
             return
         self.last = summary
+        if time.monotonic() - self.figures_at >= self.FIGURE_SECONDS:
+            self.log_comparison()
+
+    def log_comparison(self) -> None:
+        """Draw the report's figures from the finished trials and log them to the parent run
+        (replacing the last ones); nothing when no trial has finished since."""
+        from orchestrator import report
+
+        finished = progress.finished(self.prepared.study)
+        if finished == self.finished:
+            return
+        self.figures_at = time.monotonic()
+        try:
+            built = report.build(
+                self.prepared.study, self.tracker.config, tracking_uri=self.prepared.tracking_uri
+            )
+            self.tracker.log_figures(self.prepared.parent_run_id, built.figures)
+        except Exception as exc:  # the figures are a view; the sweep goes on without them
+            logger.warning("could not log the sweep's comparison figures to MLflow: %s", exc)
+            return
+        self.finished = finished
 
 
 def _replay_spools(config: SweepConfig, uri: str, seconds: float = 60.0) -> None:

@@ -164,6 +164,33 @@ def sweep_description(config: SweepConfig) -> str:
     return "\n".join(lines)
 
 
+def trial_description(trial_config: SweepConfig) -> str:
+    """A trial run's description (Markdown): which phase each step of its curves is, and how
+    to chart them against the weights remaining."""
+    alds = trial_config.alds
+    finetune = f", then {alds.finetune_epochs} fine-tuning epoch(s)" if alds.finetune_epochs else ""
+    compressed = (
+        f"ALDS at rate {alds.rate:g} ({alds.mode} mode){finetune}"
+        if alds.rate > 0
+        else f"no ALDS (the IMP-only baseline){finetune}"
+    )
+    imp = trial_config.imp
+    lines = [
+        "Steps of the curves:",
+        "- step 0: the dense-trained network",
+        f"- step 1: {compressed}",
+        f"- steps 2–{imp.cycles + 1}: IMP cycles 1–{imp.cycles} (step s is cycle s − 1), "
+        f"pruning {imp.prune_fraction:g} per cycle, rewind `{imp.rewind}`",
+        "",
+        "Against sparsity: this run's figure is the artifact "
+        f"`{keys.ARTIFACT_TRIAL_FIGURE}`; in the chart view set a line chart's x-axis to the "
+        "metric `remaining`. `params_effective` and `flops_effective` count each weight in "
+        "its cheaper exact form (nonzeros, or rank factors); `remaining/<layer>` is a layer's "
+        f"share left. Per-step table with the phases: `{keys.ARTIFACT_CURVE}.csv`.",
+    ]
+    return "\n".join(lines)
+
+
 def _source_tags(config: SweepConfig) -> dict[str, str]:
     """The standard source tags, so MLflow's Source column says what made the run."""
     tags = {keys.TAG_SOURCE_NAME: f"orchestrate · {config.name}", keys.TAG_SOURCE_TYPE: "LOCAL"}
@@ -244,17 +271,22 @@ class SweepTracker:
 
     def _experiment(self) -> str:
         name = self.config.tracking.experiment or self.config.name
+        tags = {
+            keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING,
+            keys.TAG_NOTE: sweep_description(self.config),
+        }
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
+            # An experiment made by an older version, or by hand: open it in the training
+            # views too, and describe it unless someone already has.
+            for key, value in tags.items():
+                if key not in experiment.tags:
+                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         location = None
         if not self.uri.startswith(("http://", "https://")):
             # A local store keeps artifacts beside it, not in the current directory.
             location = workspace.artifacts_folder(self.config).resolve().as_uri()
-        tags = {
-            keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING,
-            keys.TAG_NOTE: sweep_description(self.config),
-        }
         try:
             return self.client.create_experiment(name, artifact_location=location, tags=tags)
         except mlflow.exceptions.MlflowException:
@@ -292,6 +324,11 @@ class SweepTracker:
             return None
         return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
+    def log_figures(self, run_id: str, figures: Mapping[str, Any]) -> None:
+        """Each matplotlib figure as ``<name>.png`` at the top of ``run_id``'s artifacts."""
+        for name, figure in figures.items():
+            self.client.log_figure(run_id, figure, f"{name}.png")
+
     def end_parent_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
@@ -327,6 +364,7 @@ class SweepTracker:
             keys.TAG_HOST: socket.gethostname(),
             keys.TAG_ARM: arm(trial_config),
             keys.TAG_CONFIG: describe_params(params) or "default",
+            keys.TAG_NOTE: trial_description(trial_config),
             **_source_tags(self.config),
             **tags,
         }
@@ -366,6 +404,10 @@ class TrialRun:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.outbox.log_batch(self.run_id, tags={k: str(v) for k, v in tags.items()})
+
+    def link_twin(self, alds_run_id: str, baseline_run_id: str) -> None:
+        """Tag an ALDS trial's run (this one or another) with its IMP-only twin's run."""
+        self.outbox.log_batch(alds_run_id, tags={keys.TAG_TWIN_RUN_ID: baseline_run_id})
 
     def log_tables(self, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
         """Each table (rows of dicts) as ``<name>.csv``."""

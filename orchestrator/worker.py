@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator import data as datasets
-from orchestrator import keys, queue, tracking, workspace
+from orchestrator import keys, queue, tracking, twins, workspace
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import ConfigError, config_hash
@@ -131,6 +131,7 @@ class Worker:
             trial.set_user_attr(keys.TRIAL_RUN_URL, url)
         trial.set_user_attr(keys.TRIAL_WORKER, self.label)
         trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
+        twins.link(self.study, self.config, trial.number, run.link_twin)
         progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
         if progress_file.exists():
             run.set_tags({keys.TAG_RESUMED: "true"})
@@ -196,6 +197,8 @@ class Worker:
         )
         run.end("FINISHED")
         self.study.tell(trial, values)
+        # Its twins may have started after it: a completed baseline is the one to pair with.
+        twins.link(self.study, self.config, trial.number, run.link_twin)
         progress_file.unlink(missing_ok=True)
 
     def _fail(self, trial: optuna.Trial, run: TrialRun, reason: str, status: str) -> None:

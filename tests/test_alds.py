@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import models
-from compression import alds
+from compression import alds, imp
 from compression.factorized import FactorizedConv2d, FactorizedLinear
-from compression.metrics import count_flops, count_parameters
+from compression.metrics import count_flops, count_parameters, layer_costs
 from orchestrator.report import render
 
 CIFAR = (3, 32, 32)
@@ -177,6 +177,28 @@ def test_plan_totals_match_the_factorized_network(
         module = factorized.get_submodule(layer.name)
         bias = layer.shape[0] if getattr(module, "decoder", module).bias is not None else 0
         assert count_parameters(module) == layer.params_after + bias
+
+
+def test_effective_cost_counts_the_ranks_alds_leaves_in_either_mode(
+    conv6: nn.Module, allocators: dict[str, alds.Allocator]
+) -> None:
+    plan = allocators["conv6"].plan(0.5)
+    splits = {layer.name: layer.k for layer in plan.layers}
+    dense = layer_costs(conv6, CIFAR)
+    projected = alds.apply(conv6, plan, mode="project")
+    factorized = alds.apply(conv6, plan, mode="factorize")
+    for costs in (layer_costs(projected, CIFAR, splits), layer_costs(factorized, CIFAR)):
+        assert list(costs) == list(dense)  # a factorized layer counts under its own name
+        for layer in plan.layers:
+            assert costs[layer.name].params == layer.params_after, layer.name
+            assert costs[layer.name].flops == layer.flops_after, layer.name
+    # Projected weights keep their shape and have no zeros: only their rank is lower.
+    assert layer_costs(projected, CIFAR, splits)["features.2"].nonzero == 64 * 64 * 9
+    assert sum(c.flops for c in dense.values()) == count_flops(conv6, CIFAR)
+    # Once IMP has pruned them they are full rank again, and stored as their nonzeros.
+    imp.apply(projected, imp.prune(projected, 0.3))
+    for name, cost in layer_costs(projected, CIFAR, splits).items():
+        assert cost.params == cost.nonzero < cost.weights, name
 
 
 @pytest.mark.parametrize("name", ["conv6", "resnet20"])

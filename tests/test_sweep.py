@@ -12,7 +12,15 @@ from tests.conftest import orchestrate, tiny_sweep, write_sweep
 
 pytestmark = pytest.mark.slow
 
-CURVE_METRICS = ("accuracy", "loss", "sparsity", "params_nonzero", "compression_ratio", "flops")
+CURVE_METRICS = (
+    "accuracy",
+    "loss",
+    "sparsity",
+    "params_nonzero",
+    "compression_ratio",
+    "params_effective",
+    "flops_effective",
+)
 
 
 def study_of(document: dict) -> optuna.Study:

@@ -109,6 +109,93 @@ def test_every_trial_records_the_data_it_trained_on(tracked: dict) -> None:
     assert len(digests) == 1 and len(digests.pop()) == 16  # one seed: the same data
 
 
+def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_no_metric_is_constant_across_the_steps_of_a_run(tracked: dict) -> None:
+    client = tracked["client"]
+    for run in tracked["trials"]:
+        logged = set(run.data.metrics)
+        assert {"accuracy", "remaining", "params_effective", "flops_effective"} <= logged
+        # One fraction per layer IMP prunes (every layer of LeNet-300-100 here).
+        assert {k for k in logged if k.startswith("remaining/")} == {
+            "remaining/classifier.1",
+            "remaining/classifier.3",
+            "remaining/classifier.5",
+        }
+        assert "params_total" not in logged and "flops" not in logged
+        for key in logged:
+            values = _history(client, run.info.run_id, key)
+            assert len(values) == 4, key  # dense, ALDS, 2 IMP cycles
+            assert len(set(values)) > 1, f"{run.info.run_name}: {key} is constant"
+
+
+def test_the_curves_show_what_alds_changes_in_either_mode(tracked: dict) -> None:
+    client = tracked["client"]
+    for run in tracked["trials"]:
+        nonzero = _history(client, run.info.run_id, "params_nonzero")
+        effective = _history(client, run.info.run_id, "params_effective")
+        layer = _history(client, run.info.run_id, "remaining/classifier.1")
+        assert effective[0] == nonzero[0] and layer[0] == 1.0  # dense: no zeros, full rank
+        if run.data.tags["arm"] == "baseline":
+            assert effective[1] == nonzero[1] == nonzero[0]
+        elif run.data.params["alds.mode"] == "project":
+            # Same shapes and no zeros, but each projected layer has a low rank per block.
+            assert nonzero[1] == nonzero[0] and layer[1] == 1.0
+            assert effective[1] < 0.6 * nonzero[0]
+        else:
+            # Factorized: the layer holds its factors, fewer weights than it had.
+            assert effective[1] == nonzero[1] < 0.6 * nonzero[0] and layer[1] < 0.6
+        assert effective[3] < effective[1]  # IMP removes weights from there on
+
+
+def test_each_run_says_which_phase_each_step_is(tracked: dict) -> None:
+    for run in tracked["trials"]:
+        note = run.data.tags["mlflow.note.content"]
+        assert "step 0: the dense-trained network" in note
+        assert "steps 2–3: IMP cycles 1–2" in note
+        mode = run.data.params["alds.mode"]
+        baseline = run.data.tags["arm"] == "baseline"
+        compressed = "no ALDS" if baseline else f"ALDS at rate 0.5 ({mode} mode)"
+        assert f"step 1: {compressed}" in note
+        curve = tracked["client"].download_artifacts(run.info.run_id, "curve.csv")
+        phases = Path(curve).read_text().splitlines()
+        assert [line.split(",")[1] for line in phases] == ["phase", "dense", "alds", "imp", "imp"]
+
+
+def test_alds_runs_name_their_imp_only_twin(tracked: dict) -> None:
+    runs = {run.info.run_id: run for run in tracked["trials"]}
+    twins = {
+        run.info.run_name: runs[run.data.tags["twin_run_id"]].info.run_name
+        for run in tracked["trials"]
+        if "twin_run_id" in run.data.tags
+    }
+    rest = "prune 0.5 · mode {} · seed 0"
+    assert twins == {
+        f"ALDS 0.5 · {rest.format(mode)}": f"IMP only · {rest.format(mode)}"
+        for mode in ("project", "factorize")
+    }
+
+
+def test_parent_run_holds_the_sweeps_comparison_figure(tracked: dict) -> None:
+    client = tracked["client"]
+    listed = {a.path for a in client.list_artifacts(tracked["parent"].info.run_id)}
+    assert "accuracy_vs_remaining.png" in listed
+    path = client.download_artifacts(tracked["parent"].info.run_id, "accuracy_vs_remaining.png")
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_existing_experiment_is_opened_in_the_training_views(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    made = client.create_experiment("older", tags={"mlflow.note.content": "kept"})
+    SweepTracker(uri, parse_config({"name": "older"}))
+    tags = client.get_experiment(made).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == "kept"  # a description someone wrote stays
+
+
 def test_run_names_and_description_of_a_sampled_sweep() -> None:
     config = parse_config(
         {

@@ -29,9 +29,9 @@ METRICS = (
     "sparsity",
     "remaining",
     "params_nonzero",
-    "params_total",
     "compression_ratio",
-    "flops",
+    "params_effective",
+    "flops_effective",
 )
 FORMATS = ("csv", "md", "latex", "html", "json")
 RATE = ALDS_RATE

@@ -1,0 +1,81 @@
+"""Paired trials: an ALDS trial's twin is the IMP-only trial (ALDS rate 0) with the same seed
+and the same value of every other searched field, so the two differ only by ALDS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator import keys
+from orchestrator.config import ALDS_RATE, SweepConfig
+from orchestrator.outbox import PENDING
+
+__all__ = ["link"]
+
+# Of several baseline trials with the twin's key (a failed one and its retry), the run of the
+# one that completed wins, then the one running.
+_PREFERENCE = {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
+
+
+def _key(trial: FrozenTrial) -> tuple:
+    others = sorted((path, value) for path, value in trial.params.items() if path != ALDS_RATE)
+    return (trial.user_attrs.get(keys.TRIAL_SEED), tuple(others))
+
+
+def _rate(trial: FrozenTrial, config: SweepConfig) -> float:
+    return float(trial.params.get(ALDS_RATE, config.alds.rate))
+
+
+def _run_id(trial: FrozenTrial) -> str | None:
+    run_id = trial.user_attrs.get(keys.TRIAL_RUN_ID)
+    # A run created during a tracking outage has only a provisional id until it is sent.
+    return None if not run_id or run_id.startswith(PENDING) else run_id
+
+
+def _tracked(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    return sorted(
+        (t for t in trials if _run_id(t) and keys.TRIAL_SEED in t.user_attrs),
+        key=lambda t: (_PREFERENCE.get(t.state, 0), t.number),
+    )
+
+
+def link(
+    study: optuna.Study,
+    config: SweepConfig,
+    number: int,
+    tag: Callable[[str, str], None],
+) -> dict[str, str]:
+    """Pair trial ``number`` with its twins: an ALDS trial with its baseline, a baseline with
+    every ALDS trial it is the twin of. Call it when the trial starts and when it ends.
+
+    Args:
+        study: the sweep's study.
+        config: the sweep's config (the ALDS rate of trials that do not search it).
+        number: the trial whose pairs to link.
+        tag: called as ``tag(alds_run_id, baseline_run_id)`` for each pair found.
+
+    Returns:
+        The pairs linked, ALDS run id → baseline run id.
+    """
+    trials = _tracked(study.get_trials(deepcopy=False))
+    current = next((t for t in trials if t.number == number), None)
+    if current is None:
+        return {}
+    key = _key(current)
+    same = [t for t in trials if _key(t) == key]
+    baselines = [t for t in same if _rate(t, config) == 0]
+    if not baselines:
+        return {}
+    baseline = baselines[-1]  # the most preferred
+    baseline_run = str(_run_id(baseline))
+    if _rate(current, config) > 0:
+        pairs = {str(_run_id(current)): baseline_run}
+    elif current.number == baseline.number:
+        pairs = {str(_run_id(t)): baseline_run for t in same if _rate(t, config) > 0}
+    else:
+        pairs = {}
+    for alds_run, baseline_run in pairs.items():
+        tag(alds_run, baseline_run)
+    return pairs
