@@ -27,6 +27,7 @@ TRIAL_STEP = "step"  # the last compression step reported
 TRIAL_FAIL_REASON = "fail_reason"
 TRIAL_ARM = "arm"  # ARM_BASELINE or ARM_ALDS: the label optuna-dashboard shows
 TRIAL_RUN_URL = "mlflow_run_url"  # a link to the trial's run, where MLflow is an HTTP server
+TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's IMP-only twin's run (twins.py)
 
 # trial system attributes
 
@@ -66,6 +67,8 @@ TAG_NOTE = "mlflow.note.content"  # a run's or an experiment's description
 # MLflow opens an experiment in its training views (not the GenAI ones) by this tag.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
+# An experiment tag the runs page loads as its columns and charts (runs_view.py).
+TAG_SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 
 # MLflow metrics of a trial run, besides the measurements of procedure.Step
 

@@ -26,7 +26,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from orchestrator import keys, workspace
+from orchestrator import keys, runs_view, workspace
 from orchestrator.config import (
     ALDS_RATE,
     PRUNE_FRACTION,
@@ -143,9 +143,9 @@ def trial_run_name(trial_config: SweepConfig, params: Mapping[str, Any], seed: i
     return " · ".join(parts)
 
 
-def sweep_description(config: SweepConfig) -> str:
+def sweep_description(config: SweepConfig, experiment_id: str | None = None) -> str:
     """The experiment's and the parent run's description (Markdown): what the sweep asks,
-    what it searches, and how to get its tables."""
+    what it searches, how to get its tables, and (given the experiment) a link to its view."""
     lines = [
         f"**{config.name}**: does ALDS before IMP keep more accuracy than IMP alone at equal "
         f"sparsity, and at which ALDS rate? {config.model} on {config.dataset.name}, "
@@ -161,6 +161,12 @@ def sweep_description(config: SweepConfig) -> str:
         "Runs are named by ALDS rate (or IMP only), prune fraction and seed; the tag `arm` marks "
         "the IMP-only baseline. Tables and figures: `orchestrate report SWEEP.yaml`.",
     ]
+    if experiment_id is not None:
+        lines += [
+            "",
+            f"[Charts: accuracy against weights remaining]({runs_view.view_link(experiment_id)})"
+            f" · [the trials by ALDS rate]({runs_view.view_link(experiment_id, charts=False)})",
+        ]
     return "\n".join(lines)
 
 
@@ -271,30 +277,35 @@ class SweepTracker:
 
     def _experiment(self) -> str:
         name = self.config.tracking.experiment or self.config.name
-        tags = {
-            keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING,
-            keys.TAG_NOTE: sweep_description(self.config),
-        }
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            # An experiment made by an older version, or by hand: open it in the training
-            # views too, and describe it unless someone already has.
-            for key, value in tags.items():
-                if key not in experiment.tags:
-                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
-            return experiment.experiment_id
-        location = None
-        if not self.uri.startswith(("http://", "https://")):
-            # A local store keeps artifacts beside it, not in the current directory.
-            location = workspace.artifacts_folder(self.config).resolve().as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location, tags=tags)
-        except mlflow.exceptions.MlflowException:
-            # Another process created it first.
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
+        if experiment is None:
+            location = None
+            if not self.uri.startswith(("http://", "https://")):
+                # A local store keeps artifacts beside it, not in the current directory.
+                location = workspace.artifacts_folder(self.config).resolve().as_uri()
+            try:
+                self.client.create_experiment(name, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                if self.client.get_experiment_by_name(name) is None:
+                    raise
+                # Another process created it first.
+            experiment = self.client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id
+        # Also on an experiment made by an older version or by hand: it opens in the training
+        # views; a kind or a description someone already chose stays. The view is the
+        # sweep's own and follows its current search space.
+        defaults = {
+            keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING,
+            keys.TAG_NOTE: sweep_description(self.config, experiment_id),
+        }
+        for key, value in defaults.items():
+            if key not in experiment.tags:
+                self.client.set_experiment_tag(experiment_id, key, value)
+        view = json.dumps(runs_view.view_state(list(self.config.search.space)))
+        self.client.set_experiment_tag(
+            experiment_id, keys.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY, view
+        )
+        return experiment_id
 
     def create_parent_run(self) -> str:
         """Start the sweep's parent run: the fixed config and the search space as params (a
@@ -303,7 +314,7 @@ class SweepTracker:
             keys.TAG_ROLE: keys.ROLE_SWEEP,
             keys.TAG_SWEEP: self.config.name,
             keys.TAG_CONFIG_HASH: config_hash(self.config),
-            keys.TAG_NOTE: sweep_description(self.config),
+            keys.TAG_NOTE: sweep_description(self.config, self.experiment_id),
             **_source_tags(self.config),
         }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.config.name)

@@ -131,7 +131,7 @@ class Worker:
             trial.set_user_attr(keys.TRIAL_RUN_URL, url)
         trial.set_user_attr(keys.TRIAL_WORKER, self.label)
         trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
-        twins.link(self.study, self.config, trial.number, run.link_twin)
+        self._link_twins(trial, run)
         progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
         if progress_file.exists():
             run.set_tags({keys.TAG_RESUMED: "true"})
@@ -196,10 +196,18 @@ class Worker:
             {keys.TAG_STATE: "COMPLETE", keys.TAG_DENSE_CHECKPOINT: result.dense_checkpoint}
         )
         run.end("FINISHED")
+        # Its twins may have started after it, and a baseline that completes is the one to
+        # pair with; linked while the trial still runs, so it can take the attribute.
+        self._link_twins(trial, run)
         self.study.tell(trial, values)
-        # Its twins may have started after it: a completed baseline is the one to pair with.
-        twins.link(self.study, self.config, trial.number, run.link_twin)
         progress_file.unlink(missing_ok=True)
+
+    def _link_twins(self, trial: optuna.Trial, run: TrialRun) -> None:
+        """Pair the trial's run with its IMP-only twin's (both ways, see :mod:`twins`); an
+        ALDS trial also names its twin's run for optuna-dashboard."""
+        pairs = twins.link(self.study, self.config, trial.number, run.link_twin)
+        if run.run_id in pairs:
+            trial.set_user_attr(keys.TRIAL_TWIN_RUN_ID, pairs[run.run_id])
 
     def _fail(self, trial: optuna.Trial, run: TrialRun, reason: str, status: str) -> None:
         trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])

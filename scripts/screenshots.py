@@ -17,8 +17,8 @@ It writes three PNGs (1600x1000) into ``--out``:
     parent run; the parameter table starts below the metrics, so the ``alds.rate`` row itself
     is below the fold -- the run name and the ``config`` tag carry the rate.
 ``chart_view.png``
-    The runs page in chart mode: ``alds.rate`` against final accuracy, then accuracy and
-    sparsity over the IMP cycles, one line per trial.
+    The runs page in chart mode: ``alds.rate`` against final accuracy, then accuracy and the
+    effective parameter count against the weights remaining, one line per trial.
 
 Why the script does what it does (MLflow 3.17's UI, read from its bundled JavaScript):
 
@@ -35,8 +35,9 @@ Why the script does what it does (MLflow 3.17's UI, read from its bundled JavaSc
   ``runsHidden``, ``runsVisibilityMap`` and ``autoRefreshEnabled``. So parent runs cannot be
   shown expanded without a click; instead the view filters on ``orchestrate.role = 'trial'``,
   which (like any search filter or sort other than by date) lists the trials flat, by name.
-  The script writes that tag into a *copy* of a SQLite store, so the store given is never
-  changed; for other stores it writes the tag in place (the same thing "Share" would do).
+  A sweep writes that view (``orchestrator/runs_view.py``) when it creates its experiment;
+  for a store made before that, the script writes it into a *copy* of a SQLite store, so the
+  store given is never changed, and into other stores in place (as "Share" would).
 * On that copy it also sets each trial's ``mlflow.runColor`` tag (the UI's run colour) from a
   palette by ALDS rate: the default colours, hashed from run ids, are often near-equal
   shades of one hue and the chart lines cannot be told apart.
@@ -79,12 +80,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-TAG_ROLE = "orchestrate.role"  # the orchestrator's run-role tag (orchestrator/keys.py)
-RATE_PARAM = "alds.rate"
-SHARE_KEY = "orchestrate-screenshots"
-SHARE_TAG_PREFIX = "mlflow.sharedViewState."
-RUN_NAME_COLUMN = "attributes.`Run Name`"
-CHART_SECTION = "ALDS rate vs accuracy"
+from orchestrator import keys, runs_view
+from orchestrator.config import ALDS_RATE
+
+TAG_ROLE = keys.TAG_ROLE
+RATE_PARAM = ALDS_RATE
+VIEW_TAG = keys.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY
 PLOTLY_MARKER = 'class="main-svg"'  # Plotly's chart <svg>, present once a chart is drawn
 UI_HOST = "mlflow.localhost"
 # Colour per ALDS rate, lowest first (matplotlib's tab10: the IMP-only baseline is blue).
@@ -267,9 +268,9 @@ def prepare_store(store: str, experiment: str, private: bool) -> Target:
     )
     if not trials:
         raise ScreenshotError(f"experiment {experiment!r} has no run tagged {TAG_ROLE}=trial")
-    client.set_experiment_tag(
-        exp.experiment_id, SHARE_TAG_PREFIX + SHARE_KEY, json.dumps(shared_view_state())
-    )
+    if VIEW_TAG not in exp.tags:  # a store written before sweeps wrote their view
+        view = json.dumps(runs_view.view_state([RATE_PARAM]))
+        client.set_experiment_tag(exp.experiment_id, VIEW_TAG, view)
     if private:
         rates = {r.info.run_id: r.data.params.get(RATE_PARAM) for r in trials}
         for run_id, color in trial_colors(rates).items():
@@ -301,72 +302,6 @@ def trial_colors(rates: dict[str, str | None]) -> dict[str, str]:
     }
 
 
-def shared_view_state() -> dict[str, object]:
-    """The view the runs page opens with: the trials, by ALDS rate, with the columns and charts
-    that answer the sweep's question. Keys are MLflow 3.17's persisted search facets and UI
-    state; column keys are ``TYPE.`NAME```, as the UI writes them."""
-    columns = [
-        f"params.`{RATE_PARAM}`",
-        "metrics.`accuracy`",
-        "metrics.`sparsity`",
-        "metrics.`compression_ratio`",
-        "tags.`arm`",
-    ]
-    section = "orchestrate"
-
-    def line(metric: str) -> dict[str, object]:
-        return {
-            "uuid": f"orchestrate-{metric}",
-            "type": "LINE",
-            "metricSectionId": section,
-            "deleted": False,
-            "isGenerated": False,
-            "runsCountToCompare": 100,
-            "metricKey": metric,
-            "lineSmoothness": 0,
-            "xAxisScaleType": "linear",
-            "scaleType": "linear",
-            "xAxisKey": "step",
-            "selectedXAxisMetricKey": "",
-            "yAxisKey": "metric",
-            "yAxisExpressions": [],
-            "ignoreOutliers": False,
-            "useGlobalXaxisKey": False,
-            "useGlobalLineSmoothing": False,
-        }
-
-    charts: list[dict[str, object]] = [
-        {
-            "uuid": "orchestrate-rate-vs-accuracy",
-            "type": "SCATTER",
-            "metricSectionId": section,
-            "deleted": False,
-            "isGenerated": False,
-            "runsCountToCompare": 100,
-            "xaxis": {"key": RATE_PARAM, "type": "PARAM"},
-            "yaxis": {"key": "accuracy", "type": "METRIC"},
-        },
-        line("accuracy"),
-        line("sparsity"),
-    ]
-    return {
-        "searchFilter": f"tags.`{TAG_ROLE}` = 'trial'",
-        "orderByKey": columns[0],
-        "orderByAsc": True,
-        "selectedColumns": columns,
-        # Widths apply only to columns listed in columnOrder; the order puts alds.rate next to
-        # the run name and accuracy next to it.
-        "columnOrder": [RUN_NAME_COLUMN, "runDateAndNestInfo", "duration", *columns],
-        "columnWidths": {RUN_NAME_COLUMN: 270},
-        "runsHiddenMode": "SHOW_ALL",
-        "compareRunCharts": charts,
-        "compareRunSections": [
-            {"uuid": section, "name": CHART_SECTION, "display": True, "isReordered": False}
-        ],
-        "isAccordionReordered": True,
-    }
-
-
 def build_shots(port: int, target: Target) -> list[Shot]:
     """The three pages to shoot, with the texts each shows once it has rendered."""
     base = f"http://{UI_HOST}:{port}/#/experiments/{target.experiment_id}"
@@ -375,15 +310,15 @@ def build_shots(port: int, target: Target) -> list[Shot]:
     def query(**params: str) -> str:
         return urllib.parse.urlencode({"workflowType": "machine_learning", **params})
 
-    runs = query(viewStateShareKey=SHARE_KEY)
-    charts = query(viewStateShareKey=SHARE_KEY, compareRunsMode="CHART")
+    runs = query(viewStateShareKey=runs_view.VIEW_KEY)
+    charts = query(viewStateShareKey=runs_view.VIEW_KEY, compareRunsMode="CHART")
     return [
         Shot(
             "runs_table.png", f"{base}/runs?{runs}", (run_name, f'col-id="params.`{RATE_PARAM}`"')
         ),
         Shot("trial_run.png", f"{base}/runs/{target.run_id}?{query()}", (run_name, RATE_PARAM)),
         # Charts show a spinner until Plotly has drawn them: wait for Plotly's <svg>.
-        Shot("chart_view.png", f"{base}/runs?{charts}", (CHART_SECTION, PLOTLY_MARKER)),
+        Shot("chart_view.png", f"{base}/runs?{charts}", (runs_view.CHART_SECTION, PLOTLY_MARKER)),
     ]
 
 
@@ -481,7 +416,7 @@ def run(store: str, experiment: str, out_dir: Path, budget_ms: int, start_timeou
             serve = f"sqlite:///{copy}"
             private = True
         else:
-            print(f"note: writing the shared-view tag {SHARE_TAG_PREFIX}{SHARE_KEY} into {store}")
+            print(f"note: writing the shared-view tag {VIEW_TAG} into {store} if it is missing")
         target = prepare_store(serve, experiment, private)
         with mlflow_server(serve, tmp, start_timeout) as port:
             shots = build_shots(port, target)

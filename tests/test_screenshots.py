@@ -55,7 +55,8 @@ def make_store(path: Path, experiment: str) -> str:
         client.log_param(run.info.run_id, "alds.rate", rate)
         for step, value in enumerate(accuracies):
             client.log_metric(run.info.run_id, "accuracy", value, step=step)
-            client.log_metric(run.info.run_id, "sparsity", 0.25 * step, step=step)
+            client.log_metric(run.info.run_id, "remaining", 1 - 0.25 * step, step=step)
+            client.log_metric(run.info.run_id, "params_effective", 1000 - 250 * step, step=step)
         client.set_terminated(run.info.run_id)
     client.set_terminated(parent.info.run_id)
     return uri

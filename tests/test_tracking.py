@@ -54,6 +54,29 @@ def test_experiment_opens_in_the_training_views_with_a_description(tracked: dict
     assert "orchestrate report" in tags["mlflow.note.content"]
 
 
+def test_the_description_links_a_view_of_accuracy_against_weights_remaining(
+    tracked: dict,
+) -> None:
+    experiment = tracked["experiment"]
+    link = (
+        f"#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=orchestrate"
+        "&workflowType=machine_learning&compareRunsMode=CHART"
+    )
+    assert f"]({link})" in experiment.tags["mlflow.note.content"]
+    view = json.loads(experiment.tags["mlflow.sharedViewState.orchestrate"])
+    assert view["searchFilter"] == "tags.`orchestrate.role` = 'trial'"
+    assert view["selectedColumns"][:2] == ["params.`alds.rate`", "params.`alds.mode`"]
+    lines = {
+        (chart["metricKey"], chart["selectedXAxisMetricKey"])
+        for chart in view["compareRunCharts"]
+        if chart["type"] == "LINE"
+    }
+    assert lines == {("accuracy", "remaining"), ("params_effective", "remaining")}
+    # Every metric the view charts is one the trials log.
+    logged = set(tracked["trials"][0].data.metrics)
+    assert {metric for pair in lines for metric in pair} <= logged
+
+
 def test_runs_are_named_for_what_they_are_and_the_baseline_is_marked(tracked: dict) -> None:
     names = sorted(run.info.run_name for run in tracked["trials"])
     assert names == [
@@ -168,6 +191,17 @@ def test_alds_runs_name_their_imp_only_twin(tracked: dict) -> None:
     runs = {run.info.run_id: run for run in tracked["trials"]}
     twins = {
         run.info.run_name: runs[run.data.tags["twin_run_id"]].info.run_name
+        for run in tracked["trials"]
+        if "twin_run_id" in run.data.tags
+    }
+    # optuna-dashboard shows the same pairs.
+    study_pairs = {
+        t.user_attrs["mlflow_run_id"]: t.user_attrs["twin_run_id"]
+        for t in tracked["study"].trials
+        if "twin_run_id" in t.user_attrs
+    }
+    assert study_pairs == {
+        run.info.run_id: run.data.tags["twin_run_id"]
         for run in tracked["trials"]
         if "twin_run_id" in run.data.tags
     }
