@@ -18,10 +18,18 @@ from collections.abc import Sequence
 from orchestrator import keys
 from orchestrator.config import ALDS_RATE
 
-__all__ = ["CHART_SECTION", "RUN_NAME_COLUMN", "VIEW_KEY", "view_link", "view_state"]
+__all__ = [
+    "CHART_SECTION",
+    "LAYER_SECTION",
+    "RUN_NAME_COLUMN",
+    "VIEW_KEY",
+    "view_link",
+    "view_state",
+]
 
 VIEW_KEY = "orchestrate"
 CHART_SECTION = "ALDS rate vs accuracy"
+LAYER_SECTION = "Weights remaining per layer"
 RUN_NAME_COLUMN = "attributes.`Run Name`"
 
 
@@ -33,12 +41,12 @@ def view_link(experiment_id: str, *, charts: bool = True) -> str:
     return f"#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
 
 
-def _line(metric: str, x_metric: str | None = None) -> dict[str, object]:
+def _line(metric: str, x_metric: str | None = None, section: str = VIEW_KEY) -> dict[str, object]:
     """A line chart of ``metric`` against the step, or against another metric."""
     return {
         "uuid": f"orchestrate-{metric}-vs-{x_metric or 'step'}",
         "type": "LINE",
-        "metricSectionId": VIEW_KEY,
+        "metricSectionId": section,
         "deleted": False,
         "isGenerated": False,
         "runsCountToCompare": 100,
@@ -56,9 +64,15 @@ def _line(metric: str, x_metric: str | None = None) -> dict[str, object]:
     }
 
 
-def view_state(searched: Sequence[str]) -> dict[str, object]:
+def view_state(searched: Sequence[str], layers: Sequence[str] = ()) -> dict[str, object]:
     """The shared view of a sweep's trials: the searched fields as columns (the ALDS rate
     first), the rate against accuracy, accuracy and effective size against weights remaining.
+
+    Args:
+        searched: the searched fields.
+        layers: the layers whose remaining fraction the trials log (known once a trial has
+            run); each gets a chart against the weights remaining in a section of its own,
+            which shows whether ALDS changes how IMP spreads its pruning over the layers.
 
     Returns:
         The JSON document of the experiment tag.
@@ -84,7 +98,9 @@ def view_state(searched: Sequence[str]) -> dict[str, object]:
         },
         _line("accuracy", "remaining"),
         _line("params_effective", "remaining"),
+        *(_line(keys.layer_remaining(layer), "remaining", LAYER_SECTION) for layer in layers),
     ]
+    sections = [(VIEW_KEY, CHART_SECTION)] + ([(LAYER_SECTION, LAYER_SECTION)] if layers else [])
     return {
         "searchFilter": f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_TRIAL}'",
         "orderByKey": columns[0],
@@ -97,7 +113,8 @@ def view_state(searched: Sequence[str]) -> dict[str, object]:
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": charts,
         "compareRunSections": [
-            {"uuid": VIEW_KEY, "name": CHART_SECTION, "display": True, "isReordered": False}
+            {"uuid": uuid, "name": name, "display": True, "isReordered": False}
+            for uuid, name in sections
         ],
         "isAccordionReordered": True,
     }

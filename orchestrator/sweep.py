@@ -123,6 +123,7 @@ class _Summary:
         self.retry_at = 0.0
         self.finished = 0  # trials finished when the figures were last drawn
         self.figures_at = time.monotonic()
+        self.view_has_layers = False
 
     def __call__(self, rows: dict[str, Any]) -> None:
         summary = (tuple(sorted(rows["counts"].items())), rows["best"])
@@ -156,6 +157,11 @@ class _Summary:
                 self.prepared.study, self.tracker.config, tracking_uri=self.prepared.tracking_uri
             )
             self.tracker.log_figures(self.prepared.parent_run_id, built.figures)
+            if not self.view_has_layers:
+                trials = built.tables["trials"]
+                complete = trials.loc[trials["state"] == "COMPLETE", keys.TRIAL_RUN_ID]
+                if not complete.empty:
+                    self.view_has_layers = self.tracker.set_view(run_id=complete.iloc[0])
         except Exception as exc:  # the figures are a view; the sweep goes on without them
             logger.warning("could not log the sweep's comparison figures to MLflow: %s", exc)
             return

@@ -174,7 +174,8 @@ def trial_description(trial_config: SweepConfig) -> str:
     """A trial run's description (Markdown): which phase each step of its curves is, and how
     to chart them against the weights remaining."""
     alds = trial_config.alds
-    finetune = f", then {alds.finetune_epochs} fine-tuning epoch(s)" if alds.finetune_epochs else ""
+    epochs = alds.finetune_epochs
+    finetune = f", then {epochs:g} fine-tuning epoch(s)" if epochs else ""
     compressed = (
         f"ALDS at rate {alds.rate:g} ({alds.mode} mode){finetune}"
         if alds.rate > 0
@@ -301,11 +302,28 @@ class SweepTracker:
         for key, value in defaults.items():
             if key not in experiment.tags:
                 self.client.set_experiment_tag(experiment_id, key, value)
-        view = json.dumps(runs_view.view_state(list(self.config.search.space)))
-        self.client.set_experiment_tag(
-            experiment_id, keys.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY, view
-        )
+        self.set_view(experiment_id)
         return experiment_id
+
+    def set_view(self, experiment_id: str | None = None, run_id: str | None = None) -> bool:
+        """Write the sweep's view of its runs page (:mod:`runs_view`) into the experiment,
+        with a chart per layer that ``run_id`` (a finished trial's run) logged.
+
+        Returns:
+            Whether the view has its layer charts.
+        """
+        layers = []
+        if run_id is not None:
+            prefix = keys.layer_remaining("")
+            metrics = self.client.get_run(run_id).data.metrics
+            layers = [key.removeprefix(prefix) for key in metrics if key.startswith(prefix)]
+        view = runs_view.view_state(list(self.config.search.space), layers)
+        self.client.set_experiment_tag(
+            experiment_id or self.experiment_id,
+            keys.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY,
+            json.dumps(view),
+        )
+        return bool(layers)
 
     def create_parent_run(self) -> str:
         """Start the sweep's parent run: the fixed config and the search space as params (a

@@ -67,14 +67,24 @@ def test_the_description_links_a_view_of_accuracy_against_weights_remaining(
     assert view["searchFilter"] == "tags.`orchestrate.role` = 'trial'"
     assert view["selectedColumns"][:2] == ["params.`alds.rate`", "params.`alds.mode`"]
     lines = {
-        (chart["metricKey"], chart["selectedXAxisMetricKey"])
+        (chart["metricSectionId"], chart["metricKey"], chart["selectedXAxisMetricKey"])
         for chart in view["compareRunCharts"]
         if chart["type"] == "LINE"
     }
-    assert lines == {("accuracy", "remaining"), ("params_effective", "remaining")}
+    # Once a trial had finished, the sweep added a chart per layer it logged.
+    layers = "Weights remaining per layer"
+    assert lines == {
+        ("orchestrate", "accuracy", "remaining"),
+        ("orchestrate", "params_effective", "remaining"),
+        *((layers, f"remaining/classifier.{i}", "remaining") for i in (1, 3, 5)),
+    }
+    assert [section["name"] for section in view["compareRunSections"]] == [
+        "ALDS rate vs accuracy",
+        layers,
+    ]
     # Every metric the view charts is one the trials log.
     logged = set(tracked["trials"][0].data.metrics)
-    assert {metric for pair in lines for metric in pair} <= logged
+    assert {metric for _, *pair in lines for metric in pair} <= logged
 
 
 def test_runs_are_named_for_what_they_are_and_the_baseline_is_marked(tracked: dict) -> None:
