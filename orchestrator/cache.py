@@ -4,12 +4,20 @@ A checkpoint is named by the hash of what determines it (model, data, training c
 so θ0 and the dense-trained network are computed once and found again by any later sweep.
 Workers that need the same missing checkpoint at once serialise on a file lock: one computes
 it, the others wait and then load it.
+
+Every file is written with a SHA-256 digest beside it (``<file>.sha256``) and checked against
+it when read. A file that fails the check or does not load (a truncated copy, a bad disk, a
+full disk during an older version's write) is moved aside as ``<file>.corrupt-<time>``, kept
+for inspection, and computed again once, under the same lock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +29,20 @@ from orchestrator.config import content_hash
 from orchestrator.locks import exclusive
 
 KEY_LENGTH = 20
+logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointCache", "key_of", "load", "save_atomically"]
+__all__ = [
+    "CheckpointCache",
+    "CorruptCheckpoint",
+    "key_of",
+    "load",
+    "move_aside",
+    "save_atomically",
+]
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint file that does not match its digest or does not load."""
 
 
 def key_of(description: Mapping[str, Any]) -> str:
@@ -31,16 +51,60 @@ def key_of(description: Mapping[str, Any]) -> str:
 
 
 def save_atomically(payload: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` through a temporary file: readers, and a crash mid-write, never see half
-    a file (the previous version stays until the new one is complete)."""
+    """``torch.save`` through a temporary file, with its digest beside it: readers, and a crash
+    mid-write, never see half a file (the previous version stays until the new one is whole).
+
+    The digest is written first, so a reader that finds the file finds its digest.
+    """
     temporary = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(dict(payload), temporary)
+    digest = _digest(temporary)
+    sidecar = workspace.digest_file(path)
+    sidecar_temporary = sidecar.with_suffix(f".tmp{os.getpid()}")
+    sidecar_temporary.write_text(digest + "\n")
+    os.replace(sidecar_temporary, sidecar)
     os.replace(temporary, path)
 
 
 def load(path: Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_atomically`, on the CPU (tensors only, no code)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by :func:`save_atomically`, on the CPU (tensors only, no code).
+
+    Raises:
+        CorruptCheckpoint: the file does not match the digest written with it, or does not
+            load (a file from before digests were written is only loaded).
+    """
+    sidecar = workspace.digest_file(path)
+    if sidecar.exists():
+        expected = sidecar.read_text().strip()
+        found = _digest(path)
+        if found != expected:
+            raise CorruptCheckpoint(
+                f"{path}: SHA-256 {found[:12]}… differs from the {expected[:12]}… written with it"
+            )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise CorruptCheckpoint(f"{path}: does not load ({type(exc).__name__}: {exc})") from exc
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a corrupt checkpoint (and its digest) to ``<name>.corrupt-<time>``; returns the
+    new path of the checkpoint."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moved = workspace.corrupt_file(path, stamp)
+    os.replace(path, moved)
+    sidecar = workspace.digest_file(path)
+    if sidecar.exists():
+        os.replace(sidecar, workspace.corrupt_file(sidecar, stamp))
+    return moved
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class CheckpointCache:
@@ -65,10 +129,19 @@ class CheckpointCache:
         """
         path = self.path(kind, description)
         if path.exists():
-            return load(path), False
+            try:
+                return load(path), False
+            except CorruptCheckpoint:
+                pass  # checked again under the lock, where it is replaced
         with exclusive(workspace.lock_file(path)):
             if path.exists():  # another worker made it while we waited
-                return load(path), False
+                try:
+                    return load(path), False
+                except CorruptCheckpoint as exc:
+                    moved = move_aside(path)
+                    logger.warning(
+                        "corrupt checkpoint %s; moved to %s, computing it again", exc, moved
+                    )
             payload = {**make(), "description": json.dumps(description, default=str)}
             save_atomically(payload, path)
             return payload, True

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from orchestrator.exit_codes import INTERRUPTED, TRIALS_FAILED, USAGE
+
 if TYPE_CHECKING:
     import optuna
 
     from orchestrator.config import SweepConfig
-
-EXIT_USAGE = 2
 
 
 class _Commands(click.Group):
@@ -38,9 +38,50 @@ class _Commands(click.Group):
             _fail(str(exc))
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = USAGE) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
+    sys.exit(code)
+
+
+def _check_failures(study: optuna.Study, allow_failures: bool) -> None:
+    """Print the trials that failed after their retries, and why; exit 1 unless allowed."""
+    from orchestrator import keys, progress
+    from orchestrator.config import describe_params
+
+    failed = progress.failed_for_good(study)
+    if not failed:
+        return
+    for trial in failed:
+        seed = trial.user_attrs.get(keys.TRIAL_SEED, "-")
+        reason = trial.user_attrs.get(keys.TRIAL_FAIL_REASON) or "no reason recorded"
+        click.echo(
+            f"trial {trial.number} ({describe_params(trial.params) or 'default'}, seed {seed}) "
+            f"failed: {reason}",
+            err=True,
+        )
+    if allow_failures:
+        click.echo(f"{len(failed)} trial(s) failed (--allow-failures: exit 0)", err=True)
+        return
+    _fail(
+        f"{len(failed)} trial(s) failed after their retries (--allow-failures to exit 0)",
+        TRIALS_FAILED,
+    )
+
+
+def _allow_failures(command: Callable) -> Callable:
+    return click.option(
+        "--allow-failures",
+        is_flag=True,
+        help="exit 0 even when trials failed after their retries",
+    )(command)
+
+
+def _storage_lost(error: Exception) -> None:
+    _fail(
+        f"{error}; stopped. Run the same command again once the storage is back: a trial "
+        "left running is failed and retried when its heartbeats are found missing",
+        TRIALS_FAILED,
+    )
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -157,6 +198,7 @@ def _open_study(
 )
 @click.option("--enqueue-only", is_flag=True, help="create and fill the study, run no worker")
 @click.option("--fresh", is_flag=True, help="delete an existing study of this name first")
+@_allow_failures
 def sweep(
     sweep: Path,
     devices: str | None,
@@ -165,6 +207,7 @@ def sweep(
     tracking_uri: str | None,
     enqueue_only: bool,
     fresh: bool,
+    allow_failures: bool,
 ) -> None:
     """Create or resume the study of SWEEP.yaml and run its trials on local workers."""
     from rich.console import Console
@@ -173,6 +216,7 @@ def sweep(
     from orchestrator import supervisor as supervisors
     from orchestrator import sweep as sweeps
     from orchestrator.config import load_config
+    from orchestrator.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
     config = load_config(sweep)
@@ -200,13 +244,20 @@ def sweep(
         return
     slots = supervisors.device_slots(execution.devices, execution.workers_per_device)
     console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
-    failed, interrupted = sweeps.run(prepared, config, slots, console)
+    try:
+        failed, interrupted = sweeps.run(prepared, config, slots, console)
+    except StorageUnavailable as exc:
+        _storage_lost(exc)
     console.print(progress.summary(prepared.study))
     if interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     if failed and progress.finished(prepared.study) < config.total_trials:
-        _fail(f"{failed} worker process(es) exited with an error; the study is not finished")
+        _fail(
+            f"{failed} worker process(es) exited with an error; the study is not finished",
+            TRIALS_FAILED,
+        )
+    _check_failures(prepared.study, allow_failures)
 
 
 @main.command()
@@ -226,6 +277,7 @@ def sweep(
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for this worker")
 @click.option("--index", type=click.IntRange(0), hidden=True, help="slot number (set by sweep)")
+@_allow_failures
 def worker(
     study_name: str,
     storage_url: str,
@@ -233,23 +285,32 @@ def worker(
     tracking_uri: str | None,
     threads: int | None,
     index: int | None,
+    allow_failures: bool,
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
     from orchestrator import tracking
     from orchestrator import worker as workers
+    from orchestrator.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
     if tracking_uri:
         tracking.check_reachable(tracking_uri)
-    count = workers.run_worker(
-        study_name,
-        storage_url,
-        device=device,
-        tracking_uri=tracking_uri,
-        threads=threads,
-        index=index,
-    )
-    click.echo(f"worker done: {count} trial(s) run here")
+    try:
+        done = workers.run_worker(
+            study_name,
+            storage_url,
+            device=device,
+            tracking_uri=tracking_uri,
+            threads=threads,
+            index=index,
+        )
+    except StorageUnavailable as exc:
+        _storage_lost(exc)
+    click.echo(f"worker done: {done.done} trial(s) run here")
+    if done.stopping:
+        click.echo("interrupted: its trial was requeued", err=True)
+        sys.exit(INTERRUPTED)
+    _check_failures(done.study, allow_failures)
 
 
 @main.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,11 +24,13 @@ import models
 from compression import alds, imp, metrics
 from orchestrator import data as datasets
 from orchestrator import keys
-from orchestrator.cache import CheckpointCache, save_atomically
+from orchestrator.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
 from orchestrator.cache import load as load_checkpoint
 from orchestrator.config import Objective, SweepConfig
 from orchestrator.curve import value_at_sparsity
 from orchestrator.training import evaluate, train
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Progress", "Step", "TrialResult", "dense_checkpoint", "objective_value", "run_trial"]
 
@@ -434,8 +437,9 @@ def run_trial(
     data = datasets.load(config.dataset, device=device, seed=seed)
     init, dense, trained = dense_checkpoint(config, seed, data, cache, device, check)
     trial = _Phases(config, seed, data, device, dense["state"], on_step, check, progress_file)
-    if progress_file is not None and progress_file.exists():
-        trial.resume(*Progress.load(progress_file))
+    saved = _saved_progress(progress_file)
+    if saved is not None:
+        trial.resume(*saved)
     else:
         trial.dense()
         trial.alds()
@@ -445,6 +449,23 @@ def run_trial(
             break
         trial.imp_cycle(cycle, rewind_to)
     return trial.result(trained)
+
+
+def _saved_progress(
+    progress_file: Path | None,
+) -> tuple[Progress, dict[str, torch.Tensor]] | None:
+    """The progress a retry resumes from; ``None`` when there is none or it is corrupt (then
+    it is moved aside and the trial starts again from the dense network)."""
+    if progress_file is None or not progress_file.exists():
+        return None
+    try:
+        return Progress.load(progress_file)
+    except CorruptCheckpoint as exc:
+        moved = move_aside(progress_file)
+        logger.warning(
+            "corrupt trial progress %s; moved to %s, starting the trial over", exc, moved
+        )
+        return None
 
 
 def _call_check(check: Callable[[], None], iteration: int, model: nn.Module) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -19,6 +19,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 __all__ = [
     "count_states",
+    "failed_for_good",
     "finished",
     "finished_count",
     "render",
@@ -67,10 +68,24 @@ def rows(study: optuna.Study) -> dict[str, Any]:
 def finished(study: optuna.Study) -> int:
     """Trials that reached an end state (a failed trial that is retried counts once)."""
     trials = study.get_trials(deepcopy=False, states=FINISHED)
-    retried = {
-        t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) for t in study.get_trials(deepcopy=False)
-    }
+    retried = _retried(study)
     return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def failed_for_good(study: optuna.Study) -> list[FrozenTrial]:
+    """The FAIL trials that no retry follows: they failed after their last retry."""
+    retried = _retried(study)
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return [t for t in failed if t.number not in retried]
+
+
+def _retried(study: optuna.Study) -> set[int]:
+    """Numbers of the trials that a retry repeats."""
+    return {
+        t.system_attrs[keys.TRIAL_FAILED_TRIAL]
+        for t in study.get_trials(deepcopy=False)
+        if keys.TRIAL_FAILED_TRIAL in t.system_attrs
+    }
 
 
 def render(progress: dict[str, Any], config: SweepConfig) -> Group:

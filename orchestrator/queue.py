@@ -12,28 +12,32 @@ Every use of Optuna's private API (the study's storage, trial ids) is in this mo
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import keys
 from orchestrator.config import SweepConfig
+from orchestrator.retrying_storage import LONGEST_PAUSE_SECONDS
 
-StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
 STALE_REASON = "worker stopped sending heartbeats"
+STALE_BEATS = 4  # missed beats after which a trial is stale (the storage's grace period)
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Heartbeat",
+    "cached",
     "claim_trial",
     "fail_and_requeue",
+    "fail_stale",
     "fill_queue",
     "requeue",
-    "retry_stale",
-    "set_stale_callback",
     "suggest",
 ]
 
@@ -145,45 +149,71 @@ def fail_and_requeue(
     *,
     max_retries: int | None,
     on_failed: OnFailed | None = None,
-) -> None:
+) -> bool:
     """Mark a RUNNING trial of a dead worker FAIL with ``reason`` and queue its retry.
 
     ``on_failed`` runs between the two (the caller closes the trial's MLflow run there).
     Nothing happens when the trial has already finished: its worker finished it after all,
     or another process failed it first.
+
+    Returns:
+        Whether this call failed the trial.
     """
     storage = study._storage
     try:
         storage.set_trial_user_attr(trial._trial_id, keys.TRIAL_FAIL_REASON, reason)
         if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-            return
+            return False
     except optuna.exceptions.UpdateFinishedTrialError:
-        return
+        return False
     if on_failed is not None:
         on_failed(study, trial, reason)
     requeue(study, trial, max_retries=max_retries)
+    return True
 
 
-def retry_stale(max_retries: int, on_failed: OnFailed | None = None) -> StaleCallback:
-    """The heartbeat callback for a stale trial (its worker is gone): Optuna has failed it;
-    run ``on_failed`` and queue its retry."""
+def fail_stale(
+    study: optuna.Study, *, max_retries: int, on_failed: OnFailed | None = None
+) -> list[int]:
+    """Fail and requeue the trials whose worker stopped sending heartbeats (it died, or its
+    host lost the network), each with that reason in the study and through ``on_failed``.
 
-    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        if on_failed is not None:
-            on_failed(study, trial, STALE_REASON)
-        requeue(study, trial, max_retries=max_retries)
+    Nothing is failed while this process's storage is in an outage or has just come back from
+    one: the other workers could not beat during it either, and get a grace period to do so.
 
-    return callback
+    Returns:
+        The numbers of the trials failed here.
+    """
+    storage = study._storage
+    interval = storage.get_heartbeat_interval() if _has_heartbeat(storage) else None
+    if not interval:
+        return []
+    recently_down = getattr(storage, "recently_down", None)
+    # After an outage the others' beats resume within a retry pause and a beat interval.
+    if recently_down is not None and recently_down(interval * STALE_BEATS + LONGEST_PAUSE_SECONDS):
+        return []
+    failed = []
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial_id in storage._get_stale_trial_ids(study_id):
+        trial = storage.get_trial(trial_id)
+        if fail_and_requeue(
+            study, trial, STALE_REASON, max_retries=max_retries, on_failed=on_failed
+        ):
+            failed.append(trial.number)
+    return failed
 
 
-def set_stale_callback(storage: optuna.storages.RDBStorage, callback: StaleCallback) -> None:
-    """Run ``callback`` on every trial the heartbeat finds stale (its worker is gone)."""
-    storage.heartbeat_stale_trial_callback = callback
-    storage.failed_trial_callback = callback
+def cached(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """``storage`` behind Optuna's cache of finished trials, as a study by URL would have it."""
+    return optuna.storages._CachedStorage(storage)
 
 
 class Heartbeat:
-    """Records a trial's heartbeat in a daemon thread while its worker is alive."""
+    """Records a trial's heartbeat in a daemon thread while its worker is alive.
+
+    A beat that fails (the storage is in an outage longer than it waits) is logged and the
+    next one tried: the beats resume when the storage is back.
+    """
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
         self._storage = storage
@@ -197,7 +227,10 @@ class Heartbeat:
 
     def _beat(self, interval: int) -> None:
         while not self._stop.wait(interval):
-            self._storage.record_heartbeat(self._trial_id)
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # the trial goes on; its next beat may get through
+                logger.warning("heartbeat of trial id %s not recorded: %s", self._trial_id, exc)
 
     def __enter__(self) -> Heartbeat:
         if self._thread is not None:
@@ -211,6 +244,4 @@ class Heartbeat:
 
 
 def _has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
-    return isinstance(storage, optuna.storages.RDBStorage) and bool(
-        storage.get_heartbeat_interval()
-    )
+    return isinstance(storage, BaseHeartbeat) and bool(storage.get_heartbeat_interval())

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.trial import FrozenTrial
 
 from orchestrator import keys, queue, workspace
 from orchestrator.config import ConfigError, Objective, SweepConfig, config_hash, parse_config
 from orchestrator.locks import exclusive
+from orchestrator.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
 
 HEARTBEAT_SECONDS = 30
+OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"
 
-__all__ = ["create_or_resume", "default_storage", "load_study", "open_storage"]
+__all__ = ["create_or_resume", "creation_lock", "default_storage", "load_study", "open_storage"]
 
 
 def default_storage(config: SweepConfig) -> str:
@@ -36,19 +37,20 @@ def default_storage(config: SweepConfig) -> str:
 def open_storage(
     url: str,
     *,
-    max_retries: int = 2,
     heartbeat_interval: int | None = None,
-    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats, so a trial whose worker died is failed and retried.
+    outage_limit: float | None = None,
+) -> RetryingStorage:
+    """The study storage: an RDB storage with heartbeats (a trial whose worker died is found
+    stale, see :func:`queue.fail_stale`), behind Optuna's cache, whose calls ride out a
+    database outage of up to ``outage_limit`` seconds (see :mod:`retrying_storage`).
 
     The heartbeat interval is ``ORCHESTRATE_HEARTBEAT_SECONDS`` or 30 s; a trial is stale after
-    four missed beats. ``on_stale`` runs on each stale trial (default: requeue it).
+    four missed beats. The outage limit is ``ORCHESTRATE_STORAGE_OUTAGE_LIMIT`` or 600 s.
     """
     if heartbeat_interval is None:
         heartbeat_interval = int(os.environ.get("ORCHESTRATE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
-    if on_stale is None:
-        on_stale = queue.retry_stale(max_retries)
+    if outage_limit is None:
+        outage_limit = float(os.environ.get(OUTAGE_LIMIT_ENV, DEFAULT_LIMIT_SECONDS))
     engine_kwargs: dict[str, Any] = {}
     sqlite_file = workspace.sqlite_file(url)
     if sqlite_file:
@@ -60,20 +62,62 @@ def open_storage(
         engine_kwargs["pool_pre_ping"] = True
     try:
         # Optuna creates its schema by checking for tables first: one process at a time.
-        lock = exclusive(workspace.lock_file(sqlite_file)) if sqlite_file else None
-        with lock or contextlib.nullcontext():
+        with creation_lock(url):
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=heartbeat_interval * 4,
-                heartbeat_stale_trial_callback=on_stale,
             )
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an absent server
         raise ConfigError(f"cannot open the study storage '{url}': {exc}") from None
     if sqlite_file:
         _serialize_transactions(storage.engine)
-    return storage
+    return RetryingStorage(queue.cached(storage), limit_seconds=outage_limit)
+
+
+@contextlib.contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """Hold the storage's creation lock for the block: what several first starts of one sweep
+    must not do at once (create the schema, create the study and fill its queue).
+
+    A file lock beside a SQLite file (processes of one host), an advisory lock of the server
+    on PostgreSQL and MySQL (processes of any host); no lock for other storages.
+    """
+    sqlite_file = workspace.sqlite_file(url)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(workspace.lock_file(sqlite_file)):
+            yield
+        return
+    statements = _SERVER_LOCKS.get(url.split(":", 1)[0].split("+", 1)[0])
+    if statements is None:
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            take, release = statements
+            connection.exec_driver_sql(take)
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(release)
+    finally:
+        engine.dispose()
+
+
+_LOCK_ID = 0x6F726368  # "orch": the advisory lock every orchestrate process takes
+_SERVER_LOCKS = {
+    "postgresql": (
+        f"SELECT pg_advisory_lock({_LOCK_ID})",
+        f"SELECT pg_advisory_unlock({_LOCK_ID})",
+    ),
+    "mysql": (
+        f"SELECT GET_LOCK('orchestrate-{_LOCK_ID}', 600)",
+        f"SELECT RELEASE_LOCK('orchestrate-{_LOCK_ID}')",
+    ),
+}
 
 
 def _serialize_transactions(engine: sqlalchemy.engine.Engine) -> None:

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from orchestrator import keys, progress, queue, tracking
 from orchestrator.config import SweepConfig
+from orchestrator.exit_codes import INTERRUPTED
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ def worker_command(
         str(threads),
         "--index",
         str(slot.index),
+        # The sweep itself reports failed trials once, when every worker has finished.
+        "--allow-failures",
     ]
     return command, env
 
@@ -179,7 +182,9 @@ class Supervisor:
             while True:
                 for slot, process in list(self.processes.items()):
                     code = process.poll()
-                    if code is not None and code != 0 and process.pid not in reaped:
+                    # A worker that the supervisor's own signal stopped exits 130, cleanly.
+                    stopped = code == INTERRUPTED and self.signals > 0
+                    if code not in (None, 0) and not stopped and process.pid not in reaped:
                         reaped.add(process.pid)
                         failed += 1
                         self._reap(slot, process)  # may start a new worker for the slot

@@ -45,18 +45,21 @@ def prepare(
     """Check the tracking store, create or resume the study, queue its trials, open the
     sweep's parent run. Raises ``ConfigError`` before anything is trained."""
     url = storage_url or studies.default_storage(config)
-    storage = studies.open_storage(url, max_retries=config.execution.max_retries)
+    storage = studies.open_storage(url)
     uri = tracking_uri or tracking.default_uri(config)
-    tracking.check_reachable(uri)
-    study = studies.create_or_resume(config, storage, fresh=fresh)
-    enqueued = queue.fill_queue(study, config)
-    tracker = tracking.SweepTracker(uri, config)
-    parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
-    if parent is None:
-        parent = tracker.create_parent_run()
-        study.set_user_attr(keys.STUDY_PARENT_RUN_ID, parent)
-    study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
-    study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
+    # Several first starts at once (a job array, two terminals): one at a time creates the
+    # tracking store, the study, its queue and the parent run; the others find them made.
+    with studies.creation_lock(url):
+        tracking.check_reachable(uri)
+        study = studies.create_or_resume(config, storage, fresh=fresh)
+        enqueued = queue.fill_queue(study, config)
+        tracker = tracking.SweepTracker(uri, config)
+        parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+        if parent is None:
+            parent = tracker.create_parent_run()
+            study.set_user_attr(keys.STUDY_PARENT_RUN_ID, parent)
+        study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
+        study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     return Prepared(study, url, uri, parent, enqueued)
 
 

@@ -25,6 +25,7 @@ from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import ConfigError, config_hash
 from orchestrator.procedure import Step, TrialResult, objective_value, run_trial
+from orchestrator.retrying_storage import RetryingStorage, StorageUnavailable
 from orchestrator.tracking import SweepTracker, TrialRun
 
 POLL_SECONDS = 2.0
@@ -57,13 +58,10 @@ class Worker:
         # A worker started by hand on another host has no slot number: its pid separates it.
         worker = index if index is not None else os.getpid()
         self.study, self.config = studies.load_study(study_name, self.storage, worker=worker)
-        queue.set_stale_callback(
-            self.storage,
-            queue.retry_stale(self.config.execution.max_retries, tracking.close_trial_run),
-        )
         self.device = device
         self.label = keys.worker_label(socket.gethostname(), os.getpid())
         self.stopping = False
+        self.done = 0  # trials run here
         uri = tracking_uri or self.study.user_attrs.get(keys.STUDY_TRACKING_URI)
         if uri is None:
             raise ConfigError("no tracking URI: pass --tracking-uri")
@@ -85,27 +83,34 @@ class Worker:
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
-        done = 0
-        while not self.stopping and (max_trials is None or done < max_trials):
-            optuna.storages.fail_stale_trials(self.study)
-            claimed = queue.claim_trial(self.study)
-            if claimed is None:
-                running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if not running:
-                    break
-                # A running trial elsewhere may still fail and be re-queued as a retry.
-                time.sleep(POLL_SECONDS)
-                continue
-            trial, queued = claimed
-            with queue.Heartbeat(self.storage, trial):
-                self._run_one(trial, retry_of=queued.system_attrs.get(keys.TRIAL_FAILED_TRIAL))
-            done += 1
-        flush_seconds = float(os.environ.get("ORCHESTRATE_TRACKING_FLUSH_SECONDS", "300"))
-        if not self.tracker.outbox.flush(deadline=time.monotonic() + flush_seconds):
-            logger.warning(
-                "tracking store still unreachable; unsent calls are kept in %s",
-                self.tracker.outbox.spool,
-            )
+        done = self.done = 0
+        try:
+            while not self.stopping and (max_trials is None or done < max_trials):
+                queue.fail_stale(
+                    self.study,
+                    max_retries=self.config.execution.max_retries,
+                    on_failed=tracking.close_trial_run,
+                )
+                claimed = queue.claim_trial(self.study)
+                if claimed is None:
+                    running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    if not running:
+                        break
+                    # A running trial elsewhere may still fail and be re-queued as a retry.
+                    time.sleep(POLL_SECONDS)
+                    continue
+                trial, queued = claimed
+                retry_of = queued.system_attrs.get(keys.TRIAL_FAILED_TRIAL)
+                with queue.Heartbeat(self.storage, trial):
+                    self._run_one(trial, retry_of=retry_of)
+                done = self.done = done + 1
+        finally:
+            flush_seconds = float(os.environ.get("ORCHESTRATE_TRACKING_FLUSH_SECONDS", "300"))
+            if not self.tracker.outbox.flush(deadline=time.monotonic() + flush_seconds):
+                logger.warning(
+                    "tracking store still unreachable; unsent calls are kept in %s",
+                    self.tracker.outbox.spool,
+                )
         return done
 
     def _run_one(self, trial: optuna.Trial, retry_of: int | None) -> None:
@@ -142,6 +147,7 @@ class Worker:
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TrialTimeout(f"trial ran longer than execution.trial_timeout = {timeout} s")
 
+        reporter = self._reporter(trial, run)
         try:
             data = datasets.load(trial_config.dataset, device=self.device, seed=seed)
             run.log_dataset(
@@ -155,7 +161,7 @@ class Worker:
                 seed,
                 device=self.device,
                 cache=self.cache,
-                on_step=self._reporter(trial, run),
+                on_step=reporter,
                 check=check,
                 progress_file=progress_file,
             )
@@ -171,7 +177,15 @@ class Worker:
                     "curve never reached that point"
                 )
             _log_result(run, result)
+            reporter.flush()
+        except StorageUnavailable:
+            # The study cannot be told: the trial stays RUNNING without heartbeats, and the
+            # first worker to reach the storage again fails and retries it (queue.fail_stale).
+            run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: "study storage lost"})
+            run.end("KILLED")
+            raise
         except optuna.TrialPruned:
+            reporter.flush()
             run.set_tags({keys.TAG_STATE: "PRUNED"})
             run.end("KILLED")
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -215,23 +229,77 @@ class Worker:
         run.end(status)
         self.study.tell(trial, state=TrialState.FAIL)
 
-    def _reporter(self, trial: optuna.Trial, run: TrialRun) -> Callable[[Step], None]:
+    def _reporter(self, trial: optuna.Trial, run: TrialRun) -> _StepReporter:
         objectives = self.config.search.objective
-        prunable = len(objectives) == 1 and self.config.search.pruner != "none"
+        return _StepReporter(
+            trial,
+            run,
+            self.storage,
+            metric=objectives[0].metric if len(objectives) == 1 else None,
+            prunable=len(objectives) == 1 and self.config.search.pruner != "none",
+            stopping=lambda: self.stopping,
+        )
 
-        def report(step: Step) -> None:
-            run.log_step(step.step, step.metrics())
-            trial.set_user_attr(keys.TRIAL_STEP, step.step)
-            if len(objectives) == 1:
-                value = getattr(step, objectives[0].metric)
-                if value is not None:
-                    trial.report(float(value), step.step)
-            if prunable and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step.step}")
-            if self.stopping:
-                raise TrialInterrupted(f"stopped after step {step.step}")
 
-        return report
+class _StepReporter:
+    """Hands each step of a trial to MLflow (through the outbox) and to the study.
+
+    The study hears of a step without waiting: while its storage is unreachable the steps
+    are kept and training goes on; they are sent with the next step that gets through, or by
+    :meth:`flush` before the trial is told its result. The pruner is asked only when the
+    storage answers (it compares with other trials there).
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun,
+        storage: RetryingStorage,
+        *,
+        metric: str | None,
+        prunable: bool,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.trial = trial
+        self.run = run
+        self.storage = storage
+        self.metric = metric
+        self.prunable = prunable
+        self.stopping = stopping
+        self.pending: list[Step] = []
+
+    def __call__(self, step: Step) -> None:
+        self.run.log_step(step.step, step.metrics())
+        self.pending.append(step)
+        try:
+            with self.storage.patience(0):
+                self._send()
+                prune = self.prunable and self.trial.should_prune()
+        except StorageUnavailable:
+            logger.warning(
+                "study storage unreachable: trial %d goes on, its step %d is reported when "
+                "the storage is back",
+                self.trial.number,
+                step.step,
+            )
+            prune = False
+        if prune:
+            raise optuna.TrialPruned(f"pruned at step {step.step}")
+        if self.stopping():
+            raise TrialInterrupted(f"stopped after step {step.step}")
+
+    def flush(self) -> None:
+        """Send the steps still pending, waiting through an outage up to the storage's limit."""
+        self._send()
+
+    def _send(self) -> None:
+        while self.pending:
+            step = self.pending[0]
+            self.trial.set_user_attr(keys.TRIAL_STEP, step.step)
+            value = None if self.metric is None else getattr(step, self.metric)
+            if value is not None:
+                self.trial.report(float(value), step.step)
+            self.pending.pop(0)
 
 
 def _log_result(run: TrialRun, result: TrialResult) -> None:
@@ -261,8 +329,12 @@ def run_worker(
     tracking_uri: str | None = None,
     threads: int | None = None,
     index: int | None = None,
-) -> int:
-    """The worker entry point (``orchestrate worker``); returns the number of trials run."""
+) -> Worker:
+    """The worker entry point (``orchestrate worker``).
+
+    Returns:
+        The worker, done: its ``done`` trials, its ``study``, whether a signal stopped it.
+    """
     tracking.fail_fast_http()
     if threads:
         import torch
@@ -271,4 +343,5 @@ def run_worker(
     worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
     signal.signal(signal.SIGINT, worker.stop)
     signal.signal(signal.SIGTERM, worker.stop)
-    return worker.run()
+    worker.run()
+    return worker

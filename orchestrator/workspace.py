@@ -20,6 +20,8 @@ __all__ = [
     "artifacts_folder",
     "cache_folder",
     "checkpoint_file",
+    "corrupt_file",
+    "digest_file",
     "lock_file",
     "progress_file",
     "progress_folder",
@@ -96,6 +98,16 @@ def progress_file(config: SweepConfig, trial_hash: str, seed: int) -> Path:
 def checkpoint_file(folder: Path, kind: str, key: str) -> Path:
     """A content-addressed checkpoint (``init``, ``dense``) in a cache folder."""
     return folder / f"{kind}-{key}.pt"
+
+
+def digest_file(path: Path) -> Path:
+    """The SHA-256 digest written beside a checkpoint or progress file."""
+    return path.with_name(path.name + ".sha256")
+
+
+def corrupt_file(path: Path, stamp: str) -> Path:
+    """Where a file that failed its check is kept for inspection."""
+    return path.with_name(f"{path.name}.corrupt-{stamp}")
 
 
 def lock_file(path: Path) -> Path:

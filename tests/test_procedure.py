@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
-from orchestrator.procedure import Step, objective_value
+from orchestrator.procedure import Step, objective_value, run_trial
+from tests.conftest import tiny_sweep
 
 
 def step(index: int, sparsity: float, accuracy: float) -> Step:
-    return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 10, 10, 1.0, 1)
+    return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 10, 1.0, 10, 10)
 
 
 @pytest.mark.parametrize(
@@ -42,3 +45,18 @@ def test_objective_at_sparsity_is_interpolated() -> None:
     assert objective_value(curve_, config.search.objective[0]) == pytest.approx(0.7)
     beyond = parse_config({"name": "x", "search": {"objective": {"at": 0.9}}})
     assert math.isnan(objective_value(curve_, beyond.search.objective[0]))
+
+
+def test_a_corrupt_progress_file_is_moved_aside_and_the_trial_starts_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = parse_config(tiny_sweep(tmp_path, "progress")).with_params({"alds.rate": 0.5})
+    progress = tmp_path / "trial.pt"
+    progress.write_bytes(b"PK\x03\x04 half a zip file")
+    result = run_trial(
+        config, 0, device="cpu", cache=CheckpointCache(tmp_path / "cache"), progress_file=progress
+    )
+    assert [step.phase for step in result.steps] == ["dense", "alds", "imp", "imp"]
+    (kept,) = tmp_path.glob("trial.pt.corrupt-*")
+    assert kept.read_bytes() == b"PK\x03\x04 half a zip file"
+    assert f"corrupt trial progress {progress}: does not load" in caplog.text

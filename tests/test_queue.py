@@ -56,19 +56,29 @@ def test_grid_sampler_enqueues_the_whole_grid(tmp_path: Path) -> None:
     assert rates == [(r, s) for r in (0.0, 0.2, 0.4, 0.6) for s in (0, 1, 2)]
 
 
-def test_stale_trial_is_failed_and_retried_with_its_parameters(tmp_path: Path) -> None:
+def test_stale_trial_is_failed_with_its_reason_and_retried_with_its_parameters(
+    tmp_path: Path,
+) -> None:
     config = config_of(tmp_path)
-    study, storage = open_study(tmp_path, config, heartbeat_interval=1, max_retries=1)
+    study, storage = open_study(tmp_path, config, heartbeat_interval=1)
     queues.fill_queue(study, config)
     trial, queued = queues.claim_trial(study)
     params = queues.suggest(trial, config)
     storage.record_heartbeat(queued._trial_id)  # the worker beat once, then died
     time.sleep(5)
-    optuna.storages.fail_stale_trials(study)
-    assert study.trials[trial.number].state == TrialState.FAIL
+    closed = []
+    failed = queues.fail_stale(
+        study, max_retries=1, on_failed=lambda s, t, reason: closed.append((t.number, reason))
+    )
+    assert failed == [trial.number]
+    assert closed == [(trial.number, "worker stopped sending heartbeats")]
+    stale = study.trials[trial.number]
+    assert stale.state == TrialState.FAIL
+    assert stale.user_attrs["fail_reason"] == "worker stopped sending heartbeats"
     retry = study.get_trials(states=(TrialState.WAITING,))[-1]
     assert retry.system_attrs["failed_trial"] == trial.number
     assert retry.params == params and retry.user_attrs["seed"] == trial.user_attrs["seed"]
+    assert queues.fail_stale(study, max_retries=1) == []  # once
 
 
 CLAIMER = """

@@ -1,0 +1,191 @@
+"""Faults of the database and the disk, for real: a PostgreSQL server of the test's own that
+restarts mid-sweep, a corrupted shared checkpoint, trials that all fail, and several first
+starts of one sweep at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from orchestrator import study as studies
+from orchestrator.cache import CheckpointCache, CorruptCheckpoint, load, save_atomically
+from orchestrator.retrying_storage import StorageUnavailable
+from orchestrator.throwaway_postgres import ThrowawayPostgres
+from tests.conftest import orchestrate, tiny_sweep, write_sweep
+from tests.test_resilience import completed_once, finish, launch, running_at_step, slow_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_postgres() -> ThrowawayPostgres:
+    with ThrowawayPostgres() as server:
+        yield server
+
+
+def curves_complete(client: MlflowClient, trials: list, steps: int) -> None:
+    for trial in trials:
+        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "accuracy")
+        assert sorted(m.step for m in history) == list(range(steps)), trial.number
+
+
+def test_a_database_restart_mid_sweep_loses_nothing(
+    tmp_path: Path, own_postgres: ThrowawayPostgres
+) -> None:
+    document = slow_sweep(
+        tmp_path,
+        "restart",
+        seeds=[0, 1],
+        execution={"workers_per_device": 2},
+    )
+    path = write_sweep(tmp_path, document)
+    url = own_postgres.url
+    sweep = launch("sweep", str(path), "--storage", url, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while running_at_step("restart", url, 1) is None:
+        assert sweep.poll() is None, sweep.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no trial reached step 1"
+        time.sleep(0.5)
+    own_postgres.stop()
+    time.sleep(20)
+    own_postgres.start()
+    code, _, err = finish(sweep)
+    assert code == 0, err[-3000:]
+    assert "study storage unreachable since" in err  # the console said what happened
+    trials = optuna.load_study(study_name="restart", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert sorted(completed_once(trials).values()) == [1, 1, 1, 1]
+    workspace = Path(document["execution"]["workspace"])
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    curves_complete(client, trials, document["imp"]["cycles"] + 2)
+
+
+def test_storage_calls_wait_out_an_outage_and_give_up_after_the_limit(
+    own_postgres: ThrowawayPostgres,
+) -> None:
+    storage = studies.open_storage(own_postgres.url, outage_limit=30)
+    study = optuna.create_study(study_name="outage", storage=storage)
+    own_postgres.stop()
+    # A worker's report does not wait: it hears at once that the storage is away.
+    with storage.patience(0), pytest.raises(StorageUnavailable, match="unreachable for 0 s"):
+        study.set_user_attr("during", 1)
+    # Other calls wait; the server is back within their limit.
+    threading.Timer(5, own_postgres.start).start()
+    started = time.monotonic()
+    study.set_user_attr("after", 2)
+    assert 4 < time.monotonic() - started < 30
+    assert study.user_attrs == {"after": 2}
+    own_postgres.stop()
+    with storage.patience(3), pytest.raises(StorageUnavailable, match=r"limit 3 s"):
+        study.set_user_attr("never", 3)
+    own_postgres.start()
+    assert study.user_attrs == {"after": 2}
+
+
+def test_a_corrupt_checkpoint_is_moved_aside_and_made_again(tmp_path: Path) -> None:
+    cache = CheckpointCache(tmp_path)
+    made = []
+
+    def make() -> dict:
+        made.append(1)
+        return {"state": {"w": torch.arange(1000.0)}}
+
+    payload, computed = cache.get_or_make("dense", {"k": 1}, make)
+    assert computed and len(made) == 1
+    path = cache.path("dense", {"k": 1})
+    assert cache.get_or_make("dense", {"k": 1}, make)[1] is False
+    path.write_bytes(path.read_bytes()[:-100])  # truncated, as a full disk leaves it
+    with pytest.raises(CorruptCheckpoint, match=str(path)):
+        load(path)
+    payload, computed = cache.get_or_make("dense", {"k": 1}, make)
+    assert computed and len(made) == 2
+    assert torch.equal(payload["state"]["w"], torch.arange(1000.0))
+    assert torch.equal(load(path)["state"]["w"], torch.arange(1000.0))
+    (kept,) = tmp_path.glob("dense-*.pt.corrupt-*")
+    assert kept.stat().st_size == path.stat().st_size - 100
+    # A flipped byte that still loads is caught by the digest written with the file.
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpoint, match="differs"):
+        load(path)
+    save_atomically({"x": torch.ones(2)}, path)
+    assert torch.equal(load(path)["x"], torch.ones(2))
+
+
+def test_a_sweep_over_a_truncated_dense_checkpoint_recomputes_it(tmp_path: Path) -> None:
+    first = tiny_sweep(tmp_path, "first", search={"space": {"alds.rate": {"choices": [0.0]}}})
+    assert orchestrate("sweep", str(write_sweep(tmp_path, first)), cwd=tmp_path).returncode == 0
+    (dense,) = (tmp_path / "checkpoints").glob("dense-*.pt")
+    dense.write_bytes(dense.read_bytes()[: dense.stat().st_size // 2])
+    # Another sweep with the same dense network (same model, data, training and seed).
+    second = tiny_sweep(tmp_path, "second")
+    result = orchestrate("sweep", str(write_sweep(tmp_path, second)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"corrupt checkpoint {dense}" in result.stderr
+    trials = optuna.load_study(
+        study_name="second",
+        storage=f"sqlite:///{Path(second['execution']['workspace']) / 'study.db'}",
+    ).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert len(list((tmp_path / "checkpoints").glob("dense-*.pt.corrupt-*"))) == 1
+    load(dense)  # whole again
+
+
+def test_a_sweep_whose_trials_fail_exits_1_and_says_why(tmp_path: Path) -> None:
+    # Two IMP cycles of 50% never reach 99% sparsity: every objective is undefined.
+    document = tiny_sweep(
+        tmp_path,
+        "failing",
+        search={"objective": {"metric": "accuracy", "at": 0.99, "direction": "maximize"}},
+    )
+    path = write_sweep(tmp_path, document)
+    result = orchestrate("sweep", str(path), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "trial 0 (alds.rate=0.0, seed 0) failed: ValueError: objective accuracy at 0.99" in (
+        result.stderr
+    )
+    assert "2 trial(s) failed after their retries (--allow-failures to exit 0)" in result.stderr
+    allowed = orchestrate("sweep", str(path), "--allow-failures", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "2 trial(s) failed (--allow-failures: exit 0)" in allowed.stderr
+    # A worker started by hand says the same when the queue is done.
+    storage = f"sqlite:///{Path(document['execution']['workspace']) / 'study.db'}"
+    worker = orchestrate("worker", "--study", "failing", "--storage", storage, cwd=tmp_path)
+    assert worker.returncode == 1 and "trial 1 (alds.rate=0.5, seed 0) failed" in worker.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_four_first_starts_at_once_run_each_configuration_once(
+    tmp_path: Path, backend: str, own_postgres: ThrowawayPostgres
+) -> None:
+    document = tiny_sweep(
+        tmp_path,
+        "together",
+        seeds=[0, 1],
+        search={"space": {"alds.rate": {"choices": [0.0, 0.3, 0.6]}}},
+    )
+    path = write_sweep(tmp_path, document)
+    extra = ["--storage", own_postgres.url] if backend == "postgresql" else []
+    starts = [launch("sweep", str(path), *extra, cwd=tmp_path) for _ in range(4)]
+    results = [finish(start) for start in starts]
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+        assert "already exists" not in err
+    workspace = Path(document["execution"]["workspace"])
+    url = own_postgres.url if backend == "postgresql" else f"sqlite:///{workspace / 'study.db'}"
+    trials = optuna.load_study(study_name="together", storage=url).get_trials()
+    assert len(trials) == 6
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 6}
+    assert sorted(completed_once(trials).values()) == [1] * 6
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("together").experiment_id])
+    assert Counter(r.data.tags["orchestrate.role"] for r in runs) == {"sweep": 1, "trial": 6}
