@@ -7,7 +7,8 @@ and then enqueues its repeats at the other seeds. Workers only ever claim queued
 study holds exactly ``total_trials`` trials (plus retries of crashed ones), however many
 workers race for the last one.
 
-Every use of Optuna's private API (the study's storage, trial ids) is in this module.
+Every use of Optuna's private API (the study's storage, trial ids, its storage cache) is in
+this module, except the storage interface that :mod:`retrying_storage` implements.
 """
 
 from __future__ import annotations

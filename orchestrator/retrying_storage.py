@@ -208,12 +208,3 @@ abc.update_abstractmethods(RetryingStorage)
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
-
-
-def unwrap(storage: BaseStorage) -> BaseStorage:
-    """The storage under any :class:`RetryingStorage` and Optuna's cache."""
-    while True:
-        inner = getattr(storage, "inner", None) or getattr(storage, "_backend", None)
-        if inner is None:
-            return storage
-        storage = inner

@@ -53,6 +53,7 @@ __all__ = [
     "close_trial_run",
     "default_uri",
     "log_artifacts",
+    "resolve_pending",
     "trial_runs",
 ]
 
@@ -122,6 +123,17 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
         token = page.token
         if not token:
             return {number: run_id for number, (_, run_id) in found.items()}
+
+
+def resolve_pending(
+    client: MlflowClient, parent_run_id: str | None, runs: Mapping[int, str | None]
+) -> dict[int, str | None]:
+    """``runs`` (trial number → run id, as the study recorded them) with each provisional id
+    of a run created during a tracking outage replaced by the run's real id."""
+    if not parent_run_id or not any(r and r.startswith(PENDING) for r in runs.values()):
+        return dict(runs)
+    created = trial_runs(client, parent_run_id)
+    return {n: created.get(n, r) if r and r.startswith(PENDING) else r for n, r in runs.items()}
 
 
 def arm(trial_config: SweepConfig) -> str:

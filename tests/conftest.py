@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +18,7 @@ import yaml
 from orchestrator import queue as queues
 from orchestrator import study as studies
 from orchestrator.config import SweepConfig, parse_config
+from orchestrator.throwaway import free_port, start_mlflow_server, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,63 +93,6 @@ def run_sweep(tmp_path: Path, document: dict) -> tuple[Path, Path]:
     result = orchestrate("sweep", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     return path, Path(document["execution"]["workspace"])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen:
-    """Start ``mlflow server`` on 127.0.0.1:port in its own process group; wait until healthy."""
-    log = open(folder / f"mlflow-server-{port}.log", "a")  # noqa: SIM115 (owned by the process)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            backend or f"sqlite:///{folder / 'server.db'}",
-            "--artifacts-destination",
-            str(folder / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return process
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop_process_group(process)
-            raise RuntimeError((folder / f"mlflow-server-{port}.log").read_text()[-2000:])
-        time.sleep(0.5)
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    """Stop a process and every child it spawned (mlflow server forks job consumers)."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @pytest.fixture

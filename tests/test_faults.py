@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache, CorruptCheckpoint, load, save_atomically
 from orchestrator.retrying_storage import StorageUnavailable
-from orchestrator.throwaway_postgres import ThrowawayPostgres
+from orchestrator.throwaway import ThrowawayPostgres
 from tests.conftest import orchestrate, tiny_sweep, write_sweep
 from tests.test_resilience import completed_once, finish, launch, running_at_step, slow_sweep
 

@@ -14,7 +14,6 @@ import optuna
 
 from orchestrator import keys
 from orchestrator.config import ConfigError, SweepConfig, flatten
-from orchestrator.outbox import PENDING
 from orchestrator.progress import count_states
 from orchestrator.report import tables
 from orchestrator.report.figures import FIGURES
@@ -35,7 +34,7 @@ from orchestrator.report.sources import (
     read_steps,
     read_trials,
 )
-from orchestrator.tracking import trial_runs
+from orchestrator.tracking import resolve_pending
 
 __all__ = ["FORMATS", "LEVELS", "METRICS", "TOLERANCE", "Report", "build", "present", "write"]
 
@@ -68,10 +67,9 @@ def build(
         if isinstance(run_id, str)
     }
     parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
-    if parent and any(run_id.startswith(PENDING) for run_id in runs.values()):
-        # Runs created during a tracking outage are known to the study by a provisional id.
-        by_number = trial_runs(client, parent)
-        runs = {n: by_number.get(n, r) if r.startswith(PENDING) else r for n, r in runs.items()}
+    resolved = resolve_pending(client, parent, runs)
+    if resolved != runs:
+        runs = resolved
         trials[keys.TRIAL_RUN_ID] = trials["number"].map(lambda n: runs.get(int(n)))
     steps, missing = read_steps(client, runs)
     if runs and len(missing) == len(runs):

@@ -1,8 +1,8 @@
-"""A PostgreSQL server of one's own: ``initdb`` into a temporary folder, started on a free port,
-stopped and started again at will, removed at the end.
+"""Servers of one's own for fault injection: a PostgreSQL (``initdb`` into a temporary folder,
+on a free port) and an MLflow tracking server, each stopped and started again at will.
 
-Fault injection needs a database it may restart without disturbing anyone else's; the tests
-and ``orchestrate chaos`` use this one. It needs PostgreSQL's server binaries
+Fault injection needs servers it may restart without disturbing anyone else's; the tests and
+``scripts/chaos.py`` use these. PostgreSQL needs its server binaries
 (``/usr/lib/postgresql/<version>/bin``, Debian package ``postgresql``); run as root, the server
 runs as the ``postgres`` user, as PostgreSQL requires.
 """
@@ -13,14 +13,24 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 from orchestrator.config import ConfigError
 
-__all__ = ["ThrowawayPostgres", "find_binaries"]
+__all__ = [
+    "ThrowawayPostgres",
+    "find_binaries",
+    "free_port",
+    "start_mlflow_server",
+    "stop_process_group",
+]
 
 
 def find_binaries() -> Path:
@@ -39,7 +49,8 @@ def find_binaries() -> Path:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -50,7 +61,7 @@ class ThrowawayPostgres:
 
     def __init__(self, port: int | None = None) -> None:
         self.binaries = find_binaries()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="orchestrate-pg-"))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
@@ -97,3 +108,55 @@ class ThrowawayPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen:
+    """Start ``mlflow server`` on 127.0.0.1:port in its own process group (its log, store and
+    artifacts in ``folder``); return once it answers ``/health``."""
+    log = open(folder / f"mlflow-server-{port}.log", "a")  # noqa: SIM115 (owned by the process)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend or f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(process)
+            raise RuntimeError((folder / f"mlflow-server-{port}.log").read_text()[-2000:])
+        time.sleep(0.5)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process and every child it spawned (mlflow server forks job consumers)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
