@@ -250,7 +250,9 @@ def test_trial_timeout_fails_and_retries(tmp_path: Path) -> None:
         execution={"trial_timeout": 1.0, "max_retries": 1},
     )
     result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # Every try failed: the sweep says so with exit code 1.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "trial 1 (alds.rate=0.0, seed 0) failed: trial ran longer than" in result.stderr
     storage = f"sqlite:///{Path(document['execution']['workspace']) / 'study.db'}"
     trials = optuna.load_study(study_name="timeout", storage=storage).get_trials()
     # The first try and its one retry both ran out of time; no third try.
