@@ -80,6 +80,11 @@ def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     assert table.loc[2, "difference_mean"] == pytest.approx(0.065)
     assert table.loc[2, "difference_std"] == pytest.approx(0.024 / math.sqrt(2))
     assert table.loc[2, "paired_n"] == 2
+    # 95% paired t-interval by hand: t(0.975, 1 degree of freedom) = 12.7062, s = 0.024/√2.
+    half = 12.7062047 * (0.024 / math.sqrt(2)) / math.sqrt(2)
+    assert table.loc[2, "difference_ci_low"] == pytest.approx(0.065 - half)
+    assert table.loc[2, "difference_ci_high"] == pytest.approx(0.065 + half)
+    assert (table.loc[[1, 2], "difference_ci_low"] < table.loc[[1, 2], "difference_mean"]).all()
     # 0.8125 is beyond the baseline's last step: no value, never extrapolated.
     assert math.isnan(table.loc[3, "baseline_accuracy_mean"])
     assert math.isnan(table.loc[3, "difference_mean"])
@@ -193,6 +198,20 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert shown.loc["0.5", "max sparsity within 20 pt of dense (%)"] == "≥ 81.25 ± 0.00"
     assert shown.loc["0.5", "Δ vs IMP only there (pt)"] == "+6.50 ± 1.70"
     assert shown.loc["0", "Δ vs IMP only there (pt)"] == "–"
+
+
+def test_confidence_intervals_and_the_words_the_report_uses() -> None:
+    differences = pd.Series([0.010, 0.020, 0.015, 0.025, 0.030])
+    low, high = tables.paired_interval(differences)
+    # By hand: mean 0.02, s = 0.0079057, t(0.975, 4) = 2.7764451.
+    half = 2.7764451 * 0.0079056942 / math.sqrt(5)
+    assert (low, high) == pytest.approx((0.02 - half, 0.02 + half))
+    assert low < differences.mean() < high
+    assert tables.verdict(low, high) == "ALDS better"
+    assert tables.verdict(-high, -low) == "ALDS worse"
+    assert tables.verdict(-0.01, 0.02) == "no difference shown"  # the interval holds zero
+    assert all(math.isnan(v) for v in tables.paired_interval(pd.Series([0.05])))
+    assert tables.verdict(math.nan, math.nan) == "too few seeds"
 
 
 def test_baseline_pairs_prefer_the_same_other_parameters() -> None:

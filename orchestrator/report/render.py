@@ -67,6 +67,9 @@ def _cell(row: pd.Series, column: Column) -> str:
     if is_missing(value) or value == "":
         return "–"
     text = shorten(_number(value, column.kind), column.limit)
+    if column.upper:
+        upper = row.get(column.upper)
+        return "–" if is_missing(upper) else f"[{text}, {_number(upper, column.kind)}]"
     spread = row.get(column.std) if column.std else None
     if spread is not None and not is_missing(spread):
         text += f" ± {_number(spread, 'pct' if column.kind == 'points' else column.kind)}"

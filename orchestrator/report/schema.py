@@ -134,6 +134,7 @@ class Column:
     paper: bool = True  # shown in LaTeX (run ids and notes are not)
     limit: int | None = None  # characters shown of a long text (CSV and JSON keep it whole)
     bound: str | None = None  # a column that, when true, makes the value a lower bound (≥)
+    upper: str | None = None  # the interval's upper end: the cell shows [source, upper]
 
 
 NUMERIC = frozenset({"param", "int", "pct", "points", "ratio", "seconds"})
@@ -201,6 +202,7 @@ def _outcome(*, mean: bool = False, final: bool = False) -> list[Column]:
 _AGAINST_BASELINE = [
     Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
     Column("Δ (pt)", "difference_mean", "points", "difference_std"),
+    Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
     Column("seeds", "paired_n", "int"),
 ]
 
@@ -215,6 +217,9 @@ def _summary(report: Report) -> list[Column]:
         Column("final accuracy (%)", "final_accuracy_mean", "pct", "final_accuracy_std"),
         Column("matched sparsity (%)", "matched_sparsity", "pct"),
         Column("Δ vs IMP only there (pt)", "difference_mean", "points", "difference_std"),
+        Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
+        Column("paired seeds", "paired_n", "int"),
+        Column("verdict", "verdict"),
         Column(
             within,
             "max_sparsity_within_mean",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from orchestrator.curve import value_at_sparsity
 from orchestrator.report.schema import (
@@ -21,19 +22,23 @@ from orchestrator.report.schema import (
     RATE,
     TOLERANCE,
     config_fields,
+    is_missing,
     plain,
     shorten,
 )
 
 __all__ = [
+    "CONFIDENCE",
     "at_sparsity",
     "baseline_pairs",
     "best_table",
     "curve_table",
+    "paired_interval",
     "report_notes",
     "summary_table",
     "tolerance_table",
     "trials_table",
+    "verdict",
     "versus_baseline",
 ]
 
@@ -151,6 +156,32 @@ def _std(values: pd.Series) -> float:
     return float(values.std()) if len(values) > 1 else math.nan
 
 
+CONFIDENCE = 0.95
+
+
+def paired_interval(differences: pd.Series) -> tuple[float, float]:
+    """The 95% confidence interval of the mean of paired differences (Student's t over the
+    pairs: mean ± t(0.975, n − 1) · s / √n); NaN with fewer than two pairs."""
+    n = len(differences)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(differences.mean())
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * float(differences.std()) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def verdict(low: float, high: float) -> str:
+    """What an interval of ALDS + IMP minus IMP only says: only one that excludes zero is
+    called a difference."""
+    if is_missing(low) or is_missing(high):
+        return "too few seeds"
+    if low > 0:
+        return "ALDS better"
+    if high < 0:
+        return "ALDS worse"
+    return "no difference shown"
+
+
 def versus_baseline(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
     """Each ALDS configuration against its baseline at matched sparsity, per compressed step.
 
@@ -187,6 +218,8 @@ _MATCHED = [
     "baseline_n",
     "difference_mean",
     "difference_std",
+    "difference_ci_low",
+    "difference_ci_high",
     "paired_n",
 ]
 
@@ -197,6 +230,7 @@ def _matched(steps: pd.DataFrame, config: str, baseline: str | None, level: floa
     theirs = _per_seed(steps, baseline, level) if baseline else pd.Series(dtype=float)
     common = ours.index.intersection(theirs.index)
     paired = ours[common] - theirs[common]
+    low, high = paired_interval(paired)
     return {
         "accuracy_mean": ours.mean() if len(ours) else math.nan,
         "accuracy_std": _std(ours),
@@ -206,6 +240,8 @@ def _matched(steps: pd.DataFrame, config: str, baseline: str | None, level: floa
         "baseline_n": len(theirs),
         "difference_mean": paired.mean() if len(paired) else math.nan,
         "difference_std": _std(paired),
+        "difference_ci_low": low,
+        "difference_ci_high": high,
         "paired_n": len(paired),
     }
 
@@ -302,7 +338,10 @@ def summary_table(
         "matched_sparsity",
         "difference_mean",
         "difference_std",
+        "difference_ci_low",
+        "difference_ci_high",
         "paired_n",
+        "verdict",
         *_WITHIN,
         "within_lower_bound",
     ]
@@ -328,9 +367,19 @@ def summary_table(
                 "difference_mean": top["difference_mean"].iloc[0] if len(top) else math.nan,
                 "difference_std": top["difference_std"].iloc[0] if len(top) else math.nan,
                 "paired_n": top["paired_n"].iloc[0] if len(top) else 0,
+                **{
+                    key: top[key].iloc[0] if len(top) else math.nan
+                    for key in ("difference_ci_low", "difference_ci_high")
+                },
             }
         )
     table = pd.DataFrame(rows).merge(within, on="config", how="left")
+    table["verdict"] = [
+        verdict(low, high) if role != "IMP only" else ""
+        for low, high, role in zip(
+            table["difference_ci_low"], table["difference_ci_high"], table["role"], strict=True
+        )
+    ]
     # Every seed stayed within the tolerance to its last step: the true value may be higher.
     table["within_lower_bound"] = (table["within_n"] > 0) & (
         table["within_to_end"] == table["within_n"]
