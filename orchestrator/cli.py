@@ -144,7 +144,7 @@ def validate(sweep: Path) -> None:
     objectives = ", ".join(f"{o.direction} {o.metric} at {o.at}" for o in config.search.objective)
     console.print(
         f"sampler {config.search.sampler}, pruner {config.search.pruner}, "
-        f"{config.total_trials} trials; objective: {objectives}"
+        f"{config.plan_text()}; objective: {objectives}"
     )
 
 
@@ -231,7 +231,7 @@ def sweep(
     )
     console = Console()
     console.print(
-        f"study '{config.name}' in {prepared.storage_url}: {config.total_trials} trials "
+        f"study '{config.name}' in {prepared.storage_url}: {config.plan_text()} "
         f"({prepared.enqueued} enqueued now); MLflow {prepared.tracking_uri}, "
         f"parent run {prepared.parent_run_id}"
     )
@@ -252,7 +252,7 @@ def sweep(
     if interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(INTERRUPTED)
-    if failed and progress.finished(prepared.study) < config.total_trials:
+    if failed and progress.finished(prepared.study) < progress.expected(prepared.study, config):
         _fail(
             f"{failed} worker process(es) exited with an error; the study is not finished",
             TRIALS_FAILED,

@@ -265,7 +265,11 @@ class SearchConfig(_Section):
     )
     space: dict[str, SearchRange] = Field(default_factory=dict)
     enqueue: tuple[dict[str, Any], ...] = ()
-    enqueue_baseline: bool = Field(True, description="enqueue alds.rate = 0 (plain IMP)")
+    enqueue_baseline: bool = Field(
+        True,
+        description="enqueue the IMP-only twin (alds.rate = 0, the same IMP schedule and "
+        "seed) of every ALDS configuration, sampled ones included",
+    )
 
     @field_validator("objective", mode="before")
     @classmethod
@@ -384,20 +388,52 @@ class SweepConfig(_Section):
         """The configurations enqueued before any is sampled, each run once per seed.
 
         Each maps every searched path to a value: the user's ``search.enqueue`` entries (paths
-        they leave out take the config's own value), then the IMP-only baseline
-        (``alds.rate = 0``) when ``alds.rate`` is searched, then, for the grid sampler, every
-        grid point. Duplicates are dropped.
+        they leave out take the config's own value), then the IMP-only baseline at the config's
+        own values, then, for the grid sampler, every grid point; then the IMP-only twin
+        (:meth:`twin_of`) of every ALDS configuration among them. The baseline and the twins
+        come when ``alds.rate`` is searched and ``search.enqueue_baseline`` is on. Duplicates
+        are dropped.
         """
         defaults = {path: self._value_at(path) for path in self.search.space}
         entries = [{**defaults, **entry} for entry in self.search.enqueue]
-        if self.search.enqueue_baseline and ALDS_RATE in self.search.space:
+        pairs = self.search.enqueue_baseline and ALDS_RATE in self.search.space
+        if pairs:
             entries.append({**defaults, ALDS_RATE: 0.0})
         if self.search.sampler == "grid":
             entries += [dict(zip(self.search.space, point, strict=True)) for point in self._grid()]
+        if pairs:
+            entries += [self.twin_of(entry) for entry in entries if entry[ALDS_RATE] > 0]
         unique: dict[str, dict[str, Any]] = {}
         for entry in entries:
             unique.setdefault(json.dumps(entry, sort_keys=True), entry)
         return list(unique.values())
+
+    def twin_of(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The searched parameters of the IMP-only twin of a configuration: ``alds.rate`` 0,
+        every IMP and training field the same, so the two differ by ALDS alone.
+
+        The other searched ``alds.*`` fields mean nothing without ALDS and take one value for
+        every twin (the config's own, or the first in their space), so configurations that
+        differ only there share one twin; ``alds.finetune_epochs`` stays, since both arms of
+        a comparison get the same training.
+        """
+        twin = dict(params)
+        for path, space in self.search.space.items():
+            if path == ALDS_RATE:
+                twin[path] = 0.0
+            elif path.startswith("alds.") and path != "alds.finetune_epochs":
+                own = self._value_at(path)
+                inside = (
+                    own in space.choices
+                    if space.choices is not None
+                    else space.low <= own <= space.high
+                )
+                twin[path] = (
+                    own
+                    if inside
+                    else (space.choices[0] if space.choices is not None else space.low)
+                )
+        return twin
 
     def _grid(self) -> list[tuple[Any, ...]]:
         axes = []
@@ -422,6 +458,23 @@ class SweepConfig(_Section):
         configurations = fixed if self.search.sampler == "grid" else max(fixed, 10)
         return configurations * len(self.seeds)
 
+    @property
+    def most_sampled_twins(self) -> int:
+        """The most IMP-only twins the sampled configurations can add to :attr:`total_trials`
+        (one per seed for each, when its schedule has none yet)."""
+        if self.search.sampler == "grid" or not self.search.enqueue_baseline:
+            return 0
+        if ALDS_RATE not in self.search.space:
+            return 0
+        sampled = self.total_trials // len(self.seeds) - len(self.fixed_configurations())
+        return max(sampled, 0) * len(self.seeds)
+
+    def plan_text(self) -> str:
+        """The trials a sweep runs, as its start and ``validate`` print it."""
+        extra = self.most_sampled_twins
+        twins = f" (+ up to {extra} IMP-only twins of sampled configurations)" if extra else ""
+        return f"{self.total_trials} trials{twins}"
+
     @model_validator(mode="after")
     def _fixed_inside_space(self) -> SweepConfig:
         if not set(self.search.space) <= set(flatten(self)):
@@ -432,6 +485,11 @@ class SweepConfig(_Section):
         ]
         if self.search.enqueue_baseline and ALDS_RATE in self.search.space:
             entries.append(("search.enqueue_baseline", {**defaults, ALDS_RATE: 0.0}))
+            entries += [
+                ("search.enqueue_baseline", self.twin_of(entry))
+                for _, entry in list(entries)
+                if isinstance(entry[ALDS_RATE], int | float) and entry[ALDS_RATE] > 0
+            ]
         for where, entry in entries:
             for path, value in entry.items():
                 space = self.search.space[path]

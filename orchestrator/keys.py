@@ -20,6 +20,7 @@ TRIAL_SEED = "seed"
 TRIAL_SLOT = "slot"  # a placeholder the sampler is still to fill
 TRIAL_REPEAT_OF = "repeat_of"  # the sampled trial whose parameters this one repeats
 TRIAL_REPEATS_ENQUEUED = "repeats_enqueued"
+TRIAL_TWIN_OF = "twin_of"  # on an IMP-only twin enqueued for a sampled trial: that trial
 TRIAL_RUN_ID = "mlflow_run_id"
 TRIAL_WORKER = "worker"  # worker_label() of the worker running it
 TRIAL_DEVICE = "device"

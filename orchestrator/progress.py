@@ -19,6 +19,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 __all__ = [
     "count_states",
+    "expected",
     "failed_for_good",
     "finished",
     "finished_count",
@@ -62,7 +63,21 @@ def rows(study: optuna.Study) -> dict[str, Any]:
     best = None
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
         best = study.best_value
-    return {"counts": counts, "running": running, "best": best}
+    return {"counts": counts, "running": running, "best": best, "twins": _twins(trials)}
+
+
+def expected(study: optuna.Study, config: SweepConfig) -> int:
+    """How many trials the sweep runs: its own, and the IMP-only twins of sampled ones."""
+    return config.total_trials + _twins(study.get_trials(deepcopy=False))
+
+
+def _twins(trials: Iterable[FrozenTrial]) -> int:
+    """The twins enqueued for sampled trials (their retries not counted again)."""
+    return sum(
+        1
+        for t in trials
+        if keys.TRIAL_TWIN_OF in t.user_attrs and keys.TRIAL_FAILED_TRIAL not in t.system_attrs
+    )
 
 
 def finished(study: optuna.Study) -> int:
@@ -94,7 +109,8 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
     done = finished_count(counts)
     best = "-" if progress["best"] is None else f"{progress['best']:.4f}"
     head = Text(
-        f"{config.name}: done {done}/{config.total_trials} · complete {counts['COMPLETE']} · "
+        f"{config.name}: done {done}/{config.total_trials + progress.get('twins', 0)} · "
+        f"complete {counts['COMPLETE']} · "
         f"running {counts['RUNNING']} · pruned {counts['PRUNED']} · failed {counts['FAIL']} · "
         f"queued {counts['WAITING']} · best {best}"
     )

@@ -13,9 +13,12 @@ this module, except the storage interface that :mod:`retrying_storage` implement
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import optuna
@@ -23,7 +26,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import keys
-from orchestrator.config import SweepConfig
+from orchestrator.config import ALDS_RATE, SweepConfig
 from orchestrator.retrying_storage import LONGEST_PAUSE_SECONDS
 
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
@@ -91,10 +94,18 @@ def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, FrozenTrial] | None:
     return None
 
 
-def suggest(trial: optuna.Trial, config: SweepConfig) -> dict[str, Any]:
+def suggest(
+    trial: optuna.Trial,
+    config: SweepConfig,
+    lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> dict[str, Any]:
     """Every searched parameter of ``trial`` (fixed ones as enqueued, the rest sampled).
 
-    A freshly sampled trial (a placeholder) enqueues the same parameters at the other seeds.
+    A freshly sampled trial (a placeholder) enqueues the same parameters at the other seeds,
+    and, when it is an ALDS configuration, its IMP-only twin at every seed that lacks one
+    (:meth:`SweepConfig.twin_of`). ``lock`` (the storage's creation lock) is held while the
+    twins are looked for and enqueued, so two workers that sample the same schedule at once
+    enqueue its twin once.
     """
     params = {}
     for path, space in config.search.space.items():
@@ -111,8 +122,26 @@ def suggest(trial: optuna.Trial, config: SweepConfig) -> dict[str, Any]:
             trial.study.enqueue_trial(
                 params, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_REPEAT_OF: trial.number}
             )
+        if config.search.enqueue_baseline and params.get(ALDS_RATE, 0.0) > 0:
+            with lock():
+                _enqueue_twins(trial, config.twin_of(params), config.seeds)
         trial.set_user_attr(keys.TRIAL_REPEATS_ENQUEUED, True)
     return params
+
+
+def _enqueue_twins(trial: optuna.Trial, twin: dict[str, Any], seeds: Sequence[int]) -> None:
+    """Enqueue ``twin`` at each of ``seeds`` where the study has no such trial yet."""
+    wanted = json.dumps(twin, sort_keys=True)
+    present = set()
+    for other in trial.study.get_trials(deepcopy=False):
+        chosen = other.params or other.system_attrs.get(keys.TRIAL_FIXED_PARAMS, {})
+        if json.dumps(chosen, sort_keys=True) == wanted:
+            present.add(other.user_attrs.get(keys.TRIAL_SEED))
+    for seed in seeds:
+        if seed not in present:
+            trial.study.enqueue_trial(
+                twin, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_TWIN_OF: trial.number}
+            )
 
 
 def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None) -> bool:

@@ -106,7 +106,7 @@ def run(
             signal.signal(sig, handler)
     _replay_spools(config, prepared.tracking_uri)
     summarize.log_comparison()
-    if progress.finished(prepared.study) >= config.total_trials:
+    if progress.finished(prepared.study) >= progress.expected(prepared.study, config):
         tracker.end_parent_run(prepared.parent_run_id)
     return failed, supervisor.signals > 0
 

@@ -1,9 +1,12 @@
 """Paired trials: an ALDS trial's twin is the IMP-only trial (ALDS rate 0) with the same seed
-and the same value of every other searched field, so the two differ only by ALDS."""
+and the parameters :meth:`SweepConfig.twin_of` gives (the same IMP schedule and training), so
+the two differ only by ALDS. The queue enqueues the twins; this module links their runs."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -19,9 +22,10 @@ __all__ = ["link"]
 _PREFERENCE = {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
 
 
-def _key(trial: FrozenTrial) -> tuple:
-    others = sorted((path, value) for path, value in trial.params.items() if path != ALDS_RATE)
-    return (trial.user_attrs.get(keys.TRIAL_SEED), tuple(others))
+def _key(trial: FrozenTrial, config: SweepConfig) -> tuple[Any, str]:
+    """What a trial shares with its twin: the seed and the twin's parameters."""
+    params = trial.params if _rate(trial, config) == 0 else config.twin_of(trial.params)
+    return (trial.user_attrs.get(keys.TRIAL_SEED), json.dumps(params, sort_keys=True))
 
 
 def _rate(trial: FrozenTrial, config: SweepConfig) -> float:
@@ -63,8 +67,8 @@ def link(
     current = next((t for t in trials if t.number == number), None)
     if current is None:
         return {}
-    key = _key(current)
-    same = [t for t in trials if _key(t) == key]
+    key = _key(current, config)
+    same = [t for t in trials if _key(t, config) == key]
     baselines = [t for t in same if _rate(t, config) == 0]
     if not baselines:
         return {}

@@ -55,6 +55,7 @@ class Worker:
         index: int | None = None,
     ) -> None:
         self.storage = studies.open_storage(storage_url)
+        self.storage_url = storage_url
         # A worker started by hand on another host has no slot number: its pid separates it.
         worker = index if index is not None else os.getpid()
         self.study, self.config = studies.load_study(study_name, self.storage, worker=worker)
@@ -115,7 +116,9 @@ class Worker:
 
     def _run_one(self, trial: optuna.Trial, retry_of: int | None) -> None:
         seed = int(trial.user_attrs[keys.TRIAL_SEED])
-        params = queue.suggest(trial, self.config)
+        params = queue.suggest(
+            trial, self.config, lock=lambda: studies.creation_lock(self.storage_url)
+        )
         trial_config = self.config.with_params(params)
         tags: dict[str, Any] = {keys.TAG_DEVICE: self.device, keys.TAG_WORKER: self.label}
         if retry_of is not None:

@@ -63,6 +63,32 @@ def test_alds_rate_sweep_describes_the_seed_experiment() -> None:
     assert len(config.seeds) == 3
 
 
+def test_every_alds_configuration_gets_its_imp_only_twin(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            "name: twins\n"
+            "imp: {prune_fraction: 0.2}\n"
+            "search:\n"
+            "  space:\n"
+            "    alds.rate: {low: 0.0, high: 0.8}\n"
+            "    alds.mode: {choices: [project, factorize]}\n"
+            "    imp.prune_fraction: {low: 0.1, high: 0.3}\n"
+            "  enqueue:\n"
+            "    - {alds.rate: 0.3, alds.mode: factorize, imp.prune_fraction: 0.25}\n",
+        )
+    )
+    ours = {"alds.rate": 0.3, "alds.mode": "factorize", "imp.prune_fraction": 0.25}
+    # The same schedule at rate 0; the ALDS mode means nothing there and takes one value.
+    twin = {"alds.rate": 0.0, "alds.mode": "project", "imp.prune_fraction": 0.25}
+    assert config.twin_of(ours) == twin
+    assert config.fixed_configurations() == [
+        ours,
+        {"alds.rate": 0.0, "alds.mode": "project", "imp.prune_fraction": 0.2},
+        twin,
+    ]
+
+
 def test_short_yaml_gets_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "name: tiny\n"))
     assert config.seeds == (0,)

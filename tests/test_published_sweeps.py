@@ -57,7 +57,9 @@ def test_published_sweep_runs_and_reports_in_miniature(name: str, tmp_path: Path
     assert result.returncode == 0, result.stderr[-3000:]
 
     trials = pd.read_csv(output / "trials.csv")
-    assert len(trials) == load_config(path).total_trials
+    config = load_config(path)
+    # A sampled sweep runs the IMP-only twins of its sampled configurations on top.
+    assert config.total_trials <= len(trials) <= config.total_trials + config.most_sampled_twins
     assert set(trials["state"]) == {"COMPLETE"}
     # Every trial pruned until the target and stopped at the first step that reached it.
     steps = pd.read_csv(output / "steps.csv").sort_values(["trial", "step"])
@@ -65,6 +67,13 @@ def test_published_sweep_runs_and_reports_in_miniature(name: str, tmp_path: Path
         assert curve["remaining"].iloc[-1] <= 0.4 < curve["remaining"].iloc[-2]
     versus = pd.read_csv(output / "versus_baseline.csv")
     assert versus["baseline_accuracy_mean"].notna().any()
+    # Every ALDS configuration is compared with its twin: the same prune fraction, at rate 0.
+    fraction = "imp.prune_fraction"
+    if fraction in trials:
+        by_config = trials.drop_duplicates("config").set_index("config")
+        for config_label, baseline in versus[["config", "baseline"]].drop_duplicates().values:
+            assert by_config.loc[baseline, "alds.rate"] == 0
+            assert by_config.loc[baseline, fraction] == by_config.loc[config_label, fraction]
     levelled = pd.read_csv(output / "at_sparsity.csv")
     assert set(levelled["config"]) == set(trials["config"])
     assert (output / "accuracy_vs_remaining.png").stat().st_size > 0

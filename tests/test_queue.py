@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from orchestrator import progress
 from orchestrator import queue as queues
 from orchestrator import study as studies
 from orchestrator.config import parse_config
@@ -22,18 +24,23 @@ def test_queue_holds_every_trial_and_repeats_each_configuration_per_seed(tmp_pat
     assert queues.fill_queue(study, config) == 4  # baseline x 2 seeds + 2 placeholders
     assert queues.fill_queue(study, config) == 0  # a resumed sweep adds nothing
     trials = drain(study, storage, config)
-    assert len(trials) == config.total_trials == 6
+    # Each sampled ALDS configuration brought its IMP-only twin at both seeds.
+    twins = [t for t in trials if "twin_of" in t.user_attrs]
+    assert len(twins) == 4
+    assert len(trials) == config.total_trials + 4 == progress.expected(study, config) == 10
     assert all(t.state == TrialState.COMPLETE for t in trials)
     seeds_by_params: dict[tuple, list[int]] = {}
     for trial in trials:
         key = (trial.params["alds.rate"], trial.params["imp.prune_fraction"])
         seeds_by_params.setdefault(key, []).append(trial.user_attrs["seed"])
-    assert len(seeds_by_params) == 3
+    assert len(seeds_by_params) == 5
     assert all(sorted(seeds) == [0, 1] for seeds in seeds_by_params.values())
     assert seeds_by_params[(0.0, 0.2)] == [0, 1]  # the IMP-only baseline
+    for _, fraction in seeds_by_params:
+        assert (0.0, fraction) in seeds_by_params  # every ALDS schedule has its twin
     # An empty queue is never refilled by claiming.
     assert queues.claim_trial(study) is None
-    assert len(study.get_trials()) == 6
+    assert len(study.get_trials()) == 10
 
 
 def test_grid_sampler_enqueues_the_whole_grid(tmp_path: Path) -> None:
@@ -117,3 +124,55 @@ def test_processes_racing_on_one_sqlite_study_claim_each_trial_once(tmp_path: Pa
     assert sorted(claimed) == list(range(60))
     trials = optuna.load_study(study_name="race", storage=url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 60
+
+
+TWINNER = """
+import sys, time
+from orchestrator import queue as queues
+from orchestrator import study as studies
+
+url, start, worker = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+study, config = studies.load_study("queue", studies.open_storage(url), worker=worker)
+while (claimed := queues.claim_trial(study)) is not None:
+    trial, _ = claimed
+    params = queues.suggest(trial, config, lock=lambda: studies.creation_lock(url))
+    study.tell(trial, params["alds.rate"])
+"""
+
+
+def test_sampled_configurations_get_their_twin_once_per_seed_however_many_workers(
+    tmp_path: Path,
+) -> None:
+    # Few distinct schedules, so workers often sample the same one at once.
+    config = config_of(
+        tmp_path,
+        n_trials=16,
+        space={
+            "alds.rate": {"choices": [0.0, 0.3, 0.6]},
+            "imp.prune_fraction": {"choices": [0.2, 0.3]},
+        },
+    )
+    study, _ = open_study(tmp_path, config)
+    queues.fill_queue(study, config)
+    url = studies.default_storage(config)
+    start = time.time() + 3.0
+    processes = [
+        subprocess.Popen([sys.executable, "-c", TWINNER, url, str(start), str(i)]) for i in range(3)
+    ]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0, 0]
+    trials = optuna.load_study(study_name="queue", storage=url).get_trials()
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    runs = Counter(
+        (t.params["alds.rate"], t.params["imp.prune_fraction"], t.user_attrs["seed"])
+        for t in trials
+    )
+    schedules = {(f, s) for r, f, s in runs if r > 0}
+    # Every schedule an ALDS trial ran has an IMP-only trial at that seed ...
+    assert schedules and all(runs[(0.0, f, s)] >= 1 for f, s in schedules)
+    # ... and no twin was enqueued twice, nor where the study already had one.
+    twins = [t for t in trials if "twin_of" in t.user_attrs]
+    assert all(t.params["alds.rate"] == 0.0 for t in twins)
+    enqueued = Counter((t.params["imp.prune_fraction"], t.user_attrs["seed"]) for t in twins)
+    assert all(count == 1 for count in enqueued.values())
+    assert len(trials) == 16 + len(twins)

@@ -35,6 +35,11 @@ ALDS = {
 }
 
 
+def twin_of(params: dict) -> dict:
+    """The IMP-only twin of a configuration here: the same parameters at ALDS rate 0."""
+    return {**params, RATE: 0.0}
+
+
 def hand_built(
     arms: dict[float, dict[int, list[tuple[float, float]]]], params: tuple[str, ...] = (RATE,)
 ) -> pd.DataFrame:
@@ -64,7 +69,7 @@ def hand_built(
 
 def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    pairs = tables.baseline_pairs(steps, [RATE], {RATE: 0.0})
+    pairs = tables.baseline_pairs(steps, [RATE], twin_of)
     assert pairs == {"alds.rate=0.5": "alds.rate=0.0"}
     table = tables.versus_baseline(steps, pairs).set_index("step")
 
@@ -165,7 +170,7 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert row["params_nonzero_mean"] == 375
     assert curves["phase"].tolist()[:3] == ["dense", "alds", "imp"]
 
-    pairs = tables.baseline_pairs(curves, [RATE], {RATE: 0.0})
+    pairs = tables.baseline_pairs(curves, [RATE], twin_of)
     versus = tables.versus_baseline(steps, pairs)
     summary = tables.summary_table(
         curves, versus, tables.tolerance_table(steps), pairs, [RATE]
@@ -214,7 +219,7 @@ def test_confidence_intervals_and_the_words_the_report_uses() -> None:
     assert tables.verdict(math.nan, math.nan) == "too few seeds"
 
 
-def test_baseline_pairs_prefer_the_same_other_parameters() -> None:
+def test_baseline_pairs_only_equal_schedules() -> None:
     configs = pd.DataFrame(
         [
             {"config": "a", RATE: 0.0, "imp.prune_fraction": 0.2},
@@ -224,9 +229,15 @@ def test_baseline_pairs_prefer_the_same_other_parameters() -> None:
         ]
     )
     params = [RATE, "imp.prune_fraction"]
-    defaults = {RATE: 0.0, "imp.prune_fraction": 0.2}
-    assert tables.baseline_pairs(configs, params, defaults) == {"c": "b", "d": "a"}
-    assert tables.baseline_pairs(configs[configs[RATE] > 0], params, defaults) == {}
+    # d has no twin at 0.25: it is not compared with the baseline of another schedule.
+    assert tables.baseline_pairs(configs, params, twin_of) == {"c": "b"}
+    assert tables.baseline_pairs(configs[configs[RATE] > 0], params, twin_of) == {}
+    curves = configs.assign(step=1)
+    notes = tables.report_notes(pd.DataFrame(columns=["state"]), curves, {"c": "b"}, {})
+    assert notes == [
+        "1 ALDS configuration(s) without a complete IMP-only twin (same schedule and seed), "
+        "not compared: d"
+    ]
 
 
 def test_markdown_and_latex_tables_are_well_formed() -> None:
@@ -502,7 +513,7 @@ def test_two_dimensional_sweep_gets_pairs_per_fraction_and_a_heat_map() -> None:
         frames.append(steps[["trial", "step", *schema.METRICS]])
     steps = sources.label_steps(pd.concat(frames), pd.DataFrame(trials), [RATE, fraction], {})
     curves = tables.curve_table(steps, [RATE, fraction])
-    pairs = tables.baseline_pairs(curves, [RATE, fraction], {RATE: 0.0, fraction: 0.2})
+    pairs = tables.baseline_pairs(curves, [RATE, fraction], twin_of)
     assert pairs == {
         "alds.rate=0.5,imp.prune_fraction=0.2": "alds.rate=0.0,imp.prune_fraction=0.2",
         "alds.rate=0.5,imp.prune_fraction=0.4": "alds.rate=0.0,imp.prune_fraction=0.4",

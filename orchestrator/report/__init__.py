@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import optuna
 
 from orchestrator import keys
-from orchestrator.config import ConfigError, SweepConfig, flatten
+from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.progress import count_states
 from orchestrator.report import tables
 from orchestrator.report.figures import FIGURES
@@ -90,7 +90,7 @@ def build(
     listed["config"] = [config_label(row, params) for _, row in listed.iterrows()]
     complete = steps[steps["state"] == "COMPLETE"]
     curves = tables.curve_table(complete, params)
-    pairs = tables.baseline_pairs(curves, params, flatten(config))
+    pairs = tables.baseline_pairs(curves, params, config.twin_of)
     versus = tables.versus_baseline(complete, pairs)
     within = tables.tolerance_table(complete, tolerance)
     configs = list(curves["config"].unique())

@@ -7,8 +7,9 @@ trial, running, pruned and failed ones included, with what they logged so far.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,29 +119,30 @@ def curve_table(steps: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
 
 
 def baseline_pairs(
-    configs: pd.DataFrame, params: Sequence[str], defaults: Mapping[str, Any]
+    configs: pd.DataFrame,
+    params: Sequence[str],
+    twin_of: Callable[[Mapping[str, Any]], Mapping[str, Any]],
 ) -> dict[str, str]:
-    """For each ALDS configuration, the IMP-only configuration (``alds.rate`` 0) to compare with.
+    """For each ALDS configuration, its IMP-only twin's configuration, where one ran.
 
-    ``configs`` has a ``config`` column, the parameters and ``alds.rate``. The baseline with the
-    same other parameters wins; else the one at the sweep's defaults (the enqueued baseline);
-    else the first baseline.
+    ``configs`` has a ``config`` column, the parameters and ``alds.rate``; ``twin_of`` is the
+    sweep's :meth:`SweepConfig.twin_of`. A configuration is compared only with its twin (the
+    same IMP schedule, the same training): never with a baseline of another schedule. One
+    whose twin is missing is left out (:func:`report_notes` names it).
     """
-    others = [p for p in params if p != RATE]
     unique = configs.drop_duplicates("config")
-    baselines = unique[unique[RATE] == 0]
-    if baselines.empty:
-        return {}
+    searched = [p for p in params if p in unique]
 
-    def key(row: pd.Series | Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(plain(row[p]) for p in others)
+    def key(values: Mapping[str, Any]) -> str:
+        return json.dumps({p: plain(values[p]) for p in searched}, sort_keys=True)
 
-    by_others = {key(row): row["config"] for _, row in baselines.iterrows()}
-    fallback = by_others.get(tuple(defaults.get(p) for p in others), baselines["config"].iloc[0])
-    return {
-        row["config"]: by_others.get(key(row), fallback)
-        for _, row in unique[unique[RATE] != 0].iterrows()
-    }
+    baselines = {key(row): row["config"] for _, row in unique[unique[RATE] == 0].iterrows()}
+    pairs = {}
+    for _, row in unique[unique[RATE] != 0].iterrows():
+        twin = baselines.get(key(twin_of({p: plain(row[p]) for p in searched})))
+        if twin is not None:
+            pairs[row["config"]] = twin
+    return pairs
 
 
 def _per_seed(steps: pd.DataFrame, config: str, level: float) -> pd.Series:
@@ -455,12 +457,13 @@ def report_notes(
         notes.append(f"{counts['WAITING']} trial(s) queued, not started")
     if curves.empty:
         notes.append("no trial is complete yet: the aggregate tables are empty")
-    elif not pairs:
-        if (curves[RATE] == 0).all():
-            notes.append("every configuration is IMP only (alds.rate 0): nothing to compare")
-        else:
-            notes.append(
-                "no complete IMP-only baseline (alds.rate 0): ALDS configurations cannot be "
-                "compared at matched sparsity"
-            )
+        return notes
+    unpaired = sorted(c for c in curves.loc[curves[RATE] != 0, "config"].unique() if c not in pairs)
+    if unpaired:
+        notes.append(
+            f"{len(unpaired)} ALDS configuration(s) without a complete IMP-only twin (same "
+            f"schedule and seed), not compared: {', '.join(unpaired)}"
+        )
+    if (curves[RATE] == 0).all():
+        notes.append("every configuration is IMP only (alds.rate 0): nothing to compare")
     return notes
