@@ -146,6 +146,13 @@ def validate(sweep: Path) -> None:
         f"sampler {config.search.sampler}, pruner {config.search.pruner}, "
         f"{config.plan_text()}; objective: {objectives}"
     )
+    from orchestrator.curve import PRUNING_GRID
+
+    levels = ", ".join(f"{100 * level:.4g}%" for level in PRUNING_GRID[:8])
+    console.print(
+        f"intermediate values (what the pruner compares) at the sparsities {levels}, ... "
+        f"({len(PRUNING_GRID)} levels, every trial alike)"
+    )
 
 
 def _study_arguments(command: Callable) -> Callable:

@@ -1,8 +1,14 @@
 """One rule for reading a compression curve at a given sparsity.
 
-A trial's curve is one point per compression step. Objectives (``at: 0.9``) and the report's
-matched-sparsity tables both ask what a metric was at some sparsity; they must answer alike,
-so both read the curve through :func:`value_at_sparsity`.
+A trial's curve is one point per compression step. Objectives (``at: 0.9``), the report's
+matched-sparsity tables and the pruner's intermediate values all ask what a metric was at some
+sparsity; they must answer alike, so all read the curve through :func:`value_at_sparsity`:
+linear between the two steps around the level in log(remaining weights), the scale on which
+IMP's steps are evenly spaced (each cycle keeps a fixed share of what remains).
+
+The pruner compares trials on one grid of sparsities shared by every trial of every sweep
+(:data:`PRUNING_GRID`), not at step indices: step k of a trial pruning 30% per cycle and of
+one pruning 10% are networks of very different sizes.
 """
 
 from __future__ import annotations
@@ -16,7 +22,24 @@ import numpy as np
 # them in the last bit.
 LEVEL_SLACK = 1e-9
 
-__all__ = ["LEVEL_SLACK", "curve_points", "value_at_sparsity"]
+# Remaining weights are never quite zero on this scale.
+SMALLEST_REMAINING = 1e-12
+# The pruner's sparsities: weights remaining halve every two levels (70.7%, 50%, 35.4%, ...),
+# down to 0.1% remaining.
+PRUNING_GRID: tuple[float, ...] = tuple(1.0 - 2.0 ** (-k / 2) for k in range(1, 21))
+
+__all__ = [
+    "LEVEL_SLACK",
+    "PRUNING_GRID",
+    "curve_points",
+    "grid_values",
+    "value_at_sparsity",
+]
+
+
+def _position(sparsity: np.ndarray | float) -> np.ndarray:
+    """Where a sparsity lies on the interpolation scale: log of the weights remaining."""
+    return np.log(np.maximum(1.0 - np.asarray(sparsity, dtype=float), SMALLEST_REMAINING))
 
 
 def curve_points(
@@ -46,7 +69,7 @@ def value_at_sparsity(
     *,
     first_step: int = 1,
 ) -> float:
-    """The value at ``level`` sparsity, linear between the steps around it.
+    """The value at ``level`` sparsity, linear in log(remaining) between the steps around it.
 
     Args:
         steps, sparsity, values: the curve, one entry per step.
@@ -66,4 +89,32 @@ def value_at_sparsity(
         level = x[0]
     if x[-1] < level <= x[-1] + LEVEL_SLACK:
         level = x[-1]
-    return float(np.interp(level, x, y, left=math.nan, right=math.nan))
+    if not x[0] <= level <= x[-1]:
+        return math.nan
+    # np.interp wants increasing positions: log(remaining) falls as sparsity grows.
+    return float(np.interp(-_position(level), -_position(x), y))
+
+
+def grid_values(
+    steps: Sequence[int],
+    sparsity: Sequence[float],
+    values: Sequence[float],
+    *,
+    start: int = 0,
+) -> list[tuple[int, float]]:
+    """The curve read at :data:`PRUNING_GRID` levels from index ``start`` on, as far as it
+    reaches, by :func:`value_at_sparsity` (the dense step included, as an objective reads it).
+
+    Returns:
+        ``(grid index, value)`` of each level the curve has reached; missing values skipped.
+    """
+    reached = max(sparsity, default=0.0)
+    found = []
+    for index in range(start, len(PRUNING_GRID)):
+        level = PRUNING_GRID[index]
+        if level > reached + LEVEL_SLACK:
+            break
+        value = value_at_sparsity(steps, sparsity, values, level, first_step=0)
+        if not math.isnan(value):
+            found.append((index, value))
+    return found

@@ -17,6 +17,7 @@ import sqlalchemy
 
 from orchestrator import keys, queue, workspace
 from orchestrator.config import ConfigError, Objective, SweepConfig, config_hash, parse_config
+from orchestrator.curve import PRUNING_GRID
 from orchestrator.locks import exclusive
 from orchestrator.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
 
@@ -169,9 +170,8 @@ def _pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
         case "percentile":
             return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1)
         case "hyperband":
-            return optuna.pruners.HyperbandPruner(
-                min_resource=1, max_resource=config.imp.cycles + 1
-            )
+            # The resource is the index on the sparsity grid the trials report on.
+            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=len(PRUNING_GRID))
         case "successive_halving":
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
         case _:

@@ -19,8 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from orchestrator import curve, keys, queue, tracking, twins, workspace
 from orchestrator import data as datasets
-from orchestrator import keys, queue, tracking, twins, workspace
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import ConfigError, config_hash
@@ -247,10 +247,13 @@ class Worker:
 class _StepReporter:
     """Hands each step of a trial to MLflow (through the outbox) and to the study.
 
-    The study hears of a step without waiting: while its storage is unreachable the steps
-    are kept and training goes on; they are sent with the next step that gets through, or by
-    :meth:`flush` before the trial is told its result. The pruner is asked only when the
-    storage answers (it compares with other trials there).
+    The study hears the objective's metric at the sparsities of :data:`curve.PRUNING_GRID`
+    that the curve has reached (the grid index is Optuna's step), so the pruner compares
+    trials at equal sparsity, whatever their prune fraction. It hears it without waiting:
+    while its storage is unreachable the values are kept and training goes on; they are sent
+    with the next step that gets through, or by :meth:`flush` before the trial is told its
+    result. The pruner is asked only when the storage answers (it compares with other trials
+    there).
     """
 
     def __init__(
@@ -269,11 +272,25 @@ class _StepReporter:
         self.metric = metric
         self.prunable = prunable
         self.stopping = stopping
-        self.pending: list[Step] = []
+        self.curve: list[Step] = []
+        self.pending: list[tuple[int, float]] = []  # (grid index, value) not yet reported
+        self.next_level = 0
+        self.last_step: int | None = None  # the step the study has not heard of yet
 
     def __call__(self, step: Step) -> None:
         self.run.log_step(step.step, step.metrics())
-        self.pending.append(step)
+        self.curve.append(step)
+        self.last_step = step.step
+        if self.metric is not None:
+            found = curve.grid_values(
+                [s.step for s in self.curve],
+                [s.sparsity for s in self.curve],
+                [_number(getattr(s, self.metric)) for s in self.curve],
+                start=self.next_level,
+            )
+            if found:
+                self.pending += found
+                self.next_level = found[-1][0] + 1
         try:
             with self.storage.patience(0):
                 self._send()
@@ -292,17 +309,21 @@ class _StepReporter:
             raise TrialInterrupted(f"stopped after step {step.step}")
 
     def flush(self) -> None:
-        """Send the steps still pending, waiting through an outage up to the storage's limit."""
+        """Send what is still pending, waiting through an outage up to the storage's limit."""
         self._send()
 
     def _send(self) -> None:
         while self.pending:
-            step = self.pending[0]
-            self.trial.set_user_attr(keys.TRIAL_STEP, step.step)
-            value = None if self.metric is None else getattr(step, self.metric)
-            if value is not None:
-                self.trial.report(float(value), step.step)
+            level, value = self.pending[0]
+            self.trial.report(value, level)
             self.pending.pop(0)
+        if self.last_step is not None:
+            self.trial.set_user_attr(keys.TRIAL_STEP, self.last_step)
+            self.last_step = None
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _log_result(run: TrialRun, result: TrialResult) -> None:

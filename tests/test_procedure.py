@@ -39,10 +39,17 @@ def test_objective_at_sparsity_is_interpolated() -> None:
         return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 1, 1, 1.0, 1)
 
     curve_ = [step(0, 0.0, 0.9), step(1, 0.5, 0.8), step(2, 0.75, 0.6)]
+    # Halfway between 50% and 25% remaining in log(remaining) is √(0.5 · 0.25) ≈ 35.4%.
+    halfway = 1 - math.sqrt(0.5 * 0.25)
     config = parse_config(
-        {"name": "x", "search": {"objective": {"metric": "accuracy", "at": 0.625}}}
+        {"name": "x", "search": {"objective": {"metric": "accuracy", "at": halfway}}}
     )
     assert objective_value(curve_, config.search.objective[0]) == pytest.approx(0.7)
+    # The same sparsity interpolated linearly in sparsity would read 0.6835: not the rule.
+    linear = parse_config({"name": "x", "search": {"objective": {"at": 0.625}}})
+    assert objective_value(curve_, linear.search.objective[0]) == pytest.approx(
+        0.8 + (math.log(0.375) - math.log(0.5)) / (math.log(0.25) - math.log(0.5)) * -0.2
+    )
     beyond = parse_config({"name": "x", "search": {"objective": {"at": 0.9}}})
     assert math.isnan(objective_value(curve_, beyond.search.objective[0]))
 

@@ -24,14 +24,17 @@ from tests.conftest import orchestrate, run_sweep, tiny_sweep
 RATE = "alds.rate"
 
 # Two seeds of the IMP-only baseline and of ALDS at 0.5, whose compressed steps sit at other
-# sparsities than the baseline's (as in factorize mode): (sparsity, accuracy) per step.
+# sparsities than the baseline's (as in factorize mode): (sparsity, accuracy) per step. The
+# baseline keeps 100%, 50%, 25% of the weights; ALDS 2^-0.5, 2^-1.5, 2^-2.5: each halfway
+# between two of the baseline's on the log(remaining) scale curves are read on.
+S1, S2, S3 = (1 - 2**-0.5, 1 - 2**-1.5, 1 - 2**-2.5)
 BASELINE = {
     0: [(0.0, 0.90), (0.0, 0.90), (0.5, 0.88), (0.75, 0.80)],
     1: [(0.0, 0.92), (0.0, 0.91), (0.5, 0.89), (0.75, 0.78)],
 }
 ALDS = {
-    0: [(0.0, 0.90), (0.25, 0.895), (0.625, 0.893), (0.8125, 0.85)],
-    1: [(0.0, 0.92), (0.25, 0.915), (0.625, 0.912), (0.8125, 0.911)],
+    0: [(0.0, 0.90), (S1, 0.895), (S2, 0.893), (S3, 0.85)],
+    1: [(0.0, 0.92), (S1, 0.915), (S2, 0.912), (S3, 0.911)],
 }
 
 
@@ -74,12 +77,12 @@ def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     table = tables.versus_baseline(steps, pairs).set_index("step")
 
     assert list(table.index) == [1, 2, 3]
-    assert list(table["sparsity"]) == [0.25, 0.625, 0.8125]
-    # 0.25 is halfway between the baseline's steps at 0 and 0.5: 0.89 (seed 0), 0.90 (seed 1).
+    assert list(table["sparsity"]) == pytest.approx([S1, S2, S3])
+    # S1 is halfway between the baseline's steps at 0 and 0.5: 0.89 (seed 0), 0.90 (seed 1).
     assert table.loc[1, "baseline_accuracy_mean"] == pytest.approx(0.895)
     assert table.loc[1, "difference_mean"] == pytest.approx(0.01)  # +0.005 and +0.015
     assert table.loc[1, "difference_std"] == pytest.approx(0.01 / math.sqrt(2))
-    # 0.625 is halfway between 0.5 and 0.75: baseline 0.84 and 0.835; ALDS 0.893 and 0.912.
+    # S2 is halfway between 0.5 and 0.75: baseline 0.84 and 0.835; ALDS 0.893 and 0.912.
     assert table.loc[2, "baseline_accuracy_mean"] == pytest.approx(0.8375)
     assert table.loc[2, "accuracy_mean"] == pytest.approx(0.9025)
     assert table.loc[2, "difference_mean"] == pytest.approx(0.065)
@@ -90,7 +93,7 @@ def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     assert table.loc[2, "difference_ci_low"] == pytest.approx(0.065 - half)
     assert table.loc[2, "difference_ci_high"] == pytest.approx(0.065 + half)
     assert (table.loc[[1, 2], "difference_ci_low"] < table.loc[[1, 2], "difference_mean"]).all()
-    # 0.8125 is beyond the baseline's last step: no value, never extrapolated.
+    # S3 is beyond the baseline's last step: no value, never extrapolated.
     assert math.isnan(table.loc[3, "baseline_accuracy_mean"])
     assert math.isnan(table.loc[3, "difference_mean"])
     assert table.loc[3, "paired_n"] == 0 and table.loc[3, "n"] == 2
@@ -100,17 +103,17 @@ def test_at_sparsity_reads_every_configuration_at_the_same_levels() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
     configs = ["alds.rate=0.0", "alds.rate=0.5"]
-    table = tables.at_sparsity(steps, configs, pairs, [0.1, 0.625, 0.8]).set_index(
+    table = tables.at_sparsity(steps, configs, pairs, [0.1, S2, 0.8]).set_index(
         ["sparsity", "config"]
     )
-    assert list(table.index) == [(level, c) for level in (0.1, 0.625, 0.8) for c in configs]
+    assert list(table.index) == [(level, c) for level in (0.1, S2, 0.8) for c in configs]
     # The baseline is a row of its own, compared with nothing.
-    assert table.loc[(0.625, "alds.rate=0.0"), "accuracy_mean"] == pytest.approx(0.8375)
-    assert math.isnan(table.loc[(0.625, "alds.rate=0.0"), "difference_mean"])
+    assert table.loc[(S2, "alds.rate=0.0"), "accuracy_mean"] == pytest.approx(0.8375)
+    assert math.isnan(table.loc[(S2, "alds.rate=0.0"), "difference_mean"])
     # The same numbers as the step-by-step table where the levels coincide.
-    assert table.loc[(0.625, "alds.rate=0.5"), "difference_mean"] == pytest.approx(0.065)
-    assert table.loc[(0.625, "alds.rate=0.5"), "remaining"] == pytest.approx(0.375)
-    # ALDS's first compressed network is at 0.25: nothing at 0.1 (never extrapolated), and the
+    assert table.loc[(S2, "alds.rate=0.5"), "difference_mean"] == pytest.approx(0.065)
+    assert table.loc[(S2, "alds.rate=0.5"), "remaining"] == pytest.approx(2**-1.5)
+    # ALDS's first compressed network is at S1 (29%): nothing at 0.1 (never extrapolated), and the
     # baseline's curve ends at 0.75: nothing at 0.8 for it.
     assert table.loc[(0.1, "alds.rate=0.5"), "n"] == 0
     assert math.isnan(table.loc[(0.1, "alds.rate=0.5"), "accuracy_mean"])
@@ -150,10 +153,11 @@ def test_tolerance_table_walks_each_seed_until_it_drops() -> None:
     # Baseline: both seeds lose more than a point at their second IMP step (sparsity 0.5).
     assert within.loc["alds.rate=0.0", "max_sparsity_within_mean"] == 0.0
     assert within.loc["alds.rate=0.0", "within_to_end"] == 0
-    # ALDS: seed 0 drops at 0.8125 (0.85 < 0.89), seed 1 never drops (0.911 >= 0.91).
-    assert within.loc["alds.rate=0.5", "max_sparsity_within_mean"] == pytest.approx(0.71875)
+    # ALDS: seed 0 drops at S3 (0.85 < 0.89), seed 1 never drops (0.911 >= 0.91).
+    # Seed 0 stays within up to S2, seed 1 to S3.
+    assert within.loc["alds.rate=0.5", "max_sparsity_within_mean"] == pytest.approx((S2 + S3) / 2)
     assert within.loc["alds.rate=0.5", "max_sparsity_within_std"] == pytest.approx(
-        0.1875 / math.sqrt(2)
+        (S3 - S2) / math.sqrt(2)
     )
     assert within.loc["alds.rate=0.5", "within_to_end"] == 1
     loose = tables.tolerance_table(hand_built({0.0: BASELINE}), tolerance=0.05)
@@ -167,7 +171,7 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert row["n"] == 2 and row["phase"] == "imp"
     assert row["accuracy_mean"] == pytest.approx(0.9025)
     assert row["accuracy_std"] == pytest.approx(0.019 / math.sqrt(2))
-    assert row["params_nonzero_mean"] == 375
+    assert row["params_nonzero_mean"] == round(1000 * 2**-1.5)
     assert curves["phase"].tolist()[:3] == ["dense", "alds", "imp"]
 
     pairs = tables.baseline_pairs(curves, [RATE], twin_of)
@@ -178,9 +182,9 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert summary.loc[0.0, "role"] == "IMP only"
     assert math.isnan(summary.loc[0.0, "difference_mean"])
     assert summary.loc[0.5, "role"] == "ALDS + IMP"
-    assert summary.loc[0.5, "final_sparsity"] == 0.8125
-    # The highest sparsity both arms reach is 0.625 (the baseline stops at 0.75).
-    assert summary.loc[0.5, "matched_sparsity"] == 0.625
+    assert summary.loc[0.5, "final_sparsity"] == pytest.approx(S3)
+    # The highest sparsity both arms reach is S2 (the baseline stops at 0.75).
+    assert summary.loc[0.5, "matched_sparsity"] == pytest.approx(S2)
     assert summary.loc[0.5, "difference_mean"] == pytest.approx(0.065)
     assert not summary["within_lower_bound"].any()  # some seed of each dropped
 
@@ -200,7 +204,7 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
         tolerance=0.2,
     )
     shown = render.present(report, "summary").set_index(RATE)
-    assert shown.loc["0.5", "max sparsity within 20 pt of dense (%)"] == "≥ 81.25 ± 0.00"
+    assert shown.loc["0.5", "max sparsity within 20 pt of dense (%)"] == "≥ 82.32 ± 0.00"
     assert shown.loc["0.5", "Δ vs IMP only there (pt)"] == "+6.50 ± 1.70"
     assert shown.loc["0", "Δ vs IMP only there (pt)"] == "–"
 

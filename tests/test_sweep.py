@@ -8,6 +8,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from orchestrator.curve import PRUNING_GRID, value_at_sparsity
 from tests.conftest import orchestrate, tiny_sweep, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -150,10 +151,42 @@ def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
     assert trials[0.003].state == optuna.trial.TrialState.COMPLETE
     hopeless = trials[1.0e-9]
     assert hopeless.state == optuna.trial.TrialState.PRUNED
-    assert max(hopeless.intermediate_values) < document["imp"]["cycles"] + 1
+    # Three cycles of 50% reach 12.5% remaining: grid levels 0-5 (29% ... 82% sparsity).
+    assert set(trials[0.003].intermediate_values) == set(range(6))
+    assert max(hopeless.intermediate_values) < 5
     _, runs = trial_runs(document)
     run = next(r for r in runs if r.data.params["train.lr"] == "1e-09")
     assert run.info.status == "KILLED"
+
+
+def test_trials_with_other_prune_fractions_report_on_one_sparsity_grid(tmp_path: Path) -> None:
+    document = tiny_sweep(
+        tmp_path,
+        "grid",
+        search={
+            "sampler": "grid",
+            "enqueue_baseline": False,
+            "space": {"imp.prune_fraction": {"choices": [0.3, 0.5]}},
+        },
+    )
+    result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = {t.params["imp.prune_fraction"]: t for t in study_of(document).get_trials()}
+    # Two cycles keep 49% (30% per cycle) or 25% (50%): the grid's first 2 or 4 levels.
+    assert set(trials[0.3].intermediate_values) == {0, 1}
+    assert set(trials[0.5].intermediate_values) == {0, 1, 2, 3}
+    client, runs = trial_runs(document)
+    for run in runs:
+        trial = trials[float(run.data.params["imp.prune_fraction"])]
+        steps, accuracy = zip(*curve(client, run.info.run_id), strict=True)
+        sparsity = [v for _, v in curve(client, run.info.run_id, "sparsity")]
+        for level, value in trial.intermediate_values.items():
+            # Level k is the same sparsity for both: the curve read there by the one rule.
+            expected = value_at_sparsity(
+                steps, sparsity, accuracy, PRUNING_GRID[level], first_step=0
+            )
+            assert value == pytest.approx(expected)
+    assert PRUNING_GRID[1] == 0.5
 
 
 def test_enqueue_only_then_worker_finishes(tmp_path: Path) -> None:
