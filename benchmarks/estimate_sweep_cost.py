@@ -93,6 +93,10 @@ def workload(config: SweepConfig) -> Workload:
     fractions = [config.imp.prune_fraction]
     if space is not None:
         fractions = [float(v) for v in space.values()]
+    # Per-role rates: the network reaches the target between the pace of its slowest and of
+    # its fastest large role (the output layer's weights are too few to matter).
+    rates = {role: rate for role, rate in (config.imp.rates or {}).items() if role != "output"}
+    fractions += list(rates.values())
     cycles = sorted(cycles_needed(config, f) for f in fractions)
     finetune = round(config.alds.finetune_epochs * per_epoch)
     per_cycle = length(config.imp.epochs_per_cycle)

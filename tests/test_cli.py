@@ -26,7 +26,9 @@ def test_validate_prints_config_and_space() -> None:
     result = CliRunner().invoke(main, ["validate", str(ROOT / "sweeps" / "alds_rate.yaml")])
     assert result.exit_code == 0, result.output
     assert "valid sweep 'alds_rate'" in result.output
-    assert "imp.prune_fraction" in result.output and "lr: 0.0003" in result.output
+    assert "alds.rate" in result.output and "lr: 0.0003" in result.output
+    # The plan and the pruner's sparsity grid.
+    assert "15 trials" in result.output and "29.29%, 50%," in result.output
 
 
 def test_validate_bad_file_exits_2_with_the_field(tmp_path: Path) -> None:

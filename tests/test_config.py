@@ -46,21 +46,21 @@ def test_alds_rate_sweep_describes_the_seed_experiment() -> None:
     config = load_config(ROOT / "sweeps" / "alds_rate.yaml")
     assert (config.model, config.dataset.name) == ("conv6", "cifar10")
     assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("adam", 3e-4, 60)
-    assert {"alds.rate", "imp.prune_fraction"} <= set(config.search.space)
     assert (config.train.iterations, config.dataset.validation) == (30000, 5000)
-    # The lottery-ticket schedule: layer-wise, output layer at 10%, rewound to θ0, and the
-    # IMP-only baseline at the paper's conv (15%) and FC (20%) rates.
+    # The lottery-ticket schedule its comment names: layer-wise, conv 15%, FC 20%, output 10%,
+    # rewound to θ0; ALDS as the seed applies it (project mode).
     assert (config.imp.scope, config.imp.rates, config.imp.rewind) == (
         "layer",
-        {"output": 0.1},
+        {"conv": 0.15, "fc": 0.2, "output": 0.1},
         "init",
     )
-    assert config.fixed_configurations() == [
-        {"alds.rate": 0.0, "imp.prune_fraction": 0.15},
-        {"alds.rate": 0.0, "imp.prune_fraction": 0.2},
-    ]
-    assert config.search.space["alds.rate"].values() == [0.0, 0.8]
-    assert len(config.seeds) == 3
+    assert config.alds.mode == "project"
+    # Only the ALDS rate varies: every configuration's twin is the grid's rate-0 point.
+    assert list(config.search.space) == ["alds.rate"]
+    fixed = config.fixed_configurations()
+    assert fixed == [{"alds.rate": r} for r in (0.0, 0.2, 0.4, 0.6, 0.8)]
+    assert all(config.twin_of(entry) in fixed for entry in fixed)
+    assert config.total_trials == 15 and config.most_sampled_twins == 0
 
 
 def test_every_alds_configuration_gets_its_imp_only_twin(tmp_path: Path) -> None:

@@ -19,12 +19,12 @@ _spec.loader.exec_module(estimate)
 
 def test_alds_rate_sweep_counts_the_steps_the_results_doc_quotes() -> None:
     config = load_config(ROOT / "sweeps" / "alds_rate.yaml")
-    # 0.9^29 <= 5% < 0.9^28 and 0.7^9 <= 5% < 0.7^8.
-    assert estimate.cycles_needed(config, 0.1) == 29
-    assert estimate.cycles_needed(config, 0.3) == 9
+    # Fully-connected 20% per cycle: 0.8^14 <= 5% < 0.8^13; conv 15%: 0.85^19 <= 5% < 0.85^18.
+    assert estimate.cycles_needed(config, 0.2) == 14
+    assert estimate.cycles_needed(config, 0.15) == 19
     work = estimate.workload(config)
-    assert work.dense_steps == 3 * 30000 and work.trials == 42
-    assert (work.trial_steps_low, work.trial_steps_high) == (1500 + 9 * 30000, 1500 + 29 * 30000)
-    low = work.dense_steps + 42 * work.trial_steps_low
-    high = work.dense_steps + 42 * work.trial_steps_high
-    assert (round(low / 1e6, 1), round(high / 1e6, 1)) == (11.5, 36.7)
+    assert work.dense_steps == 3 * 30000 and work.trials == 15
+    assert (work.trial_steps_low, work.trial_steps_high) == (1500 + 14 * 30000, 1500 + 19 * 30000)
+    low = work.dense_steps + 15 * work.trial_steps_low
+    high = work.dense_steps + 15 * work.trial_steps_high
+    assert (round(low / 1e6, 2), round(high / 1e6, 2)) == (6.41, 8.66)
