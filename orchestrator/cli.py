@@ -153,6 +153,8 @@ def validate(sweep: Path) -> None:
         f"intermediate values (what the pruner compares) at the sparsities {levels}, ... "
         f"({len(PRUNING_GRID)} levels, every trial alike)"
     )
+    for warning in config.warnings():
+        console.print(f"[yellow]warning:[/] {warning}")
 
 
 def _study_arguments(command: Callable) -> Callable:
@@ -227,6 +229,8 @@ def sweep(
 
     _quiet_optuna()
     config = load_config(sweep)
+    for warning in config.warnings():
+        click.echo(f"warning: {warning}", err=True)
     overrides: dict[str, object] = {}
     if devices:
         overrides["execution.devices"] = devices

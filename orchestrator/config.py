@@ -160,6 +160,13 @@ class ImpConfig(_Section):
     )
     scope: Literal["global", "layer"] = "global"
     rewind: str = "init"
+    factorized_rewind: Literal["alds", "compressed", "reinit", "none", "theta0"] = Field(
+        "alds",
+        description="where an ALDS-factorized network (alds.mode factorize) rewinds: to its "
+        "factors as ALDS made them (alds), after fine-tuning (compressed), Glorot-redrawn "
+        "factors (reinit, a control), no rewind (none), or θ0 factorized by the plan (theta0: "
+        "other coordinates than the trained factors; validate warns)",
+    )
     epochs_per_cycle: float | None = Field(None, gt=0.0, description="None: as train.epochs")
     exclude: tuple[str, ...] = ()
     rates: dict[str, Probability] | None = Field(
@@ -458,6 +465,21 @@ class SweepConfig(_Section):
         configurations = fixed if self.search.sampler == "grid" else max(fixed, 10)
         return configurations * len(self.seeds)
 
+    def warnings(self) -> list[str]:
+        """Choices that are allowed but that a reader of the results must know about."""
+        found = []
+        factorized = self.alds.mode == "factorize" or "factorize" in _choices(
+            self.search.space.get("alds.mode")
+        )
+        if factorized and self.imp.factorized_rewind == "theta0":
+            found.append(
+                "imp.factorized_rewind: theta0 rewinds factorized networks to θ0 factorized by "
+                "the trained plan: its factors are other coordinates than the trained ones, so "
+                "the masks IMP computes on the trained factors land on unrelated entries "
+                "(docs/imp.md). Prefer alds or compressed"
+            )
+        return found
+
     @property
     def most_sampled_twins(self) -> int:
         """The most IMP-only twins the sampled configurations can add to :attr:`total_trials`
@@ -680,6 +702,10 @@ def content_hash(document: Any, *, length: int = 12) -> str:
     """
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def _choices(space: SearchRange | None) -> tuple[Any, ...]:
+    return () if space is None or space.choices is None else tuple(space.choices)
 
 
 def config_hash(config: BaseModel, *, length: int = 12) -> str:

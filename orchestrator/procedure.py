@@ -209,23 +209,54 @@ def _rewind_state(
     init: Mapping[str, torch.Tensor],
     dense: Mapping[str, Any],
     progress: Progress,
+    seed: int,
 ) -> Mapping[str, torch.Tensor] | None:
     """The weights IMP rewinds the survivors to, in the shapes of the compressed network.
 
-    A factorized network has no θ0 of its own: its rewind point is the original rewind point
-    factorized by the same plan (same k and ranks per layer).
+    A dense network (the IMP-only arm, and ALDS in project mode) rewinds as ``imp.rewind``
+    says. A factorized network has coordinates of its own: ``imp.factorized_rewind`` names
+    its rewind point in them (the factors ALDS made, the fine-tuned ones, redrawn ones, none),
+    or, by explicit choice, θ0 factorized by the trained plan.
     """
-    rewind = config.imp.rewind
-    if rewind == "none":
-        return None
-    if rewind == "compressed":
-        return progress.compressed
-    source = init if rewind == "init" else dense["early"]
     if progress.plan is None or config.alds.mode == "project":
-        return source
+        rewind = config.imp.rewind
+        if rewind == "none":
+            return None
+        if rewind == "compressed":
+            return progress.compressed
+        return init if rewind == "init" else dense["early"]
+    match config.imp.factorized_rewind:
+        case "none":
+            return None
+        case "compressed":
+            return progress.compressed
+        case "alds":
+            return progress.factorized
+        case "reinit":
+            return _redrawn_factors(progress.factorized, seed)
+    source = init if config.imp.rewind in ("init", "compressed", "none") else dense["early"]
     reference = _build(config, data, 0)
     reference.load_state_dict(source)
     return alds.apply(reference, progress.plan, mode="factorize").state_dict()
+
+
+def _redrawn_factors(
+    state: Mapping[str, torch.Tensor] | None, seed: int
+) -> dict[str, torch.Tensor] | None:
+    """``state`` with every factor weight (``*.encoder.weight``, ``*.decoder.weight``) drawn
+    anew, Glorot normal from the trial's seed; every other entry as it is."""
+    if state is None:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    redrawn = {}
+    for name, tensor in state.items():
+        if name.endswith((".encoder.weight", ".decoder.weight")):
+            fresh = torch.empty(tensor.shape, dtype=tensor.dtype)
+            nn.init.xavier_normal_(fresh, generator=generator)
+            redrawn[name] = fresh.to(tensor.device)
+        else:
+            redrawn[name] = tensor
+    return redrawn
 
 
 def _cpu(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -244,7 +275,8 @@ class Progress:
     steps: list[Step] = field(default_factory=list)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     plan: alds.AldsPlan | None = None
-    compressed: dict[str, torch.Tensor] | None = None  # the weights right after ALDS
+    compressed: dict[str, torch.Tensor] | None = None  # after ALDS and its fine-tuning
+    factorized: dict[str, torch.Tensor] | None = None  # as ALDS made them, before fine-tuning
 
     def save(self, path: Path, model: nn.Module) -> None:
         """Write this progress and ``model``'s weights to ``path`` (atomically)."""
@@ -256,6 +288,7 @@ class Progress:
                 "steps": [asdict(step) for step in self.steps],
                 "plan": None if self.plan is None else json.dumps(self.plan.to_dict()),
                 "compressed": None if self.compressed is None else _cpu(self.compressed),
+                "factorized": None if self.factorized is None else _cpu(self.factorized),
             },
             path,
         )
@@ -271,6 +304,7 @@ class Progress:
             masks=saved["masks"],
             plan=None if plan is None else alds.AldsPlan.from_dict(json.loads(plan)),
             compressed=saved["compressed"],
+            factorized=saved.get("factorized"),
         )
         return progress, saved["state"]
 
@@ -331,6 +365,8 @@ class _Phases:
                 input_shape=self.reference.input_shape,
             )
             self.model.to(self.device)
+            if config.alds.mode == "factorize":
+                self.progress.factorized = imp.capture(self.model)
         if config.alds.finetune_epochs > 0:
             # The baseline (rate 0) is fine-tuned too: both arms get the same training budget.
             train(
@@ -443,7 +479,7 @@ def run_trial(
     else:
         trial.dense()
         trial.alds()
-    rewind_to = _rewind_state(config, data, init["state"], dense, trial.progress)
+    rewind_to = _rewind_state(config, data, init["state"], dense, trial.progress, seed)
     for cycle in range(trial.progress.cycle + 1, config.imp.cycles + 1):
         if trial.target_reached():
             break

@@ -89,6 +89,19 @@ def test_every_alds_configuration_gets_its_imp_only_twin(tmp_path: Path) -> None
     ]
 
 
+def test_rewinding_factorized_networks_to_theta0_is_allowed_with_a_warning(tmp_path: Path) -> None:
+    plain = load_config(write(tmp_path, "name: f\nalds: {mode: factorize}\n"))
+    assert plain.imp.factorized_rewind == "alds" and plain.warnings() == []
+    chosen = load_config(
+        write(tmp_path, "name: f\nalds: {mode: factorize}\nimp: {factorized_rewind: theta0}\n")
+    )
+    (warning,) = chosen.warnings()
+    assert warning.startswith("imp.factorized_rewind: theta0") and "unrelated entries" in warning
+    # Project mode never factorizes: nothing to warn about.
+    project = load_config(write(tmp_path, "name: f\nimp: {factorized_rewind: theta0}\n"))
+    assert project.warnings() == []
+
+
 def test_short_yaml_gets_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "name: tiny\n"))
     assert config.seeds == (0,)

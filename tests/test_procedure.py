@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
@@ -67,3 +68,56 @@ def test_a_corrupt_progress_file_is_moved_aside_and_the_trial_starts_over(
     (kept,) = tmp_path.glob("trial.pt.corrupt-*")
     assert kept.read_bytes() == b"PK\x03\x04 half a zip file"
     assert f"corrupt trial progress {progress}: does not load" in caplog.text
+
+
+def test_a_factorized_network_rewinds_within_its_own_coordinates(tmp_path: Path) -> None:
+    """The mask IMP computes on the trained factors keeps the large entries of the ALDS rewind
+    point (the same coordinates), not of θ0 factorized by the plan (other coordinates)."""
+    from compression import imp
+    from orchestrator import data as datasets
+    from orchestrator import procedure
+
+    document = tiny_sweep(tmp_path, "rewind", alds={"mode": "factorize", "finetune_epochs": 1})
+    config = parse_config(document).with_params({"alds.rate": 0.5})
+    cache = CheckpointCache(tmp_path / "cache")
+    data = datasets.load(config.dataset, device="cpu", seed=0)
+    init, dense, _ = procedure.dense_checkpoint(config, 0, data, cache, torch.device("cpu"))
+    phases = procedure._Phases(
+        config, 0, data, torch.device("cpu"), dense["state"], lambda s: None, lambda: None, None
+    )
+    phases.dense()
+    phases.alds()
+    trained = imp.prunable(phases.model)
+    masks = imp.prune(phases.model, 0.5, scope="layer")
+    ours = procedure._rewind_state(config, data, init["state"], dense, phases.progress, 0)
+    theta0 = procedure._rewind_state(
+        config.with_params({"imp.factorized_rewind": "theta0"}),
+        data,
+        init["state"],
+        dense,
+        phases.progress,
+        0,
+    )
+    redrawn = procedure._rewind_state(
+        config.with_params({"imp.factorized_rewind": "reinit"}),
+        data,
+        init["state"],
+        dense,
+        phases.progress,
+        0,
+    )
+    factors = [name for name in trained if name.endswith((".encoder.weight", ".decoder.weight"))]
+    assert factors
+    for name in factors:
+        kept = masks[name]
+        # The ALDS point: what survives is large there too (fine-tuning moved it only a little).
+        alds_point = ours[name].abs()
+        assert alds_point[kept].mean() > 2 * alds_point[~kept].mean(), name
+        # θ0 factorized by the plan is another matrix's factors: the mask fits it worse.
+        other = theta0[name].abs()
+        ratio = alds_point[kept].mean() / alds_point[~kept].mean()
+        assert ratio > other[kept].mean() / other[~kept].mean(), name
+        assert redrawn[name].shape == ours[name].shape
+        assert not torch.equal(redrawn[name], ours[name])
+    # The ALDS point is the network ALDS made, before fine-tuning moved it.
+    assert not all(torch.equal(ours[n], phases.progress.compressed[n]) for n in factors)
