@@ -18,6 +18,7 @@ __all__ = [
     "count_layer_flops",
     "count_parameters",
     "layer_costs",
+    "magnitude_shares",
     "sparsity",
 ]
 
@@ -182,3 +183,22 @@ def _weight_cost(module: nn.Conv2d | nn.Linear, flops: int, k: int) -> LayerCost
         ranks = torch.linalg.matrix_rank(blocks)
         params = min(params, int(ranks.sum()) * (rows + columns))
     return LayerCost(weights=total, nonzero=nonzero, params=params, flops=params * per_position)
+
+
+def magnitude_shares(weights: Sequence[torch.Tensor], fraction: float = 0.1) -> tuple[float, float]:
+    """The share of the total magnitude held by the smallest and by the largest ``fraction``
+    of the nonzero entries of ``weights`` (a decile each by default).
+
+    A method that shrinks insignificant weights and grows significant ones lowers the first
+    and raises the second. Returns ``(nan, nan)`` when there is no nonzero entry.
+    """
+    values = torch.cat([w.detach().abs().flatten().float() for w in weights]) if weights else None
+    if values is None:
+        return math.nan, math.nan
+    values = values[values > 0]
+    total = float(values.sum())
+    if total == 0.0:
+        return math.nan, math.nan
+    ordered = torch.sort(values).values
+    count = max(1, int(len(ordered) * fraction))
+    return float(ordered[:count].sum()) / total, float(ordered[-count:].sum()) / total

@@ -59,13 +59,17 @@ class Step:
     # Layer of the original network → its nonzero weights / its original weights, for the
     # layers IMP prunes (an excluded layer's fraction is a constant of the run).
     layers: dict[str, float] = field(default_factory=dict)
+    # The share of the prunable weights' total magnitude held by their smallest and largest
+    # tenth (nonzero entries): does ALDS shrink the insignificant weights and grow the others?
+    mass_smallest_decile: float = math.nan
+    mass_largest_decile: float = math.nan
 
     def metrics(self) -> dict[str, float]:
         """The numeric measurements, as logged per step (one per pruned layer included)."""
         values = asdict(self)
         for key in ("step", "phase", "cycle", "layers"):
             values.pop(key)
-        flat = {k: float(v) for k, v in values.items() if v is not None}
+        flat = {k: float(v) for k, v in values.items() if v is not None and not math.isnan(v)}
         flat.update({keys.layer_remaining(name): v for name, v in self.layers.items()})
         return flat
 
@@ -180,6 +184,7 @@ def _measure(
         else None
     )
     alive = imp.sparsity(model)["alive"]
+    smallest, largest = metrics.magnitude_shares(list(imp.prunable(model).values()))
     nonzero = metrics.count_parameters(model, nonzero=True)
     splits = {} if plan is None else {layer.name: layer.k for layer in plan.layers}
     costs = metrics.layer_costs(model, reference.input_shape, splits)
@@ -200,6 +205,8 @@ def _measure(
         params_effective=other + sum(cost.params for cost in costs.values()),
         flops_effective=sum(cost.flops for cost in costs.values()),
         layers={name: costs[name].nonzero / weights for name, weights in reference.layers.items()},
+        mass_smallest_decile=smallest,
+        mass_largest_decile=largest,
     )
 
 

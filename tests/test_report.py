@@ -209,6 +209,56 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert shown.loc["0", "Δ vs IMP only there (pt)"] == "–"
 
 
+def test_the_layer_table_shows_a_layer_imp_emptied_and_alds_kept() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    # Layer "out" of the baseline nearly vanishes by its last step in seed 0; ALDS keeps it.
+    steps["remaining/hidden"] = 1 - steps["sparsity"]
+    steps["remaining/out"] = 1.0
+    last = steps.groupby("trial")["step"].transform("max") == steps["step"]
+    steps.loc[last & (steps[RATE] == 0) & (steps["seed"] == 0), "remaining/out"] = 0.004
+    steps.loc[last & (steps[RATE] == 0) & (steps["seed"] == 1), "remaining/out"] = 0.2
+    steps.loc[last & (steps[RATE] == 0.5), "remaining/out"] = 0.3
+    pairs = {"alds.rate=0.5": "alds.rate=0.0"}
+    table = tables.layer_table(steps, pairs).set_index(["config", "layer"])
+    baseline = table.loc[("alds.rate=0.0", "out")]
+    assert baseline["collapsed"] and baseline["remaining_min"] == pytest.approx(0.004)
+    assert baseline["remaining_mean"] == pytest.approx(0.102)
+    ours = table.loc[("alds.rate=0.5", "out")]
+    assert not ours["collapsed"] and ours["baseline_collapsed"]
+    assert ours["remaining_mean"] == pytest.approx(0.3)
+    assert ours["baseline_remaining_mean"] == pytest.approx(0.102)
+    assert ours["step"] == 3 and ours["sparsity"] == pytest.approx(S3)
+    assert not table.loc[("alds.rate=0.5", "hidden"), "collapsed"]
+    assert tables.collapse_notes(table.reset_index()) == [
+        "alds.rate=0.0: IMP emptied out (0.4% left)",
+        "alds.rate=0.5 kept layers its IMP-only twin emptied: out",
+    ]
+
+
+def test_the_magnitude_table_compares_alds_with_its_twin_seed_by_seed() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    # Dense (step 0): 2% of the mass in the smallest tenth. After ALDS 1% and 1.2% (seeds 0,
+    # 1); the twin's fine-tuning leaves 2.1% and 2.0%: ALDS lower by 1.1 and 0.8 points.
+    smallest = {(0.0, 0): 0.021, (0.0, 1): 0.020, (0.5, 0): 0.010, (0.5, 1): 0.012}
+    steps["mass_smallest_decile"] = 0.02
+    steps["mass_largest_decile"] = 0.30
+    for (rate, seed), value in smallest.items():
+        at = (steps[RATE] == rate) & (steps["seed"] == seed) & (steps["step"] == 1)
+        steps.loc[at, "mass_smallest_decile"] = value
+    table = tables.magnitude_table(steps, {"alds.rate=0.5": "alds.rate=0.0"})
+    row = table.iloc[0]
+    assert row["smallest_dense"] == pytest.approx(0.02)
+    assert row["smallest_alds"] == pytest.approx(0.011)
+    assert row["smallest_baseline"] == pytest.approx(0.0205)
+    assert row["smallest_difference_mean"] == pytest.approx(-0.0095)
+    half = 12.7062047 * (0.003 / math.sqrt(2)) / math.sqrt(2)
+    assert (row["smallest_ci_low"], row["smallest_ci_high"]) == pytest.approx(
+        (-0.0095 - half, -0.0095 + half)
+    )
+    assert row["smallest_verdict"] == "no difference shown"  # two seeds: t is 12.7
+    assert row["largest_difference_mean"] == 0 and row["paired_n"] == 2
+
+
 def test_confidence_intervals_and_the_words_the_report_uses() -> None:
     differences = pd.Series([0.010, 0.020, 0.015, 0.025, 0.030])
     low, high = tables.paired_interval(differences)

@@ -92,6 +92,8 @@ def build(
     curves = tables.curve_table(complete, params)
     pairs = tables.baseline_pairs(curves, params, config.twin_of)
     versus = tables.versus_baseline(complete, pairs)
+    layers = tables.layer_table(complete, pairs)
+    magnitudes = tables.magnitude_table(complete, pairs)
     within = tables.tolerance_table(complete, tolerance)
     configs = list(curves["config"].unique())
     objectives = objective_names(study)
@@ -105,11 +107,16 @@ def build(
         objectives=objectives,
         directions=directions,
         counts=counts,
-        notes=tables.report_notes(listed, curves, pairs, counts),
+        notes=[
+            *tables.report_notes(listed, curves, pairs, counts),
+            *tables.collapse_notes(layers),
+        ],
         # Every table of schema.TABLES, computed.
         tables={
             "summary": tables.summary_table(curves, versus, within, pairs, params),
             "versus_baseline": versus,
+            "layers": layers,
+            "magnitudes": magnitudes,
             "at_sparsity": tables.at_sparsity(complete, configs, pairs, levels),
             "curves": curves,
             "best": tables.best_table(listed, objectives, directions, params, front=front),

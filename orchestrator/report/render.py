@@ -59,6 +59,8 @@ def _number(value: Any, kind: str) -> str:
             return f"{value:.0f}"
         case "param":
             return param_text(value)
+        case "flag":
+            return "yes" if value else "no"
     return str(value)
 
 

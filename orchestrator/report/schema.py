@@ -32,6 +32,8 @@ METRICS = (
     "compression_ratio",
     "params_effective",
     "flops_effective",
+    "mass_smallest_decile",
+    "mass_largest_decile",
 )
 FORMATS = ("csv", "md", "latex", "html", "json")
 RATE = ALDS_RATE
@@ -128,7 +130,8 @@ class Column:
 
     header: str
     source: str
-    # text, arm (a configuration shown as its arm), param, int, pct, points, ratio, seconds
+    # text, arm (a configuration shown as its arm), param, int, pct, points, ratio, seconds,
+    # flag (yes/no)
     kind: str = "text"
     std: str | None = None
     paper: bool = True  # shown in LaTeX (run ids and notes are not)
@@ -250,6 +253,33 @@ def _versus_baseline(report: Report) -> list[Column]:
     ]
 
 
+def _magnitudes(report: Report) -> list[Column]:
+    columns = [Column("configuration", "config", "arm")]
+    for decile in ("smallest", "largest"):
+        columns += [
+            Column(f"{decile} tenth, dense (%)", f"{decile}_dense", "pct"),
+            Column("after ALDS (%)", f"{decile}_alds", "pct"),
+            Column("IMP only (%)", f"{decile}_baseline", "pct"),
+            Column("Δ 95% CI (pt)", f"{decile}_ci_low", "points", upper=f"{decile}_ci_high"),
+            Column("verdict", f"{decile}_verdict"),
+        ]
+    return [*columns, Column("seeds", "paired_n", "int")]
+
+
+def _layers(report: Report) -> list[Column]:
+    return [
+        Column("configuration", "config", "arm"),
+        Column("layer", "layer"),
+        Column("step", "step", "int"),
+        Column("sparsity (%)", "sparsity", "pct"),
+        Column("remaining (%)", "remaining_mean", "pct"),
+        Column("lowest seed (%)", "remaining_min", "pct"),
+        Column("emptied", "collapsed", "flag"),
+        Column("IMP only (%)", "baseline_remaining_mean", "pct"),
+        Column("emptied in IMP only", "baseline_collapsed", "flag"),
+    ]
+
+
 def _curves(report: Report) -> list[Column]:
     return [
         *_config_columns(report),
@@ -304,6 +334,12 @@ TABLES = (
     TableSpec("summary", "ALDS + IMP against IMP only", _summary),
     TableSpec("at_sparsity", "At fixed sparsities", _at_sparsity),
     TableSpec("versus_baseline", "At matched sparsity, step by step", _versus_baseline),
+    TableSpec(
+        "magnitudes",
+        "Share of the weights' magnitude in their smallest and largest tenth, after ALDS",
+        _magnitudes,
+    ),
+    TableSpec("layers", "Weights remaining per layer, at the last step", _layers),
     TableSpec("curves", "Curves (mean ± std over seeds)", _curves),
     TableSpec("best", "Best configurations", _best),
     TableSpec("trials", "Trials", _trials),

@@ -96,7 +96,8 @@ def read_trials(study: optuna.Study, params: Sequence[str]) -> pd.DataFrame:
 
 
 def read_steps(client: Any, runs: Mapping[int, str]) -> tuple[pd.DataFrame, dict[int, str]]:
-    """The whole curves of the trials' runs: one row per trial and step, a column per metric.
+    """The whole curves of the trials' runs: one row per trial and step, a column per metric
+    (:data:`METRICS`, then each layer's remaining fraction, ``remaining/<layer>``).
 
     Args:
         client: an ``MlflowClient`` on the sweep's tracking store.
@@ -109,14 +110,19 @@ def read_steps(client: Any, runs: Mapping[int, str]) -> tuple[pd.DataFrame, dict
 
     records: list[tuple[int, str, int, float, int]] = []
     missing: dict[int, str] = {}
+    layer_prefix = keys.layer_remaining("")
+    layers: set[str] = set()
     for number, run_id in runs.items():
         try:
-            for key in METRICS:
+            logged = client.get_run(run_id).data.metrics
+            own = [key for key in logged if key.startswith(layer_prefix)]
+            layers.update(own)
+            for key in (*METRICS, *own):
                 history = client.get_metric_history(run_id, key)
                 records += [(number, key, m.step, m.value, m.timestamp) for m in history]
         except MlflowException as exc:
             missing[number] = f"MLflow run {run_id} unreadable: {exc.message[:200]}"
-    columns = ["trial", "step", *METRICS]
+    columns = ["trial", "step", *METRICS, *sorted(layers)]
     if not records:
         return pd.DataFrame(columns=columns), missing
     long = pd.DataFrame(records, columns=["trial", "key", "step", "value", "at"])

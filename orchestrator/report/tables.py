@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from orchestrator import keys
 from orchestrator.curve import value_at_sparsity
 from orchestrator.report.schema import (
     METRICS,
@@ -33,7 +34,10 @@ __all__ = [
     "at_sparsity",
     "baseline_pairs",
     "best_table",
+    "collapse_notes",
     "curve_table",
+    "layer_table",
+    "magnitude_table",
     "paired_interval",
     "report_notes",
     "summary_table",
@@ -438,6 +442,106 @@ def best_table(
     return table[columns].head(top)
 
 
+def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
+    """The seed's first two guesses: does ALDS shrink the insignificant weights and grow the
+    significant ones? Per ALDS configuration: the share of the weights' magnitude held by the
+    smallest and the largest tenth, in the dense network and after ALDS (step 1), against its
+    twin after the same fine-tuning, paired by seed (both start from the same dense network).
+    """
+    rows = []
+    after = steps[steps["step"] == 1]
+    dense = steps[steps["step"] == 0]
+    for config, twin in pairs.items():
+        row: dict[str, Any] = {"config": config, "baseline": twin, "paired_n": 0}
+        for decile in ("smallest", "largest"):
+            column = f"mass_{decile}_decile"
+            if column not in steps:
+                continue
+            ours = after[after["config"] == config].set_index("seed")[column].dropna()
+            theirs = after[after["config"] == twin].set_index("seed")[column].dropna()
+            start = dense[dense["config"] == config][column].dropna()
+            common = ours.index.intersection(theirs.index)
+            paired = ours[common] - theirs[common]
+            low, high = paired_interval(paired)
+            row |= {
+                f"{decile}_dense": start.mean() if len(start) else math.nan,
+                f"{decile}_alds": ours.mean() if len(ours) else math.nan,
+                f"{decile}_baseline": theirs.mean() if len(theirs) else math.nan,
+                f"{decile}_difference_mean": paired.mean() if len(paired) else math.nan,
+                f"{decile}_ci_low": low,
+                f"{decile}_ci_high": high,
+                f"{decile}_verdict": _shift(low, high),
+                "paired_n": len(paired),
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _shift(low: float, high: float) -> str:
+    if is_missing(low) or is_missing(high):
+        return "too few seeds"
+    if low > 0:
+        return "ALDS higher"
+    if high < 0:
+        return "ALDS lower"
+    return "no difference shown"
+
+
+COLLAPSED = 0.01  # a layer with at most this share of its weights left is emptied
+
+
+def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
+    """Each layer's remaining weights at each configuration's last step (the seed's third
+    guess: does IMP empty a layer, and does ALDS prevent it?).
+
+    One row per configuration and layer: the mean and the lowest over seeds of the layer's
+    remaining fraction, whether some seed left at most :data:`COLLAPSED` of it, and for an
+    ALDS configuration the same layer in its twin at the twin's last step.
+    """
+    prefix = keys.layer_remaining("")
+    layers = [c for c in steps if isinstance(c, str) and c.startswith(prefix)]
+    columns = ["config", "baseline", "step", "sparsity", "layer", *_LAYER]
+    if steps.empty or not layers:
+        return pd.DataFrame(columns=columns)
+    last = steps.loc[steps.groupby("trial")["step"].idxmax()]
+    summary = {}
+    for config, group in last.groupby("config"):
+        for column in layers:
+            values = group[column].dropna()
+            if len(values):
+                summary[(config, column)] = (values, group["step"].max(), group["sparsity"].mean())
+    rows = []
+    for (config, column), (values, step, sparsity) in summary.items():
+        twin = pairs.get(config)
+        theirs = summary.get((twin, column), (pd.Series(dtype=float),))[0]
+        rows.append(
+            {
+                "config": config,
+                "baseline": twin,
+                "step": int(step),
+                "sparsity": sparsity,
+                "layer": column.removeprefix(prefix),
+                "remaining_mean": values.mean(),
+                "remaining_min": values.min(),
+                "n": len(values),
+                "collapsed": bool(values.min() <= COLLAPSED),
+                "baseline_remaining_mean": theirs.mean() if len(theirs) else math.nan,
+                "baseline_collapsed": bool(len(theirs) and theirs.min() <= COLLAPSED),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+_LAYER = [
+    "remaining_mean",
+    "remaining_min",
+    "n",
+    "collapsed",
+    "baseline_remaining_mean",
+    "baseline_collapsed",
+]
+
+
 def report_notes(
     trials: pd.DataFrame, curves: pd.DataFrame, pairs: Mapping[str, str], counts: Mapping[str, int]
 ) -> list[str]:
@@ -466,4 +570,26 @@ def report_notes(
         )
     if (curves[RATE] == 0).all():
         notes.append("every configuration is IMP only (alds.rate 0): nothing to compare")
+    return notes
+
+
+def collapse_notes(layers: pd.DataFrame) -> list[str]:
+    """The layers IMP emptied (at most :data:`COLLAPSED` of their weights left in a seed), and
+    where ALDS kept a layer its twin emptied: the seed's third guess, answered."""
+    notes = []
+    emptied = layers[layers["collapsed"]]
+    for config, group in emptied.groupby("config"):
+        listed = ", ".join(
+            f"{r.layer} ({100 * r.remaining_min:.2g}% left)" for r in group.itertuples()
+        )
+        notes.append(f"{config}: IMP emptied {listed}")
+    kept = layers[layers["baseline_collapsed"] & ~layers["collapsed"]]
+    for config, group in kept.groupby("config"):
+        listed = ", ".join(group["layer"])
+        notes.append(f"{config} kept layers its IMP-only twin emptied: {listed}")
+    if not layers.empty and emptied.empty:
+        notes.append(
+            f"no configuration emptied a layer (every layer kept more than {100 * COLLAPSED:g}% "
+            "of its weights in every seed)"
+        )
     return notes
