@@ -103,12 +103,13 @@ def present(report: Report, name: str, *, paper: bool = False) -> pd.DataFrame:
 
 
 def _arm_labels(report: Report) -> Mapping[str, str]:
-    """Each configuration as its arm: the ALDS rate, then the other searched parameters."""
+    """Each configuration as its arm: the ALDS rate (or IMP only), then the other searched
+    parameters."""
     curves = report.tables["curves"]
     others = [p for p in report.params if p != RATE]
     labels = {}
     for _, row in curves.drop_duplicates("config").iterrows():
-        text = f"ALDS {row[RATE]:g}"
+        text = f"ALDS {row[RATE]:g}" if row[RATE] > 0 else "IMP only"
         if others:
             text += " (" + ", ".join(f"{p}={param_text(row[p])}" for p in others) + ")"
         labels[row["config"]] = text
