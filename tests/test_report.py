@@ -342,12 +342,22 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.slow
 def test_every_format_is_written_and_parses(swept: dict) -> None:
     output = swept["output"]
-    for name in ("summary", "at_sparsity", "versus_baseline", "curves", "best", "trials", "steps"):
+    presented = (
+        "summary",
+        "at_sparsity",
+        "versus_baseline",
+        "magnitudes",
+        "layers",
+        "curves",
+        "best",
+        "trials",
+    )
+    for name in (*presented, "steps"):
         csv = pd.read_csv(output / f"{name}.csv")
         records = pd.read_json(output / f"{name}.json", orient="records")
         assert len(csv) == len(records) > 0, name
         assert list(csv.columns) == list(records.columns)
-    for name in ("summary", "at_sparsity", "versus_baseline", "curves", "best", "trials"):
+    for name in presented:
         latex = (output / f"{name}.tex").read_text()
         environments = re.findall(r"\\(begin|end)\{(\w+)\}", latex)
         assert environments == [("begin", "tabular"), ("end", "tabular")], name
@@ -358,7 +368,7 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         assert all(row.count("&") - row.count(r"\&") == cells for row in body), name
     markdown = (output / "report.md").read_text()
     tables = [block for block in markdown.split("\n\n") if block.startswith("| ")]
-    assert len(tables) == 6
+    assert len(tables) == len(presented)
     for block in tables:
         lines = block.splitlines()
         assert re.fullmatch(r"\|(-{3}:?\|)+", lines[1])
@@ -366,7 +376,7 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
     assert "![Accuracy against remaining weights](accuracy_vs_remaining.png)" in markdown
     page = HtmlTables()
     page.feed((output / "report.html").read_text())
-    assert len(page.tables) == 6 and page.images >= 2
+    assert len(page.tables) == len(presented) and page.images >= 2
     for rows in page.tables:
         assert len(rows) > 1 and len({len(row) for row in rows}) == 1
 
