@@ -176,15 +176,15 @@ def paired_interval(differences: pd.Series) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def verdict(low: float, high: float) -> str:
+def verdict(low: float, high: float, above: str = "ALDS better", below: str = "ALDS worse") -> str:
     """What an interval of ALDS + IMP minus IMP only says: only one that excludes zero is
-    called a difference."""
+    called a difference (``above`` or ``below`` zero)."""
     if is_missing(low) or is_missing(high):
         return "too few seeds"
     if low > 0:
-        return "ALDS better"
+        return above
     if high < 0:
-        return "ALDS worse"
+        return below
     return "no difference shown"
 
 
@@ -470,21 +470,11 @@ def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
                 f"{decile}_difference_mean": paired.mean() if len(paired) else math.nan,
                 f"{decile}_ci_low": low,
                 f"{decile}_ci_high": high,
-                f"{decile}_verdict": _shift(low, high),
+                f"{decile}_verdict": verdict(low, high, "ALDS higher", "ALDS lower"),
                 "paired_n": len(paired),
             }
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _shift(low: float, high: float) -> str:
-    if is_missing(low) or is_missing(high):
-        return "too few seeds"
-    if low > 0:
-        return "ALDS higher"
-    if high < 0:
-        return "ALDS lower"
-    return "no difference shown"
 
 
 COLLAPSED = 0.01  # a layer with at most this share of its weights left is emptied
