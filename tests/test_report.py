@@ -259,6 +259,18 @@ def test_the_magnitude_table_compares_alds_with_its_twin_seed_by_seed() -> None:
     assert row["largest_difference_mean"] == 0 and row["paired_n"] == 2
 
 
+def test_the_paired_differences_figure_draws_each_interval() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    versus = tables.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"})
+    figure = figures.plot_paired_differences(versus, [RATE])
+    assert figure is not None
+    (axis,) = figure.axes
+    # Two matched steps with a difference (the third lies beyond the baseline): their means.
+    line = axis.lines[0]
+    assert list(line.get_ydata()) == pytest.approx([1.0, 6.5])
+    assert figures.plot_paired_differences(versus.iloc[0:0], [RATE]) is None
+
+
 def test_confidence_intervals_and_the_words_the_report_uses() -> None:
     differences = pd.Series([0.010, 0.020, 0.015, 0.025, 0.030])
     low, high = tables.paired_interval(differences)

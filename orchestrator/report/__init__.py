@@ -100,7 +100,19 @@ def build(
     directions = [d.name.lower() for d in study.directions]
     front = [t.number for t in study.best_trials] if len(directions) > 1 else []
     title = f"{study.study_name}: {config.model} on {config.dataset.name}"
-    figures = {spec.name: spec.draw(curves, params, title=title) for spec in FIGURES}
+    # Every table of schema.TABLES, computed.
+    computed = {
+        "summary": tables.summary_table(curves, versus, within, pairs, params),
+        "versus_baseline": versus,
+        "layers": layers,
+        "magnitudes": magnitudes,
+        "at_sparsity": tables.at_sparsity(complete, configs, pairs, levels),
+        "curves": curves,
+        "best": tables.best_table(listed, objectives, directions, params, front=front),
+        "trials": listed,
+        "steps": steps.drop(columns="config"),
+    }
+    figures = {spec.name: spec.draw(computed[spec.table], params, title=title) for spec in FIGURES}
     return Report(
         study=study.study_name,
         params=params,
@@ -111,18 +123,7 @@ def build(
             *tables.report_notes(listed, curves, pairs, counts),
             *tables.collapse_notes(layers),
         ],
-        # Every table of schema.TABLES, computed.
-        tables={
-            "summary": tables.summary_table(curves, versus, within, pairs, params),
-            "versus_baseline": versus,
-            "layers": layers,
-            "magnitudes": magnitudes,
-            "at_sparsity": tables.at_sparsity(complete, configs, pairs, levels),
-            "curves": curves,
-            "best": tables.best_table(listed, objectives, directions, params, front=front),
-            "trials": listed,
-            "steps": steps.drop(columns="config"),
-        },
+        tables=computed,
         figures={name: figure for name, figure in figures.items() if figure is not None},
         tracking_uri=tracking_uri,
         parent_run_id=parent,

@@ -21,6 +21,7 @@ __all__ = [
     "plot_accuracy_vs_rate",
     "plot_accuracy_vs_remaining",
     "plot_heatmap",
+    "plot_paired_differences",
     "trial_figure",
 ]
 
@@ -50,12 +51,8 @@ def trial_figure(remaining: Sequence[float], accuracy: Sequence[float]) -> Figur
 
 
 def _colors(rates: Iterable[float]) -> dict[float, Any]:
-    import matplotlib
-
     compressed = sorted({float(r) for r in rates if r > 0})
-    cmap = matplotlib.colormaps["viridis"]
-    span = max(len(compressed) - 1, 1)
-    return {r: cmap(0.85 * i / span) for i, r in enumerate(compressed)}
+    return dict(zip(compressed, _palette(len(compressed), upper=0.85), strict=True))
 
 
 def _others_label(row: pd.Series | Mapping[str, Any], others: Sequence[str]) -> str:
@@ -95,8 +92,6 @@ def plot_accuracy_vs_remaining(
     """
     if curves.empty:
         return None
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     figure = Figure(figsize=(9.0, 4.8), layout="constrained")
     axis = figure.add_subplot()
     others = [p for p in params if p != RATE]
@@ -134,14 +129,21 @@ def plot_accuracy_vs_remaining(
     _dense_lines(axis, curves)
     _accuracy_against_remaining(axis)
     reference = curves[curves[RATE] == 0] if (curves[RATE] == 0).any() else curves
-    levels = sorted({round(v, 3) for v in 100 * reference["remaining_mean"] if v > 0}, reverse=True)
-    # Ticks at the measured levels: log-scale decades alone say little between 100 and 1 %.
-    axis.set_xticks(_thin(levels))
-    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    axis.xaxis.set_minor_formatter(NullFormatter())
+    _remaining_ticks(axis, 100 * reference["remaining_mean"])
     axis.set_title(title or "Accuracy against remaining weights")
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
+
+
+def _remaining_ticks(axis: Any, percents: Iterable[float]) -> None:
+    """Ticks at the measured levels of weights remaining (percent): log-scale decades alone
+    say little between 100 and 1 %."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    levels = sorted({round(float(v), 3) for v in percents if v > 0}, reverse=True)
+    axis.set_xticks(_thin(levels))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _step_label(step: int, rows: pd.DataFrame) -> str:
@@ -245,6 +247,45 @@ def plot_heatmap(curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
 
 
 # In the order the report draws them.
+def plot_paired_differences(
+    versus: pd.DataFrame, params: Sequence[str], *, title: str = ""
+) -> Figure | None:
+    """ALDS + IMP minus its IMP-only twin at matched sparsity, per configuration: the paired
+    mean over seeds with its 95% interval (none where fewer than two seeds pair); ``None``
+    without a pair."""
+    rows = versus.dropna(subset=["difference_mean"])
+    if rows.empty:
+        return None
+    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
+    axis = figure.add_subplot()
+    configs = list(rows["config"].unique())
+    colors = _palette(len(configs))
+    for color, (config, group) in zip(colors, rows.groupby("config", sort=False), strict=True):
+        x = 100 * group["remaining"].to_numpy()
+        y = 100 * group["difference_mean"].to_numpy()
+        low = 100 * group["difference_ci_low"].to_numpy()
+        high = 100 * group["difference_ci_high"].to_numpy()
+        spread = np.vstack([y - low, high - y])
+        axis.errorbar(
+            x, y, yerr=np.nan_to_num(spread), marker="o", capsize=3, color=color, label=config
+        )
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    _accuracy_against_remaining(axis)
+    axis.set_ylabel("Δ accuracy vs IMP-only twin (points)")
+    _remaining_ticks(axis, 100 * rows["remaining"])
+    axis.set_title(title or "paired differences with 95% intervals")
+    axis.legend(fontsize="small")
+    return figure
+
+
+def _palette(count: int, upper: float = 1.0) -> list[Any]:
+    """``count`` distinct colours of the report's colormap, up to ``upper`` along it."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(upper * i / max(count - 1, 1)) for i in range(count)]
+
+
 FIGURES = (
     FigureSpec(
         "accuracy_vs_remaining", "Accuracy against remaining weights", plot_accuracy_vs_remaining
@@ -260,5 +301,12 @@ FIGURES = (
         "Final accuracy over ALDS rate and prune fraction",
         plot_heatmap,
         after="summary",
+    ),
+    FigureSpec(
+        "paired_differences",
+        "ALDS + IMP minus its IMP-only twin, with 95% intervals",
+        plot_paired_differences,
+        after="versus_baseline",
+        table="versus_baseline",
     ),
 )

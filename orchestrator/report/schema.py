@@ -164,14 +164,16 @@ class TableSpec:
 class FigureSpec:
     """One figure of the report: its file name (``<name>.png``), title, and how it is drawn.
 
-    ``draw(curves, params, title=...)`` returns ``None`` where the figure does not apply.
-    ``after`` names the table the Markdown document shows it under; ``None``: above the tables.
+    ``draw(table, params, title=...)`` draws from the report's table ``table`` (the curves
+    unless said) and returns ``None`` where the figure does not apply. ``after`` names the
+    table the Markdown document shows it under; ``None``: above the tables.
     """
 
     name: str
     title: str
     draw: Callable[..., Figure | None]
     after: str | None = None
+    table: str = "curves"
 
 
 def _config_columns(report: Report) -> list[Column]:
