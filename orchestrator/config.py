@@ -409,6 +409,9 @@ class SweepConfig(_Section):
         if self.search.sampler == "grid":
             entries += [dict(zip(self.search.space, point, strict=True)) for point in self._grid()]
         if pairs:
+            # An IMP-only configuration is its own twin: the fields that mean nothing without
+            # ALDS take the twin's values, so a grid over them runs the baseline once.
+            entries = [self.twin_of(e) if e[ALDS_RATE] == 0 else e for e in entries]
             entries += [self.twin_of(entry) for entry in entries if entry[ALDS_RATE] > 0]
         unique: dict[str, dict[str, Any]] = {}
         for entry in entries:
