@@ -4,6 +4,9 @@ starts of one sweep at once."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -66,6 +69,41 @@ def test_a_database_restart_mid_sweep_loses_nothing(
     workspace = Path(document["execution"]["workspace"])
     client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
     curves_complete(client, trials, document["imp"]["cycles"] + 2)
+
+
+def test_a_sweep_whose_database_stays_away_past_the_limit_exits_1_and_says_so(
+    tmp_path: Path, own_postgres: ThrowawayPostgres
+) -> None:
+    document = slow_sweep(tmp_path, "lost", search={"space": {"alds.rate": {"choices": [0.0]}}})
+    path = write_sweep(tmp_path, document)
+    url = own_postgres.url
+    env = {
+        **os.environ,
+        "ORCHESTRATE_HEARTBEAT_SECONDS": "2",
+        "ORCHESTRATE_STORAGE_OUTAGE_LIMIT": "5",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(path), "--storage", url],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while running_at_step("lost", url, 1) is None:
+        assert sweep.poll() is None, sweep.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no trial reached step 1"
+        time.sleep(0.5)
+    own_postgres.stop()
+    try:
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        own_postgres.start()
+    assert sweep.returncode == 1, err[-3000:]
+    assert "study storage unreachable for" in err and "limit 5 s" in err
+    assert "Run the same command again once the storage is back" in err
 
 
 def test_storage_calls_wait_out_an_outage_and_give_up_after_the_limit(

@@ -89,23 +89,12 @@ def test_a_factorized_network_rewinds_within_its_own_coordinates(tmp_path: Path)
     phases.alds()
     trained = imp.prunable(phases.model)
     masks = imp.prune(phases.model, 0.5, scope="layer")
-    ours = procedure._rewind_state(config, data, init["state"], dense, phases.progress, 0)
-    theta0 = procedure._rewind_state(
-        config.with_params({"imp.factorized_rewind": "theta0"}),
-        data,
-        init["state"],
-        dense,
-        phases.progress,
-        0,
-    )
-    redrawn = procedure._rewind_state(
-        config.with_params({"imp.factorized_rewind": "reinit"}),
-        data,
-        init["state"],
-        dense,
-        phases.progress,
-        0,
-    )
+
+    def rewind_point(choice: str) -> dict:
+        chosen = config.with_params({"imp.factorized_rewind": choice})
+        return procedure._rewind_state(chosen, data, init["state"], dense, phases.progress, 0)
+
+    ours, theta0, redrawn = (rewind_point(c) for c in ("alds", "theta0", "reinit"))
     factors = [name for name in trained if name.endswith((".encoder.weight", ".decoder.weight"))]
     assert factors
     for name in factors:
