@@ -125,12 +125,12 @@ def validate(sweep: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator.config import config_hash, load_config
+    from orchestrator.config import experiment_hash, load_config
 
     config = load_config(sweep)
     console = Console()
     console.print(
-        f"[bold]{sweep}[/]: valid sweep '{config.name}' (config hash {config_hash(config)})"
+        f"[bold]{sweep}[/]: valid sweep '{config.name}' (config hash {experiment_hash(config)})"
     )
     resolved = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     console.print(resolved, highlight=False, markup=False)
@@ -207,6 +207,19 @@ def _open_study(
 )
 @click.option("--enqueue-only", is_flag=True, help="create and fill the study, run no worker")
 @click.option("--fresh", is_flag=True, help="delete an existing study of this name first")
+@click.option(
+    "--launcher",
+    type=click.Choice(["local", "slurm"]),
+    help="local worker processes, or a Slurm job array (default: the YAML's)",
+)
+@click.option("--wait", is_flag=True, help="slurm: follow the sweep until its tasks have ended")
+@click.option("--cancel", is_flag=True, help="slurm: cancel the sweep's tasks (as `cancel`)")
+@click.option("--workers", type=click.IntRange(1), help="slurm: array tasks (workers)")
+@click.option("--partition", help="slurm: partition")
+@click.option("--time", "time_limit", help="slurm: time limit per task, e.g. 4:00:00")
+@click.option("--gpus-per-worker", type=click.IntRange(0), help="slurm: GPUs per task")
+@click.option("--cpus-per-worker", type=click.IntRange(1), help="slurm: CPUs per task")
+@click.option("--account", help="slurm: account to charge")
 @_allow_failures
 def sweep(
     sweep: Path,
@@ -216,27 +229,61 @@ def sweep(
     tracking_uri: str | None,
     enqueue_only: bool,
     fresh: bool,
+    launcher: str | None,
+    wait: bool,
+    cancel: bool,
+    workers: int | None,
+    partition: str | None,
+    time_limit: str | None,
+    gpus_per_worker: int | None,
+    cpus_per_worker: int | None,
+    account: str | None,
     allow_failures: bool,
 ) -> None:
-    """Create or resume the study of SWEEP.yaml and run its trials on local workers."""
+    """Create or resume the study of SWEEP.yaml and run its trials on local workers, or
+    submit them as a Slurm job array (--launcher slurm)."""
     from rich.console import Console
 
     from orchestrator import progress
+    from orchestrator import study as studies
     from orchestrator import supervisor as supervisors
     from orchestrator import sweep as sweeps
-    from orchestrator.config import load_config
+    from orchestrator.config import ConfigError, load_config
     from orchestrator.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
     config = load_config(sweep)
     for warning in config.warnings():
         click.echo(f"warning: {warning}", err=True)
-    overrides: dict[str, object] = {}
+    slurm_options = {
+        "workers": workers,
+        "partition": partition,
+        "time": time_limit,
+        "gpus_per_worker": gpus_per_worker,
+        "cpus_per_worker": cpus_per_worker,
+        "account": account,
+    }
+    overrides: dict[str, object] = {
+        f"execution.slurm.{field}": value
+        for field, value in slurm_options.items()
+        if value is not None
+    }
     if devices:
         overrides["execution.devices"] = devices
     if workers_per_device:
         overrides["execution.workers_per_device"] = workers_per_device
-    execution = config.with_params(overrides).execution
+    if launcher:
+        overrides["execution.launcher"] = launcher
+    launch = config.with_params(overrides)
+    execution = launch.execution
+    slurm_only = [f"--{f.replace('_', '-')}" for f, v in slurm_options.items() if v is not None]
+    slurm_only += [flag for flag, on in (("--wait", wait), ("--cancel", cancel)) if on]
+    if execution.launcher != "slurm" and slurm_only:
+        raise ConfigError(f"{', '.join(slurm_only)}: only with --launcher slurm")
+    if cancel:
+        _cancel_slurm(launch, storage_url)
+        return
+    storage_url = storage_url or studies.default_storage(launch)
     prepared = sweeps.prepare(
         config, storage_url=storage_url, tracking_uri=tracking_uri, fresh=fresh
     )
@@ -253,10 +300,29 @@ def sweep(
             f"--tracking-uri {prepared.tracking_uri}"
         )
         return
-    slots = supervisors.device_slots(execution.devices, execution.workers_per_device)
-    console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
     try:
-        failed, interrupted = sweeps.run(prepared, config, slots, console)
+        if execution.launcher == "slurm":
+            from orchestrator import slurm, workspace
+
+            job = slurm.submit(
+                launch, storage_url=prepared.storage_url, tracking_uri=prepared.tracking_uri
+            )
+            console.print(
+                f"submitted job array {job}: {execution.slurm.workers} worker(s), batch script "
+                f"{workspace.batch_script(launch)}"
+            )
+            if not wait:
+                console.print(
+                    f"follow it with `orchestrate status {sweep}`; stop it with "
+                    f"`orchestrate cancel {sweep}`"
+                )
+                return
+            tasks = slurm.SlurmTasks(prepared.study, [job])
+            failed, interrupted = sweeps.follow(prepared, config, tasks, console)
+        else:
+            slots = supervisors.device_slots(execution.devices, execution.workers_per_device)
+            console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
+            failed, interrupted = sweeps.run(prepared, config, slots, console)
     except StorageUnavailable as exc:
         _storage_lost(exc)
     console.print(progress.summary(prepared.study))
@@ -288,6 +354,11 @@ def sweep(
 )
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for this worker")
 @click.option("--index", type=click.IntRange(0), hidden=True, help="slot number (set by sweep)")
+@click.option(
+    "--close-sweep",
+    is_flag=True,
+    help="when the study is finished, log the comparison to the sweep's parent run and end it",
+)
 @_allow_failures
 def worker(
     study_name: str,
@@ -296,6 +367,7 @@ def worker(
     tracking_uri: str | None,
     threads: int | None,
     index: int | None,
+    close_sweep: bool,
     allow_failures: bool,
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
@@ -321,6 +393,10 @@ def worker(
     if done.stopping:
         click.echo("interrupted: its trial was requeued", err=True)
         sys.exit(INTERRUPTED)
+    if close_sweep:
+        from orchestrator import sweep as sweeps
+
+        sweeps.close(done.study, done.config, done.tracker.uri)
     _check_failures(done.study, allow_failures)
 
 
@@ -336,6 +412,47 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
     console = Console()
     console.print(progress.render(progress.rows(study), config))
     console.print(progress.summary(study))
+    if sweep is not None:
+        from orchestrator import slurm
+        from orchestrator.config import load_config
+
+        jobs = slurm.job_ids(load_config(sweep))
+        if jobs:
+            console.print(progress.slurm_table(slurm.tasks(jobs), jobs, study))
+
+
+@main.command()
+@click.argument("sweep", type=click.Path(path_type=Path))
+@click.option(
+    "--storage",
+    "storage_url",
+    envvar="ORCHESTRATE_STORAGE",
+    help="Optuna storage URL [env ORCHESTRATE_STORAGE; default: the sweep's]",
+)
+def cancel(sweep: Path, storage_url: str | None) -> None:
+    """Cancel the Slurm tasks of SWEEP.yaml and requeue the trials they were running."""
+    from orchestrator.config import load_config
+
+    _quiet_optuna()
+    _cancel_slurm(load_config(sweep), storage_url)
+
+
+def _cancel_slurm(config: SweepConfig, storage_url: str | None) -> None:
+    from orchestrator import slurm
+    from orchestrator import study as studies
+    from orchestrator.config import ConfigError
+
+    jobs = slurm.job_ids(config)
+    if not jobs:
+        raise ConfigError(f"sweep '{config.name}' has no Slurm job recorded in its workspace")
+    storage = studies.open_storage(storage_url or studies.default_storage(config, "slurm"))
+    study, _ = studies.load_study(config.name, storage)
+    cancelled, requeued = slurm.cancel_and_requeue(study, jobs)
+    click.echo(
+        f"cancelled {cancelled} task(s) of job(s) {', '.join(jobs)}; "
+        f"requeued {len(requeued)} running trial(s)"
+        + (f" ({', '.join(map(str, requeued))})" if requeued else "")
+    )
 
 
 def parse_formats(text: str) -> list[str]:

@@ -39,6 +39,7 @@ __all__ = [
     "Objective",
     "SearchConfig",
     "SearchRange",
+    "SlurmConfig",
     "SweepConfig",
     "SyntheticConfig",
     "TrackingConfig",
@@ -46,6 +47,7 @@ __all__ = [
     "config_hash",
     "content_hash",
     "describe_params",
+    "experiment_hash",
     "flatten",
     "load_config",
     "parse_config",
@@ -295,8 +297,60 @@ class SearchConfig(_Section):
         return self
 
 
+class SlurmConfig(_Section):
+    """How ``--launcher slurm`` submits the workers: one job array, a worker per task.
+
+    Every field becomes a line of the batch script written into the sweep's workspace
+    (docs/slurm.md).
+    """
+
+    workers: int = Field(2, ge=1, description="array tasks, each one worker")
+    partition: str | None = Field(None, description="--partition; default: the cluster's")
+    time: str | None = Field(None, description="--time per task, e.g. '4:00:00' or '2-00:00:00'")
+    gpus_per_worker: int = Field(1, ge=0, description="--gres=gpu:N per task; 0: a CPU worker")
+    cpus_per_worker: int = Field(4, ge=1, description="--cpus-per-task (and the worker's threads)")
+    memory: str | None = Field(None, description="--mem per task, e.g. '16G'")
+    account: str | None = Field(None, description="--account")
+    signal_seconds: int = Field(
+        300, ge=0, description="USR1 this long before the time limit: the task stops, requeues"
+    )
+    setup: tuple[str, ...] = Field(
+        (), description="shell lines run before the worker (module load, conda activate)"
+    )
+    extra: tuple[str, ...] = Field((), description="further #SBATCH options, e.g. '--qos=high'")
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        # Slurm's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
+        if value is None or re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", value):
+            return value
+        raise ValueError(
+            f"time '{value}' is not a Slurm time limit (minutes, H:MM:SS or D-HH:MM:SS)"
+        )
+
+    @field_validator("partition", "account", "memory")
+    @classmethod
+    def _word(cls, value: str | None) -> str | None:
+        if value is None or re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):
+            return value
+        raise ValueError(f"'{value}' is not a single word (letters, digits, _ . , : + -)")
+
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for option in value:
+            if not option.startswith("-") or "\n" in option:
+                raise ValueError(f"extra option '{option}' must be one '--name=value' option")
+        return value
+
+
 class ExecutionConfig(_Section):
     """Where trials run and how failures are handled."""
+
+    launcher: Literal["local", "slurm"] = Field(
+        "local", description="local worker processes, or a Slurm job array (docs/slurm.md)"
+    )
 
     devices: str = Field("auto", description="auto, cpu, or GPU indices like '0,1,3'")
     workers_per_device: int = Field(1, ge=1)
@@ -308,7 +362,12 @@ class ExecutionConfig(_Section):
     cache_dir: str | None = Field(
         None, description="shared checkpoint folder; default: checkpoints/ beside the workspace"
     )
-    storage: str | None = Field(None, description="Optuna storage URL; default SQLite in workspace")
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL; default: in the workspace, SQLite (local launcher) "
+        "or a journal file (slurm launcher)",
+    )
+    slurm: SlurmConfig = SlurmConfig()
 
     @field_validator("devices")
     @classmethod
@@ -714,3 +773,16 @@ def _choices(space: SearchRange | None) -> tuple[Any, ...]:
 def config_hash(config: BaseModel, *, length: int = 12) -> str:
     """A stable content hash of a config (or of one section)."""
     return content_hash(config.model_dump(mode="json"), length=length)
+
+
+# How many workers run where: a resumed sweep may change them without changing its results.
+_LAUNCH_FIELDS = ("launcher", "slurm", "devices", "workers_per_device")
+
+
+def experiment_hash(config: SweepConfig) -> str:
+    """The hash that identifies a sweep's study: :func:`config_hash` without the launch
+    fields of ``execution`` (launcher, slurm, devices, workers_per_device)."""
+    document = config.model_dump(mode="json")
+    for field in _LAUNCH_FIELDS:
+        document["execution"].pop(field)
+    return content_hash(document)

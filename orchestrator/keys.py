@@ -29,6 +29,7 @@ TRIAL_FAIL_REASON = "fail_reason"
 TRIAL_ARM = "arm"  # ARM_BASELINE or ARM_ALDS: the label optuna-dashboard shows
 TRIAL_RUN_URL = "mlflow_run_url"  # a link to the trial's run, where MLflow is an HTTP server
 TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's IMP-only twin's run (twins.py)
+TRIAL_SLURM_TASK = "slurm_task"  # the Slurm array task running it ("<job>_<task>")
 
 # trial system attributes
 
@@ -36,6 +37,8 @@ TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's IMP-only twin's run (twins.
 TRIAL_FAILED_TRIAL = "failed_trial"  # on a retry: the number of the trial it repeats
 TRIAL_RETRY_HISTORY = "retry_history"
 TRIAL_FIXED_PARAMS = "fixed_params"  # the parameters a trial was enqueued with
+# Ours: the last beat of a trial's worker (UNIX time) on storages without Optuna's heartbeat.
+TRIAL_HEARTBEAT = "orchestrate:heartbeat"
 
 # MLflow run tags
 

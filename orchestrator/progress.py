@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -14,6 +14,9 @@ from rich.text import Text
 
 from orchestrator import keys
 from orchestrator.config import SweepConfig, describe_params
+
+if TYPE_CHECKING:
+    from orchestrator.slurm import Task
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -25,6 +28,7 @@ __all__ = [
     "finished_count",
     "render",
     "rows",
+    "slurm_table",
     "summary",
 ]
 
@@ -125,6 +129,30 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
             )
         )
     return Group(head, table) if progress["running"] else Group(head)
+
+
+def slurm_table(tasks: Sequence[Task], jobs: Sequence[str], study: optuna.Study) -> Table:
+    """The sweep's Slurm array tasks, with the trial each one runs."""
+    running = {
+        t.user_attrs.get(keys.TRIAL_SLURM_TASK): t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
+    table = Table(title=f"Slurm job(s) {', '.join(jobs)}")
+    for column in ("task", "state", "node / reason", "run time", "restarts", "trial"):
+        table.add_column(column)
+    for task in tasks:
+        trial = running.get(task.id)
+        table.add_row(
+            task.id,
+            task.state,
+            task.where,
+            task.run_time,
+            str(task.restarts),
+            "-" if trial is None else str(trial),
+        )
+    if not tasks:
+        table.caption = "no task known to Slurm any more (ended jobs are forgotten after MinJobAge)"
+    return table
 
 
 def summary(study: optuna.Study) -> Table:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -32,6 +34,8 @@ from orchestrator.retrying_storage import LONGEST_PAUSE_SECONDS
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
 STALE_REASON = "worker stopped sending heartbeats"
 STALE_BEATS = 4  # missed beats after which a trial is stale (the storage's grace period)
+HEARTBEAT_ENV = "ORCHESTRATE_HEARTBEAT_SECONDS"
+HEARTBEAT_SECONDS = 30
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "fail_and_requeue",
     "fail_stale",
     "fill_queue",
+    "heartbeat_seconds",
     "requeue",
     "suggest",
 ]
@@ -215,22 +220,46 @@ def fail_stale(
         The numbers of the trials failed here.
     """
     storage = study._storage
-    interval = storage.get_heartbeat_interval() if _has_heartbeat(storage) else None
-    if not interval:
-        return []
+    native = _has_heartbeat(storage)
+    interval = storage.get_heartbeat_interval() if native else heartbeat_seconds()
     recently_down = getattr(storage, "recently_down", None)
     # After an outage the others' beats resume within a retry pause and a beat interval.
     if recently_down is not None and recently_down(interval * STALE_BEATS + LONGEST_PAUSE_SECONDS):
         return []
     failed = []
     study_id = storage.get_study_id_from_name(study.study_name)
-    for trial_id in storage._get_stale_trial_ids(study_id):
-        trial = storage.get_trial(trial_id)
+    if native:
+        stale = [storage.get_trial(i) for i in storage._get_stale_trial_ids(study_id)]
+    else:
+        stale = _stale_by_attribute(study, interval * STALE_BEATS)
+    for trial in stale:
         if fail_and_requeue(
             study, trial, STALE_REASON, max_retries=max_retries, on_failed=on_failed
         ):
             failed.append(trial.number)
     return failed
+
+
+def _stale_by_attribute(study: optuna.Study, grace: float) -> list[FrozenTrial]:
+    """The running trials whose last beat (:data:`keys.TRIAL_HEARTBEAT`, else their start) is
+    older than ``grace`` seconds, on a storage without Optuna's heartbeat (a journal file).
+    The beats are wall-clock times of the workers' hosts: their clocks must agree to within a
+    fraction of the grace period, as NTP keeps them."""
+    now = time.time()
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        last = trial.system_attrs.get(keys.TRIAL_HEARTBEAT)
+        if last is None and trial.datetime_start is not None:
+            last = trial.datetime_start.timestamp()
+        if last is not None and now - float(last) > grace:
+            stale.append(trial)
+    return stale
+
+
+def heartbeat_seconds() -> int:
+    """How often a running trial's worker beats: ``ORCHESTRATE_HEARTBEAT_SECONDS`` or 30 s. A
+    trial is stale after :data:`STALE_BEATS` missed beats."""
+    return int(os.environ.get(HEARTBEAT_ENV, HEARTBEAT_SECONDS))
 
 
 def cached(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
@@ -239,7 +268,8 @@ def cached(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
 
 
 class Heartbeat:
-    """Records a trial's heartbeat in a daemon thread while its worker is alive.
+    """Records a trial's heartbeat in a daemon thread while its worker is alive: Optuna's on
+    relational storages, else a timestamp in the trial's system attributes (journal files).
 
     A beat that fails (the storage is in an outage longer than it waits) is logged and the
     next one tried: the beats resume when the storage is back.
@@ -247,30 +277,33 @@ class Heartbeat:
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
         self._storage = storage
-        self._trial_id = trial_id = trial._trial_id
+        self._trial_id = trial._trial_id
         self._stop = threading.Event()
-        interval = self._storage.get_heartbeat_interval() if _has_heartbeat(self._storage) else None
-        self._thread: threading.Thread | None = None
-        if interval:
-            self._storage.record_heartbeat(trial_id)
-            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+        self._native = _has_heartbeat(storage)
+        interval = storage.get_heartbeat_interval() if self._native else heartbeat_seconds()
+        self._record()
+        self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+
+    def _record(self) -> None:
+        if self._native:
+            self._storage.record_heartbeat(self._trial_id)
+        else:
+            self._storage.set_trial_system_attr(self._trial_id, keys.TRIAL_HEARTBEAT, time.time())
 
     def _beat(self, interval: int) -> None:
         while not self._stop.wait(interval):
             try:
-                self._storage.record_heartbeat(self._trial_id)
+                self._record()
             except Exception as exc:  # the trial goes on; its next beat may get through
                 logger.warning("heartbeat of trial id %s not recorded: %s", self._trial_id, exc)
 
     def __enter__(self) -> Heartbeat:
-        if self._thread is not None:
-            self._thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
 
 
 def _has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:

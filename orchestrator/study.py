@@ -10,27 +10,40 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
 
 from orchestrator import keys, queue, workspace
-from orchestrator.config import ConfigError, Objective, SweepConfig, config_hash, parse_config
+from orchestrator.config import (
+    ConfigError,
+    Objective,
+    SweepConfig,
+    config_hash,
+    experiment_hash,
+    parse_config,
+)
 from orchestrator.curve import PRUNING_GRID
 from orchestrator.locks import exclusive
 from orchestrator.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
 
-HEARTBEAT_SECONDS = 30
 OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"
 
 __all__ = ["create_or_resume", "creation_lock", "default_storage", "load_study", "open_storage"]
 
 
-def default_storage(config: SweepConfig) -> str:
-    """``execution.storage`` or a SQLite file in the workspace."""
+def default_storage(config: SweepConfig, launcher: str | None = None) -> str:
+    """``execution.storage``, else a file in the workspace: a journal file for the Slurm
+    launcher (workers on other hosts share it over the network filesystem, where SQLite's
+    locking breaks) or when one is already there, else SQLite."""
     if config.execution.storage:
         return config.execution.storage
+    journal = workspace.study_journal(config)
+    launcher = launcher or config.execution.launcher
+    if launcher == "slurm" or (journal.exists() and not workspace.study_file(config).exists()):
+        return workspace.journal_url(journal)
     # open_storage creates the folder of a SQLite file.
     return workspace.sqlite_url(workspace.study_file(config))
 
@@ -49,9 +62,12 @@ def open_storage(
     four missed beats. The outage limit is ``ORCHESTRATE_STORAGE_OUTAGE_LIMIT`` or 600 s.
     """
     if heartbeat_interval is None:
-        heartbeat_interval = int(os.environ.get("ORCHESTRATE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+        heartbeat_interval = queue.heartbeat_seconds()
     if outage_limit is None:
         outage_limit = float(os.environ.get(OUTAGE_LIMIT_ENV, DEFAULT_LIMIT_SECONDS))
+    journal = workspace.journal_file(url)
+    if journal is not None:
+        return RetryingStorage(_journal_storage(journal), limit_seconds=outage_limit)
     engine_kwargs: dict[str, Any] = {}
     sqlite_file = workspace.sqlite_file(url)
     if sqlite_file:
@@ -77,18 +93,33 @@ def open_storage(
     return RetryingStorage(queue.cached(storage), limit_seconds=outage_limit)
 
 
+def _journal_storage(path: Path) -> optuna.storages.JournalStorage:
+    """A journal file on a shared filesystem: appends under a lock file that ``open(O_EXCL)``
+    takes, which NFS (v3 and later) makes atomic across hosts. Dead workers are found by the
+    beats :class:`queue.Heartbeat` writes into the journal."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return optuna.storages.JournalStorage(backend)
+    except Exception as exc:
+        raise ConfigError(f"cannot open the study journal '{path}': {exc}") from None
+
+
 @contextlib.contextmanager
 def creation_lock(url: str) -> Iterator[None]:
     """Hold the storage's creation lock for the block: what several first starts of one sweep
     must not do at once (create the schema, create the study and fill its queue).
 
-    A file lock beside a SQLite file (processes of one host), an advisory lock of the server
-    on PostgreSQL and MySQL (processes of any host); no lock for other storages.
+    A file lock beside a SQLite or journal file (on a network filesystem, processes of any
+    host that mounts it), an advisory lock of the server on PostgreSQL and MySQL (processes of
+    any host); no lock for other storages.
     """
-    sqlite_file = workspace.sqlite_file(url)
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-        with exclusive(workspace.lock_file(sqlite_file)):
+    local_file = workspace.sqlite_file(url) or workspace.journal_file(url)
+    if local_file is not None:
+        local_file.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(workspace.lock_file(local_file)):
             yield
         return
     statements = _SERVER_LOCKS.get(url.split(":", 1)[0].split("+", 1)[0])
@@ -201,12 +232,13 @@ def create_or_resume(
     stored = study.user_attrs.get(keys.STUDY_CONFIG_HASH)
     if stored is None:
         study.set_user_attr(keys.STUDY_CONFIG, config.model_dump(mode="json"))
-        study.set_user_attr(keys.STUDY_CONFIG_HASH, config_hash(config))
+        study.set_user_attr(keys.STUDY_CONFIG_HASH, experiment_hash(config))
         study.set_metric_names([_metric_name(o) for o in config.search.objective])
-    elif stored != config_hash(config):
+    # Studies made by earlier versions stored the hash of the whole config.
+    elif stored not in (experiment_hash(config), config_hash(config)):
         raise ConfigError(
             f"study '{config.name}' already exists with a different config (hash {stored}, "
-            f"this file {config_hash(config)}); its results would be mixed with this one's. "
+            f"this file {experiment_hash(config)}); its results would be mixed with this one's. "
             "Rename the sweep, or pass --fresh to delete the old study"
         )
     return study

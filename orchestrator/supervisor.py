@@ -140,6 +140,11 @@ class Supervisor:
             slot, self.study.study_name, self.storage_url, self.tracking_uri, self.threads
         )
 
+    STOPPING = (
+        "stopping: running trials finish their current step and are requeued "
+        "(signal again to stop at once)"
+    )
+
     def interrupt(self, *_: object) -> None:
         """First signal: workers finish their current step; second: they stop at once."""
         self.signals += 1

@@ -1,12 +1,14 @@
-"""The sweep's parent process: prepare the study and tracking, then supervise local workers."""
+"""The sweep's parent process: prepare the study and tracking, then follow its workers (local
+processes, or a Slurm job array with ``--wait``)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from mlflow import MlflowClient
@@ -21,7 +23,7 @@ from orchestrator.supervisor import Slot, Supervisor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prepared", "prepare", "run"]
+__all__ = ["Prepared", "Workers", "close", "follow", "prepare", "run"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,18 @@ def prepare(
     return Prepared(study, url, uri, parent, enqueued)
 
 
+class Workers(Protocol):
+    """What a sweep follows: local worker processes (:class:`supervisor.Supervisor`) or a
+    Slurm job array (:class:`slurm.SlurmTasks`)."""
+
+    signals: int
+    STOPPING: str  # what the console says on the first signal
+
+    def interrupt(self) -> None: ...
+
+    def run(self, show: Callable[[dict[str, Any]], None]) -> int: ...
+
+
 def run(
     prepared: Prepared,
     config: SweepConfig,
@@ -76,14 +90,22 @@ def run(
     supervisor = Supervisor(
         slots, prepared.study, config, prepared.storage_url, prepared.tracking_uri
     )
+    return follow(prepared, config, supervisor, console)
+
+
+def follow(
+    prepared: Prepared, config: SweepConfig, workers: Workers, console: Console
+) -> tuple[int, bool]:
+    """Show the sweep's progress live and log it to the parent run while ``workers`` run;
+    close the parent run when the study is finished.
+
+    Returns (workers that ended with an error, whether a signal stopped the following).
+    """
 
     def on_signal(signum: int, frame: object) -> None:
-        supervisor.interrupt()
-        if supervisor.signals == 1:
-            console.print(
-                "stopping: running trials finish their current step and are requeued "
-                "(signal again to stop at once)"
-            )
+        workers.interrupt()
+        if workers.signals == 1:
+            console.print(workers.STOPPING)
 
     tracking.fail_fast_http()
     tracker = tracking.SweepTracker(
@@ -100,15 +122,35 @@ def run(
                 live.update(progress.render(rows, config))
                 summarize(rows)
 
-            failed = supervisor.run(show=show)
+            failed = workers.run(show=show)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     _replay_spools(config, prepared.tracking_uri)
+    _close(summarize, prepared, config)
+    return failed, workers.signals > 0
+
+
+def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
+    """What a sweep's parent process does at its end, for workers that run without one (a
+    Slurm job array without ``--wait``): once every trial has finished, log the comparison
+    figures and the final counts to the parent run and end it. Several workers may do it."""
+    parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+    if parent is None:
+        return
+    tracker = tracking.SweepTracker(
+        tracking_uri, config, experiment_id=study.user_attrs.get(keys.STUDY_EXPERIMENT_ID)
+    )
+    prepared = Prepared(study, "", tracking_uri, parent, enqueued=0)
+    summarize = _Summary(tracker, prepared)
+    summarize(progress.rows(study))
+    _close(summarize, prepared, config)
+
+
+def _close(summarize: _Summary, prepared: Prepared, config: SweepConfig) -> None:
     summarize.log_comparison()
     if progress.finished(prepared.study) >= progress.expected(prepared.study, config):
-        tracker.end_parent_run(prepared.parent_run_id)
-    return failed, supervisor.signals > 0
+        summarize.tracker.end_parent_run(prepared.parent_run_id)
 
 
 class _Summary:

@@ -26,6 +26,7 @@ from orchestrator.config import ConfigError
 
 __all__ = [
     "ThrowawayPostgres",
+    "ThrowawaySlurm",
     "find_binaries",
     "free_port",
     "start_mlflow_server",
@@ -160,3 +161,157 @@ def stop_process_group(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+SLURM_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+_MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+
+
+class ThrowawaySlurm:
+    """A single-node Slurm cluster of one's own (controller and node daemon on free ports,
+    state in a temporary folder), for tests of ``--launcher slurm``; a context manager.
+
+    Run as root, as the Debian packages ``slurmctld slurmd slurm-client munge`` install it
+    (installed here when missing). ``munged`` is started when none answers, and then stopped
+    again; a running one is shared. Clients need :meth:`env` (``SLURM_CONF``). On exit every
+    job is cancelled before the daemons stop: job processes outlive ``slurmd``.
+    """
+
+    def __init__(self, cpus: int = 8, memory_mb: int = 16000) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="slurm-"))
+        self.conf = self.folder / "slurm.conf"
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.daemons: list[subprocess.Popen] = []
+        self.munged: int | None = None  # pid of a munged started here
+
+    def env(self) -> dict[str, str]:
+        """The environment of a Slurm client of this cluster."""
+        return {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def start(self) -> ThrowawaySlurm:
+        _install(SLURM_PACKAGES, "slurmctld")
+        self._munge()
+        for name in ("state", "spool"):
+            (self.folder / name).mkdir()
+        self.conf.write_text(self._configuration())
+        for command in (
+            ["slurmctld", "-D", "-f", str(self.conf)],
+            ["slurmd", "-D", "-N", "localhost", "-f", str(self.conf)],
+        ):
+            log = open(self.folder / f"{command[0]}.out", "w")  # noqa: SIM115 (the daemon's)
+            self.daemons.append(
+                subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            state = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], env=self.env(), capture_output=True, text=True
+            ).stdout.strip()
+            if state == "idle":
+                return self
+            if time.monotonic() > deadline or any(d.poll() is not None for d in self.daemons):
+                logs = "".join(
+                    (self.folder / f).read_text()
+                    for f in ("slurmctld.log", "slurmd.log")
+                    if (self.folder / f).exists()
+                )
+                self.stop()
+                raise RuntimeError(f"the Slurm node did not come up ({state!r}):\n{logs[-3000:]}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Cancel every job, wait for them to end, stop the daemons and a munged started here."""
+        if all(d.poll() is None for d in self.daemons):
+            subprocess.run(["scancel", "--full", "--user", "root"], env=self.env(), check=False)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                jobs = subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], env=self.env(), capture_output=True, text=True
+                ).stdout.split()
+                if not jobs:
+                    break
+                time.sleep(0.5)
+        for daemon in reversed(self.daemons):
+            stop_process_group(daemon)
+        self.daemons = []
+        if self.munged is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.munged, signal.SIGTERM)
+            self.munged = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _munge(self) -> None:
+        answers = (
+            _MUNGE_SOCKET.exists()
+            and subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode
+            == 0
+        )
+        if answers:
+            return
+        _MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+        shutil.chown(_MUNGE_SOCKET.parent, "munge", "munge")
+        subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
+        pid_file = _MUNGE_SOCKET.parent / "munged.pid"
+        self.munged = int(pid_file.read_text()) if pid_file.exists() else None
+
+    def _configuration(self) -> str:
+        folder = self.folder
+        return "\n".join(
+            [
+                "ClusterName=throwaway",
+                "SlurmctldHost=localhost",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
+                "SlurmUser=root",
+                "AuthType=auth/munge",
+                "CredType=cred/munge",
+                # A requeued job waits for its old credential to expire (default 120 s).
+                "AuthInfo=cred_expire=10",
+                f"StateSaveLocation={folder / 'state'}",
+                f"SlurmdSpoolDir={folder / 'spool'}",
+                f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
+                f"SlurmdPidFile={folder / 'slurmd.pid'}",
+                f"SlurmctldLogFile={folder / 'slurmctld.log'}",
+                f"SlurmdLogFile={folder / 'slurmd.log'}",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core",
+                "SchedulerParameters=bf_interval=1,sched_interval=2",
+                # Declare more CPUs than the host has: several 1-CPU workers on a small host.
+                "SlurmdParameters=config_overrides",
+                "ReturnToService=2",
+                "KillWait=5",
+                "MinJobAge=600",
+                "MailProg=/bin/true",
+                "AccountingStorageType=accounting_storage/none",
+                "JobCompType=jobcomp/filetxt",
+                f"JobCompLoc={folder / 'jobcomp.txt'}",
+                f"NodeName=localhost CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN",
+                "PartitionName=main Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        )
+
+    def __enter__(self) -> ThrowawaySlurm:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _install(packages: tuple[str, ...], probe: str) -> None:
+    """Install Debian ``packages`` unless ``probe`` is on PATH (as root, or with sudo)."""
+    if shutil.which(probe):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import curve, keys, queue, tracking, twins, workspace
+from orchestrator import curve, keys, queue, slurm, tracking, twins, workspace
 from orchestrator import data as datasets
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
@@ -61,7 +61,10 @@ class Worker:
         self.study, self.config = studies.load_study(study_name, self.storage, worker=worker)
         self.device = device
         self.label = keys.worker_label(socket.gethostname(), os.getpid())
+        self.slurm_task = slurm.current_task()
         self.stopping = False
+        self.abandon = False  # stop inside the current step, not after it
+        self.resubmit = False  # requeue this Slurm task when it stops
         self.done = 0  # trials run here
         uri = tracking_uri or self.study.user_attrs.get(keys.STUDY_TRACKING_URI)
         if uri is None:
@@ -81,6 +84,14 @@ class Worker:
         if self.stopping:
             raise KeyboardInterrupt
         self.stopping = True
+
+    def preempt(self, signum: int, _frame: object = None) -> None:
+        """Slurm's signals: abandon the current step at the next training iteration (a step
+        can outlast the warning; the trial resumes from its last completed cycle), requeue
+        the trial, and stop. On USR1 (the warning before the time limit) the task asks to be
+        requeued itself; after SIGTERM (scancel, preemption) Slurm decides."""
+        self.stopping = self.abandon = True
+        self.resubmit = self.resubmit or signum == signal.SIGUSR1
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
@@ -139,6 +150,8 @@ class Worker:
             trial.set_user_attr(keys.TRIAL_RUN_URL, url)
         trial.set_user_attr(keys.TRIAL_WORKER, self.label)
         trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
+        if self.slurm_task:
+            trial.set_user_attr(keys.TRIAL_SLURM_TASK, self.slurm_task)
         self._link_twins(trial, run)
         progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
         if progress_file.exists():
@@ -147,6 +160,8 @@ class Worker:
         timeout = self.config.execution.trial_timeout
 
         def check() -> None:
+            if self.abandon:
+                raise TrialInterrupted("preempted during a step")
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TrialTimeout(f"trial ran longer than execution.trial_timeout = {timeout} s")
 
@@ -366,6 +381,18 @@ def run_worker(
         torch.set_num_threads(threads)
     worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
     signal.signal(signal.SIGINT, worker.stop)
-    signal.signal(signal.SIGTERM, worker.stop)
+    # Slurm follows its SIGTERM (scancel, preemption) with SIGKILL after KillWait (30 s by
+    # default): too soon to finish a step.
+    signal.signal(signal.SIGTERM, worker.preempt if worker.slurm_task else worker.stop)
+    signal.signal(signal.SIGUSR1, worker.preempt)
     worker.run()
+    if worker.resubmit and worker.slurm_task and _work_left(worker.study):
+        # The time-limit warning: this task goes back to Slurm's queue and resumes the trial
+        # (or another worker does).
+        slurm.requeue(worker.slurm_task)
     return worker
+
+
+def _work_left(study: optuna.Study) -> bool:
+    states = (TrialState.WAITING, TrialState.RUNNING)
+    return bool(study.get_trials(deepcopy=False, states=states))

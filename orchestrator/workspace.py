@@ -15,24 +15,32 @@ if TYPE_CHECKING:
     from orchestrator.config import SweepConfig
 
 _SQLITE = "sqlite:///"
+_JOURNAL = "journal://"
 
 __all__ = [
     "artifacts_folder",
+    "batch_script",
     "cache_folder",
     "checkpoint_file",
     "corrupt_file",
     "digest_file",
+    "journal_file",
+    "journal_url",
     "lock_file",
     "progress_file",
     "progress_folder",
     "report_folder",
     "root",
+    "slurm_folder",
+    "slurm_jobs_file",
+    "slurm_log",
     "spool_file",
     "spool_files",
     "spool_folder",
     "sqlite_file",
     "sqlite_url",
     "study_file",
+    "study_journal",
     "tracking_file",
 ]
 
@@ -45,6 +53,11 @@ def root(config: SweepConfig) -> Path:
 def study_file(config: SweepConfig) -> Path:
     """The SQLite file of the Optuna study when no storage URL is given."""
     return root(config) / "study.db"
+
+
+def study_journal(config: SweepConfig) -> Path:
+    """The journal file of the Optuna study when ``--launcher slurm`` gets no storage URL."""
+    return root(config) / "study.journal"
 
 
 def tracking_file(config: SweepConfig) -> Path:
@@ -71,6 +84,26 @@ def spool_files(config: SweepConfig) -> list[Path]:
     """Every worker's spool that is still there (the calls in it were never sent)."""
     folder = spool_folder(config)
     return sorted(folder.glob("*.jsonl")) if folder.exists() else []
+
+
+def slurm_folder(config: SweepConfig) -> Path:
+    """What ``--launcher slurm`` writes: the batch script, the job ids, the tasks' logs."""
+    return root(config) / "slurm"
+
+
+def batch_script(config: SweepConfig) -> Path:
+    """The batch script the sweep's job arrays run."""
+    return slurm_folder(config) / "worker.sbatch"
+
+
+def slurm_jobs_file(config: SweepConfig) -> Path:
+    """The ids of the job arrays submitted for the sweep, one per line, oldest first."""
+    return slurm_folder(config) / "jobs"
+
+
+def slurm_log(config: SweepConfig) -> str:
+    """The output file of each array task, in sbatch's pattern (job id, task index)."""
+    return str((slurm_folder(config) / "%A_%a.out").resolve())
 
 
 def report_folder(config: SweepConfig) -> Path:
@@ -126,3 +159,16 @@ def sqlite_file(url: str) -> Path | None:
 def sqlite_url(path: Path) -> str:
     """The ``sqlite:///`` URL of a file, absolute so that every process finds the same one."""
     return f"{_SQLITE}{path.resolve()}"
+
+
+def journal_file(url: str) -> Path | None:
+    """The file of a ``journal://`` URL (``journal:///abs/path``); ``None`` for other URLs."""
+    if not url.startswith(_JOURNAL):
+        return None
+    path = url.removeprefix(_JOURNAL)
+    return Path(path).expanduser() if path else None
+
+
+def journal_url(path: Path) -> str:
+    """The ``journal://`` URL of a file, absolute so that every process finds the same one."""
+    return f"{_JOURNAL}{path.resolve()}"

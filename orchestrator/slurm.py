@@ -1,0 +1,270 @@
+"""The Slurm launcher: a sweep's workers as one job array (``--launcher slurm``).
+
+The batch script is written into the sweep's workspace (:func:`workspace.batch_script`), so
+users can read and adapt it; every array task ``exec``s one ``orchestrate worker`` so that
+Slurm's signals reach it (USR1 before the time limit: the task abandons its step, requeues
+its trial and itself; SIGTERM on ``scancel`` or preemption: the same without requeueing
+itself). Only the Slurm client commands are used (``sbatch``, ``scontrol``, ``scancel``);
+nothing here needs accounting (``sacct``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+
+from orchestrator import keys, progress, queue, tracking, workspace
+from orchestrator.config import ConfigError, SweepConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+POLL_SECONDS = 5.0
+CANCELLED_REASON = "its Slurm task was cancelled"
+# Task states in which a worker may still run or start (Slurm's JobState names).
+ACTIVE_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+)
+
+FAILED_STATES = frozenset({"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"})
+
+__all__ = [
+    "SlurmTasks",
+    "Task",
+    "batch_script",
+    "cancel",
+    "cancel_and_requeue",
+    "current_task",
+    "job_ids",
+    "requeue",
+    "submit",
+    "tasks",
+]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One array task as ``scontrol show job`` describes it."""
+
+    id: str  # "<array job>_<task>"
+    state: str
+    where: str  # the node it runs on, or why it waits
+    run_time: str
+    restarts: int
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+def current_task() -> str | None:
+    """The Slurm task this process runs in (``<array job>_<task>`` or the job id), if any."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and index:
+        return f"{array}_{index}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def batch_script(
+    config: SweepConfig, *, storage_url: str, tracking_uri: str, python: str = sys.executable
+) -> str:
+    """The batch script of the sweep's job array: every field of ``execution.slurm`` as an
+    ``#SBATCH`` line, then one worker per task."""
+    slurm = config.execution.slurm
+    options = [
+        f"--job-name=orchestrate-{config.name}",
+        f"--array=0-{slurm.workers - 1}",
+        "--ntasks=1",
+        f"--cpus-per-task={slurm.cpus_per_worker}",
+    ]
+    if slurm.gpus_per_worker:
+        options.append(f"--gres=gpu:{slurm.gpus_per_worker}")
+    for flag, value in (
+        ("partition", slurm.partition),
+        ("time", slurm.time),
+        ("mem", slurm.memory),
+        ("account", slurm.account),
+    ):
+        if value is not None:
+            options.append(f"--{flag}={value}")
+    if slurm.signal_seconds:
+        options.append(f"--signal=B:USR1@{slurm.signal_seconds}")
+    options += ["--requeue", "--open-mode=append", f"--output={workspace.slurm_log(config)}"]
+    options += slurm.extra
+    device = "cuda" if slurm.gpus_per_worker else "cpu"
+    worker = [
+        python,
+        "-m",
+        "orchestrator",
+        "worker",
+        "--study",
+        config.name,
+        "--storage",
+        storage_url,
+        "--tracking-uri",
+        tracking_uri,
+        "--device",
+        device,
+        "--allow-failures",
+        "--close-sweep",
+    ]
+    lines = [
+        "#!/bin/bash",
+        f"# Workers of the sweep '{config.name}', written by `orchestrate sweep --launcher slurm`",
+        "# from execution.slurm (docs/slurm.md). Submit more workers with",
+        f"#   sbatch {shlex.quote(str(workspace.batch_script(config).resolve()))}",
+        *(f"#SBATCH {option}" for option in options),
+        "",
+        "set -e",
+        f"cd {shlex.quote(os.getcwd())}",
+        *slurm.setup,
+        "# exec: Slurm's USR1 (time limit near) and SIGTERM (scancel, preemption) reach the",
+        "# worker, which requeues its trial; it resumes at its last completed IMP cycle.",
+        f'exec {shlex.join(worker)} --threads "${{SLURM_CPUS_PER_TASK:-1}}" '
+        '--index "${SLURM_ARRAY_TASK_ID:-0}"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def submit(config: SweepConfig, *, storage_url: str, tracking_uri: str) -> str:
+    """Write the batch script into the workspace, submit it, record and return the job id."""
+    script = workspace.batch_script(config)
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(batch_script(config, storage_url=storage_url, tracking_uri=tracking_uri))
+    output = _slurm("sbatch", "--parsable", str(script))
+    job = output.strip().split(";", 1)[0]
+    with workspace.slurm_jobs_file(config).open("a") as jobs:
+        jobs.write(job + "\n")
+    return job
+
+
+def job_ids(config: SweepConfig) -> list[str]:
+    """The job arrays submitted for the sweep, oldest first."""
+    path = workspace.slurm_jobs_file(config)
+    return path.read_text().split() if path.exists() else []
+
+
+def tasks(jobs: Sequence[str]) -> list[Task]:
+    """The array tasks of ``jobs`` that Slurm still knows (it forgets ended jobs after
+    ``MinJobAge``), by ``scontrol show job``."""
+    found = []
+    for job in jobs:
+        try:
+            output = _slurm("scontrol", "show", "job", "--oneliner", job)
+        except ConfigError:  # ended and forgotten
+            continue
+        for line in output.splitlines():
+            fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+            if "JobId" not in fields:
+                continue
+            index = fields.get("ArrayTaskId")
+            state = fields.get("JobState", "?")
+            where = fields.get("NodeList") if state == "RUNNING" else fields.get("Reason")
+            found.append(
+                Task(
+                    id=f"{fields.get('ArrayJobId', job)}_{index}" if index else fields["JobId"],
+                    state=state,
+                    where=where if where not in (None, "(null)", "None") else "-",
+                    run_time=fields.get("RunTime", "-"),
+                    restarts=int(fields.get("Restarts", 0)),
+                )
+            )
+    return found
+
+
+def cancel(jobs: Sequence[str]) -> None:
+    """Cancel the tasks of ``jobs``; their workers get SIGTERM and requeue their trials."""
+    if jobs:
+        _slurm("scancel", *jobs)
+
+
+def cancel_and_requeue(
+    study: optuna.Study, jobs: Sequence[str], *, timeout: float = 180.0
+) -> tuple[int, list[int]]:
+    """Cancel the tasks of ``jobs``, wait until they have ended, and requeue (without counting
+    a failure) the trials still RUNNING on them: their workers were killed before they could.
+
+    Returns:
+        How many tasks were active, and the numbers of the trials requeued here.
+    """
+    active = [task for task in tasks(jobs) if task.active]
+    cancel(jobs)
+    deadline = time.monotonic() + timeout
+    while any(task.active for task in tasks(jobs)):
+        if time.monotonic() > deadline:
+            still = ", ".join(jobs)
+            raise ConfigError(f"Slurm tasks of {still} still active after {timeout:.0f} s")
+        time.sleep(1.0)
+    ours = tuple(f"{job}_" for job in jobs)
+    requeued = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        task = trial.user_attrs.get(keys.TRIAL_SLURM_TASK, "")
+        if (task in jobs or task.startswith(ours)) and queue.fail_and_requeue(
+            study, trial, CANCELLED_REASON, max_retries=None, on_failed=tracking.close_trial_run
+        ):
+            requeued.append(trial.number)
+    return len(active), requeued
+
+
+def requeue(task: str) -> None:
+    """Put ``task`` back in Slurm's queue (it is stopped if it still runs)."""
+    try:
+        _slurm("scontrol", "requeue", task)
+    except ConfigError as exc:
+        print(f"warning: could not requeue Slurm task {task}: {exc}", file=sys.stderr)
+
+
+def _slurm(*command: str) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"'{command[0]}' not found: --launcher slurm runs on a host with the Slurm client "
+            "commands (a login node)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"'{shlex.join(command)}' did not answer within 60 s") from None
+    if done.returncode != 0:
+        raise ConfigError(f"'{shlex.join(command)}' failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+class SlurmTasks:
+    """Follows a sweep's job arrays for ``--wait``, as :class:`supervisor.Supervisor`
+    follows local workers: until no task is active, showing progress meanwhile."""
+
+    def __init__(self, study: optuna.Study, jobs: Sequence[str]) -> None:
+        self.study = study
+        self.jobs = list(jobs)
+        self.signals = 0
+
+    STOPPING = (
+        "stopped following: the Slurm tasks go on (`orchestrate status` shows them, "
+        "`orchestrate cancel` stops them)"
+    )
+
+    def interrupt(self, *_: object) -> None:
+        """Stop following; the tasks go on (``orchestrate cancel`` stops them)."""
+        self.signals += 1
+
+    def run(self, show: Callable[[dict[str, Any]], None] = lambda rows: None) -> int:
+        """Follow until every task has ended; returns how many ended in a failed state."""
+        seen: dict[str, Task] = {}
+        while not self.signals:
+            current = tasks(self.jobs)
+            seen.update((task.id, task) for task in current)
+            show(progress.rows(self.study))
+            if not any(task.active for task in current):
+                break
+            time.sleep(POLL_SECONDS)
+        show(progress.rows(self.study))
+        return sum(1 for task in seen.values() if task.state in FAILED_STATES)

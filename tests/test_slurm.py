@@ -1,0 +1,369 @@
+"""``--launcher slurm`` on a real single-node Slurm cluster (started here, see
+:class:`orchestrator.throwaway.ThrowawaySlurm`), and the journal-file storage it defaults to."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from orchestrator import keys, slurm, workspace
+from orchestrator import study as studies
+from orchestrator.config import parse_config
+from orchestrator.throwaway import ThrowawaySlurm
+from tests.conftest import orchestrate, tiny_sweep, write_sweep
+from tests.test_resilience import completed_once, slow_sweep, wait_for
+
+ORCHESTRATE = (sys.executable, "-m", "orchestrator")
+
+# --------------------------------------------------------------------------- no cluster needed
+
+
+def slurm_document(tmp_path: Path, name: str, **slurm_section: object) -> dict:
+    document = slow_sweep(tmp_path, name)
+    document["execution"]["slurm"] = {"workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}
+    document["execution"]["slurm"].update(slurm_section)
+    return document
+
+
+def test_batch_script_holds_every_option_of_the_yaml_section(tmp_path: Path) -> None:
+    document = tiny_sweep(tmp_path, "script")
+    document["execution"]["slurm"] = {
+        "workers": 6,
+        "partition": "gpu-a100",
+        "time": "1-12:00:00",
+        "gpus_per_worker": 2,
+        "cpus_per_worker": 8,
+        "memory": "32G",
+        "account": "lab42",
+        "signal_seconds": 600,
+        "setup": ["module load cuda/12.4", "source ~/venv/bin/activate"],
+        "extra": ["--qos=high", "--constraint=a100"],
+    }
+    config = parse_config(document)
+    script = slurm.batch_script(
+        config, storage_url="journal:///shared/s.journal", tracking_uri="http://login:5000"
+    )
+    lines = script.splitlines()
+    options = [line.removeprefix("#SBATCH ") for line in lines if line.startswith("#SBATCH ")]
+    for option in (
+        "--array=0-5",
+        "--partition=gpu-a100",
+        "--time=1-12:00:00",
+        "--gres=gpu:2",
+        "--cpus-per-task=8",
+        "--mem=32G",
+        "--account=lab42",
+        "--signal=B:USR1@600",
+        "--requeue",
+        "--qos=high",
+        "--constraint=a100",
+        "--job-name=orchestrate-script",
+    ):
+        assert option in options, option
+    assert f"--output={workspace.slurm_log(config)}" in options
+    # The set-up lines run before the worker, which replaces the shell (signals reach it).
+    setup = lines.index("module load cuda/12.4")
+    assert lines[setup + 1] == "source ~/venv/bin/activate"
+    (worker,) = [line for line in lines if line.startswith("exec ")]
+    assert lines.index(worker) > setup
+    for part in (
+        "worker --study script",
+        "--storage journal:///shared/s.journal",
+        "--tracking-uri http://login:5000",
+        "--device cuda",
+        '--threads "${SLURM_CPUS_PER_TASK:-1}"',
+    ):
+        assert part in worker, part
+    # bash accepts the script as written.
+    path = tmp_path / "worker.sbatch"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("time", "four hours", "time"),
+        ("workers", 0, "workers"),
+        ("gpus_per_worker", -1, "gpus_per_worker"),
+        ("extra", ["qos=high"], "extra"),
+        ("partitions", "gpu", "partitions"),
+    ],
+)
+def test_bad_slurm_field_is_a_clear_exit_2_error(
+    tmp_path: Path, field: str, value: object, named: str
+) -> None:
+    document = tiny_sweep(tmp_path, "bad")
+    document["execution"]["slurm"] = {field: value}
+    path = write_sweep(tmp_path, document)
+    for command in (("validate",), ("sweep", "--launcher", "slurm")):
+        result = orchestrate(*command[:1], str(path), *command[1:], cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert f"execution.slurm.{named}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not Path(document["execution"]["workspace"]).exists()  # nothing was created
+
+
+def test_slurm_options_need_the_slurm_launcher(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, tiny_sweep(tmp_path, "local"))
+    result = orchestrate("sweep", str(path), "--wait", "--partition", "gpu", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--partition, --wait: only with --launcher slurm" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) -> None:
+    document = tiny_sweep(
+        tmp_path,
+        "journal",
+        seeds=[0, 1, 2],
+        search={"sampler": "grid", "space": {"alds.rate": {"choices": [0.0, 0.3, 0.6]}}},
+    )
+    path = write_sweep(tmp_path, document)
+    journal = tmp_path / "shared" / "study.journal"
+    url = workspace.journal_url(journal)
+    enqueued = orchestrate("sweep", str(path), "--storage", url, "--enqueue-only", cwd=tmp_path)
+    assert enqueued.returncode == 0, enqueued.stderr[-3000:]
+    workers = [
+        subprocess.Popen(
+            [*ORCHESTRATE, "worker", "--study", "journal", "--storage", url, "--threads", "1"],
+            cwd=tmp_path,
+            env={**os.environ, "ORCHESTRATE_HEARTBEAT_SECONDS": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="journal", storage=studies.open_storage(url)).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 9
+    counts = completed_once(trials)
+    assert len(counts) == 9 and set(counts.values()) == {1}
+    # Both workers ran trials, and each trial beat into the journal while it ran.
+    assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) == 2
+    assert all(keys.TRIAL_HEARTBEAT in t.system_attrs for t in trials)
+
+
+def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
+    document = tiny_sweep(tmp_path, "beats")
+    config = parse_config(document)
+    url = workspace.journal_url(tmp_path / "study.journal")
+    storage = studies.open_storage(url)
+    study = studies.create_or_resume(config, storage)
+    from orchestrator import queue
+
+    queue.fill_queue(study, config)
+    trial, _ = queue.claim_trial(study)
+    os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
+    try:
+        with queue.Heartbeat(storage, trial):
+            time.sleep(2.5)
+            # Beating: never stale, however long the trial runs.
+            assert queue.fail_stale(study, max_retries=1) == []
+        time.sleep(4.5)  # four missed beats and a half
+        assert queue.fail_stale(study, max_retries=1) == [trial.number]
+    finally:
+        del os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"]
+    failed = study.trials[trial.number]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs[keys.TRIAL_FAIL_REASON] == queue.STALE_REASON
+    retry = [t for t in study.trials if t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+
+
+# --------------------------------------------------------------------------- on a real cluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ThrowawaySlurm]:
+    with ThrowawaySlurm(cpus=4) as running:
+        yield running
+
+
+def cli(cluster: ThrowawaySlurm, *args: str, cwd: Path, timeout: float = 600):
+    """The real CLI as a user on the cluster's login node runs it (``SLURM_CONF`` set); its
+    environment reaches the job's tasks (sbatch's --export=ALL)."""
+    env = {**cluster.env(), "ORCHESTRATE_HEARTBEAT_SECONDS": "2"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [*ORCHESTRATE, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def journal_study(document: dict) -> optuna.Study:
+    url = workspace.journal_url(Path(document["execution"]["workspace"]) / "study.journal")
+    return optuna.load_study(study_name=document["name"], storage=studies.open_storage(url))
+
+
+def running_at_step(document: dict, step: int) -> optuna.trial.FrozenTrial | None:
+    try:
+        study = journal_study(document)
+    except KeyError:  # the sweep has not created it yet
+        return None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(keys.TRIAL_STEP, -1) >= step:
+            return trial
+    return None
+
+
+def curve(document: dict, trial: optuna.trial.FrozenTrial) -> list[tuple[int, float]]:
+    uri = f"sqlite:///{Path(document['execution']['workspace']) / 'mlflow.db'}"
+    history = MlflowClient(uri).get_metric_history(trial.user_attrs["mlflow_run_id"], "accuracy")
+    return sorted((m.step, m.value) for m in history)
+
+
+@pytest.mark.slow
+def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
+    cluster: ThrowawaySlurm, tmp_path: Path
+) -> None:
+    document = slurm_document(tmp_path, "array", workers=2)
+    document["search"] = {
+        "sampler": "grid",
+        "space": {"alds.rate": {"choices": [0.0, 0.3, 0.6]}},
+    }
+    document["imp"] = {"cycles": 3, "epochs_per_cycle": 1}
+    path = write_sweep(tmp_path, document)
+    env = {**cluster.env(), "ORCHESTRATE_HEARTBEAT_SECONDS": "2"}
+    sweep = subprocess.Popen(
+        [*ORCHESTRATE, "sweep", str(path), "--launcher", "slurm", "--wait"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # One task's worker dies hard mid-trial (its node fails; scancel would send SIGTERM
+    # first): the other worker finds the trial stale (no beats for four heartbeats) and
+    # retries it.
+    wait_for(lambda: running_at_step(document, 1), what="a trial at step 1")
+    victim = running_at_step(document, 1).user_attrs[keys.TRIAL_WORKER]
+    os.kill(int(victim.rsplit(":", 1)[1]), signal.SIGKILL)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err[-3000:] + out[-3000:]
+    assert "submitted job array" in out
+    trials = journal_study(document).trials
+    counts = completed_once(trials)
+    assert len(counts) == 3 and set(counts.values()) == {1}
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    killed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs[keys.TRIAL_FAIL_REASON] for t in killed] == [
+        "worker stopped sending heartbeats"
+    ]
+    assert len({t.user_attrs[keys.TRIAL_SLURM_TASK] for t in trials}) == 2
+    # The batch script is in the workspace; status shows the tasks next to the trials.
+    config = parse_config(document)
+    assert workspace.batch_script(config).read_text().startswith("#!/bin/bash")
+    status = cli(cluster, "status", str(path), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    job = slurm.job_ids(config)[0]
+    assert f"Slurm job(s) {job}" in status.stdout
+    assert f"{job}_0" in status.stdout and f"{job}_1" in status.stdout
+
+
+@pytest.mark.slow
+def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
+    cluster: ThrowawaySlurm, tmp_path: Path
+) -> None:
+    document = slurm_document(tmp_path, "preempted")
+    document["search"] = {"sampler": "grid", "space": {"alds.rate": {"choices": [0.5]}}}
+    path = write_sweep(tmp_path, document)
+    submitted = cli(cluster, "sweep", str(path), "--launcher", "slurm", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    (job,) = slurm.job_ids(parse_config(document))
+    assert f"submitted job array {job}" in submitted.stdout
+    wait_for(lambda: running_at_step(document, 2), what="the trial at step 2")
+    # What the time-limit warning (--signal=B:USR1@N) sends, at a moment of our choosing.
+    env = cluster.env()
+    subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job}_0"], env=env, check=True)
+
+    def restarted_and_done() -> bool:
+        (task,) = [t for t in slurm_tasks(env, job)]
+        return task.restarts >= 1 and task.state == "COMPLETED"
+
+    wait_for(restarted_and_done, timeout=600, what="the requeued task to finish")
+    trials = journal_study(document).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[0].user_attrs[keys.TRIAL_FAIL_REASON] == "interrupted"
+    assert trials[1].system_attrs[keys.TRIAL_FAILED_TRIAL] == 0
+    # An interruption is not a failure of the trial: no retry was spent on it.
+    assert trials[1].system_attrs[keys.TRIAL_RETRY_HISTORY] == []
+    uri = f"sqlite:///{Path(document['execution']['workspace']) / 'mlflow.db'}"
+    resumed = MlflowClient(uri).get_run(trials[1].user_attrs["mlflow_run_id"])
+    assert resumed.data.tags["resumed"] == "true"
+    # Every step exactly once, equal to the same trial run without preemption.
+    preempted = curve(document, trials[1])
+    assert [step for step, _ in preempted] == list(range(document["imp"]["cycles"] + 2))
+    reference = slow_sweep(tmp_path, "reference", search=document["search"])
+    reference_path = write_sweep(tmp_path, reference)
+    env_local = {**os.environ, "ORCHESTRATE_WORKER_THREADS": "1"}
+    done = subprocess.run(
+        [*ORCHESTRATE, "sweep", str(reference_path)],
+        cwd=tmp_path,
+        env=env_local,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    storage = f"sqlite:///{Path(reference['execution']['workspace']) / 'study.db'}"
+    (uninterrupted,) = optuna.load_study(study_name="reference", storage=storage).trials
+    assert preempted == curve(reference, uninterrupted)
+
+
+def slurm_tasks(env: dict[str, str], job: str) -> list[slurm.Task]:
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = env["SLURM_CONF"]
+    try:
+        return slurm.tasks([job])
+    finally:
+        if previous is None:
+            del os.environ["SLURM_CONF"]
+        else:
+            os.environ["SLURM_CONF"] = previous
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_tasks_and_requeues_their_trials(
+    cluster: ThrowawaySlurm, tmp_path: Path
+) -> None:
+    document = slurm_document(tmp_path, "cancelled")
+    document["search"] = {"sampler": "grid", "space": {"alds.rate": {"choices": [0.0]}}}
+    path = write_sweep(tmp_path, document)
+    submitted = cli(cluster, "sweep", str(path), "--launcher", "slurm", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    wait_for(lambda: running_at_step(document, 1), what="the trial at step 1")
+    cancelled = cli(cluster, "cancel", str(path), cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled 1 task(s)" in cancelled.stdout
+    trials = journal_study(document).trials
+    # Nothing is left RUNNING; the trial waits in the queue for the next workers.
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs[keys.TRIAL_FAIL_REASON] in ("interrupted", slurm.CANCELLED_REASON)
+    (job,) = slurm.job_ids(parse_config(document))
+    assert all(not task.active for task in slurm_tasks(cluster.env(), job))
+    # Submitting again resumes it.
+    resumed = cli(cluster, "sweep", str(path), "--launcher", "slurm", "--wait", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = journal_study(document).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert [step for step, _ in curve(document, trials[1])] == list(
+        range(document["imp"]["cycles"] + 2)
+    )
+    assert len(slurm.job_ids(parse_config(document))) == 2
