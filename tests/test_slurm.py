@@ -29,7 +29,8 @@ ORCHESTRATE = (sys.executable, "-m", "orchestrator")
 
 
 def slurm_document(tmp_path: Path, name: str, **slurm_section: object) -> dict:
-    document = slow_sweep(tmp_path, name)
+    """A sweep of :func:`slow_sweep` trials (3 IMP cycles) for one-CPU workers on Slurm."""
+    document = slow_sweep(tmp_path, name, imp={"cycles": 3, "epochs_per_cycle": 1})
     document["execution"]["slurm"] = {"workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}
     document["execution"]["slurm"].update(slurm_section)
     return document
@@ -239,7 +240,6 @@ def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
         "sampler": "grid",
         "space": {"alds.rate": {"choices": [0.0, 0.3, 0.6]}},
     }
-    document["imp"] = {"cycles": 3, "epochs_per_cycle": 1}
     path = write_sweep(tmp_path, document)
     env = {**cluster.env(), "ORCHESTRATE_HEARTBEAT_SECONDS": "2"}
     sweep = subprocess.Popen(
@@ -283,7 +283,11 @@ def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
     cluster: ThrowawaySlurm, tmp_path: Path
 ) -> None:
     document = slurm_document(tmp_path, "preempted")
-    document["search"] = {"sampler": "grid", "space": {"alds.rate": {"choices": [0.5]}}}
+    document["search"] = {
+        "sampler": "grid",
+        "enqueue_baseline": False,
+        "space": {"alds.rate": {"choices": [0.5]}},
+    }
     path = write_sweep(tmp_path, document)
     submitted = cli(cluster, "sweep", str(path), "--launcher", "slurm", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
@@ -311,7 +315,7 @@ def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
     # Every step exactly once, equal to the same trial run without preemption.
     preempted = curve(document, trials[1])
     assert [step for step, _ in preempted] == list(range(document["imp"]["cycles"] + 2))
-    reference = slow_sweep(tmp_path, "reference", search=document["search"])
+    reference = slow_sweep(tmp_path, "reference", search=document["search"], imp=document["imp"])
     reference_path = write_sweep(tmp_path, reference)
     env_local = {**os.environ, "ORCHESTRATE_WORKER_THREADS": "1"}
     done = subprocess.run(
