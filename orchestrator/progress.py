@@ -54,7 +54,7 @@ def rows(study: optuna.Study) -> dict[str, Any]:
     running = [
         {
             "trial": t.number,
-            "worker": t.user_attrs.get(keys.TRIAL_WORKER, "?"),
+            "worker": _worker(t),
             "device": t.user_attrs.get(keys.TRIAL_DEVICE, "?"),
             "seed": t.user_attrs.get(keys.TRIAL_SEED),
             "params": describe_params(t.params),
@@ -68,6 +68,12 @@ def rows(study: optuna.Study) -> dict[str, Any]:
     if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
         best = study.best_value
     return {"counts": counts, "running": running, "best": best, "twins": _twins(trials)}
+
+
+def _worker(trial: FrozenTrial) -> str:
+    label = trial.user_attrs.get(keys.TRIAL_WORKER, "?")
+    task = trial.user_attrs.get(keys.TRIAL_SLURM_TASK)
+    return f"{label} (Slurm {task})" if task else label
 
 
 def expected(study: optuna.Study, config: SweepConfig) -> int:

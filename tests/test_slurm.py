@@ -312,6 +312,9 @@ def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
     uri = f"sqlite:///{Path(document['execution']['workspace']) / 'mlflow.db'}"
     resumed = MlflowClient(uri).get_run(trials[1].user_attrs["mlflow_run_id"])
     assert resumed.data.tags["resumed"] == "true"
+    # Without --wait no sweep process waits for the end: the last worker closes the parent.
+    parent = journal_study(document).user_attrs[keys.STUDY_PARENT_RUN_ID]
+    assert MlflowClient(uri).get_run(parent).info.status == "FINISHED"
     # Every step exactly once, equal to the same trial run without preemption.
     preempted = curve(document, trials[1])
     assert [step for step, _ in preempted] == list(range(document["imp"]["cycles"] + 2))
