@@ -34,7 +34,6 @@ from orchestrator.retrying_storage import LONGEST_PAUSE_SECONDS
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
 STALE_REASON = "worker stopped sending heartbeats"
 STALE_BEATS = 4  # missed beats after which a trial is stale (the storage's grace period)
-HEARTBEAT_ENV = "ORCHESTRATE_HEARTBEAT_SECONDS"
 HEARTBEAT_SECONDS = 30
 logger = logging.getLogger(__name__)
 
@@ -259,7 +258,7 @@ def _stale_by_attribute(study: optuna.Study, grace: float) -> list[FrozenTrial]:
 def heartbeat_seconds() -> int:
     """How often a running trial's worker beats: ``ORCHESTRATE_HEARTBEAT_SECONDS`` or 30 s. A
     trial is stale after :data:`STALE_BEATS` missed beats."""
-    return int(os.environ.get(HEARTBEAT_ENV, HEARTBEAT_SECONDS))
+    return int(os.environ.get("ORCHESTRATE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
 
 
 def cached(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:

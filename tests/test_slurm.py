@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from optuna.trial import TrialState
 
 from orchestrator import keys, slurm, workspace
 from orchestrator import study as studies
+from orchestrator.cli import worker as worker_cli
 from orchestrator.config import parse_config
 from orchestrator.throwaway import ThrowawaySlurm
 from tests.conftest import orchestrate, tiny_sweep, write_sweep
@@ -85,6 +87,15 @@ def test_batch_script_holds_every_option_of_the_yaml_section(tmp_path: Path) -> 
         '--threads "${SLURM_CPUS_PER_TASK:-1}"',
     ):
         assert part in worker, part
+    # The worker line is a real call of `orchestrate worker`, as Slurm's shell expands it.
+    expanded = worker.replace("${SLURM_CPUS_PER_TASK:-1}", "8").replace(
+        "${SLURM_ARRAY_TASK_ID:-0}", "3"
+    )
+    arguments = shlex.split(expanded)[1:]
+    assert arguments[:3] == [sys.executable, "-m", "orchestrator"]
+    params = worker_cli.make_context("worker", arguments[4:]).params
+    assert params["threads"] == 8 and params["index"] == 3 and params["device"] == "cuda"
+    assert params["close_sweep"] and params["allow_failures"]
     # bash accepts the script as written.
     path = tmp_path / "worker.sbatch"
     path.write_text(script)

@@ -29,6 +29,7 @@ def test_gpu_worker_sees_only_its_gpu_and_the_command_is_a_real_cli_call() -> No
         "threads": 4,
         "index": 5,
         "allow_failures": True,  # the sweep reports failed trials once, at its end
+        "close_sweep": False,  # the sweep closes its parent run itself
     }
 
 
