@@ -1,0 +1,146 @@
+"""The CUDA path: what runs on a GPU gives what the CPU gives, within stated tolerances.
+
+Marked ``cuda``: they run wherever ``torch.cuda.is_available()`` and are reported as skipped
+(not applicable: no CUDA device) elsewhere; the CPU suite is complete without them.
+``benchmarks/gpu_check.sh`` runs them first on a GPU host.
+
+Tolerances: float32 on the GPU differs from the CPU by reduction order (cuDNN, cuBLAS) and TF32
+is off by default for matmuls in PyTorch, so one training step agrees to 1e-4 relative; under
+AMP (bfloat16 on Ampere and later, float16 with a gradient scaler before) a step's weights
+agree to 2e-2 relative, the precision of the 8-bit (bfloat16) mantissa accumulated over a step.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import models
+from compression import alds, imp
+from orchestrator import cache
+from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
+from orchestrator.data import load
+from orchestrator.training import train
+from tests.conftest import tiny_sweep, write_sweep
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="not applicable: no CUDA device visible"
+    ),
+]
+
+FP32_TOLERANCE = 1e-4
+AMP_TOLERANCE = 2e-2
+
+
+def _data(device: str):
+    synthetic = SyntheticConfig(
+        image_size=32, channels=3, num_classes=10, train_size=240, test_size=60
+    )
+    return load(DatasetConfig(name="synthetic", synthetic=synthetic), device=device, seed=0)
+
+
+def _trained(device: str, *, amp: bool, channels_last: bool, iterations: int = 1):
+    model = models.build("conv2", num_classes=10, in_channels=3, seed=0, input_size=32)
+    config = TrainConfig(
+        optimizer="sgd", lr=0.05, batch_size=60, amp=amp, channels_last=channels_last
+    )
+    train(model, _data(device), config, device=device, seed=0, iterations=iterations)
+    return {name: value.detach().float().cpu() for name, value in model.state_dict().items()}
+
+
+def _relative_difference(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-12)) for k in b)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_training_step_on_cuda_matches_the_cpu(channels_last: bool) -> None:
+    cpu = _trained("cpu", amp=False, channels_last=False)
+    fp32 = _trained("cuda", amp=False, channels_last=channels_last)
+    mixed = _trained("cuda", amp=True, channels_last=channels_last)
+    assert _relative_difference(fp32, cpu) < FP32_TOLERANCE
+    assert _relative_difference(mixed, cpu) < AMP_TOLERANCE
+
+
+def test_masks_stay_enforced_under_amp() -> None:
+    model = models.build("conv2", num_classes=10, in_channels=3, seed=0, input_size=32).cuda()
+    masks = imp.prune(model, 0.7, scope="layer")
+    imp.apply(model, masks)
+    config = TrainConfig(optimizer="adam", lr=1e-3, batch_size=60, amp=True)
+    # The scaler may skip steps (inf gradients) and the optimizer's moments move pruned
+    # weights: re-applying the masks after every step is what keeps them at zero.
+    train(
+        model,
+        _data("cuda"),
+        config,
+        device="cuda",
+        seed=0,
+        iterations=8,
+        after_step=functools.partial(imp.apply, masks=masks),  # as procedure.imp_cycle does
+    )
+    weights = imp.prunable(model)
+    for name, mask in masks.items():
+        weight = weights[name].detach()
+        assert weight.device.type == "cuda"
+        assert torch.count_nonzero(weight[mask.to(weight.device) == 0]) == 0, name
+
+
+def test_alds_on_cuda_tensors_gives_the_cpu_plan() -> None:
+    model = models.build("conv4", num_classes=10, in_channels=3, seed=0, input_size=32)
+    on_cpu = alds.allocate(model, 0.5)
+    on_gpu = alds.allocate(model.cuda(), 0.5)
+    assert [(layer.name, layer.k, layer.rank) for layer in on_gpu.layers] == [
+        (layer.name, layer.k, layer.rank) for layer in on_cpu.layers
+    ]
+    compressed, _ = alds.compress(model, 0.5, mode="factorize")
+    assert all(p.device.type == "cuda" for p in compressed.parameters())
+
+
+def test_a_dense_checkpoint_trained_on_cuda_loads_on_the_cpu_and_back(tmp_path: Path) -> None:
+    model = models.build("conv2", num_classes=10, in_channels=3, seed=0, input_size=32)
+    train(model, _data("cuda"), TrainConfig(batch_size=60), device="cuda", seed=0, iterations=2)
+    path = tmp_path / "dense.pt"
+    cache.save_atomically({"state": model.state_dict()}, path)
+    state = cache.load(path)["state"]
+    assert all(value.device.type == "cpu" for value in state.values())
+    on_cpu = models.build("conv2", num_classes=10, in_channels=3, seed=1, input_size=32)
+    on_cpu.load_state_dict(state)
+    x = torch.randn(4, 3, 32, 32)
+    model.eval(), on_cpu.eval()
+    expected = model(x.cuda()).cpu()
+    torch.testing.assert_close(on_cpu(x), expected, rtol=FP32_TOLERANCE, atol=FP32_TOLERANCE)
+    back = on_cpu.cuda()
+    torch.testing.assert_close(back(x.cuda()).cpu(), expected, rtol=0, atol=0)
+
+
+def test_two_workers_share_one_gpu_in_a_sweep(tmp_path: Path) -> None:
+    if torch.cuda.device_count() != 1:
+        pytest.skip("not applicable: needs exactly one visible GPU (CUDA_VISIBLE_DEVICES=0)")
+    document = tiny_sweep(
+        tmp_path,
+        "gpu",
+        seeds=[0, 1],
+    )
+    document["execution"]["workers_per_device"] = 2
+    path = write_sweep(tmp_path, document)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "sweep", str(path), "--devices", "auto"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 worker(s): cuda:0, cuda:0" in done.stdout
+    storage = f"sqlite:///{tmp_path / 'ws' / 'gpu' / 'study.db'}"
+    trials = optuna.load_study(study_name="gpu", storage=storage).trials
+    assert {t.state.name for t in trials} == {"COMPLETE"} and len(trials) == 4
+    assert {t.user_attrs["device"] for t in trials} == {"cuda:0"}
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
