@@ -118,7 +118,9 @@ def test_bad_slurm_field_is_a_clear_exit_2_error(
     document = tiny_sweep(tmp_path, "bad")
     document["execution"]["slurm"] = {field: value}
     path = write_sweep(tmp_path, document)
-    for command in (("validate",), ("sweep", "--launcher", "slurm")):
+    # validate and sweep load the file alike; sweep is checked once, on the first case.
+    commands = [("validate",)] + ([("sweep", "--launcher", "slurm")] if field == "time" else [])
+    for command in commands:
         result = orchestrate(*command[:1], str(path), *command[1:], cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         assert f"execution.slurm.{named}" in result.stderr, result.stderr
@@ -138,7 +140,7 @@ def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) 
     document = tiny_sweep(
         tmp_path,
         "journal",
-        seeds=[0, 1, 2],
+        seeds=[0, 1],
         search={"sampler": "grid", "space": {"alds.rate": {"choices": [0.0, 0.3, 0.6]}}},
     )
     path = write_sweep(tmp_path, document)
@@ -161,9 +163,9 @@ def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) 
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err[-3000:]
     trials = optuna.load_study(study_name="journal", storage=studies.open_storage(url)).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 9
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     counts = completed_once(trials)
-    assert len(counts) == 9 and set(counts.values()) == {1}
+    assert len(counts) == 6 and set(counts.values()) == {1}
     # Both workers ran trials, and each trial beat into the journal while it ran.
     assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) == 2
     assert all(keys.TRIAL_HEARTBEAT in t.system_attrs for t in trials)
