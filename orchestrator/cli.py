@@ -319,6 +319,14 @@ def sweep(
                 return
             tasks = slurm.SlurmTasks(prepared.study, [job])
             failed, interrupted = sweeps.follow(prepared, config, tasks, console)
+            left = progress.expected(prepared.study, config) - progress.finished(prepared.study)
+            if not interrupted and left > 0:
+                console.print(progress.summary(prepared.study))
+                _fail(
+                    f"the Slurm tasks ended with {left} trial(s) not finished (time limits, "
+                    f"cancellation?): run the same command again to resume",
+                    TRIALS_FAILED,
+                )
         else:
             slots = supervisors.device_slots(execution.devices, execution.workers_per_device)
             console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")

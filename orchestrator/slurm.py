@@ -10,6 +10,7 @@ nothing here needs accounting (``sacct``).
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import subprocess
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import optuna
 
 POLL_SECONDS = 5.0
+logger = logging.getLogger(__name__)
 CANCELLED_REASON = "its Slurm task was cancelled"
 # Task states in which a worker may still run or start (Slurm's JobState names).
 ACTIVE_STATES = frozenset(
@@ -160,8 +162,10 @@ def tasks(jobs: Sequence[str]) -> list[Task]:
     for job in jobs:
         try:
             output = _slurm("scontrol", "show", "job", "--oneliner", job)
-        except ConfigError:  # ended and forgotten
-            continue
+        except ConfigError as exc:
+            if "Invalid job id" in str(exc):  # ended and forgotten
+                continue
+            raise
         for line in output.splitlines():
             fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
             if "JobId" not in fields:
@@ -260,7 +264,12 @@ class SlurmTasks:
         """Follow until every task has ended; returns how many ended in a failed state."""
         seen: dict[str, Task] = {}
         while not self.signals:
-            current = tasks(self.jobs)
+            try:
+                current = tasks(self.jobs)
+            except ConfigError as exc:  # the controller restarting, say: ask again
+                logger.warning("could not read the Slurm tasks' state: %s", exc)
+                time.sleep(POLL_SECONDS)
+                continue
             seen.update((task.id, task) for task in current)
             show(progress.rows(self.study))
             if not any(task.active for task in current):
