@@ -318,9 +318,18 @@ def sweep(
                 )
                 return
             tasks = slurm.SlurmTasks(prepared.study, [job])
-            failed, interrupted = sweeps.follow(prepared, config, tasks, console)
+            failed, interrupted = sweeps.follow(
+                prepared, config, tasks, console, replay_spools=False
+            )
+            if interrupted:
+                click.echo(
+                    f"stopped following: the Slurm tasks go on (`orchestrate status {sweep}`; "
+                    f"`orchestrate cancel {sweep}` stops them)",
+                    err=True,
+                )
+                sys.exit(INTERRUPTED)
             left = progress.expected(prepared.study, config) - progress.finished(prepared.study)
-            if not interrupted and left > 0:
+            if left > 0:
                 console.print(progress.summary(prepared.study))
                 _fail(
                     f"the Slurm tasks ended with {left} trial(s) not finished (time limits, "

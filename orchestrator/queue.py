@@ -160,14 +160,17 @@ def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None
         history.append(failed.number)
         if len(history) > max_retries:
             return False
+    # What belonged to the try that ran, not to the trial: its worker's Slurm task and beats.
+    user_attrs = {k: v for k, v in failed.user_attrs.items() if k != keys.TRIAL_SLURM_TASK}
+    system_attrs = {k: v for k, v in failed.system_attrs.items() if k != keys.TRIAL_HEARTBEAT}
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,
             params=failed.params,
             distributions=failed.distributions,
-            user_attrs=failed.user_attrs,
+            user_attrs=user_attrs,
             system_attrs={
-                **failed.system_attrs,
+                **system_attrs,
                 keys.TRIAL_FAILED_TRIAL: failed.number,
                 keys.TRIAL_RETRY_HISTORY: history,
             },
@@ -200,9 +203,11 @@ def fail_and_requeue(
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
+    # Requeued before its run is closed: a worker that finds nothing queued or running in
+    # between would stop for good.
+    requeue(study, trial, max_retries=max_retries)
     if on_failed is not None:
         on_failed(study, trial, reason)
-    requeue(study, trial, max_retries=max_retries)
     return True
 
 
@@ -247,10 +252,10 @@ def _stale_by_attribute(study: optuna.Study, grace: float) -> list[FrozenTrial]:
     now = time.time()
     stale = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        last = trial.system_attrs.get(keys.TRIAL_HEARTBEAT)
-        if last is None and trial.datetime_start is not None:
-            last = trial.datetime_start.timestamp()
-        if last is not None and now - float(last) > grace:
+        beats = [float(trial.system_attrs.get(keys.TRIAL_HEARTBEAT, 0.0))]
+        if trial.datetime_start is not None:
+            beats.append(trial.datetime_start.timestamp())
+        if now - max(beats) > grace:
             stale.append(trial)
     return stale
 

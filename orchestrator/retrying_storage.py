@@ -43,6 +43,9 @@ _OUTAGE_ERRORS = (
 )
 
 
+SLOW_CALL_SECONDS = 10.0  # a storage call that took longer counts as an outage
+
+
 class StorageUnavailable(RuntimeError):
     """The study storage stayed unreachable longer than the limit."""
 
@@ -131,6 +134,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         pause = FIRST_PAUSE_SECONDS
         noticed = 0.0
         while True:
+            started = time.monotonic()
             try:
                 result = method(*args, **kwargs)
             except Exception as exc:
@@ -156,6 +160,10 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
                 continue
             self._came_back()
+            if time.monotonic() - started > SLOW_CALL_SECONDS:
+                # A call that hung (a journal file on a stalled network filesystem) is an
+                # outage too: the other workers could not beat meanwhile either.
+                self.back_at = time.monotonic()
             return result
 
     def _went_down(self) -> float:

@@ -10,6 +10,7 @@ nothing here needs accounting (``sacct``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -203,11 +204,17 @@ def cancel_and_requeue(
     active = [task for task in tasks(jobs) if task.active]
     cancel(jobs)
     deadline = time.monotonic() + timeout
-    while any(task.active for task in tasks(jobs)):
+    while True:
+        time.sleep(2.0)
+        if not any(task.active for task in tasks(jobs)):
+            break
+        # Again: a task that got its time-limit warning just before may have requeued itself
+        # after the first scancel (scancel complains about the tasks that already ended).
+        with contextlib.suppress(ConfigError):
+            cancel(jobs)
         if time.monotonic() > deadline:
             still = ", ".join(jobs)
             raise ConfigError(f"Slurm tasks of {still} still active after {timeout:.0f} s")
-        time.sleep(1.0)
     ours = tuple(f"{job}_" for job in jobs)
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

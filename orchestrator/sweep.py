@@ -94,10 +94,17 @@ def run(
 
 
 def follow(
-    prepared: Prepared, config: SweepConfig, workers: Workers, console: Console
+    prepared: Prepared,
+    config: SweepConfig,
+    workers: Workers,
+    console: Console,
+    *,
+    replay_spools: bool = True,
 ) -> tuple[int, bool]:
     """Show the sweep's progress live and log it to the parent run while ``workers`` run;
-    close the parent run when the study is finished.
+    close the parent run when the study is finished. ``replay_spools``: send what workers
+    that have exited left in their spools (not while workers of the sweep may still run
+    elsewhere, as Slurm tasks of other job arrays may).
 
     Returns (workers that ended with an error, whether a signal stopped the following).
     """
@@ -126,7 +133,8 @@ def follow(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    _replay_spools(config, prepared.tracking_uri)
+    if replay_spools:
+        _replay_spools(config, prepared.tracking_uri)
     _close(summarize, prepared, config)
     return failed, workers.signals > 0
 
@@ -134,10 +142,11 @@ def follow(
 def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
     """What a sweep's parent process does at its end, for workers that run without one (a
     Slurm job array without ``--wait``): once every trial has finished, log the comparison
-    figures and the final counts to the parent run and end it. Several workers may do it."""
+    figures and the final counts to the parent run and end it. The workers that exit after
+    the last trial has finished do it (the first one or two, as they notice)."""
     parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
-    if parent is None:
-        return
+    if parent is None or progress.finished(study) < progress.expected(study, config):
+        return  # a worker that runs out of queue while others still run trials
     tracker = tracking.SweepTracker(
         tracking_uri, config, experiment_id=study.user_attrs.get(keys.STUDY_EXPERIMENT_ID)
     )

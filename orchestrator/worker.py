@@ -29,6 +29,7 @@ from orchestrator.retrying_storage import RetryingStorage, StorageUnavailable
 from orchestrator.tracking import SweepTracker, TrialRun
 
 POLL_SECONDS = 2.0
+RESUBMIT_FLUSH_SECONDS = 30.0  # MLflow sending before a task requeues itself
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrialInterrupted", "TrialTimeout", "Worker", "run_worker"]
@@ -118,6 +119,8 @@ class Worker:
                 done = self.done = done + 1
         finally:
             flush_seconds = float(os.environ.get("ORCHESTRATE_TRACKING_FLUSH_SECONDS", "300"))
+            if self.resubmit:  # the time limit is near: what is not sent stays in the spool
+                flush_seconds = min(flush_seconds, RESUBMIT_FLUSH_SECONDS)
             if not self.tracker.outbox.flush(deadline=time.monotonic() + flush_seconds):
                 logger.warning(
                     "tracking store still unreachable; unsent calls are kept in %s",
@@ -206,17 +209,21 @@ class Worker:
             reporter.flush()
             run.set_tags({keys.TAG_STATE: "PRUNED"})
             run.end("KILLED")
-            self.study.tell(trial, state=TrialState.PRUNED)
-            progress_file.unlink(missing_ok=True)
+            if self._tell(trial, state=TrialState.PRUNED):
+                progress_file.unlink(missing_ok=True)
             return
         except (TrialInterrupted, TrialTimeout, KeyboardInterrupt) as exc:
             interrupted = not isinstance(exc, TrialTimeout)
             reason = "interrupted" if interrupted else str(exc)
-            self._fail(trial, run, reason, "KILLED" if interrupted else "FAILED")
+            trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
             frozen = self.study.trials[trial.number]
-            # An interruption is no fault of the trial: its retry does not count.
-            limit = None if interrupted else self.config.execution.max_retries
-            queue.requeue(self.study, frozen, max_retries=limit)
+            if frozen.state == TrialState.RUNNING:  # else another worker failed and requeued it
+                # Requeued before it is failed: a worker that finds nothing queued or running
+                # in between would stop for good. An interruption is no fault of the trial:
+                # its retry does not count.
+                limit = None if interrupted else self.config.execution.max_retries
+                queue.requeue(self.study, frozen, max_retries=limit)
+            self._fail(trial, run, reason, "KILLED" if interrupted else "FAILED")
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return
@@ -231,8 +238,15 @@ class Worker:
         # Its twins may have started after it, and a baseline that completes is the one to
         # pair with; linked while the trial still runs, so it can take the attribute.
         self._link_twins(trial, run)
-        self.study.tell(trial, values)
-        progress_file.unlink(missing_ok=True)
+        if self._tell(trial, values=values):
+            progress_file.unlink(missing_ok=True)
+
+    def _tell(self, trial: optuna.Trial, **result: Any) -> bool:
+        """Tell the study how ``trial`` ended; False when another worker had already failed it
+        (it thought this worker dead) and queued its retry, which then resumes from the
+        trial's progress file."""
+        told = self.study.tell(trial, skip_if_finished=True, **result)
+        return told.state == result.get("state", TrialState.COMPLETE)
 
     def _link_twins(self, trial: optuna.Trial, run: TrialRun) -> None:
         """Pair the trial's run with its IMP-only twin's (both ways, see :mod:`twins`); an
@@ -245,7 +259,7 @@ class Worker:
         trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
         run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: reason[:5000]})
         run.end(status)
-        self.study.tell(trial, state=TrialState.FAIL)
+        self._tell(trial, state=TrialState.FAIL)
 
     def _reporter(self, trial: optuna.Trial, run: TrialRun) -> _StepReporter:
         objectives = self.config.search.objective

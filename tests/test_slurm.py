@@ -181,6 +181,7 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
 
     queue.fill_queue(study, config)
     trial, _ = queue.claim_trial(study)
+    trial.set_user_attr(keys.TRIAL_SLURM_TASK, "17_0")
     os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
     try:
         with queue.Heartbeat(storage, trial):
@@ -196,6 +197,13 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
     assert failed.user_attrs[keys.TRIAL_FAIL_REASON] == queue.STALE_REASON
     retry = [t for t in study.trials if t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) == 0]
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    # The retry carries the trial, not its dead try: no old beat (it would look stale the
+    # moment it is claimed), no Slurm task (cancel would requeue it while it runs elsewhere).
+    assert keys.TRIAL_HEARTBEAT not in retry[0].system_attrs
+    assert keys.TRIAL_SLURM_TASK not in retry[0].user_attrs
+    claimed, _ = queue.claim_trial(study)
+    assert claimed.number == retry[0].number
+    assert queue.fail_stale(study, max_retries=1) == []
 
 
 # --------------------------------------------------------------------------- on a real cluster
