@@ -203,12 +203,19 @@ def fail_and_requeue(
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    # Requeued before its run is closed: a worker that finds nothing queued or running in
-    # between would stop for good.
-    requeue(study, trial, max_retries=max_retries)
+    # Its worker requeues an interrupted trial before failing it; killed in between, the
+    # retry is already queued. Requeued before its run is closed: a worker that finds
+    # nothing queued or running in between would stop for good.
+    if not _retry_queued(study, trial.number):
+        requeue(study, trial, max_retries=max_retries)
     if on_failed is not None:
         on_failed(study, trial, reason)
     return True
+
+
+def _retry_queued(study: optuna.Study, number: int) -> bool:
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return any(t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) == number for t in waiting)
 
 
 def fail_stale(

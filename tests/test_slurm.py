@@ -377,6 +377,7 @@ def test_cancel_stops_the_tasks_and_requeues_their_trials(
 ) -> None:
     document = slurm_document(tmp_path, "cancelled")
     document["search"] = {"sampler": "grid", "space": {"alds.rate": {"choices": [0.0]}}}
+    document["imp"]["cycles"] = 8  # still running when `orchestrate cancel` has started
     path = write_sweep(tmp_path, document)
     submitted = cli(cluster, "sweep", str(path), "--launcher", "slurm", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
