@@ -34,7 +34,14 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "name", ["alds_rate", "quickstart", "fashion_mnist_alds_imp", "fashion_mnist_global"]
+    "name",
+    [
+        "alds_rate",
+        "quickstart",
+        "fashion_mnist_alds_imp",
+        "fashion_mnist_global",
+        "fashion_mnist_rewind_control",
+    ],
 )
 def test_shipped_sweeps_are_valid(name: str) -> None:
     config = load_config(ROOT / "sweeps" / f"{name}.yaml")

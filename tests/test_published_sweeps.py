@@ -18,7 +18,11 @@ from orchestrator.config import load_config
 from tests.conftest import orchestrate, write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = ("fashion_mnist_alds_imp.yaml", "fashion_mnist_global.yaml")
+PUBLISHED = (
+    "fashion_mnist_alds_imp.yaml",
+    "fashion_mnist_global.yaml",
+    "fashion_mnist_rewind_control.yaml",
+)
 
 pytestmark = pytest.mark.slow
 
