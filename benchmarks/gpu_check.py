@@ -268,7 +268,7 @@ def sweep_throughput(
     """IMP steps per second summed over ``workers`` workers on one device, and the peak memory
     of one worker in MiB."""
     name = f"throughput{workers}"
-    trials = 2 * workers
+    trials = workers if quick else 2 * workers
     document = sweep_document(folder, name, trials, quick)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(document))
