@@ -62,7 +62,10 @@ def device_line(device: str) -> str:
 
 
 def cuda_tests() -> str:
-    """Run the ``cuda``-marked tests; their pytest summary line."""
+    """Run the ``cuda``-marked tests; their pytest summary line. Without a CUDA device there
+    are none (tests/test_cuda.py makes CUDA cases only where one is visible)."""
+    if not torch.cuda.is_available():
+        return "skipped: not applicable, no CUDA device visible"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
         cwd=ROOT,
@@ -71,7 +74,7 @@ def cuda_tests() -> str:
     )
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     summary = lines[-1] if lines else done.stderr.strip()[-300:]
-    if done.returncode not in (0, 5):  # 5: nothing collected
+    if done.returncode != 0:
         print(done.stdout[-3000:], file=sys.stderr)
         raise SystemExit(f"cuda tests failed: {summary}")
     return summary

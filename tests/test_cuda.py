@@ -1,8 +1,10 @@
 """The CUDA path: what runs on a GPU gives what the CPU gives, within stated tolerances.
 
-Marked ``cuda``: they run wherever ``torch.cuda.is_available()`` and are reported as skipped
-(not applicable: no CUDA device) elsewhere; the CPU suite is complete without them.
-``benchmarks/gpu_check.sh`` runs them first on a GPU host.
+Every test runs on each device this machine has: the CPU always (the same device-agnostic
+code paths, with AMP and channels-last requested and correctly ignored, against the CPU
+reference), and CUDA wherever ``torch.cuda.is_available()``. Only the CUDA cases carry the
+``cuda`` mark: ``pytest -m cuda`` (``benchmarks/gpu_check.sh`` runs it first on a GPU host)
+selects them, and without a GPU there are none, which the check reports as not applicable.
 
 Tolerances: float32 on the GPU differs from the CPU by reduction order (cuDNN, cuBLAS); with
 TF32 off (it is on by default for cuDNN convolutions; the fixture turns it off here) one
@@ -15,6 +17,7 @@ with the same generator (CUDA's ``randperm`` draws another order from the same s
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,11 +35,9 @@ from orchestrator.data import load
 from orchestrator.training import train
 from tests.conftest import tiny_sweep, write_sweep
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="not applicable: no CUDA device visible"
-    ),
+DEVICES = [
+    "cpu",
+    *([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else []),
 ]
 
 FP32_TOLERANCE = 1e-4
@@ -72,17 +73,20 @@ def _relative_difference(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-12)) for k in b)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_a_training_step_on_cuda_matches_the_cpu(channels_last: bool) -> None:
+def test_a_training_step_on_cuda_matches_the_cpu(device: str, channels_last: bool) -> None:
     cpu = _trained("cpu", amp=False, channels_last=False)
-    fp32 = _trained("cuda", amp=False, channels_last=channels_last)
-    mixed = _trained("cuda", amp=True, channels_last=channels_last)
+    fp32 = _trained(device, amp=False, channels_last=channels_last)
+    mixed = _trained(device, amp=True, channels_last=channels_last)
     assert _relative_difference(fp32, cpu) < FP32_TOLERANCE
     assert _relative_difference(mixed, cpu) < AMP_TOLERANCE
 
 
-def test_masks_stay_enforced_under_amp() -> None:
-    model = models.build("conv2", num_classes=10, in_channels=3, seed=0, input_size=32).cuda()
+@pytest.mark.parametrize("device", DEVICES)
+def test_masks_stay_enforced_under_amp(device: str) -> None:
+    model = models.build("conv2", num_classes=10, in_channels=3, seed=0, input_size=32)
+    model = model.to(device)
     masks = imp.prune(model, 0.7, scope="layer")
     imp.apply(model, masks)
     config = TrainConfig(optimizer="adam", lr=1e-3, batch_size=60, amp=True)
@@ -90,9 +94,9 @@ def test_masks_stay_enforced_under_amp() -> None:
     # weights: re-applying the masks after every step is what keeps them at zero.
     train(
         model,
-        _data("cuda"),
+        _data(device),
         config,
-        device="cuda",
+        device=device,
         seed=0,
         iterations=8,
         after_step=functools.partial(imp.apply, masks=masks),  # as procedure.imp_cycle does
@@ -100,24 +104,28 @@ def test_masks_stay_enforced_under_amp() -> None:
     weights = imp.prunable(model)
     for name, mask in masks.items():
         weight = weights[name].detach()
-        assert weight.device.type == "cuda"
+        assert weight.device.type == device
         assert torch.count_nonzero(weight[mask.to(weight.device) == 0]) == 0, name
 
 
-def test_alds_on_cuda_tensors_gives_the_cpu_plan() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_alds_on_cuda_tensors_gives_the_cpu_plan(device: str) -> None:
     model = models.build("conv4", num_classes=10, in_channels=3, seed=0, input_size=32)
     on_cpu = alds.allocate(model, 0.5)
-    on_gpu = alds.allocate(model.cuda(), 0.5)
+    on_gpu = alds.allocate(model.to(device), 0.5)
     assert [(layer.name, layer.k, layer.rank) for layer in on_gpu.layers] == [
         (layer.name, layer.k, layer.rank) for layer in on_cpu.layers
     ]
     compressed, _ = alds.compress(model, 0.5, mode="factorize")
-    assert all(p.device.type == "cuda" for p in compressed.parameters())
+    assert all(p.device.type == device for p in compressed.parameters())
 
 
-def test_a_dense_checkpoint_trained_on_cuda_loads_on_the_cpu_and_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_dense_checkpoint_trained_on_cuda_loads_on_the_cpu_and_back(
+    tmp_path: Path, device: str
+) -> None:
     model = models.build("conv2", num_classes=10, in_channels=3, seed=0, input_size=32)
-    train(model, _data("cuda"), TrainConfig(batch_size=60), device="cuda", seed=0, iterations=2)
+    train(model, _data(device), TrainConfig(batch_size=60), device=device, seed=0, iterations=2)
     path = tmp_path / "dense.pt"
     cache.save_atomically({"state": model.state_dict()}, path)
     state = cache.load(path)["state"]
@@ -126,18 +134,17 @@ def test_a_dense_checkpoint_trained_on_cuda_loads_on_the_cpu_and_back(tmp_path: 
     on_cpu.load_state_dict(state)
     x = torch.randn(4, 3, 32, 32)
     model.eval(), on_cpu.eval()
-    expected = model(x.cuda()).cpu()
+    expected = model(x.to(device)).cpu()
     torch.testing.assert_close(on_cpu(x), expected, rtol=FP32_TOLERANCE, atol=FP32_TOLERANCE)
     # Back on the GPU in NCHW (trained channels-last): other kernels, the same function.
-    back = on_cpu.cuda()
+    back = on_cpu.to(device)
     torch.testing.assert_close(
-        back(x.cuda()).cpu(), expected, rtol=FP32_TOLERANCE, atol=FP32_TOLERANCE
+        back(x.to(device)).cpu(), expected, rtol=FP32_TOLERANCE, atol=FP32_TOLERANCE
     )
 
 
-def test_two_workers_share_one_gpu_in_a_sweep(tmp_path: Path) -> None:
-    if torch.cuda.device_count() != 1:
-        pytest.skip("not applicable: needs exactly one visible GPU (CUDA_VISIBLE_DEVICES=0)")
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_workers_share_one_gpu_in_a_sweep(tmp_path: Path, device: str) -> None:
     document = tiny_sweep(
         tmp_path,
         "gpu",
@@ -145,17 +152,21 @@ def test_two_workers_share_one_gpu_in_a_sweep(tmp_path: Path) -> None:
     )
     document["execution"]["workers_per_device"] = 2
     path = write_sweep(tmp_path, document)
+    # --devices auto on exactly one visible GPU (or the CPU, where none is).
+    devices = "auto" if device == "cuda" else "cpu"
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "sweep", str(path), "--devices", "auto"],
+        [sys.executable, "-m", "orchestrator", "sweep", str(path), "--devices", devices],
         cwd=tmp_path,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"} if device == "cuda" else None,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 worker(s): cuda:0, cuda:0" in done.stdout
+    slot = "cuda:0" if device == "cuda" else "cpu"
+    assert f"2 worker(s): {slot}, {slot}" in done.stdout
     storage = f"sqlite:///{tmp_path / 'ws' / 'gpu' / 'study.db'}"
     trials = optuna.load_study(study_name="gpu", storage=storage).trials
     assert {t.state.name for t in trials} == {"COMPLETE"} and len(trials) == 4
-    assert {t.user_attrs["device"] for t in trials} == {"cuda:0"}
+    assert {t.user_attrs["device"] for t in trials} == {slot}
     assert len({t.user_attrs["worker"] for t in trials}) == 2
