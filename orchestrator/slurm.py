@@ -202,9 +202,10 @@ def cancel_and_requeue(
         How many tasks were active, and the numbers of the trials requeued here.
     """
     active = [task for task in tasks(jobs) if task.active]
-    cancel(jobs)
+    if active:  # scancel fails on jobs that have all ended
+        cancel(jobs)
     deadline = time.monotonic() + timeout
-    while True:
+    while active:
         time.sleep(2.0)
         if not any(task.active for task in tasks(jobs)):
             break

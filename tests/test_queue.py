@@ -176,3 +176,20 @@ def test_sampled_configurations_get_their_twin_once_per_seed_however_many_worker
     enqueued = Counter((t.params["imp.prune_fraction"], t.user_attrs["seed"]) for t in twins)
     assert all(count == 1 for count in enqueued.values())
     assert len(trials) == 16 + len(twins)
+
+
+def test_a_trial_whose_retry_is_queued_is_failed_without_a_second_retry(tmp_path: Path) -> None:
+    # Its worker requeued it and was killed before failing it: the stale path must not add
+    # another retry.
+    config = config_of(tmp_path)
+    study, _ = open_study(tmp_path, config)
+    queues.fill_queue(study, config)
+    trial, _ = queues.claim_trial(study)
+    running = study.trials[trial.number]
+    assert queues.requeue(study, running, max_retries=None)
+    before = len(study.trials)
+    assert queues.fail_and_requeue(study, running, "stale", max_retries=2)
+    assert len(study.trials) == before
+    assert study.trials[trial.number].state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retries) == 1

@@ -400,3 +400,7 @@ def test_cancel_stops_the_tasks_and_requeues_their_trials(
         range(document["imp"]["cycles"] + 2)
     )
     assert len(slurm.job_ids(parse_config(document))) == 2
+    # The same through `sweep --cancel`, on a sweep whose tasks have all ended: nothing to do.
+    again = cli(cluster, "sweep", str(path), "--launcher", "slurm", "--cancel", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "cancelled 0 task(s)" in again.stdout and "requeued 0 running trial(s)" in again.stdout

@@ -26,6 +26,41 @@ def test_changed_config_is_refused_and_fresh_starts_over(tmp_path: Path) -> None
     assert fresh.get_trials() == []
 
 
+def test_a_sweep_resumed_with_other_launch_fields_keeps_its_study(tmp_path: Path) -> None:
+    config = config_of(tmp_path)
+    study, storage = open_study(tmp_path, config)
+    queues.fill_queue(study, config)
+    relaunched = config.with_params(
+        {
+            "execution.launcher": "slurm",
+            "execution.slurm.workers": 16,
+            "execution.devices": "cpu",
+            "execution.workers_per_device": 3,
+        }
+    )
+    resumed = studies.create_or_resume(relaunched, storage)
+    assert len(resumed.get_trials()) == len(study.get_trials()) > 0
+
+
+def test_a_hung_storage_call_counts_as_an_outage(tmp_path: Path, monkeypatch) -> None:
+    from orchestrator import retrying_storage
+
+    config = config_of(tmp_path)
+    _, storage = open_study(tmp_path, config)
+    assert not storage.recently_down(60)
+    monkeypatch.setattr(retrying_storage, "SLOW_CALL_SECONDS", 0.2)
+    inner = storage.inner
+    slow = inner.get_all_studies
+
+    def hung(*args, **kwargs):  # a journal on a stalled filesystem: no error, just late
+        time.sleep(0.4)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(inner, "get_all_studies", hung)
+    storage.get_all_studies()
+    assert storage.recently_down(60)
+
+
 def test_load_study_returns_the_stored_config_and_names_missing_studies(tmp_path: Path) -> None:
     config = config_of(tmp_path)
     _, storage = open_study(tmp_path, config)
