@@ -29,6 +29,7 @@ import torch
 
 import models
 from compression.metrics import count_flops
+from orchestrator import plan
 from orchestrator.config import SweepConfig, load_config, parse_config
 from orchestrator.data import load
 from orchestrator.training import evaluate, train
@@ -107,7 +108,7 @@ def workload(config: SweepConfig) -> Workload:
         trial_steps_high=finetune + cycles[-1] * per_cycle,
         eval_images_low=(cycles[0] + 2) * evaluated,
         eval_images_high=(cycles[-1] + 2) * evaluated,
-        trials=config.total_trials,
+        trials=plan.total_trials(config),
     )
 
 

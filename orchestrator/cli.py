@@ -45,10 +45,10 @@ def _fail(message: str, code: int = USAGE) -> None:
 
 def _check_failures(study: optuna.Study, allow_failures: bool) -> None:
     """Print the trials that failed after their retries, and why; exit 1 unless allowed."""
-    from orchestrator import keys, progress
+    from orchestrator import counts, keys
     from orchestrator.config import describe_params
 
-    failed = progress.failed_for_good(study)
+    failed = counts.failed_for_good(study)
     if not failed:
         return
     for trial in failed:
@@ -125,6 +125,7 @@ def validate(sweep: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from orchestrator import plan
     from orchestrator.config import experiment_hash, load_config
 
     config = load_config(sweep)
@@ -144,7 +145,7 @@ def validate(sweep: Path) -> None:
     objectives = ", ".join(f"{o.direction} {o.metric} at {o.at}" for o in config.search.objective)
     console.print(
         f"sampler {config.search.sampler}, pruner {config.search.pruner}, "
-        f"{config.plan_text()}; objective: {objectives}"
+        f"{plan.describe(config)}; objective: {objectives}"
     )
     from orchestrator.curve import PRUNING_GRID
 
@@ -244,7 +245,7 @@ def sweep(
     submit them as a Slurm job array (--launcher slurm)."""
     from rich.console import Console
 
-    from orchestrator import progress
+    from orchestrator import counts, plan, progress
     from orchestrator import study as studies
     from orchestrator import supervisor as supervisors
     from orchestrator import sweep as sweeps
@@ -289,7 +290,7 @@ def sweep(
     )
     console = Console()
     console.print(
-        f"study '{config.name}' in {prepared.storage_url}: {config.plan_text()} "
+        f"study '{config.name}' in {prepared.storage_url}: {plan.describe(config)} "
         f"({prepared.enqueued} enqueued now); MLflow {prepared.tracking_uri}, "
         f"parent run {prepared.parent_run_id}"
     )
@@ -328,7 +329,7 @@ def sweep(
                     err=True,
                 )
                 sys.exit(INTERRUPTED)
-            left = progress.expected(prepared.study, config) - progress.finished(prepared.study)
+            left = counts.expected(prepared.study, config) - counts.finished(prepared.study)
             if left > 0:
                 console.print(progress.summary(prepared.study))
                 _fail(
@@ -346,7 +347,7 @@ def sweep(
     if interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(INTERRUPTED)
-    if failed and progress.finished(prepared.study) < progress.expected(prepared.study, config):
+    if failed and counts.finished(prepared.study) < counts.expected(prepared.study, config):
         _fail(
             f"{failed} worker process(es) exited with an error; the study is not finished",
             TRIALS_FAILED,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -27,10 +26,9 @@ from pydantic import (
 )
 
 import models
+from orchestrator import plan
 
 __all__ = [
-    "ALDS_RATE",
-    "PRUNE_FRACTION",
     "AldsConfig",
     "ConfigError",
     "DatasetConfig",
@@ -52,11 +50,6 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-
-# The seed's two knobs, by the dotted path a search space, a trial's params and MLflow use.
-ALDS_RATE = "alds.rate"
-PRUNE_FRACTION = "imp.prune_fraction"
 
 
 class ConfigError(ValueError):
@@ -444,88 +437,18 @@ class SweepConfig(_Section):
                     raise ValueError(f"search.enqueue names '{path}', which is not in search.space")
         return self
 
-    def _value_at(self, path: str) -> Any:
+    @model_validator(mode="after")
+    def _runnable_plan(self) -> SweepConfig:
+        if set(self.search.space) <= set(flatten(self)):  # else _check_space names the path
+            plan.check(self)
+        return self
+
+    def value_at(self, path: str) -> Any:
+        """The value of the field at a dotted path (``alds.rate``)."""
         node: Any = self
         for key in path.split("."):
             node = getattr(node, key)
         return node
-
-    def fixed_configurations(self) -> list[dict[str, Any]]:
-        """The configurations enqueued before any is sampled, each run once per seed.
-
-        Each maps every searched path to a value: the user's ``search.enqueue`` entries (paths
-        they leave out take the config's own value), then the IMP-only baseline at the config's
-        own values, then, for the grid sampler, every grid point; then the IMP-only twin
-        (:meth:`twin_of`) of every ALDS configuration among them. The baseline and the twins
-        come when ``alds.rate`` is searched and ``search.enqueue_baseline`` is on. Duplicates
-        are dropped.
-        """
-        defaults = {path: self._value_at(path) for path in self.search.space}
-        entries = [{**defaults, **entry} for entry in self.search.enqueue]
-        pairs = self.search.enqueue_baseline and ALDS_RATE in self.search.space
-        if pairs:
-            entries.append({**defaults, ALDS_RATE: 0.0})
-        if self.search.sampler == "grid":
-            entries += [dict(zip(self.search.space, point, strict=True)) for point in self._grid()]
-        if pairs:
-            # An IMP-only configuration is its own twin: the fields that mean nothing without
-            # ALDS take the twin's values, so a grid over them runs the baseline once.
-            entries = [self.twin_of(e) if e[ALDS_RATE] == 0 else e for e in entries]
-            entries += [self.twin_of(entry) for entry in entries if entry[ALDS_RATE] > 0]
-        unique: dict[str, dict[str, Any]] = {}
-        for entry in entries:
-            unique.setdefault(json.dumps(entry, sort_keys=True), entry)
-        return list(unique.values())
-
-    def twin_of(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The searched parameters of the IMP-only twin of a configuration: ``alds.rate`` 0,
-        every IMP and training field the same, so the two differ by ALDS alone.
-
-        The other searched ``alds.*`` fields mean nothing without ALDS and take one value for
-        every twin (the config's own, or the first in their space), so configurations that
-        differ only there share one twin; ``alds.finetune_epochs`` stays, since both arms of
-        a comparison get the same training.
-        """
-        twin = dict(params)
-        for path, space in self.search.space.items():
-            if path == ALDS_RATE:
-                twin[path] = 0.0
-            elif path.startswith("alds.") and path != "alds.finetune_epochs":
-                own = self._value_at(path)
-                inside = (
-                    own in space.choices
-                    if space.choices is not None
-                    else space.low <= own <= space.high
-                )
-                twin[path] = (
-                    own
-                    if inside
-                    else (space.choices[0] if space.choices is not None else space.low)
-                )
-        return twin
-
-    def _grid(self) -> list[tuple[Any, ...]]:
-        axes = []
-        for path, space in self.search.space.items():
-            if space.choices is not None:
-                axes.append(list(space.choices))
-            elif space.step is None:
-                raise ValueError(
-                    f"search.space.{path}: the grid sampler needs 'choices' or a 'step'"
-                )
-            else:
-                count = round((space.high - space.low) / space.step) + 1
-                axes.append([round(space.low + i * space.step, 10) for i in range(count)])
-        return list(itertools.product(*axes)) if axes else []
-
-    @property
-    def total_trials(self) -> int:
-        """Trials the study runs in all: ``search.n_trials`` or, for a grid, the whole grid."""
-        if self.search.n_trials is not None:
-            return self.search.n_trials
-        fixed = len(self.fixed_configurations())
-        configurations = fixed if self.search.sampler == "grid" else max(fixed, 10)
-        return configurations * len(self.seeds)
 
     def warnings(self) -> list[str]:
         """Choices that are allowed but that a reader of the results must know about."""
@@ -541,86 +464,6 @@ class SweepConfig(_Section):
                 "(docs/imp.md). Prefer alds or compressed"
             )
         return found
-
-    @property
-    def most_sampled_twins(self) -> int:
-        """The most IMP-only twins the sampled configurations can add to :attr:`total_trials`
-        (one per seed for each, when its schedule has none yet)."""
-        if self.search.sampler == "grid" or not self.search.enqueue_baseline:
-            return 0
-        if ALDS_RATE not in self.search.space:
-            return 0
-        sampled = self.total_trials // len(self.seeds) - len(self.fixed_configurations())
-        return max(sampled, 0) * len(self.seeds)
-
-    def plan_text(self) -> str:
-        """The trials a sweep runs, as its start and ``validate`` print it."""
-        extra = self.most_sampled_twins
-        twins = f" (+ up to {extra} IMP-only twins of sampled configurations)" if extra else ""
-        return f"{self.total_trials} trials{twins}"
-
-    @model_validator(mode="after")
-    def _fixed_inside_space(self) -> SweepConfig:
-        if not set(self.search.space) <= set(flatten(self)):
-            return self  # unknown paths are reported, with suggestions, by _check_space
-        defaults = {path: self._value_at(path) for path in self.search.space}
-        entries = [
-            (f"search.enqueue[{i}]", {**defaults, **e}) for i, e in enumerate(self.search.enqueue)
-        ]
-        if self.search.enqueue_baseline and ALDS_RATE in self.search.space:
-            entries.append(("search.enqueue_baseline", {**defaults, ALDS_RATE: 0.0}))
-            entries += [
-                ("search.enqueue_baseline", self.twin_of(entry))
-                for _, entry in list(entries)
-                if isinstance(entry[ALDS_RATE], int | float) and entry[ALDS_RATE] > 0
-            ]
-        for where, entry in entries:
-            for path, value in entry.items():
-                space = self.search.space[path]
-                inside = (
-                    value in space.choices
-                    if space.choices is not None
-                    else isinstance(value, int | float) and space.low <= value <= space.high
-                )
-                if not inside:
-                    hint = ""
-                    if where == "search.enqueue_baseline":
-                        hint = (
-                            " (let the space include 0.0, or set enqueue_baseline: false)"
-                            if path == ALDS_RATE
-                            else f" (the baseline takes the config's {path}: set it inside the "
-                            "range, or set enqueue_baseline: false)"
-                        )
-                    raise ValueError(
-                        f"{where}: {path} = {value!r} lies outside search.space.{path}{hint}"
-                    )
-        return self
-
-    @model_validator(mode="after")
-    def _trial_budget(self) -> SweepConfig:
-        if not set(self.search.space) <= set(flatten(self)):
-            return self  # unknown paths are reported, with suggestions, by _check_space
-        fixed = len(self.fixed_configurations())
-        seeds = len(self.seeds)
-        n_trials = self.search.n_trials
-        if n_trials is None:
-            return self
-        if n_trials % seeds:
-            raise ValueError(
-                f"search.n_trials ({n_trials}) must be a multiple of the {seeds} seeds: every "
-                "configuration runs once per seed"
-            )
-        if n_trials < fixed * seeds:
-            raise ValueError(
-                f"search.n_trials ({n_trials}) is smaller than the {fixed} enqueued "
-                f"configurations x {seeds} seeds = {fixed * seeds}"
-            )
-        if self.search.sampler == "grid" and n_trials != fixed * seeds:
-            raise ValueError(
-                f"search.n_trials ({n_trials}) must equal the grid's {fixed} configurations x "
-                f"{seeds} seeds = {fixed * seeds}, or be left out"
-            )
-        return self
 
 
 # --------------------------------------------------------------------------- loading

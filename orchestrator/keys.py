@@ -29,7 +29,7 @@ TRIAL_FAIL_REASON = "fail_reason"
 TRIAL_ARM = "arm"  # ARM_BASELINE or ARM_ALDS: the label optuna-dashboard shows
 TRIAL_RUN_URL = "mlflow_run_url"  # a link to the trial's run, where MLflow is an HTTP server
 TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's IMP-only twin's run (twins.py)
-TRIAL_SLURM_TASK = "slurm_task"  # the Slurm array task running it ("<job>_<task>")
+TRIAL_TASK = "slurm_task"  # the launcher's task running it (a Slurm array task "<job>_<task>")
 
 # trial system attributes
 

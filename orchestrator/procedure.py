@@ -23,7 +23,7 @@ from torch import nn
 import models
 from compression import alds, imp, metrics
 from orchestrator import data as datasets
-from orchestrator import keys
+from orchestrator import keys, plan
 from orchestrator.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
 from orchestrator.cache import load as load_checkpoint
 from orchestrator.config import Objective, SweepConfig
@@ -361,7 +361,7 @@ class _Phases:
     def alds(self) -> None:
         """Step 1: ALDS at the trial's rate, then the fine-tuning every arm gets."""
         config = self.config
-        if config.alds.rate > 0:
+        if plan.is_alds(config.alds.rate):
             self.model, self.progress.plan = alds.compress(
                 self.model,
                 config.alds.rate,

@@ -27,8 +27,8 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys
-from orchestrator.config import ALDS_RATE, SweepConfig
+from orchestrator import keys, plan
+from orchestrator.config import SweepConfig
 from orchestrator.retrying_storage import LONGEST_PAUSE_SECONDS
 
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
@@ -59,12 +59,12 @@ def fill_queue(study: optuna.Study, config: SweepConfig) -> int:
         return 0
     added = 0
     seeds = config.seeds
-    fixed = config.fixed_configurations()
+    fixed = plan.fixed_configurations(config)
     for params in fixed:
         for seed in seeds:
             study.enqueue_trial(params, user_attrs={keys.TRIAL_SEED: seed})
             added += 1
-    for slot in range(config.total_trials // len(seeds) - len(fixed)):
+    for slot in range(plan.total_trials(config) // len(seeds) - len(fixed)):
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
@@ -107,7 +107,7 @@ def suggest(
 
     A freshly sampled trial (a placeholder) enqueues the same parameters at the other seeds,
     and, when it is an ALDS configuration, its IMP-only twin at every seed that lacks one
-    (:meth:`SweepConfig.twin_of`). ``lock`` (the storage's creation lock) is held while the
+    (:func:`plan.twin_of`). ``lock`` (the storage's creation lock) is held while the
     twins are looked for and enqueued, so two workers that sample the same schedule at once
     enqueue its twin once.
     """
@@ -126,9 +126,9 @@ def suggest(
             trial.study.enqueue_trial(
                 params, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_REPEAT_OF: trial.number}
             )
-        if config.search.enqueue_baseline and params.get(ALDS_RATE, 0.0) > 0:
+        if config.search.enqueue_baseline and plan.is_alds(plan.rate_of(config, params)):
             with lock():
-                _enqueue_twins(trial, config.twin_of(params), config.seeds)
+                _enqueue_twins(trial, plan.twin_of(config, params), config.seeds)
         trial.set_user_attr(keys.TRIAL_REPEATS_ENQUEUED, True)
     return params
 
@@ -161,7 +161,7 @@ def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None
         if len(history) > max_retries:
             return False
     # What belonged to the try that ran, not to the trial: its worker's Slurm task and beats.
-    user_attrs = {k: v for k, v in failed.user_attrs.items() if k != keys.TRIAL_SLURM_TASK}
+    user_attrs = {k: v for k, v in failed.user_attrs.items() if k != keys.TRIAL_TASK}
     system_attrs = {k: v for k, v in failed.system_attrs.items() if k != keys.TRIAL_HEARTBEAT}
     study.add_trial(
         optuna.trial.create_trial(

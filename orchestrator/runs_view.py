@@ -16,7 +16,7 @@ import urllib.parse
 from collections.abc import Sequence
 
 from orchestrator import keys
-from orchestrator.config import ALDS_RATE
+from orchestrator.plan import ALDS_RATE
 
 __all__ = [
     "CHART_SECTION",

@@ -219,7 +219,7 @@ def cancel_and_requeue(
     ours = tuple(f"{job}_" for job in jobs)
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        task = trial.user_attrs.get(keys.TRIAL_SLURM_TASK, "")
+        task = trial.user_attrs.get(keys.TRIAL_TASK, "")
         if (task in jobs or task.startswith(ours)) and queue.fail_and_requeue(
             study, trial, CANCELLED_REASON, max_retries=None, on_failed=tracking.close_trial_run
         ):

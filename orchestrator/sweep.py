@@ -145,7 +145,7 @@ def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
     figures and the final counts to the parent run and end it. The workers that exit after
     the last trial has finished do it (the first one or two, as they notice)."""
     parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
-    if parent is None or progress.finished(study) < progress.expected(study, config):
+    if parent is None or counts.finished(study) < counts.expected(study, config):
         return  # a worker that runs out of queue while others still run trials
     tracker = tracking.SweepTracker(
         tracking_uri, config, experiment_id=study.user_attrs.get(keys.STUDY_EXPERIMENT_ID)
@@ -158,7 +158,7 @@ def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
 
 def _close(summarize: _Summary, prepared: Prepared, config: SweepConfig) -> None:
     summarize.log_comparison()
-    if progress.finished(prepared.study) >= progress.expected(prepared.study, config):
+    if counts.finished(prepared.study) >= counts.expected(prepared.study, config):
         summarize.tracker.end_parent_run(prepared.parent_run_id)
 
 
@@ -202,7 +202,7 @@ class _Summary:
         (replacing the last ones); nothing when no trial has finished since."""
         from orchestrator import report
 
-        finished = progress.finished(self.prepared.study)
+        finished = counts.finished(self.prepared.study)
         if finished == self.finished:
             return
         self.figures_at = time.monotonic()

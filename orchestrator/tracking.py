@@ -26,10 +26,8 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from orchestrator import keys, runs_view, workspace
+from orchestrator import keys, plan, runs_view, workspace
 from orchestrator.config import (
-    ALDS_RATE,
-    PRUNE_FRACTION,
     ConfigError,
     SweepConfig,
     config_hash,
@@ -37,7 +35,7 @@ from orchestrator.config import (
     flatten,
 )
 from orchestrator.outbox import PENDING, Outbox
-from orchestrator.progress import finished_count
+from orchestrator.counts import finished_count
 
 if TYPE_CHECKING:
     import optuna
@@ -136,19 +134,13 @@ def resolve_pending(
     return {n: created.get(n, r) if r and r.startswith(PENDING) else r for n, r in runs.items()}
 
 
-def arm(trial_config: SweepConfig) -> str:
-    """``baseline`` for IMP only (ALDS rate 0), else ``alds``."""
-    return keys.ARM_ALDS if trial_config.alds.rate > 0 else keys.ARM_BASELINE
-
-
 def trial_run_name(trial_config: SweepConfig, params: Mapping[str, Any], seed: int) -> str:
     """What a trial is, as its run's name: ``ALDS 0.3 · prune 0.2 · seed 1`` or
     ``IMP only · prune 0.2 · seed 1``, other searched fields by their last name."""
-    rate = trial_config.alds.rate
-    parts = [f"ALDS {rate:g}" if rate > 0 else "IMP only"]
+    parts = [plan.arm_label(trial_config.alds.rate)]
     parts.append(f"prune {trial_config.imp.prune_fraction:g}")
     for path, value in params.items():
-        if path not in (ALDS_RATE, PRUNE_FRACTION):
+        if path not in (plan.ALDS_RATE, plan.PRUNE_FRACTION):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             parts.append(f"{path.rsplit('.', 1)[-1]} {shown}")
     parts.append(f"seed {seed}")
@@ -161,7 +153,7 @@ def sweep_description(config: SweepConfig, experiment_id: str | None = None) -> 
     lines = [
         f"**{config.name}**: does ALDS before IMP keep more accuracy than IMP alone at equal "
         f"sparsity, and at which ALDS rate? {config.model} on {config.dataset.name}, "
-        f"{config.total_trials} trials over {len(config.seeds)} seed(s), "
+        f"{plan.total_trials(config)} trials over {len(config.seeds)} seed(s), "
         f"{config.search.sampler} sampler.",
         "",
         "Searched:",
@@ -190,7 +182,7 @@ def trial_description(trial_config: SweepConfig) -> str:
     finetune = f", then {epochs:g} fine-tuning epoch(s)" if epochs else ""
     compressed = (
         f"ALDS at rate {alds.rate:g} ({alds.mode} mode){finetune}"
-        if alds.rate > 0
+        if plan.is_alds(alds.rate)
         else f"no ALDS (the IMP-only baseline){finetune}"
     )
     imp = trial_config.imp
@@ -403,7 +395,7 @@ class SweepTracker:
             keys.TAG_TRIAL_NUMBER: trial_number,
             keys.TAG_SEED: seed,
             keys.TAG_HOST: socket.gethostname(),
-            keys.TAG_ARM: arm(trial_config),
+            keys.TAG_ARM: plan.arm(trial_config.alds.rate),
             keys.TAG_CONFIG: describe_params(params) or "default",
             keys.TAG_NOTE: trial_description(trial_config),
             **_source_tags(self.config),

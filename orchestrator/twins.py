@@ -1,5 +1,5 @@
 """Paired trials: an ALDS trial's twin is the IMP-only trial (ALDS rate 0) with the same seed
-and the parameters :meth:`SweepConfig.twin_of` gives (the same IMP schedule and training), so
+and the parameters :func:`plan.twin_of` gives (the same IMP schedule and training), so
 the two differ only by ALDS. The queue enqueues the twins; this module links their runs."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys
-from orchestrator.config import ALDS_RATE, SweepConfig
+from orchestrator import keys, plan
+from orchestrator.config import SweepConfig
 from orchestrator.outbox import PENDING
 
 __all__ = ["link"]
@@ -24,12 +24,12 @@ _PREFERENCE = {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
 
 def _key(trial: FrozenTrial, config: SweepConfig) -> tuple[Any, str]:
     """What a trial shares with its twin: the seed and the twin's parameters."""
-    params = trial.params if _rate(trial, config) == 0 else config.twin_of(trial.params)
+    params = plan.twin_of(config, trial.params) if _alds(trial, config) else trial.params
     return (trial.user_attrs.get(keys.TRIAL_SEED), json.dumps(params, sort_keys=True))
 
 
-def _rate(trial: FrozenTrial, config: SweepConfig) -> float:
-    return float(trial.params.get(ALDS_RATE, config.alds.rate))
+def _alds(trial: FrozenTrial, config: SweepConfig) -> bool:
+    return plan.is_alds(plan.rate_of(config, trial.params))
 
 
 def _run_id(trial: FrozenTrial) -> str | None:
@@ -69,15 +69,15 @@ def link(
         return {}
     key = _key(current, config)
     same = [t for t in trials if _key(t, config) == key]
-    baselines = [t for t in same if _rate(t, config) == 0]
+    baselines = [t for t in same if not _alds(t, config)]
     if not baselines:
         return {}
     baseline = baselines[-1]  # the most preferred
     baseline_run = str(_run_id(baseline))
-    if _rate(current, config) > 0:
+    if _alds(current, config):
         pairs = {str(_run_id(current)): baseline_run}
     elif current.number == baseline.number:
-        pairs = {str(_run_id(t)): baseline_run for t in same if _rate(t, config) > 0}
+        pairs = {str(_run_id(t)): baseline_run for t in same if _alds(t, config)}
     else:
         pairs = {}
     for alds_run, baseline_run in pairs.items():

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import curve, keys, queue, slurm, tracking, twins, workspace
+from orchestrator import curve, keys, plan, queue, slurm, tracking, twins, workspace
 from orchestrator import data as datasets
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
@@ -147,14 +147,14 @@ class Worker:
         )
         # Overwritten on a retry: the copy carries the failed trial's user attributes.
         trial.set_user_attr(keys.TRIAL_RUN_ID, run.run_id)
-        trial.set_user_attr(keys.TRIAL_ARM, tracking.arm(trial_config))
+        trial.set_user_attr(keys.TRIAL_ARM, plan.arm(trial_config.alds.rate))
         url = self.tracker.run_url(run.run_id)
         if url:
             trial.set_user_attr(keys.TRIAL_RUN_URL, url)
         trial.set_user_attr(keys.TRIAL_WORKER, self.label)
         trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
         if self.slurm_task:
-            trial.set_user_attr(keys.TRIAL_SLURM_TASK, self.slurm_task)
+            trial.set_user_attr(keys.TRIAL_TASK, self.slurm_task)
         self._link_twins(trial, run)
         progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
         if progress_file.exists():

@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import keys, runs_view
-from orchestrator.config import ALDS_RATE
+from orchestrator.plan import ALDS_RATE
 
 TAG_ROLE = keys.TAG_ROLE
 RATE_PARAM = ALDS_RATE

@@ -9,6 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator import plan
 from orchestrator.config import (
     ConfigError,
     SweepConfig,
@@ -64,10 +65,10 @@ def test_alds_rate_sweep_describes_the_seed_experiment() -> None:
     assert config.alds.mode == "project"
     # Only the ALDS rate varies: every configuration's twin is the grid's rate-0 point.
     assert list(config.search.space) == ["alds.rate"]
-    fixed = config.fixed_configurations()
+    fixed = plan.fixed_configurations(config)
     assert fixed == [{"alds.rate": r} for r in (0.0, 0.2, 0.4, 0.6, 0.8)]
-    assert all(config.twin_of(entry) in fixed for entry in fixed)
-    assert config.total_trials == 15 and config.most_sampled_twins == 0
+    assert all(plan.twin_of(config, entry) in fixed for entry in fixed)
+    assert plan.total_trials(config) == 15 and plan.most_sampled_twins(config) == 0
 
 
 def test_every_alds_configuration_gets_its_imp_only_twin(tmp_path: Path) -> None:
@@ -88,8 +89,8 @@ def test_every_alds_configuration_gets_its_imp_only_twin(tmp_path: Path) -> None
     ours = {"alds.rate": 0.3, "alds.mode": "factorize", "imp.prune_fraction": 0.25}
     # The same schedule at rate 0; the ALDS mode means nothing there and takes one value.
     twin = {"alds.rate": 0.0, "alds.mode": "project", "imp.prune_fraction": 0.25}
-    assert config.twin_of(ours) == twin
-    assert config.fixed_configurations() == [
+    assert plan.twin_of(config, ours) == twin
+    assert plan.fixed_configurations(config) == [
         ours,
         {"alds.rate": 0.0, "alds.mode": "project", "imp.prune_fraction": 0.2},
         twin,
@@ -295,7 +296,7 @@ def test_baseline_outside_the_space_is_refused(tmp_path: Path) -> None:
     ok = (
         "name: x\nsearch:\n  enqueue_baseline: false\n  space: {alds.rate: {choices: [0.3, 0.6]}}\n"
     )
-    assert load_config(write(tmp_path, ok)).fixed_configurations() == []
+    assert plan.fixed_configurations(load_config(write(tmp_path, ok))) == []
 
 
 def test_trial_budget_rules(tmp_path: Path) -> None:
@@ -315,5 +316,5 @@ def test_trial_budget_rules(tmp_path: Path) -> None:
             " space: {alds.rate: {low: 0, high: 0.4, step: 0.2}}}\n",
         )
     )
-    assert grid.total_trials == 6
-    assert load_config(write(tmp_path, "name: x\nseeds: [0, 1, 2]\n")).total_trials == 30
+    assert plan.total_trials(grid) == 6
+    assert plan.total_trials(load_config(write(tmp_path, "name: x\nseeds: [0, 1, 2]\n"))) == 30

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from orchestrator import plan
 from orchestrator.config import load_config
 from tests.conftest import orchestrate, write_sweep
 
@@ -61,7 +62,11 @@ def test_published_sweep_runs_and_reports_in_miniature(name: str, tmp_path: Path
     trials = pd.read_csv(output / "trials.csv")
     config = load_config(path)
     # A sampled sweep runs the IMP-only twins of its sampled configurations on top.
-    assert config.total_trials <= len(trials) <= config.total_trials + config.most_sampled_twins
+    assert (
+        plan.total_trials(config)
+        <= len(trials)
+        <= plan.total_trials(config) + plan.most_sampled_twins(config)
+    )
     assert set(trials["state"]) == {"COMPLETE"}
     # Every trial pruned until the target and stopped at the first step that reached it.
     steps = pd.read_csv(output / "steps.csv").sort_values(["trial", "step"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import progress
+from orchestrator import counts, plan
 from orchestrator import queue as queues
 from orchestrator import study as studies
 from orchestrator.config import parse_config
@@ -27,7 +27,7 @@ def test_queue_holds_every_trial_and_repeats_each_configuration_per_seed(tmp_pat
     # Each sampled ALDS configuration brought its IMP-only twin at both seeds.
     twins = [t for t in trials if "twin_of" in t.user_attrs]
     assert len(twins) == 4
-    assert len(trials) == config.total_trials + 4 == progress.expected(study, config) == 10
+    assert len(trials) == plan.total_trials(config) + 4 == counts.expected(study, config) == 10
     assert all(t.state == TrialState.COMPLETE for t in trials)
     seeds_by_params: dict[tuple, list[int]] = {}
     for trial in trials:
@@ -55,7 +55,7 @@ def test_grid_sampler_enqueues_the_whole_grid(tmp_path: Path) -> None:
             "execution": {"workspace": str(tmp_path)},
         }
     )
-    assert config.total_trials == 12
+    assert plan.total_trials(config) == 12
     study, storage = open_study(tmp_path, config)
     queues.fill_queue(study, config)
     trials = drain(study, storage, config)

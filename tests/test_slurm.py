@@ -181,7 +181,7 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
 
     queue.fill_queue(study, config)
     trial, _ = queue.claim_trial(study)
-    trial.set_user_attr(keys.TRIAL_SLURM_TASK, "17_0")
+    trial.set_user_attr(keys.TRIAL_TASK, "17_0")
     os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
     try:
         with queue.Heartbeat(storage, trial):
@@ -200,7 +200,7 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
     # The retry carries the trial, not its dead try: no old beat (it would look stale the
     # moment it is claimed), no Slurm task (cancel would requeue it while it runs elsewhere).
     assert keys.TRIAL_HEARTBEAT not in retry[0].system_attrs
-    assert keys.TRIAL_SLURM_TASK not in retry[0].user_attrs
+    assert keys.TRIAL_TASK not in retry[0].user_attrs
     claimed = [queue.claim_trial(study)[0].number for _ in range(2)]  # trial 1, then the retry
     assert claimed[-1] == retry[0].number
     os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
@@ -292,7 +292,7 @@ def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
     assert [t.user_attrs[keys.TRIAL_FAIL_REASON] for t in killed] == [
         "worker stopped sending heartbeats"
     ]
-    assert len({t.user_attrs[keys.TRIAL_SLURM_TASK] for t in trials}) == 2
+    assert len({t.user_attrs[keys.TRIAL_TASK] for t in trials}) == 2
     # The batch script is in the workspace; status shows the tasks next to the trials.
     config = parse_config(document)
     assert workspace.batch_script(config).read_text().startswith("#!/bin/bash")

@@ -30,6 +30,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from orchestrator import plan
 from orchestrator.config import load_config
 from tests.conftest import free_port, orchestrate, stop_process_group, tiny_sweep, write_sweep
 from tests.test_compose import argv, load_compose
@@ -236,11 +237,11 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
         for result in finished:
             assert result.returncode == 0, result.stderr[-3000:]
         ran = [int(re.search(r"worker done: (\d+) trial", r.stdout)[1]) for r in finished]
-        assert sum(ran) == config.total_trials == 3
+        assert sum(ran) == plan.total_trials(config) == 3
 
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials()
-        assert [t.state for t in trials] == [TrialState.COMPLETE] * config.total_trials
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * plan.total_trials(config)
         assert sorted(t.params["alds.rate"] for t in trials) == [0.0, 0.25, 0.5]
 
         # What the MLflow UI shows, read through the server's REST API.
@@ -282,4 +283,4 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             listed = _json(f"{uri}/api/2.0/mlflow/artifacts/list?run_id={run_id}")["files"]
             assert "curve.csv" in {entry["path"] for entry in listed}
         # Artifacts went through the server into its destination (a volume in the stack).
-        assert len(list(artifacts.rglob("curve.csv"))) == config.total_trials
+        assert len(list(artifacts.rglob("curve.csv"))) == plan.total_trials(config)

@@ -8,13 +8,14 @@ the tables (``tables``) and draws the figures (``figures``); :func:`write` rende
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import optuna
 
-from orchestrator import keys
+from orchestrator import keys, plan
 from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.progress import count_states
+from orchestrator.counts import count_states
 from orchestrator.report import tables
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.render import present, write
@@ -90,7 +91,7 @@ def build(
     listed["config"] = [config_label(row, params) for _, row in listed.iterrows()]
     complete = steps[steps["state"] == "COMPLETE"]
     curves = tables.curve_table(complete, params)
-    pairs = tables.baseline_pairs(curves, params, config.twin_of)
+    pairs = tables.baseline_pairs(curves, params, functools.partial(plan.twin_of, config))
     versus = tables.versus_baseline(complete, pairs)
     layers = tables.layer_table(complete, pairs)
     magnitudes = tables.magnitude_table(complete, pairs)

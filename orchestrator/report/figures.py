@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from orchestrator import plan
 from orchestrator.report.schema import FRACTION, RATE, TOLERANCE, FigureSpec, param_text
 
 __all__ = [
@@ -107,8 +108,8 @@ def plot_accuracy_vs_remaining(
         x = 100 * curve["remaining_mean"].to_numpy(float)
         y = 100 * curve["accuracy_mean"].to_numpy(float)
         spread = 100 * curve["accuracy_std"].fillna(0).to_numpy(float)
-        baseline = head[RATE] == 0
-        label = "IMP only (baseline)" if baseline else f"ALDS rate {head[RATE]:g} + IMP"
+        baseline = not plan.is_alds(head[RATE])
+        label = f"{plan.IMP_ONLY} (baseline)" if baseline else f"{plan.arm_label(head[RATE])} + IMP"
         if others:
             label += f" ({_others_label(head, others)})"
         color = "black" if baseline else colors[float(head[RATE])]
@@ -128,7 +129,8 @@ def plot_accuracy_vs_remaining(
             axis.fill_between(x, y - spread, y + spread, color=color, alpha=0.12, linewidth=0)
     _dense_lines(axis, curves)
     _accuracy_against_remaining(axis)
-    reference = curves[curves[RATE] == 0] if (curves[RATE] == 0).any() else curves
+    imp_only = ~plan.is_alds(curves[RATE])
+    reference = curves[imp_only] if imp_only.any() else curves
     _remaining_ticks(axis, 100 * reference["remaining_mean"])
     axis.set_title(title or "Accuracy against remaining weights")
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))

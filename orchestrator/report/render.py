@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from orchestrator import plan
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.schema import (
     NUMERIC,
@@ -109,7 +110,7 @@ def _arm_labels(report: Report) -> Mapping[str, str]:
     others = [p for p in report.params if p != RATE]
     labels = {}
     for _, row in curves.drop_duplicates("config").iterrows():
-        text = f"ALDS {row[RATE]:g}" if row[RATE] > 0 else "IMP only"
+        text = plan.arm_label(row[RATE])
         if others:
             text += " (" + ", ".join(f"{p}={param_text(row[p])}" for p in others) + ")"
         labels[row["config"]] = text

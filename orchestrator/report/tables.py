@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from orchestrator import keys
+from orchestrator import keys, plan
 from orchestrator.curve import value_at_sparsity
 from orchestrator.report.schema import (
     METRICS,
@@ -130,7 +130,7 @@ def baseline_pairs(
     """For each ALDS configuration, its IMP-only twin's configuration, where one ran.
 
     ``configs`` has a ``config`` column, the parameters and ``alds.rate``; ``twin_of`` is the
-    sweep's :meth:`SweepConfig.twin_of`. A configuration is compared only with its twin (the
+    sweep's :func:`plan.twin_of`. A configuration is compared only with its twin (the
     same IMP schedule, the same training): never with a baseline of another schedule. One
     whose twin is missing is left out (:func:`report_notes` names it).
     """
@@ -140,9 +140,11 @@ def baseline_pairs(
     def key(values: Mapping[str, Any]) -> str:
         return json.dumps({p: plain(values[p]) for p in searched}, sort_keys=True)
 
-    baselines = {key(row): row["config"] for _, row in unique[unique[RATE] == 0].iterrows()}
+    baselines = {
+        key(row): row["config"] for _, row in unique[~plan.is_alds(unique[RATE])].iterrows()
+    }
     pairs = {}
-    for _, row in unique[unique[RATE] != 0].iterrows():
+    for _, row in unique[plan.is_alds(unique[RATE])].iterrows():
         twin = baselines.get(key(twin_of({p: plain(row[p]) for p in searched})))
         if twin is not None:
             pairs[row["config"]] = twin
@@ -163,6 +165,7 @@ def _std(values: pd.Series) -> float:
 
 
 CONFIDENCE = 0.95
+ALDS_PLUS_IMP = "ALDS + IMP"  # the role of an ALDS configuration in the summary
 
 
 def paired_interval(differences: pd.Series) -> tuple[float, float]:
@@ -362,7 +365,7 @@ def summary_table(
             {
                 "config": config,
                 **{p: row[p] for p in fields if p in row},
-                "role": "IMP only" if row.get(RATE, math.nan) == 0 else "ALDS + IMP",
+                "role": ALDS_PLUS_IMP if plan.is_alds(row.get(RATE, math.nan)) else plan.IMP_ONLY,
                 "baseline": pairs.get(config),
                 "n": row["n"],
                 "final_step": row["step"],
@@ -381,7 +384,7 @@ def summary_table(
         )
     table = pd.DataFrame(rows).merge(within, on="config", how="left")
     table["verdict"] = [
-        verdict(low, high) if role != "IMP only" else ""
+        verdict(low, high) if role == ALDS_PLUS_IMP else ""
         for low, high, role in zip(
             table["difference_ci_low"], table["difference_ci_high"], table["role"], strict=True
         )
@@ -552,13 +555,15 @@ def report_notes(
     if curves.empty:
         notes.append("no trial is complete yet: the aggregate tables are empty")
         return notes
-    unpaired = sorted(c for c in curves.loc[curves[RATE] != 0, "config"].unique() if c not in pairs)
+    unpaired = sorted(
+        c for c in curves.loc[plan.is_alds(curves[RATE]), "config"].unique() if c not in pairs
+    )
     if unpaired:
         notes.append(
             f"{len(unpaired)} ALDS configuration(s) without a complete IMP-only twin (same "
             f"schedule and seed), not compared: {', '.join(unpaired)}"
         )
-    if (curves[RATE] == 0).all():
+    if not plan.is_alds(curves[RATE]).any():
         notes.append("every configuration is IMP only (alds.rate 0): nothing to compare")
     return notes
 

@@ -1,0 +1,81 @@
+"""How far a sweep's study is: trials by state, finished, expected, failed for good.
+
+Read by the live display, the launchers (is the study finished?), tracking (the parent run's
+counts) and the report; every count reads the study alone, in one pass where it can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator import keys, plan
+from orchestrator.config import SweepConfig
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+__all__ = [
+    "FINISHED",
+    "count_states",
+    "expected",
+    "failed_for_good",
+    "finished",
+    "finished_count",
+    "twins",
+]
+
+
+def count_states(states: Iterable[str]) -> dict[str, int]:
+    """How many of ``states`` (trial state names) are in each state, every state present."""
+    counts = {state.name: 0 for state in TrialState}
+    for state in states:
+        counts[state] += 1
+    return counts
+
+
+def finished_count(counts: dict[str, int]) -> int:
+    """How many trials of :func:`count_states`' counts are in an end state."""
+    return sum(counts[state.name] for state in FINISHED)
+
+
+def expected(study: optuna.Study, config: SweepConfig) -> int:
+    """How many trials the sweep runs: its own, and the IMP-only twins of sampled ones."""
+    return plan.total_trials(config) + twins(study.get_trials(deepcopy=False))
+
+
+def twins(trials: Iterable[FrozenTrial]) -> int:
+    """The twins enqueued for sampled trials (their retries not counted again)."""
+    return sum(
+        1
+        for t in trials
+        if keys.TRIAL_TWIN_OF in t.user_attrs and keys.TRIAL_FAILED_TRIAL not in t.system_attrs
+    )
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that reached an end state (a failed trial that is retried counts once)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    return sum(
+        1
+        for t in trials
+        if t.state in FINISHED and not (t.state == TrialState.FAIL and t.number in retried)
+    )
+
+
+def failed_for_good(study: optuna.Study) -> list[FrozenTrial]:
+    """The FAIL trials that no retry follows: they failed after their last retry."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    return [t for t in trials if t.state == TrialState.FAIL and t.number not in retried]
+
+
+def _retried(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that a retry repeats."""
+    return {
+        t.system_attrs[keys.TRIAL_FAILED_TRIAL]
+        for t in trials
+        if keys.TRIAL_FAILED_TRIAL in t.system_attrs
+    }

@@ -1,0 +1,240 @@
+"""What a sweep asks for: its configurations, the IMP-only twin of each, the grid, the budget.
+
+A configuration maps every searched path (``alds.rate``, ``imp.prune_fraction``, ...) to a
+value and runs once per seed. The seed's question pairs each ALDS configuration with its twin:
+the same configuration at ALDS rate 0 (plain IMP), the same schedule, training and seed, so
+the two differ by ALDS alone. Whether a rate means ALDS, and how an arm is named, is decided
+here once (:func:`is_alds`, :func:`arm`, :func:`arm_label`) for the queue, the worker, tracking
+and the report.
+
+The schema (:mod:`orchestrator.config`) validates a sweep with :func:`check`; this module
+reads the config only through its fields and ``value_at``, and imports no other part of the
+orchestrator but :mod:`orchestrator.keys`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import keys
+
+if TYPE_CHECKING:
+    from orchestrator.config import SweepConfig
+
+# The seed's two knobs, by the dotted path a search space, a trial's params and MLflow use.
+ALDS_RATE = "alds.rate"
+PRUNE_FRACTION = "imp.prune_fraction"
+IMP_ONLY = "IMP only"  # the baseline arm, as tables, figures and run names show it
+
+__all__ = [
+    "ALDS_RATE",
+    "IMP_ONLY",
+    "PRUNE_FRACTION",
+    "arm",
+    "arm_label",
+    "check",
+    "describe",
+    "fixed_configurations",
+    "is_alds",
+    "most_sampled_twins",
+    "rate_of",
+    "total_trials",
+    "twin_of",
+]
+
+
+# --------------------------------------------------------------------------- the arm
+
+
+def is_alds(rate: Any) -> Any:
+    """Whether a configuration at ALDS rate ``rate`` runs ALDS; rate 0 is IMP only, the twin.
+
+    Args:
+        rate: an ALDS rate, or a pandas column or NumPy array of them.
+
+    Returns:
+        A bool, or a boolean column of the same shape.
+    """
+    return rate > 0
+
+
+def rate_of(config: SweepConfig, params: Mapping[str, Any]) -> float:
+    """The ALDS rate of the configuration ``params`` (the config's own when not searched)."""
+    return float(params.get(ALDS_RATE, config.alds.rate))
+
+
+def arm(rate: float) -> str:
+    """The stored arm of a trial at ``rate``: ``keys.ARM_ALDS`` or ``keys.ARM_BASELINE``."""
+    return keys.ARM_ALDS if is_alds(rate) else keys.ARM_BASELINE
+
+
+def arm_label(rate: float) -> str:
+    """The arm as people read it: ``ALDS 0.3`` or ``IMP only``."""
+    return f"ALDS {rate:g}" if is_alds(rate) else IMP_ONLY
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def fixed_configurations(config: SweepConfig) -> list[dict[str, Any]]:
+    """The configurations enqueued before any is sampled, each run once per seed.
+
+    Each maps every searched path to a value: the user's ``search.enqueue`` entries (paths
+    they leave out take the config's own value), then the IMP-only baseline at the config's
+    own values, then, for the grid sampler, every grid point; then the IMP-only twin
+    (:func:`twin_of`) of every ALDS configuration among them. The baseline and the twins come
+    when ``alds.rate`` is searched and ``search.enqueue_baseline`` is on. Duplicates are
+    dropped.
+    """
+    search = config.search
+    defaults = {path: config.value_at(path) for path in search.space}
+    entries = [{**defaults, **entry} for entry in search.enqueue]
+    pairs = _pairs(config)
+    if pairs:
+        entries.append({**defaults, ALDS_RATE: 0.0})
+    if search.sampler == "grid":
+        entries += [dict(zip(search.space, point, strict=True)) for point in _grid(config)]
+    if pairs:
+        # An IMP-only configuration is its own twin: the fields that mean nothing without
+        # ALDS take the twin's values, so a grid over them runs the baseline once.
+        entries = [e if is_alds(e[ALDS_RATE]) else twin_of(config, e) for e in entries]
+        entries += [twin_of(config, e) for e in entries if is_alds(e[ALDS_RATE])]
+    unique: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        unique.setdefault(json.dumps(entry, sort_keys=True), entry)
+    return list(unique.values())
+
+
+def twin_of(config: SweepConfig, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The searched parameters of the IMP-only twin of a configuration: ``alds.rate`` 0,
+    every IMP and training field the same, so the two differ by ALDS alone.
+
+    The other searched ``alds.*`` fields mean nothing without ALDS and take one value for
+    every twin (the config's own, or the first in their space), so configurations that differ
+    only there share one twin; ``alds.finetune_epochs`` stays, since both arms of a comparison
+    get the same training.
+    """
+    twin = dict(params)
+    for path, space in config.search.space.items():
+        if path == ALDS_RATE:
+            twin[path] = 0.0
+        elif path.startswith("alds.") and path != "alds.finetune_epochs":
+            own = config.value_at(path)
+            twin[path] = own if _inside(own, space) else space.values()[0]
+    return twin
+
+
+def _pairs(config: SweepConfig) -> bool:
+    """Whether the sweep enqueues IMP-only twins (it searches the ALDS rate and asks for them)."""
+    return config.search.enqueue_baseline and ALDS_RATE in config.search.space
+
+
+def _inside(value: Any, space: Any) -> bool:
+    if space.choices is not None:
+        return value in space.choices
+    return isinstance(value, int | float) and space.low <= value <= space.high
+
+
+def _grid(config: SweepConfig) -> list[tuple[Any, ...]]:
+    axes = []
+    for path, space in config.search.space.items():
+        if space.choices is not None:
+            axes.append(list(space.choices))
+        elif space.step is None:
+            raise ValueError(f"search.space.{path}: the grid sampler needs 'choices' or a 'step'")
+        else:
+            count = round((space.high - space.low) / space.step) + 1
+            axes.append([round(space.low + i * space.step, 10) for i in range(count)])
+    return list(itertools.product(*axes)) if axes else []
+
+
+# --------------------------------------------------------------------------- the budget
+
+
+def total_trials(config: SweepConfig) -> int:
+    """Trials the study runs in all: ``search.n_trials`` or, for a grid, the whole grid."""
+    if config.search.n_trials is not None:
+        return config.search.n_trials
+    fixed = len(fixed_configurations(config))
+    configurations = fixed if config.search.sampler == "grid" else max(fixed, 10)
+    return configurations * len(config.seeds)
+
+
+def most_sampled_twins(config: SweepConfig) -> int:
+    """The most IMP-only twins the sampled configurations can add to :func:`total_trials`
+    (one per seed for each, when its schedule has none yet)."""
+    if config.search.sampler == "grid" or not _pairs(config):
+        return 0
+    seeds = len(config.seeds)
+    sampled = total_trials(config) // seeds - len(fixed_configurations(config))
+    return max(sampled, 0) * seeds
+
+
+def describe(config: SweepConfig) -> str:
+    """The trials a sweep runs, as its start and ``validate`` print it."""
+    extra = most_sampled_twins(config)
+    twins = f" (+ up to {extra} IMP-only twins of sampled configurations)" if extra else ""
+    return f"{total_trials(config)} trials{twins}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check(config: SweepConfig) -> None:
+    """Raise ``ValueError`` naming the field when the plan cannot be run: an enqueued or
+    baseline configuration outside the search space, or a trial budget that does not fit the
+    configurations and seeds."""
+    _check_inside_space(config)
+    _check_budget(config)
+
+
+def _check_inside_space(config: SweepConfig) -> None:
+    search = config.search
+    defaults = {path: config.value_at(path) for path in search.space}
+    entries = [(f"search.enqueue[{i}]", {**defaults, **e}) for i, e in enumerate(search.enqueue)]
+    if _pairs(config):
+        entries.append(("search.enqueue_baseline", {**defaults, ALDS_RATE: 0.0}))
+        entries += [
+            ("search.enqueue_baseline", twin_of(config, entry))
+            for _, entry in list(entries)
+            if isinstance(entry[ALDS_RATE], int | float) and is_alds(entry[ALDS_RATE])
+        ]
+    for where, entry in entries:
+        for path, value in entry.items():
+            if _inside(value, search.space[path]):
+                continue
+            hint = ""
+            if where == "search.enqueue_baseline":
+                hint = (
+                    " (let the space include 0.0, or set enqueue_baseline: false)"
+                    if path == ALDS_RATE
+                    else f" (the baseline takes the config's {path}: set it inside the "
+                    "range, or set enqueue_baseline: false)"
+                )
+            raise ValueError(f"{where}: {path} = {value!r} lies outside search.space.{path}{hint}")
+
+
+def _check_budget(config: SweepConfig) -> None:
+    fixed = len(fixed_configurations(config))  # a grid it cannot enumerate is refused here
+    n_trials = config.search.n_trials
+    if n_trials is None:
+        return
+    seeds = len(config.seeds)
+    if n_trials % seeds:
+        raise ValueError(
+            f"search.n_trials ({n_trials}) must be a multiple of the {seeds} seeds: every "
+            "configuration runs once per seed"
+        )
+    if n_trials < fixed * seeds:
+        raise ValueError(
+            f"search.n_trials ({n_trials}) is smaller than the {fixed} enqueued "
+            f"configurations x {seeds} seeds = {fixed * seeds}"
+        )
+    if config.search.sampler == "grid" and n_trials != fixed * seeds:
+        raise ValueError(
+            f"search.n_trials ({n_trials}) must equal the grid's {fixed} configurations x "
+            f"{seeds} seeds = {fixed * seeds}, or be left out"
+        )
