@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator import keys, progress, queue, tracking, workspace
+from orchestrator import counts, keys, progress, queue, tracking, workspace
 from orchestrator import study as studies
 from orchestrator.config import SweepConfig
 from orchestrator.outbox import replay_spool

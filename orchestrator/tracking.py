@@ -34,8 +34,8 @@ from orchestrator.config import (
     describe_params,
     flatten,
 )
-from orchestrator.outbox import PENDING, Outbox
 from orchestrator.counts import finished_count
+from orchestrator.outbox import PENDING, Outbox
 
 if TYPE_CHECKING:
     import optuna

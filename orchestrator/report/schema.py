@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from orchestrator import keys
-from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
 from orchestrator.counts import finished_count
+from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
