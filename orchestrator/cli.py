@@ -1,7 +1,8 @@
 """The ``orchestrate`` command line: thin click commands over the orchestrator modules.
 
 torch, mlflow and optuna take seconds to import: each command imports what it needs, so
-``--help`` and ``validate`` answer at once.
+``--help`` and ``validate`` answer at once (the launchers, whose options the sweep command
+offers, import nothing heavy until they start workers).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from orchestrator import launchers
 from orchestrator.exit_codes import INTERRUPTED, TRIALS_FAILED, USAGE
 
 if TYPE_CHECKING:
@@ -182,7 +184,7 @@ def _open_study(
     _quiet_optuna()
     if sweep is not None:
         config = load_config(sweep)
-        url = storage_url or studies.default_storage(config)
+        url = storage_url or launchers.get(config).default_storage()
         study_name = config.name
     elif study_name and storage_url:
         url = storage_url
@@ -191,6 +193,19 @@ def _open_study(
     storage = studies.open_storage(url)
     study, config = studies.load_study(study_name, storage)
     return study, config, url
+
+
+def _launcher_options(command: Callable) -> Callable:
+    """Every launcher's options of the sweep command (``--partition``, ``--wait``, ...), as
+    the launchers declare them (:attr:`launchers.Launcher.options`)."""
+    for option in reversed(launchers.options()):
+        kind = {"is_flag": True} if option.is_flag else {"type": _click_type(option.type)}
+        command = click.option(option.flag, option.dest, help=option.help, **kind)(command)
+    return command
+
+
+def _click_type(kind: type) -> click.ParamType:
+    return click.IntRange(0) if kind is int else click.STRING
 
 
 @main.command()
@@ -210,83 +225,42 @@ def _open_study(
 @click.option("--fresh", is_flag=True, help="delete an existing study of this name first")
 @click.option(
     "--launcher",
-    type=click.Choice(["local", "slurm"]),
-    help="local worker processes, or a Slurm job array (default: the YAML's)",
+    type=click.Choice(list(launchers.LAUNCHERS)),
+    help="where the workers run: local processes, or a Slurm job array (default: the YAML's)",
 )
-@click.option("--wait", is_flag=True, help="slurm: follow the sweep until its tasks have ended")
-@click.option("--cancel", is_flag=True, help="slurm: cancel the sweep's tasks (as `cancel`)")
-@click.option("--workers", type=click.IntRange(1), help="slurm: array tasks (workers)")
-@click.option("--partition", help="slurm: partition")
-@click.option("--time", "time_limit", help="slurm: time limit per task, e.g. 4:00:00")
-@click.option("--gpus-per-worker", type=click.IntRange(0), help="slurm: GPUs per task")
-@click.option("--cpus-per-worker", type=click.IntRange(1), help="slurm: CPUs per task")
-@click.option("--account", help="slurm: account to charge")
+@_launcher_options
 @_allow_failures
 def sweep(
     sweep: Path,
-    devices: str | None,
-    workers_per_device: int | None,
     storage_url: str | None,
     tracking_uri: str | None,
     enqueue_only: bool,
     fresh: bool,
-    launcher: str | None,
-    wait: bool,
-    cancel: bool,
-    workers: int | None,
-    partition: str | None,
-    time_limit: str | None,
-    gpus_per_worker: int | None,
-    cpus_per_worker: int | None,
-    account: str | None,
     allow_failures: bool,
+    **launch: object,
 ) -> None:
     """Create or resume the study of SWEEP.yaml and run its trials on local workers, or
     submit them as a Slurm job array (--launcher slurm)."""
     from rich.console import Console
 
-    from orchestrator import counts, plan, progress
-    from orchestrator import study as studies
-    from orchestrator import supervisor as supervisors
+    from orchestrator import plan, progress
     from orchestrator import sweep as sweeps
-    from orchestrator.config import ConfigError, load_config
     from orchestrator.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
-    config = load_config(sweep)
-    for warning in config.warnings():
-        click.echo(f"warning: {warning}", err=True)
-    slurm_options = {
-        "workers": workers,
-        "partition": partition,
-        "time": time_limit,
-        "gpus_per_worker": gpus_per_worker,
-        "cpus_per_worker": cpus_per_worker,
-        "account": account,
+    config = load_sweep(sweep)
+    given = {
+        name: value for name, value in launch.items() if value is not None and value is not False
     }
-    overrides: dict[str, object] = {
-        f"execution.slurm.{field}": value
-        for field, value in slurm_options.items()
-        if value is not None
-    }
-    if devices:
-        overrides["execution.devices"] = devices
-    if workers_per_device:
-        overrides["execution.workers_per_device"] = workers_per_device
-    if launcher:
-        overrides["execution.launcher"] = launcher
-    launch = config.with_params(overrides)
-    execution = launch.execution
-    slurm_only = [f"--{f.replace('_', '-')}" for f, v in slurm_options.items() if v is not None]
-    slurm_only += [flag for flag, on in (("--wait", wait), ("--cancel", cancel)) if on]
-    if execution.launcher != "slurm" and slurm_only:
-        raise ConfigError(f"{', '.join(slurm_only)}: only with --launcher slurm")
-    if cancel:
-        _cancel_slurm(launch, storage_url)
+    launcher = launchers.get(_launch_config(config, given), given)
+    if given.pop("cancel", False):
+        click.echo(launcher.cancel(_load_study(config, storage_url or launcher.default_storage())))
         return
-    storage_url = storage_url or studies.default_storage(launch)
     prepared = sweeps.prepare(
-        config, storage_url=storage_url, tracking_uri=tracking_uri, fresh=fresh
+        config,
+        storage_url=storage_url or launcher.default_storage(),
+        tracking_uri=tracking_uri,
+        fresh=fresh,
     )
     console = Console()
     console.print(
@@ -302,57 +276,52 @@ def sweep(
         )
         return
     try:
-        if execution.launcher == "slurm":
-            from orchestrator import slurm, workspace
-
-            job = slurm.submit(
-                launch, storage_url=prepared.storage_url, tracking_uri=prepared.tracking_uri
-            )
-            console.print(
-                f"submitted job array {job}: {execution.slurm.workers} worker(s), batch script "
-                f"{workspace.batch_script(launch)}"
-            )
-            if not wait:
-                console.print(
-                    f"follow it with `orchestrate status {sweep}`; stop it with "
-                    f"`orchestrate cancel {sweep}`"
-                )
-                return
-            tasks = slurm.SlurmTasks(prepared.study, [job])
-            failed, interrupted = sweeps.follow(
-                prepared, config, tasks, console, replay_spools=False
-            )
-            if interrupted:
-                click.echo(
-                    f"stopped following: the Slurm tasks go on (`orchestrate status {sweep}`; "
-                    f"`orchestrate cancel {sweep}` stops them)",
-                    err=True,
-                )
-                sys.exit(INTERRUPTED)
-            left = counts.expected(prepared.study, config) - counts.finished(prepared.study)
-            if left > 0:
-                console.print(progress.summary(prepared.study))
-                _fail(
-                    f"the Slurm tasks ended with {left} trial(s) not finished (time limits, "
-                    f"cancellation?): run the same command again to resume",
-                    TRIALS_FAILED,
-                )
-        else:
-            slots = supervisors.device_slots(execution.devices, execution.workers_per_device)
-            console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
-            failed, interrupted = sweeps.run(prepared, config, slots, console)
+        outcome = launcher.start(prepared, console, wait=bool(given.get("wait")), sweep_file=sweep)
     except StorageUnavailable as exc:
         _storage_lost(exc)
+    if not outcome.followed:
+        return
     console.print(progress.summary(prepared.study))
-    if interrupted:
-        click.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(INTERRUPTED)
-    if failed and counts.finished(prepared.study) < counts.expected(prepared.study, config):
-        _fail(
-            f"{failed} worker process(es) exited with an error; the study is not finished",
-            TRIALS_FAILED,
-        )
+    if outcome.interrupted:
+        _fail(outcome.stopped, INTERRUPTED)
+    if outcome.unfinished:
+        _fail(outcome.unfinished, TRIALS_FAILED)
     _check_failures(prepared.study, allow_failures)
+
+
+_LAUNCH_FLAGS = {
+    "launcher": "execution.launcher",
+    "devices": "execution.devices",
+    "workers_per_device": "execution.workers_per_device",
+}
+
+
+def load_sweep(path: Path) -> SweepConfig:
+    """The sweep file, its warnings printed."""
+    from orchestrator.config import load_config
+
+    config = load_config(path)
+    for warning in config.warnings():
+        click.echo(f"warning: {warning}", err=True)
+    return config
+
+
+def _launch_config(config: SweepConfig, given: dict[str, object]) -> SweepConfig:
+    """``config`` with the launch fields the command line sets (``--devices``, ``--launcher``,
+    a launcher's options); they leave the study's identity as it is. The ones consumed are
+    taken out of ``given``."""
+
+    paths = {**_LAUNCH_FLAGS, **{o.dest: o.path for o in launchers.options() if o.path}}
+    overrides = {paths[name]: given.pop(name) for name in list(given) if name in _LAUNCH_FLAGS}
+    overrides.update({paths[name]: value for name, value in given.items() if paths.get(name)})
+    return config.with_params(overrides)
+
+
+def _load_study(config: SweepConfig, storage_url: str) -> optuna.Study:
+    from orchestrator import study as studies
+
+    study, _ = studies.load_study(config.name, studies.open_storage(storage_url))
+    return study
 
 
 @main.command()
@@ -421,7 +390,8 @@ def worker(
 @main.command()
 @_study_arguments
 def status(sweep: Path | None, study_name: str | None, storage_url: str | None) -> None:
-    """Print a study's progress: trials by state, the best value, what is running."""
+    """Print a study's progress: trials by state, the best value, what is running, and the
+    tasks of the launcher that runs its workers."""
     from rich.console import Console
 
     from orchestrator import progress
@@ -431,12 +401,12 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
     console.print(progress.render(progress.rows(study), config))
     console.print(progress.summary(study))
     if sweep is not None:
-        from orchestrator import slurm
         from orchestrator.config import load_config
 
-        jobs = slurm.job_ids(load_config(sweep))
-        if jobs:
-            console.print(progress.slurm_table(slurm.tasks(jobs), jobs, study))
+        for launcher in launchers.recorded(load_config(sweep)):
+            table = launcher.tasks_table(study)
+            if table is not None:
+                console.print(table)
 
 
 @main.command()
@@ -448,29 +418,21 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
     help="Optuna storage URL [env ORCHESTRATE_STORAGE; default: the sweep's]",
 )
 def cancel(sweep: Path, storage_url: str | None) -> None:
-    """Cancel the Slurm tasks of SWEEP.yaml and requeue the trials they were running."""
-    from orchestrator.config import load_config
+    """Cancel the launcher tasks of SWEEP.yaml (a Slurm job array) and requeue the trials
+    they were running."""
+    from orchestrator.config import ConfigError, load_config
 
     _quiet_optuna()
-    _cancel_slurm(load_config(sweep), storage_url)
-
-
-def _cancel_slurm(config: SweepConfig, storage_url: str | None) -> None:
-    from orchestrator import slurm
-    from orchestrator import study as studies
-    from orchestrator.config import ConfigError
-
-    jobs = slurm.job_ids(config)
-    if not jobs:
-        raise ConfigError(f"sweep '{config.name}' has no Slurm job recorded in its workspace")
-    storage = studies.open_storage(storage_url or studies.default_storage(config, "slurm"))
-    study, _ = studies.load_study(config.name, storage)
-    cancelled, requeued = slurm.cancel_and_requeue(study, jobs)
-    click.echo(
-        f"cancelled {cancelled} task(s) of job(s) {', '.join(jobs)}; "
-        f"requeued {len(requeued)} running trial(s)"
-        + (f" ({', '.join(map(str, requeued))})" if requeued else "")
-    )
+    config = load_config(sweep)
+    found = launchers.recorded(config)
+    if not found:
+        raise ConfigError(
+            f"sweep '{config.name}' has no launcher tasks recorded in its workspace (a Slurm "
+            "job array; local workers stop with their sweep's Ctrl-C)"
+        )
+    for launcher in found:
+        url = storage_url or launcher.default_storage()
+        click.echo(launcher.cancel(_load_study(config, url)))
 
 
 def parse_formats(text: str) -> list[str]:

@@ -7,9 +7,9 @@ the two differ by ALDS alone. Whether a rate means ALDS, and how an arm is named
 here once (:func:`is_alds`, :func:`arm`, :func:`arm_label`) for the queue, the worker, tracking
 and the report.
 
-The schema (:mod:`orchestrator.config`) validates a sweep with :func:`check`; this module
-reads the config only through its fields and ``value_at``, and imports no other part of the
-orchestrator but :mod:`orchestrator.keys`.
+The schema (:mod:`orchestrator.config`) validates a sweep with :func:`check`, so this module
+sits below it: it reads a config through the few fields :class:`Sweep` names, and imports no
+other part of the orchestrator but :mod:`orchestrator.keys`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,9 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from orchestrator import keys
-
-if TYPE_CHECKING:
-    from orchestrator.config import SweepConfig
 
 # The seed's two knobs, by the dotted path a search space, a trial's params and MLflow use.
 ALDS_RATE = "alds.rate"
@@ -33,6 +30,7 @@ __all__ = [
     "ALDS_RATE",
     "IMP_ONLY",
     "PRUNE_FRACTION",
+    "Sweep",
     "arm",
     "arm_label",
     "check",
@@ -44,6 +42,21 @@ __all__ = [
     "total_trials",
     "twin_of",
 ]
+
+
+class Sweep(Protocol):
+    """What the plan reads of a sweep's config (an ``orchestrator.config.SweepConfig``)."""
+
+    @property
+    def seeds(self) -> tuple[int, ...]: ...
+
+    @property
+    def search(self) -> Any: ...
+
+    @property
+    def alds(self) -> Any: ...
+
+    def value_at(self, path: str) -> Any: ...
 
 
 # --------------------------------------------------------------------------- the arm
@@ -61,7 +74,7 @@ def is_alds(rate: Any) -> Any:
     return rate > 0
 
 
-def rate_of(config: SweepConfig, params: Mapping[str, Any]) -> float:
+def rate_of(config: Sweep, params: Mapping[str, Any]) -> float:
     """The ALDS rate of the configuration ``params`` (the config's own when not searched)."""
     return float(params.get(ALDS_RATE, config.alds.rate))
 
@@ -79,7 +92,7 @@ def arm_label(rate: float) -> str:
 # --------------------------------------------------------------------------- configurations
 
 
-def fixed_configurations(config: SweepConfig) -> list[dict[str, Any]]:
+def fixed_configurations(config: Sweep) -> list[dict[str, Any]]:
     """The configurations enqueued before any is sampled, each run once per seed.
 
     Each maps every searched path to a value: the user's ``search.enqueue`` entries (paths
@@ -108,7 +121,7 @@ def fixed_configurations(config: SweepConfig) -> list[dict[str, Any]]:
     return list(unique.values())
 
 
-def twin_of(config: SweepConfig, params: Mapping[str, Any]) -> dict[str, Any]:
+def twin_of(config: Sweep, params: Mapping[str, Any]) -> dict[str, Any]:
     """The searched parameters of the IMP-only twin of a configuration: ``alds.rate`` 0,
     every IMP and training field the same, so the two differ by ALDS alone.
 
@@ -127,7 +140,7 @@ def twin_of(config: SweepConfig, params: Mapping[str, Any]) -> dict[str, Any]:
     return twin
 
 
-def _pairs(config: SweepConfig) -> bool:
+def _pairs(config: Sweep) -> bool:
     """Whether the sweep enqueues IMP-only twins (it searches the ALDS rate and asks for them)."""
     return config.search.enqueue_baseline and ALDS_RATE in config.search.space
 
@@ -138,7 +151,7 @@ def _inside(value: Any, space: Any) -> bool:
     return isinstance(value, int | float) and space.low <= value <= space.high
 
 
-def _grid(config: SweepConfig) -> list[tuple[Any, ...]]:
+def _grid(config: Sweep) -> list[tuple[Any, ...]]:
     axes = []
     for path, space in config.search.space.items():
         if space.choices is not None:
@@ -154,7 +167,7 @@ def _grid(config: SweepConfig) -> list[tuple[Any, ...]]:
 # --------------------------------------------------------------------------- the budget
 
 
-def total_trials(config: SweepConfig) -> int:
+def total_trials(config: Sweep) -> int:
     """Trials the study runs in all: ``search.n_trials`` or, for a grid, the whole grid."""
     if config.search.n_trials is not None:
         return config.search.n_trials
@@ -163,7 +176,7 @@ def total_trials(config: SweepConfig) -> int:
     return configurations * len(config.seeds)
 
 
-def most_sampled_twins(config: SweepConfig) -> int:
+def most_sampled_twins(config: Sweep) -> int:
     """The most IMP-only twins the sampled configurations can add to :func:`total_trials`
     (one per seed for each, when its schedule has none yet)."""
     if config.search.sampler == "grid" or not _pairs(config):
@@ -173,7 +186,7 @@ def most_sampled_twins(config: SweepConfig) -> int:
     return max(sampled, 0) * seeds
 
 
-def describe(config: SweepConfig) -> str:
+def describe(config: Sweep) -> str:
     """The trials a sweep runs, as its start and ``validate`` print it."""
     extra = most_sampled_twins(config)
     twins = f" (+ up to {extra} IMP-only twins of sampled configurations)" if extra else ""
@@ -183,7 +196,7 @@ def describe(config: SweepConfig) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def check(config: SweepConfig) -> None:
+def check(config: Sweep) -> None:
     """Raise ``ValueError`` naming the field when the plan cannot be run: an enqueued or
     baseline configuration outside the search space, or a trial budget that does not fit the
     configurations and seeds."""
@@ -191,7 +204,7 @@ def check(config: SweepConfig) -> None:
     _check_budget(config)
 
 
-def _check_inside_space(config: SweepConfig) -> None:
+def _check_inside_space(config: Sweep) -> None:
     search = config.search
     defaults = {path: config.value_at(path) for path in search.space}
     entries = [(f"search.enqueue[{i}]", {**defaults, **e}) for i, e in enumerate(search.enqueue)]
@@ -217,7 +230,7 @@ def _check_inside_space(config: SweepConfig) -> None:
             raise ValueError(f"{where}: {path} = {value!r} lies outside search.space.{path}{hint}")
 
 
-def _check_budget(config: SweepConfig) -> None:
+def _check_budget(config: Sweep) -> None:
     fixed = len(fixed_configurations(config))  # a grid it cannot enumerate is refused here
     n_trials = config.search.n_trials
     if n_trials is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,16 @@ OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"
 __all__ = ["create_or_resume", "creation_lock", "default_storage", "load_study", "open_storage"]
 
 
-def default_storage(config: SweepConfig, launcher: str | None = None) -> str:
-    """``execution.storage``, else a file in the workspace: a journal file for the Slurm
-    launcher (workers on other hosts share it over the network filesystem, where SQLite's
-    locking breaks) or when one is already there, else SQLite."""
+def default_storage(config: SweepConfig, *, journal: bool = False) -> str:
+    """``execution.storage``, else a file in the workspace: a journal file when ``journal``
+    (a launcher whose workers share it over a network filesystem, where SQLite's locking
+    breaks) or when one is already there, else SQLite."""
     if config.execution.storage:
         return config.execution.storage
-    journal = workspace.study_journal(config)
-    launcher = launcher or config.execution.launcher
-    if launcher == "slurm" or (journal.exists() and not workspace.study_file(config).exists()):
-        return workspace.journal_url(journal)
+    journal_file = workspace.study_journal(config)
+    found = journal_file.exists() and not workspace.study_file(config).exists()
+    if journal or found:
+        return workspace.journal_url(journal_file)
     # open_storage creates the folder of a SQLite file.
     return workspace.sqlite_url(workspace.study_file(config))
 
@@ -172,41 +172,51 @@ def _serialize_transactions(engine: sqlalchemy.engine.Engine) -> None:
     engine.dispose()  # connections opened during set-up lack the listeners
 
 
+# Every name SearchConfig.sampler and .pruner allow, and what it builds (a test holds the two
+# together): a name without an entry is an error, never a silent default.
+SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed),
+    "qmc": lambda seed: optuna.samplers.QMCSampler(seed=seed),
+    # Grid points are all enqueued as fixed trials: the sampler only fills their parameters.
+    "grid": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
+    "none": optuna.pruners.NopPruner,
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    "percentile": lambda: optuna.pruners.PercentilePruner(
+        25.0, n_startup_trials=2, n_warmup_steps=1
+    ),
+    # The resource is the index on the sparsity grid the trials report on.
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(
+        min_resource=1, max_resource=len(PRUNING_GRID)
+    ),
+    "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+}
+
+
 def _sampler(config: SweepConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
     # Workers draw from differently seeded streams: with one seed each would propose the same
     # parameters as every other worker's first trial.
     seed = (
         None if config.search.sampler_seed is None else config.search.sampler_seed + 7919 * worker
     )
-    match config.search.sampler:
-        case "tpe":
-            return optuna.samplers.TPESampler(seed=seed)
-        case "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        case "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
-        case "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed)
-        case "qmc":
-            return optuna.samplers.QMCSampler(seed=seed)
-        case _:
-            # Grid points are all enqueued as fixed trials; nothing is left to sample.
-            return optuna.samplers.RandomSampler(seed=seed)
+    return _entry(SAMPLERS, "sampler", config.search.sampler)(seed)
 
 
 def _pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
-    match config.search.pruner:
-        case "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        case "percentile":
-            return optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, n_warmup_steps=1)
-        case "hyperband":
-            # The resource is the index on the sparsity grid the trials report on.
-            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=len(PRUNING_GRID))
-        case "successive_halving":
-            return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
-        case _:
-            return optuna.pruners.NopPruner()
+    return _entry(PRUNERS, "pruner", config.search.pruner)()
+
+
+def _entry(table: dict[str, Any], field: str, name: str) -> Any:
+    try:
+        return table[name]
+    except KeyError:
+        raise ConfigError(
+            f"search.{field}: unknown {field} '{name}'; choose from {', '.join(table)}"
+        ) from None
 
 
 def create_or_resume(

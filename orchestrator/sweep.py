@@ -1,5 +1,5 @@
-"""The sweep's parent process: prepare the study and tracking, then follow its workers (local
-processes, or a Slurm job array with ``--wait``)."""
+"""The sweep's parent process: prepare the study and tracking, then follow its workers (as a
+launcher started them: local processes, or a Slurm job array with ``--wait``)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from orchestrator import counts, keys, progress, queue, tracking, workspace
 from orchestrator import study as studies
 from orchestrator.config import SweepConfig
 from orchestrator.outbox import replay_spool
-from orchestrator.supervisor import Slot, Supervisor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prepared", "Workers", "close", "follow", "prepare", "run"]
+__all__ = ["Prepared", "Workers", "close", "follow", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,8 @@ def prepare(
 
 
 class Workers(Protocol):
-    """What a sweep follows: local worker processes (:class:`supervisor.Supervisor`) or a
-    Slurm job array (:class:`slurm.SlurmTasks`)."""
+    """What a sweep follows: local worker processes (:class:`launchers.local.Supervisor`) or a
+    Slurm job array (:class:`launchers.slurm.SlurmTasks`)."""
 
     signals: int
     STOPPING: str  # what the console says on the first signal
@@ -75,22 +74,6 @@ class Workers(Protocol):
     def interrupt(self) -> None: ...
 
     def run(self, show: Callable[[dict[str, Any]], None]) -> int: ...
-
-
-def run(
-    prepared: Prepared,
-    config: SweepConfig,
-    slots: list[Slot],
-    console: Console,
-) -> tuple[int, bool]:
-    """Supervise one worker per slot until the queue is done or a signal stops them.
-
-    Returns (workers that ended with an error, whether the sweep was interrupted).
-    """
-    supervisor = Supervisor(
-        slots, prepared.study, config, prepared.storage_url, prepared.tracking_uri
-    )
-    return follow(prepared, config, supervisor, console)
 
 
 def follow(

@@ -1,8 +1,8 @@
 """The worker: a loop that claims queued trials of one study and runs them.
 
-Every worker runs :func:`run_worker`, locally under ``orchestrate sweep`` (one per device slot,
-see :mod:`orchestrator.supervisor`) or on any host with ``orchestrate worker``; workers
-coordinate only through the study's storage.
+Every worker runs :func:`run_worker`, started by a launcher (:mod:`orchestrator.launchers`:
+one per device slot under ``orchestrate sweep``, a Slurm array task) or by hand on any host
+with ``orchestrate worker``; workers coordinate only through the study's storage.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import curve, keys, plan, queue, slurm, tracking, twins, workspace
+from orchestrator import curve, keys, launchers, plan, queue, tracking, twins, workspace
 from orchestrator import data as datasets
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
@@ -62,7 +62,8 @@ class Worker:
         self.study, self.config = studies.load_study(study_name, self.storage, worker=worker)
         self.device = device
         self.label = keys.worker_label(socket.gethostname(), os.getpid())
-        self.slurm_task = slurm.current_task()
+        self.launcher = launchers.hosting()
+        self.task = self.launcher.current_task()
         self.stopping = False
         self.abandon = False  # stop inside the current step, not after it
         self.resubmit = False  # requeue this Slurm task when it stops
@@ -87,12 +88,12 @@ class Worker:
         self.stopping = True
 
     def preempt(self, signum: int, _frame: object = None) -> None:
-        """Slurm's signals: abandon the current step at the next training iteration (a step
-        can outlast the warning; the trial resumes from its last completed cycle), requeue
-        the trial, and stop. On USR1 (the warning before the time limit) the task asks to be
-        requeued itself; after SIGTERM (scancel, preemption) Slurm decides."""
+        """The launcher's preemption signals: abandon the current step at the next training
+        iteration (a step can outlast the warning; the trial resumes from its last completed
+        cycle), requeue the trial, and stop. After one of the launcher's requeue signals (Slurm's
+        USR1, the warning before the time limit) the task asks to be started again itself."""
         self.stopping = self.abandon = True
-        self.resubmit = self.resubmit or signum == signal.SIGUSR1
+        self.resubmit = self.resubmit or signum in self.launcher.requeue_signals
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
@@ -153,8 +154,8 @@ class Worker:
             trial.set_user_attr(keys.TRIAL_RUN_URL, url)
         trial.set_user_attr(keys.TRIAL_WORKER, self.label)
         trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
-        if self.slurm_task:
-            trial.set_user_attr(keys.TRIAL_TASK, self.slurm_task)
+        if self.task:
+            trial.set_user_attr(keys.TRIAL_TASK, self.task)
         self._link_twins(trial, run)
         progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
         if progress_file.exists():
@@ -395,15 +396,14 @@ def run_worker(
         torch.set_num_threads(threads)
     worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
     signal.signal(signal.SIGINT, worker.stop)
-    # Slurm follows its SIGTERM (scancel, preemption) with SIGKILL after KillWait (30 s by
-    # default): too soon to finish a step.
-    signal.signal(signal.SIGTERM, worker.preempt if worker.slurm_task else worker.stop)
-    signal.signal(signal.SIGUSR1, worker.preempt)
+    signal.signal(signal.SIGTERM, worker.stop)
+    for preemption in worker.launcher.preemption_signals:
+        signal.signal(preemption, worker.preempt)
     worker.run()
-    if worker.resubmit and worker.slurm_task and _work_left(worker.study):
-        # The time-limit warning: this task goes back to Slurm's queue and resumes the trial
-        # (or another worker does).
-        slurm.requeue(worker.slurm_task)
+    if worker.resubmit and worker.task and _work_left(worker.study):
+        # The time limit is near: this task goes back to its launcher's queue and resumes the
+        # trial (or another worker does).
+        worker.launcher.requeue_task(worker.task)
     return worker
 
 

@@ -19,21 +19,18 @@ _JOURNAL = "journal://"
 
 __all__ = [
     "artifacts_folder",
-    "batch_script",
     "cache_folder",
     "checkpoint_file",
     "corrupt_file",
     "digest_file",
     "journal_file",
     "journal_url",
+    "launcher_folder",
     "lock_file",
     "progress_file",
     "progress_folder",
     "report_folder",
     "root",
-    "slurm_folder",
-    "slurm_jobs_file",
-    "slurm_log",
     "spool_file",
     "spool_files",
     "spool_folder",
@@ -56,7 +53,8 @@ def study_file(config: SweepConfig) -> Path:
 
 
 def study_journal(config: SweepConfig) -> Path:
-    """The journal file of the Optuna study when ``--launcher slurm`` gets no storage URL."""
+    """The journal file of the Optuna study, for launchers whose workers share a network
+    filesystem, when no storage URL is given."""
     return root(config) / "study.journal"
 
 
@@ -86,24 +84,9 @@ def spool_files(config: SweepConfig) -> list[Path]:
     return sorted(folder.glob("*.jsonl")) if folder.exists() else []
 
 
-def slurm_folder(config: SweepConfig) -> Path:
-    """What ``--launcher slurm`` writes: the batch script, the job ids, the tasks' logs."""
-    return root(config) / "slurm"
-
-
-def batch_script(config: SweepConfig) -> Path:
-    """The batch script the sweep's job arrays run."""
-    return slurm_folder(config) / "worker.sbatch"
-
-
-def slurm_jobs_file(config: SweepConfig) -> Path:
-    """The ids of the job arrays submitted for the sweep, one per line, oldest first."""
-    return slurm_folder(config) / "jobs"
-
-
-def slurm_log(config: SweepConfig) -> str:
-    """The output file of each array task, in sbatch's pattern (job id, task index)."""
-    return str((slurm_folder(config) / "%A_%a.out").resolve())
+def launcher_folder(config: SweepConfig, launcher: str) -> Path:
+    """What a launcher writes about its tasks (Slurm: the batch script, job ids, the logs)."""
+    return root(config) / launcher
 
 
 def report_folder(config: SweepConfig) -> Path:

@@ -1,9 +1,76 @@
-"""The device pool and the worker command line: one process per GPU, each seeing its GPU only."""
+"""Launchers: the registry and what it refuses, the task a worker runs in, and the local
+launcher's device pool and worker command line (one process per GPU, each seeing its GPU
+only). The Slurm launcher on a real cluster: tests/test_slurm.py."""
 
 from __future__ import annotations
 
+import signal
+import typing
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator import launchers
+from orchestrator.cli import main
 from orchestrator.cli import worker as worker_cli
-from orchestrator.supervisor import Slot, device_slots, worker_command
+from orchestrator.config import ConfigError, ExecutionConfig, SweepConfig
+from orchestrator.launchers.local import LocalLauncher, Slot, device_slots, worker_command
+from orchestrator.launchers.slurm import SlurmLauncher
+
+
+def test_every_launcher_the_schema_allows_is_registered() -> None:
+    allowed = typing.get_args(ExecutionConfig.model_fields["launcher"].annotation)
+    assert set(allowed) == set(launchers.LAUNCHERS)
+    for name, cls in launchers.LAUNCHERS.items():
+        assert cls.name == name
+        config = SweepConfig(name="x").with_params({"execution.launcher": name})
+        assert isinstance(launchers.get(config), cls)
+
+
+def test_options_of_another_launcher_are_refused_naming_it() -> None:
+    local = SweepConfig(name="x")
+    with pytest.raises(ConfigError, match=r"--partition, --wait: only with --launcher slurm"):
+        launchers.get(local, {"partition": "gpu", "wait": True})
+    slurm = local.with_params({"execution.launcher": "slurm"})
+    assert isinstance(launchers.get(slurm, {"partition": "gpu", "wait": True}), SlurmLauncher)
+    # The sweep command offers every launcher's options, each once, mapped to its field.
+    offered = {option.flag: option.path for option in launchers.options()}
+    assert offered["--partition"] == "execution.slurm.partition" and offered["--wait"] is None
+
+
+def test_the_sweep_command_refuses_them_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\nexecution: {devices: cpu}\n")
+    result = CliRunner().invoke(main, ["sweep", str(path), "--workers", "3"])
+    assert result.exit_code == 2 and "--workers: only with --launcher slurm" in result.output
+
+
+def test_a_worker_knows_the_launcher_task_it_runs_in(monkeypatch) -> None:
+    for variable in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    assert launchers.hosting() is LocalLauncher and LocalLauncher.current_task() is None
+    assert LocalLauncher.preemption_signals == (signal.SIGUSR1,)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "17")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert launchers.hosting() is SlurmLauncher and SlurmLauncher.current_task() == "17_3"
+    # Under Slurm, SIGTERM (scancel, preemption) abandons the step; USR1 also requeues the task.
+    assert signal.SIGTERM in SlurmLauncher.preemption_signals
+    assert SlurmLauncher.requeue_signals == (signal.SIGUSR1,)
+
+
+def test_default_storage_follows_the_launcher(tmp_path: Path) -> None:
+    config = SweepConfig(name="x", execution={"workspace": str(tmp_path)})
+    assert launchers.get(config).default_storage().startswith("sqlite:///")
+    slurm = config.with_params({"execution.launcher": "slurm"})
+    assert launchers.get(slurm).default_storage().startswith("journal:///")
+
+
+def test_cancel_without_recorded_tasks_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text(f"name: x\nexecution: {{workspace: {tmp_path / 'ws'}}}\n")
+    result = CliRunner().invoke(main, ["cancel", str(path)])
+    assert result.exit_code == 2 and "no launcher tasks recorded" in result.output
 
 
 def test_device_slots_for_gpu_indices_and_cpu() -> None:

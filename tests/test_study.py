@@ -5,13 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
+import optuna
 import pytest
+from click.testing import CliRunner
 
 from orchestrator import queue as queues
 from orchestrator import study as studies
-from orchestrator.config import ConfigError, parse_config
+from orchestrator.cli import main
+from orchestrator.config import ConfigError, SearchConfig, SweepConfig, parse_config
 from tests.conftest import config_of, open_study
 
 
@@ -116,3 +120,32 @@ def test_processes_opening_a_new_sqlite_study_at_once_all_succeed(tmp_path: Path
     ]
     errors = [p.communicate(timeout=300)[1].decode() for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], errors
+
+
+def test_every_sampler_and_pruner_name_builds_its_own_kind() -> None:
+    for field, table in (("sampler", studies.SAMPLERS), ("pruner", studies.PRUNERS)):
+        allowed = typing.get_args(SearchConfig.model_fields[field].annotation)
+        assert set(allowed) == set(table), field
+    config = SweepConfig(name="x")
+    built = {
+        name: type(studies._sampler(config.with_params({"search.sampler": name})))
+        for name in studies.SAMPLERS
+    }
+    assert built["tpe"] is optuna.samplers.TPESampler
+    assert built["nsga2"] is optuna.samplers.NSGAIISampler
+    assert built["qmc"] is optuna.samplers.QMCSampler
+    pruner = studies._pruner(config.with_params({"search.pruner": "hyperband"}))
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+
+
+def test_an_unknown_sampler_is_refused_never_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\nsearch: {sampler: bayes}\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2 and "search.sampler" in result.output and "bayes" in result.output
+    # A name the schema let through without an entry (a stored config of another version):
+    # an error naming the field, not a silent RandomSampler.
+    search = SearchConfig.model_construct(**{**SearchConfig().__dict__, "sampler": "bayes"})
+    config = SweepConfig.model_construct(**{**SweepConfig(name="x").__dict__, "search": search})
+    with pytest.raises(ConfigError, match=r"search.sampler: unknown sampler 'bayes'"):
+        studies._sampler(config)

@@ -1,4 +1,5 @@
-"""Local worker processes: one per device slot, restarted when they die, stopped in order.
+"""The local launcher: one worker process per device slot, restarted when it dies, stopped
+in order.
 
 A GPU slot sees only its GPU (``CUDA_VISIBLE_DEVICES``), CPU slots share the cores. The
 supervisor runs in the sweep's parent process; the workers it starts are ordinary
@@ -16,18 +17,51 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import optuna
-from optuna.trial import TrialState
-
-from orchestrator import keys, progress, queue, tracking
+from orchestrator import keys
 from orchestrator.config import SweepConfig
 from orchestrator.exit_codes import INTERRUPTED
+from orchestrator.launchers.base import Launcher, Outcome
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.console import Console
+
+    from orchestrator.sweep import Prepared
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Slot", "Supervisor", "device_slots", "spawn", "worker_command"]
+__all__ = ["LocalLauncher", "Slot", "Supervisor", "device_slots", "spawn", "worker_command"]
+
+
+class LocalLauncher(Launcher):
+    """Worker processes on this host, one per device slot (``execution.devices`` ×
+    ``execution.workers_per_device``), followed until the queue is done."""
+
+    name: ClassVar[str] = "local"
+
+    def start(
+        self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
+    ) -> Outcome:
+        """Supervise one worker per slot until the queue is done or a signal stops them."""
+        from orchestrator import counts, sweep
+
+        execution = self.config.execution
+        slots = device_slots(execution.devices, execution.workers_per_device)
+        console.print(f"{len(slots)} worker(s): {', '.join(s.name for s in slots)}")
+        supervisor = Supervisor(
+            slots, prepared.study, self.config, prepared.storage_url, prepared.tracking_uri
+        )
+        failed, interrupted = sweep.follow(prepared, self.config, supervisor, console)
+        study = prepared.study
+        unfinished = None
+        if failed and counts.finished(study) < counts.expected(study, self.config):
+            unfinished = (
+                f"{failed} worker process(es) exited with an error; the study is not finished"
+            )
+        return Outcome(interrupted=interrupted, unfinished=unfinished)
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,10 @@ class Supervisor:
 
     def _reap(self, slot: Slot, process: subprocess.Popen) -> None:
         """A worker exited with an error: fail its trials now (no heartbeat wait)."""
+        from optuna.trial import TrialState
+
+        from orchestrator import queue, tracking
+
         label = keys.worker_label(socket.gethostname(), process.pid)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.user_attrs.get(keys.TRIAL_WORKER) == label:
@@ -179,6 +217,8 @@ class Supervisor:
 
     def run(self, show: Callable[[dict[str, Any]], None] = lambda rows: None) -> int:
         """Supervise until every worker has exited; returns how many ended with an error."""
+        from orchestrator import progress
+
         for slot in self.slots:
             self._start(slot)
         failed = 0

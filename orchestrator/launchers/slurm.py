@@ -1,6 +1,9 @@
 """The Slurm launcher: a sweep's workers as one job array (``--launcher slurm``).
 
-The batch script is written into the sweep's workspace (:func:`workspace.batch_script`), so
+Everything Slurm is here: the batch script, submission, the tasks' state, cancelling, the
+task a worker runs in, what a worker does on Slurm's signals, and the status table.
+
+The batch script is written into the sweep's workspace (:func:`batch_script_file`), so
 users can read and adapt it; every array task ``exec``s one ``orchestrate worker`` so that
 Slurm's signals reach it (USR1 before the time limit: the task abandons its step, requeues
 its trial and itself; SIGTERM on ``scancel`` or preemption: the same without requeueing
@@ -14,20 +17,25 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from optuna.trial import TrialState
-
-from orchestrator import keys, progress, queue, tracking, workspace
+from orchestrator import keys, workspace
 from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.launchers.base import Launcher, Option, Outcome
 
 if TYPE_CHECKING:
     import optuna
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.sweep import Prepared
 
 POLL_SECONDS = 5.0
 logger = logging.getLogger(__name__)
@@ -40,13 +48,17 @@ ACTIVE_STATES = frozenset(
 FAILED_STATES = frozenset({"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"})
 
 __all__ = [
+    "SlurmLauncher",
     "SlurmTasks",
     "Task",
     "batch_script",
+    "batch_script_file",
     "cancel",
     "cancel_and_requeue",
     "current_task",
     "job_ids",
+    "jobs_file",
+    "log_file",
     "requeue",
     "submit",
     "tasks",
@@ -76,6 +88,21 @@ def current_task() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
+def batch_script_file(config: SweepConfig) -> Path:
+    """The batch script ``--launcher slurm`` writes and submits."""
+    return workspace.launcher_folder(config, SlurmLauncher.name) / "worker.sbatch"
+
+
+def jobs_file(config: SweepConfig) -> Path:
+    """The ids of the job arrays submitted for the sweep, one per line."""
+    return workspace.launcher_folder(config, SlurmLauncher.name) / "jobs"
+
+
+def log_file(config: SweepConfig) -> str:
+    """The output of every array task (``%A``: the array's job id, ``%a``: the task)."""
+    return str((workspace.launcher_folder(config, SlurmLauncher.name) / "%A_%a.out").resolve())
+
+
 def batch_script(
     config: SweepConfig, *, storage_url: str, tracking_uri: str, python: str = sys.executable
 ) -> str:
@@ -100,7 +127,7 @@ def batch_script(
             options.append(f"--{flag}={value}")
     if slurm.signal_seconds:
         options.append(f"--signal=B:USR1@{slurm.signal_seconds}")
-    options += ["--requeue", "--open-mode=append", f"--output={workspace.slurm_log(config)}"]
+    options += ["--requeue", "--open-mode=append", f"--output={log_file(config)}"]
     options += slurm.extra
     device = "cuda" if slurm.gpus_per_worker else "cpu"
     worker = [
@@ -123,7 +150,7 @@ def batch_script(
         "#!/bin/bash",
         f"# Workers of the sweep '{config.name}', written by `orchestrate sweep --launcher slurm`",
         "# from execution.slurm (docs/slurm.md). Submit more workers with",
-        f"#   sbatch {shlex.quote(str(workspace.batch_script(config).resolve()))}",
+        f"#   sbatch {shlex.quote(str(batch_script_file(config).resolve()))}",
         *(f"#SBATCH {option}" for option in options),
         "",
         "set -e",
@@ -140,19 +167,19 @@ def batch_script(
 
 def submit(config: SweepConfig, *, storage_url: str, tracking_uri: str) -> str:
     """Write the batch script into the workspace, submit it, record and return the job id."""
-    script = workspace.batch_script(config)
+    script = batch_script_file(config)
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(batch_script(config, storage_url=storage_url, tracking_uri=tracking_uri))
     output = _slurm("sbatch", "--parsable", str(script))
     job = output.strip().split(";", 1)[0]
-    with workspace.slurm_jobs_file(config).open("a") as jobs:
+    with jobs_file(config).open("a") as jobs:
         jobs.write(job + "\n")
     return job
 
 
 def job_ids(config: SweepConfig) -> list[str]:
     """The job arrays submitted for the sweep, oldest first."""
-    path = workspace.slurm_jobs_file(config)
+    path = jobs_file(config)
     return path.read_text().split() if path.exists() else []
 
 
@@ -216,6 +243,10 @@ def cancel_and_requeue(
         if time.monotonic() > deadline:
             still = ", ".join(jobs)
             raise ConfigError(f"Slurm tasks of {still} still active after {timeout:.0f} s")
+    from optuna.trial import TrialState
+
+    from orchestrator import queue, tracking
+
     ours = tuple(f"{job}_" for job in jobs)
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -270,6 +301,8 @@ class SlurmTasks:
 
     def run(self, show: Callable[[dict[str, Any]], None] = lambda rows: None) -> int:
         """Follow until every task has ended; returns how many ended in a failed state."""
+        from orchestrator import progress
+
         seen: dict[str, Task] = {}
         while not self.signals:
             try:
@@ -285,3 +318,118 @@ class SlurmTasks:
             time.sleep(POLL_SECONDS)
         show(progress.rows(self.study))
         return sum(1 for task in seen.values() if task.state in FAILED_STATES)
+
+
+def tasks_table(tasks: Sequence[Task], jobs: Sequence[str], study: optuna.Study) -> Table:
+    """The sweep's Slurm array tasks, with the trial each one runs."""
+    from optuna.trial import TrialState
+    from rich.table import Table
+
+    running = {
+        t.user_attrs.get(keys.TRIAL_TASK): t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    }
+    table = Table(title=f"Slurm job(s) {', '.join(jobs)}")
+    for column in ("task", "state", "node / reason", "run time", "restarts", "trial"):
+        table.add_column(column)
+    for task in tasks:
+        trial = running.get(task.id)
+        table.add_row(
+            task.id,
+            task.state,
+            task.where,
+            task.run_time,
+            str(task.restarts),
+            "-" if trial is None else str(trial),
+        )
+    if not tasks:
+        table.caption = "no task known to Slurm any more (ended jobs are forgotten after MinJobAge)"
+    return table
+
+
+class SlurmLauncher(Launcher):
+    """The sweep's workers as one Slurm job array (``execution.slurm``), submitted from a
+    login node; ``--wait`` follows it, else the tasks run on without the sweep command."""
+
+    name: ClassVar[str] = "slurm"
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("--workers", "slurm: array tasks (workers)", "execution.slurm.workers", int),
+        Option("--partition", "slurm: partition", "execution.slurm.partition"),
+        Option("--time", "slurm: time limit per task, e.g. 4:00:00", "execution.slurm.time"),
+        Option("--gpus-per-worker", "slurm: GPUs per task", "execution.slurm.gpus_per_worker", int),
+        Option("--cpus-per-worker", "slurm: CPUs per task", "execution.slurm.cpus_per_worker", int),
+        Option("--account", "slurm: account to charge", "execution.slurm.account"),
+        Option("--wait", "slurm: follow the sweep until its tasks have ended", is_flag=True),
+        Option("--cancel", "slurm: cancel the sweep's tasks (as `cancel`)", is_flag=True),
+    )
+    # USR1 comes before the time limit, SIGTERM on scancel or preemption; Slurm follows its
+    # SIGTERM with SIGKILL after KillWait (30 s by default): too soon to finish a step.
+    preemption_signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGUSR1, signal.SIGTERM)
+    requeue_signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGUSR1,)
+    shared_filesystem: ClassVar[bool] = True
+
+    def start(
+        self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
+    ) -> Outcome:
+        """Submit the job array; with ``wait``, follow it until no task is active."""
+        from orchestrator import counts, progress, sweep
+
+        job = submit(
+            self.config, storage_url=prepared.storage_url, tracking_uri=prepared.tracking_uri
+        )
+        console.print(
+            f"submitted job array {job}: {self.config.execution.slurm.workers} worker(s), batch "
+            f"script {batch_script_file(self.config)}"
+        )
+        if not wait:
+            console.print(
+                f"follow it with `orchestrate status {sweep_file}`; stop it with "
+                f"`orchestrate cancel {sweep_file}`"
+            )
+            return Outcome(followed=False)
+        tasks = SlurmTasks(prepared.study, [job])
+        _, interrupted = sweep.follow(prepared, self.config, tasks, console, replay_spools=False)
+        if interrupted:
+            return Outcome(
+                interrupted=True,
+                stopped=f"stopped following: the Slurm tasks go on (`orchestrate status "
+                f"{sweep_file}`; `orchestrate cancel {sweep_file}` stops them)",
+            )
+        study = prepared.study
+        left = counts.expected(study, self.config) - counts.finished(study)
+        if left <= 0:
+            return Outcome()
+        console.print(progress.summary(study))
+        return Outcome(
+            unfinished=f"the Slurm tasks ended with {left} trial(s) not finished (time limits, "
+            "cancellation?): run the same command again to resume"
+        )
+
+    def cancel(self, study: optuna.Study) -> str:
+        """Cancel the sweep's tasks, wait until they have ended, requeue their trials."""
+        jobs = job_ids(self.config)
+        if not jobs:
+            raise ConfigError(
+                f"sweep '{self.config.name}' has no Slurm job recorded in its workspace"
+            )
+        cancelled, requeued = cancel_and_requeue(study, jobs)
+        return (
+            f"cancelled {cancelled} task(s) of job(s) {', '.join(jobs)}; "
+            f"requeued {len(requeued)} running trial(s)"
+            + (f" ({', '.join(map(str, requeued))})" if requeued else "")
+        )
+
+    def has_tasks(self) -> bool:
+        return bool(job_ids(self.config))
+
+    def tasks_table(self, study: optuna.Study) -> Table | None:
+        jobs = job_ids(self.config)
+        return tasks_table(tasks(jobs), jobs, study) if jobs else None
+
+    @classmethod
+    def current_task(cls) -> str | None:
+        return current_task()
+
+    @classmethod
+    def requeue_task(cls, task: str) -> None:
+        requeue(task)

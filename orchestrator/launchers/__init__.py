@@ -1,0 +1,73 @@
+"""Where a sweep's workers run: local processes, one per device slot, or a Slurm job array.
+
+``execution.launcher`` (or ``--launcher``) picks one from :data:`LAUNCHERS`. A new engine is
+one module here with a :class:`Launcher` subclass, its section in ``ExecutionConfig``, and one
+entry below (docs/ARCHITECTURE.md, "A launcher").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.launchers.base import Launcher, Option, Outcome
+from orchestrator.launchers.local import LocalLauncher
+from orchestrator.launchers.slurm import SlurmLauncher
+
+LAUNCHERS: dict[str, type[Launcher]] = {
+    LocalLauncher.name: LocalLauncher,
+    SlurmLauncher.name: SlurmLauncher,
+}
+
+__all__ = ["LAUNCHERS", "Launcher", "Option", "Outcome", "get", "hosting", "options", "recorded"]
+
+
+def get(config: SweepConfig, given: Mapping[str, Any] | None = None) -> Launcher:
+    """The launcher ``execution.launcher`` names, for ``config``.
+
+    Args:
+        config: the sweep, its launch fields resolved.
+        given: the launcher options set on the command line (by :attr:`Option.dest`); one
+            that the chosen launcher does not take is refused, naming the launcher that does.
+    """
+    try:
+        launcher = LAUNCHERS[config.execution.launcher](config)
+    except KeyError:
+        known = ", ".join(LAUNCHERS)
+        raise ConfigError(
+            f"execution.launcher: unknown launcher '{config.execution.launcher}' ({known})"
+        ) from None
+    own = {option.dest for option in launcher.options}
+    foreign = [dest for dest in given or {} if dest not in own]
+    if foreign:
+        owners = sorted(
+            {cls.name for cls in LAUNCHERS.values() for o in cls.options if o.dest in foreign}
+        )
+        flags = ", ".join(f"--{dest.replace('_', '-')}" for dest in foreign)
+        raise ConfigError(f"{flags}: only with --launcher {' or '.join(owners)}")
+    return launcher
+
+
+def options() -> list[Option]:
+    """Every launcher's command-line options, once each (the sweep command offers them all)."""
+    seen: dict[str, Option] = {}
+    for cls in LAUNCHERS.values():
+        for option in cls.options:
+            seen.setdefault(option.dest, option)
+    return list(seen.values())
+
+
+def recorded(config: SweepConfig) -> list[Launcher]:
+    """The launchers that recorded tasks in the sweep's workspace (for cancel and status)."""
+    found = (cls(config) for cls in LAUNCHERS.values())
+    return [launcher for launcher in found if launcher.has_tasks()]
+
+
+def hosting() -> type[Launcher]:
+    """The launcher whose task this process runs in (a worker asks: Slurm sets its task in
+    the environment); local when none claims it."""
+    for cls in LAUNCHERS.values():
+        if cls.current_task() is not None:
+            return cls
+    return LocalLauncher
