@@ -6,6 +6,8 @@ import gzip
 import os
 import pickle
 import struct
+import typing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import torch
 
 from orchestrator import data
 from orchestrator.config import DatasetConfig, SyntheticConfig
+from orchestrator.data import registry
 
 # --------------------------------------------------------------------------- file writers
 
@@ -85,6 +88,42 @@ def _fresh_cache():
     data.clear_cache()
     yield
     data.clear_cache()
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_config_names_are_the_registry_names() -> None:
+    # config.py stays torch-free, so it spells the names out; a dataset added to one list and
+    # not the other fails here.
+    allowed = typing.get_args(DatasetConfig.model_fields["name"].annotation)
+    assert sorted(allowed) == registry.available()
+    assert all(registry.spec(name).name == name for name in allowed)
+
+
+def test_unknown_dataset_lists_the_registered_ones() -> None:
+    with pytest.raises(data.DatasetError, match="unknown dataset 'imagenet'; available: cifar10"):
+        registry.spec("imagenet")
+
+
+def test_the_registered_shape_is_what_a_reader_checks_and_load_reports(tmp_path: Path) -> None:
+    write_idx_dataset(tmp_path / "mnist", train=20, test=10, gz=False)
+    config = DatasetConfig(name="mnist", root=str(tmp_path))
+    mnist = registry.spec("mnist")
+    assert data.load(config).profile()["shape"] == "1x28x28"
+
+    wider = replace(mnist, shape=data.DatasetShape(num_classes=10, channels=1, image_size=32))
+    with pytest.raises(data.DatasetError, match="28x28 images where mnist has 32x32"):
+        wider.read(wider, config, 0)
+    fewer = replace(mnist, shape=data.DatasetShape(num_classes=5, channels=1, image_size=28))
+    with pytest.raises(data.DatasetError, match=r"labels-idx1-ubyte: labels outside 0\.\.4"):
+        fewer.read(fewer, config, 0)
+
+
+def test_a_spec_has_both_shape_and_files_or_neither() -> None:
+    with pytest.raises(ValueError, match="give both shape and files, or neither"):
+        replace(registry.spec("mnist"), files=None)
+    assert registry.spec("synthetic").generated and not registry.spec("cifar10").generated
 
 
 # --------------------------------------------------------------------------- CIFAR-10

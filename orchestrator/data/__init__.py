@@ -1,0 +1,42 @@
+"""Datasets held as uint8 tensors on the trial's device, normalised and augmented per batch.
+
+One concept a module:
+
+- :mod:`~orchestrator.data.registry`: every dataset by name → its :class:`DatasetSpec`
+  (:mod:`~orchestrator.data.specs`): its reader, its shape (classes, channels, image size) and
+  where its files come from;
+- :mod:`~orchestrator.data.files`: readers of the real formats (CIFAR-10 python batches, IDX
+  files) and the download;
+- :mod:`~orchestrator.data.synthetic`: the generated task, made from the seed;
+- :mod:`~orchestrator.data.splits`: the validation hold-out and the stratified subsets;
+- :mod:`~orchestrator.data.tensors`: :class:`Datasets` and :class:`ImageSplit` on the device,
+  normalisation, batching and augmentation;
+- :mod:`~orchestrator.data.loading`: :func:`load`, which puts them together and memoises.
+
+Callers import from here. ``docs/data.md`` says where the files go and how to add a dataset.
+"""
+
+from __future__ import annotations
+
+from orchestrator.data import registry
+from orchestrator.data.errors import DatasetError
+from orchestrator.data.files import DEBIAN_FASHION_MNIST, default_root
+from orchestrator.data.loading import clear_cache, load, source_of
+from orchestrator.data.specs import DatasetFiles, DatasetShape, DatasetSpec
+from orchestrator.data.tensors import Datasets, ImageSplit, random_crop_flip
+
+__all__ = [
+    "DEBIAN_FASHION_MNIST",
+    "DatasetError",
+    "DatasetFiles",
+    "DatasetShape",
+    "DatasetSpec",
+    "Datasets",
+    "ImageSplit",
+    "clear_cache",
+    "default_root",
+    "load",
+    "random_crop_flip",
+    "registry",
+    "source_of",
+]
