@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import re
@@ -15,6 +17,7 @@ from click.testing import CliRunner, Result
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
+from orchestrator import keys, plan
 from orchestrator.cli import main, parse_formats, parse_levels
 from orchestrator.config import ConfigError, parse_config
 from orchestrator.report import figures, render, schema, sources, tables
@@ -297,13 +300,97 @@ def test_baseline_pairs_only_equal_schedules() -> None:
     params = [RATE, "imp.prune_fraction"]
     # d has no twin at 0.25: it is not compared with the baseline of another schedule.
     assert tables.baseline_pairs(configs, params, twin_of) == {"c": "b"}
-    assert tables.baseline_pairs(configs[configs[RATE] > 0], params, twin_of) == {}
+    assert tables.baseline_pairs(configs[plan.is_alds(configs[RATE])], params, twin_of) == {}
     curves = configs.assign(step=1)
     notes = tables.report_notes(pd.DataFrame(columns=["state"]), curves, {"c": "b"}, {})
     assert notes == [
         "1 ALDS configuration(s) without a complete IMP-only twin (same schedule and seed), "
         "not compared: d"
     ]
+
+
+def test_metrics_are_the_numeric_fields_a_step_logs() -> None:
+    # Imported here: procedure imports torch, which the report itself never needs.
+    from orchestrator.procedure import Step
+
+    # Every field set, so that metrics() leaves out none (it skips a None or NaN value).
+    values = {f.name: 1 for f in dataclasses.fields(Step)}
+    step = Step(**(values | {"phase": "imp", "layers": {"fc1": 0.5}}))
+    logged = {k for k in step.metrics() if not k.startswith(keys.layer_remaining(""))}
+    assert set(schema.METRICS) == logged
+    assert len(schema.METRICS) == len(set(schema.METRICS))
+
+
+def hand_inputs(levels: tuple[float, ...] = schema.LEVELS) -> tables.Inputs:
+    """The report's inputs for the hand-built baseline and ALDS curves, every trial complete."""
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    trials = steps.groupby("trial").first().reset_index()[["trial", "state", "seed", RATE]]
+    trials = trials.rename(columns={"trial": "number"}).assign(
+        **{
+            "value:accuracy": [0.8, 0.78, 0.85, 0.911],
+            "duration_s": 60.0,
+            keys.TRIAL_RUN_ID: [f"run{n}" for n in range(4)],
+            "missing": None,
+        }
+    )
+    return tables.Inputs(
+        trials=trials,
+        steps=steps,
+        params=[RATE],
+        twin_of=twin_of,
+        label=functools.partial(sources.config_label, params=[RATE]),
+        objectives=["accuracy"],
+        directions=["maximize"],
+        levels=levels,
+    )
+
+
+def test_the_registry_computes_every_table_from_the_inputs() -> None:
+    inputs = hand_inputs(levels=(0.5,))
+    computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
+    assert list(computed) == [spec.name for spec in tables.TABLES]
+    assert len(computed) == len({spec.name for spec in tables.TABLES})
+    # The same numbers as the pure functions, and each table computed once.
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    pairs = {"alds.rate=0.5": "alds.rate=0.0"}
+    assert inputs.pairs == pairs
+    versus = tables.versus_baseline(steps, pairs)
+    pd.testing.assert_frame_equal(computed["versus_baseline"], versus)
+    summary = tables.summary_table(
+        tables.curve_table(steps, [RATE]), versus, tables.tolerance_table(steps), pairs, [RATE]
+    )
+    pd.testing.assert_frame_equal(computed["summary"], summary)
+    assert computed["at_sparsity"]["sparsity"].tolist() == [0.5, 0.5]
+    assert inputs.table("curves") is computed["curves"]
+    assert computed["trials"]["config"].tolist() == ["alds.rate=0.0"] * 2 + ["alds.rate=0.5"] * 2
+    assert computed["best"]["best_trial"].tolist() == [3, 0]
+    assert "config" not in computed["steps"]
+    # Every presented table's columns name columns the table has.
+    report = schema.Report(
+        study="hand",
+        params=[RATE],
+        objectives=["accuracy"],
+        directions=["maximize"],
+        counts={},
+        notes=[],
+        tables=computed,
+    )
+    for spec in tables.TABLES:
+        if spec.presented and not computed[spec.name].empty:
+            shown = {c.source for c in spec.shown(report)}
+            assert shown <= set(computed[spec.name].columns), spec.name
+    with pytest.raises(KeyError, match="no table 'nope'"):
+        inputs.table("nope")
+
+
+def test_the_worked_example_of_a_table_is_the_code() -> None:
+    # docs/report.md, "Adding a table": its function and its registry entry, as in tables.py.
+    document = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
+    section = document.split("### Adding a table", 1)[1].split("\n## ", 1)[0]
+    function, entry = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = Path(tables.__file__).read_text()
+    assert function in code
+    assert "".join(f"    {line}" if line else line for line in entry.splitlines(True)) in code
 
 
 def test_markdown_and_latex_tables_are_well_formed() -> None:

@@ -2,8 +2,8 @@
 
 The seed's question is whether ALDS before IMP gives a better network than IMP alone at the
 same sparsity, and at which ALDS rate. :func:`build` reads the stores (``sources``), computes
-the tables (``tables``) and draws the figures (``figures``); :func:`write` renders them
-(``render``). The names they share, and the declaration of every table, are in ``schema``.
+every table of the registry ``tables.TABLES`` and draws every figure of ``figures.FIGURES``;
+:func:`write` renders them (``render``). The names they share are in ``schema``.
 """
 
 from __future__ import annotations
@@ -86,43 +86,31 @@ def build(
         )
     trials["missing"] = trials["number"].map(missing)
     fixed = {RATE: config.alds.rate} if RATE not in params else {}
-    steps = label_steps(steps, trials, params, fixed)
-    listed = tables.trials_table(trials, steps).drop(columns="missing")
-    listed["config"] = [config_label(row, params) for _, row in listed.iterrows()]
-    complete = steps[steps["state"] == "COMPLETE"]
-    curves = tables.curve_table(complete, params)
-    pairs = tables.baseline_pairs(curves, params, functools.partial(plan.twin_of, config))
-    versus = tables.versus_baseline(complete, pairs)
-    layers = tables.layer_table(complete, pairs)
-    magnitudes = tables.magnitude_table(complete, pairs)
-    within = tables.tolerance_table(complete, tolerance)
-    configs = list(curves["config"].unique())
-    objectives = objective_names(study)
     directions = [d.name.lower() for d in study.directions]
-    front = [t.number for t in study.best_trials] if len(directions) > 1 else []
+    inputs = tables.Inputs(
+        trials=trials,
+        steps=label_steps(steps, trials, params, fixed),
+        params=params,
+        twin_of=functools.partial(plan.twin_of, config),
+        label=functools.partial(config_label, params=params),
+        objectives=objective_names(study),
+        directions=directions,
+        front=[t.number for t in study.best_trials] if len(directions) > 1 else [],
+        tolerance=tolerance,
+        levels=levels,
+    )
+    computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
     title = f"{study.study_name}: {config.model} on {config.dataset.name}"
-    # Every table of schema.TABLES, computed.
-    computed = {
-        "summary": tables.summary_table(curves, versus, within, pairs, params),
-        "versus_baseline": versus,
-        "layers": layers,
-        "magnitudes": magnitudes,
-        "at_sparsity": tables.at_sparsity(complete, configs, pairs, levels),
-        "curves": curves,
-        "best": tables.best_table(listed, objectives, directions, params, front=front),
-        "trials": listed,
-        "steps": steps.drop(columns="config"),
-    }
     figures = {spec.name: spec.draw(computed[spec.table], params, title=title) for spec in FIGURES}
     return Report(
         study=study.study_name,
         params=params,
-        objectives=objectives,
+        objectives=inputs.objectives,
         directions=directions,
         counts=counts,
         notes=[
-            *tables.report_notes(listed, curves, pairs, counts),
-            *tables.collapse_notes(layers),
+            *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
+            *tables.collapse_notes(computed["layers"]),
         ],
         tables=computed,
         figures={name: figure for name, figure in figures.items() if figure is not None},

@@ -52,7 +52,7 @@ def trial_figure(remaining: Sequence[float], accuracy: Sequence[float]) -> Figur
 
 
 def _colors(rates: Iterable[float]) -> dict[float, Any]:
-    compressed = sorted({float(r) for r in rates if r > 0})
+    compressed = sorted({float(r) for r in rates if plan.is_alds(r)})
     return dict(zip(compressed, _palette(len(compressed), upper=0.85), strict=True))
 
 

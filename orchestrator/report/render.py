@@ -1,7 +1,8 @@
 """Presentation: the report's tables as rounded text, and the files they are written to.
 
 CSV and JSON hold every table complete and unrounded; LaTeX, Markdown and HTML show the
-declared columns (``schema.TABLES``) as ``mean ± std`` text, in percent and points.
+columns each table's entry declares (``tables.TABLES``) as ``mean ± std`` text, in percent
+and points.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from orchestrator.report.figures import FIGURES
 from orchestrator.report.schema import (
     NUMERIC,
     RATE,
-    TABLES,
     Column,
     Report,
     is_missing,
     param_text,
     plain,
     shorten,
-    table_spec,
 )
+from orchestrator.report.tables import TABLES, table_spec
 
 if TYPE_CHECKING:
     from compression.alds import AldsPlan
@@ -83,9 +83,9 @@ def _cell(row: pd.Series, column: Column) -> str:
 
 def _columns(name: str, report: Report, paper: bool) -> list[Column]:
     spec = table_spec(name)
-    if spec is None or spec.columns is None:
+    if spec is None:
         raise ValueError(f"no presentation for table '{name}'")
-    return [c for c in spec.columns(report) if c.paper or not paper]
+    return [c for c in spec.shown(report) if c.paper or not paper]
 
 
 def present(report: Report, name: str, *, paper: bool = False) -> pd.DataFrame:

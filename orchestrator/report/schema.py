@@ -1,8 +1,9 @@
-"""What every part of the report shares: metric and parameter names, the report, its tables.
+"""What every part of the report shares: metric and parameter names, the report, its columns.
 
 The bottom of the package: the readers, the tables, the figures and the renderers all speak
-these names. Each table is declared once in :data:`TABLES` (file name, section title, the
-columns shown) and each figure once in ``figures.FIGURES``; adding one is one entry there.
+these names, and it imports none of them. Each table is declared once in ``tables.TABLES``
+(file name, section title, computation, the columns shown) and each figure once in
+``figures.FIGURES``; adding one is one function and one entry there.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from orchestrator import keys
 from orchestrator.counts import finished_count
 from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# The metrics each trial's run logs once per compression step.
+# The metrics each trial's run logs once per compression step: the numeric fields of
+# procedure.Step (tests/test_report.py holds them equal; the report does not import procedure,
+# which imports torch).
 METRICS = (
     "accuracy",
     "loss",
@@ -50,18 +52,15 @@ __all__ = [
     "NOTE_LIMIT",
     "NUMERIC",
     "RATE",
-    "TABLES",
     "TOLERANCE",
     "Column",
     "FigureSpec",
     "Report",
-    "TableSpec",
     "config_fields",
     "is_missing",
     "param_text",
     "plain",
     "shorten",
-    "table_spec",
 ]
 
 
@@ -144,23 +143,6 @@ NUMERIC = frozenset({"param", "int", "pct", "points", "ratio", "seconds"})
 
 
 @dataclass(frozen=True)
-class TableSpec:
-    """One table of the report: its file name, its section title, the columns it shows.
-
-    ``columns`` is ``None`` for a table written as data only (CSV, JSON), shown nowhere.
-    """
-
-    name: str
-    title: str
-    columns: Callable[[Report], list[Column]] | None = None
-
-    @property
-    def presented(self) -> bool:
-        """Whether the table is shown (LaTeX, Markdown, HTML) and not only written as data."""
-        return self.columns is not None
-
-
-@dataclass(frozen=True)
 class FigureSpec:
     """One figure of the report: its file name (``<name>.png``), title, and how it is drawn.
 
@@ -174,181 +156,3 @@ class FigureSpec:
     draw: Callable[..., Figure | None]
     after: str | None = None
     table: str = "curves"
-
-
-def _config_columns(report: Report) -> list[Column]:
-    return [Column(p, p, "param") for p in config_fields(report.params)]
-
-
-def _objective(name: str, source: str, std: str | None = None) -> Column:
-    """An objective's column, in the unit of its metric (``accuracy@0.9`` is an accuracy)."""
-    metric = name.split("@", 1)[0]
-    kind = {"accuracy": "pct", "val_accuracy": "pct", "sparsity": "pct", "params_nonzero": "int"}
-    unit = {"pct": " (%)"}.get(kind.get(metric, "param"), "")
-    return Column(f"objective {name}{unit}", source, kind.get(metric, "param"), std)
-
-
-def _objectives(report: Report) -> list[Column]:
-    return [_objective(o, f"value:{o}") for o in report.objectives]
-
-
-def _outcome(*, mean: bool = False, final: bool = False) -> list[Column]:
-    """What a network ended at: accuracy, sparsity, nonzero weights (a trial's, or means)."""
-    source = "{}_mean" if mean else "{}"
-    header = "final {}" if final else "{}"
-    return [
-        Column(header.format("accuracy (%)"), source.format("accuracy"), "pct"),
-        Column(header.format("sparsity (%)"), source.format("sparsity"), "pct"),
-        Column("nonzero params", source.format("params_nonzero"), "int"),
-    ]
-
-
-# An arm against its baseline at one sparsity (tables.versus_baseline, tables.at_sparsity).
-_AGAINST_BASELINE = [
-    Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
-    Column("Δ (pt)", "difference_mean", "points", "difference_std"),
-    Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
-    Column("seeds", "paired_n", "int"),
-]
-
-
-def _summary(report: Report) -> list[Column]:
-    within = f"max sparsity within {100 * report.tolerance:g} pt of dense (%)"
-    return [
-        *_config_columns(report),
-        Column("arm", "role"),
-        Column("n", "n", "int"),
-        Column("final sparsity (%)", "final_sparsity", "pct"),
-        Column("final accuracy (%)", "final_accuracy_mean", "pct", "final_accuracy_std"),
-        Column("matched sparsity (%)", "matched_sparsity", "pct"),
-        Column("Δ vs IMP only there (pt)", "difference_mean", "points", "difference_std"),
-        Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
-        Column("paired seeds", "paired_n", "int"),
-        Column("verdict", "verdict"),
-        Column(
-            within,
-            "max_sparsity_within_mean",
-            "pct",
-            "max_sparsity_within_std",
-            bound="within_lower_bound",
-        ),
-    ]
-
-
-def _at_sparsity(report: Report) -> list[Column]:
-    return [
-        Column("sparsity (%)", "sparsity", "pct"),
-        Column("configuration", "config"),
-        Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
-        Column("n", "n", "int"),
-        *_AGAINST_BASELINE,
-    ]
-
-
-def _versus_baseline(report: Report) -> list[Column]:
-    return [
-        Column("configuration", "config", "arm"),
-        Column("step", "step", "int"),
-        Column("sparsity (%)", "sparsity", "pct"),
-        Column("ALDS + IMP (%)", "accuracy_mean", "pct", "accuracy_std"),
-        *_AGAINST_BASELINE,
-    ]
-
-
-def _magnitudes(report: Report) -> list[Column]:
-    columns = [Column("configuration", "config", "arm")]
-    for decile in ("smallest", "largest"):
-        columns += [
-            Column(f"{decile} tenth, dense (%)", f"{decile}_dense", "pct"),
-            Column("after ALDS (%)", f"{decile}_alds", "pct"),
-            Column("IMP only (%)", f"{decile}_baseline", "pct"),
-            Column("Δ 95% CI (pt)", f"{decile}_ci_low", "points", upper=f"{decile}_ci_high"),
-            Column("verdict", f"{decile}_verdict"),
-        ]
-    return [*columns, Column("seeds", "paired_n", "int")]
-
-
-def _layers(report: Report) -> list[Column]:
-    return [
-        Column("configuration", "config", "arm"),
-        Column("layer", "layer"),
-        Column("step", "step", "int"),
-        Column("sparsity (%)", "sparsity", "pct"),
-        Column("remaining (%)", "remaining_mean", "pct"),
-        Column("lowest seed (%)", "remaining_min", "pct"),
-        Column("emptied", "collapsed", "flag"),
-        Column("IMP only (%)", "baseline_remaining_mean", "pct"),
-        Column("emptied in IMP only", "baseline_collapsed", "flag"),
-    ]
-
-
-def _curves(report: Report) -> list[Column]:
-    return [
-        *_config_columns(report),
-        Column("step", "step", "int"),
-        Column("phase", "phase"),
-        Column("n", "n", "int"),
-        Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
-        Column("sparsity (%)", "sparsity_mean", "pct"),
-        Column("nonzero params", "params_nonzero_mean", "int"),
-        Column("compression (×)", "compression_ratio_mean", "ratio"),
-    ]
-
-
-def _best(report: Report) -> list[Column]:
-    params = [Column(p, p, "param") for p in report.params]
-    if len(report.objectives) > 1:  # the Pareto front: trials, not configurations
-        return [
-            Column("trial", "number", "int"),
-            Column("seed", "seed", "int"),
-            *params,
-            *_objectives(report),
-            *_outcome(),
-        ]
-    return [
-        Column("rank", "rank", "int"),
-        *params,
-        Column("n", "n", "int"),
-        _objective(report.objectives[0], "value_mean", "value_std"),
-        Column("best trial", "best_trial", "int"),
-        *_outcome(mean=True, final=True),
-    ]
-
-
-def _trials(report: Report) -> list[Column]:
-    return [
-        Column("trial", "number", "int"),
-        Column("state", "state"),
-        Column("seed", "seed", "int"),
-        *[Column(p, p, "param") for p in report.params],
-        *_objectives(report),
-        Column("last step", "last_step", "int"),
-        *_outcome(),
-        Column("compression (×)", "compression_ratio", "ratio"),
-        Column("duration (s)", "duration_s", "seconds"),
-        Column("MLflow run", keys.TRIAL_RUN_ID, paper=False),
-        Column("note", "note", paper=False, limit=NOTE_LIMIT),
-    ]
-
-
-# In the order the report shows them.
-TABLES = (
-    TableSpec("summary", "ALDS + IMP against IMP only", _summary),
-    TableSpec("at_sparsity", "At fixed sparsities", _at_sparsity),
-    TableSpec("versus_baseline", "At matched sparsity, step by step", _versus_baseline),
-    TableSpec(
-        "magnitudes",
-        "Share of the weights' magnitude in their smallest and largest tenth, after ALDS",
-        _magnitudes,
-    ),
-    TableSpec("layers", "Weights remaining per layer, at the last step", _layers),
-    TableSpec("curves", "Curves (mean ± std over seeds)", _curves),
-    TableSpec("best", "Best configurations", _best),
-    TableSpec("trials", "Trials", _trials),
-    TableSpec("steps", "Every logged step of every trial"),
-)
-
-
-def table_spec(name: str) -> TableSpec | None:
-    """The declaration of the table ``name``; ``None`` for a table the report does not declare."""
-    return next((spec for spec in TABLES if spec.name == name), None)

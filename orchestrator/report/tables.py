@@ -1,15 +1,21 @@
-"""The tables: pure functions of tidy frames of trials and steps, checkable on hand-built curves.
+"""The tables: pure functions of tidy frames of trials and steps, checkable on hand-built curves,
+and their one registry (:data:`TABLES`).
 
 Aggregates (curves, the comparison with the baseline, the best configurations) take complete
 trials only, with ``n`` the number of seeds behind each number; the trials table lists every
 trial, running, pruned and failed ones included, with what they logged so far.
+
+A table of the report is one function and one :class:`TableSpec` in :data:`TABLES`: its file
+name, title, how it is computed from the report's :class:`Inputs`, and the columns shown.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,10 +25,13 @@ from scipy import stats
 from orchestrator import keys, plan
 from orchestrator.curve import value_at_sparsity
 from orchestrator.report.schema import (
+    LEVELS,
     METRICS,
     NOTE_LIMIT,
     RATE,
     TOLERANCE,
+    Column,
+    Report,
     config_fields,
     is_missing,
     plain,
@@ -31,6 +40,9 @@ from orchestrator.report.schema import (
 
 __all__ = [
     "CONFIDENCE",
+    "TABLES",
+    "Inputs",
+    "TableSpec",
     "at_sparsity",
     "baseline_pairs",
     "best_table",
@@ -41,6 +53,7 @@ __all__ = [
     "paired_interval",
     "report_notes",
     "summary_table",
+    "table_spec",
     "tolerance_table",
     "trials_table",
     "verdict",
@@ -588,3 +601,337 @@ def collapse_notes(layers: pd.DataFrame) -> list[str]:
             "of its weights in every seed)"
         )
     return notes
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass
+class Inputs:
+    """What every table is computed from: the sweep's frames and choices, and each table of
+    :data:`TABLES` computed once on demand (:meth:`table`), so a table can build on another.
+
+    ``trials`` is the study's trials as read (``sources.read_trials``) with ``missing``, the
+    reason a trial's run could not be read; ``steps`` the labelled steps of every trial
+    (``sources.label_steps``). ``twin_of`` and ``label`` are the sweep's: a configuration's
+    IMP-only twin (:func:`plan.twin_of`) and a trial's configuration label
+    (``sources.config_label``), passed in so the tables import neither the config nor the
+    readers.
+    """
+
+    trials: pd.DataFrame
+    steps: pd.DataFrame
+    params: list[str]
+    twin_of: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    label: Callable[[Mapping[str, Any]], str]
+    objectives: list[str]
+    directions: list[str]
+    front: list[int] = field(default_factory=list)  # the Pareto front's trials (several objectives)
+    tolerance: float = TOLERANCE
+    levels: Sequence[float] = LEVELS
+    _tables: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
+    _pending: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The table ``name`` of :data:`TABLES`, computed on the first call.
+
+        Args:
+            name: a table's file name, as in :data:`TABLES`.
+
+        Returns:
+            The whole table; the same frame on every call.
+        """
+        if name not in self._tables:
+            spec = table_spec(name)
+            if spec is None:
+                raise KeyError(f"no table '{name}' in tables.TABLES")
+            if name in self._pending:  # a cycle would otherwise end in a RecursionError
+                raise ValueError(f"table '{name}' depends on itself")
+            self._pending.add(name)
+            try:
+                self._tables[name] = spec.compute(self)
+            finally:
+                self._pending.discard(name)
+        return self._tables[name]
+
+    @functools.cached_property
+    def complete(self) -> pd.DataFrame:
+        """The steps of the complete trials: what every aggregate is computed from."""
+        return self.steps[self.steps["state"] == "COMPLETE"]
+
+    @functools.cached_property
+    def pairs(self) -> dict[str, str]:
+        """Each ALDS configuration's IMP-only twin, where one completed (:func:`baseline_pairs`)."""
+        return baseline_pairs(self.table("curves"), self.params, self.twin_of)
+
+    @functools.cached_property
+    def configs(self) -> list[str]:
+        """The configurations with a complete trial, in the curve table's order."""
+        return list(self.table("curves")["config"].unique())
+
+    @functools.cached_property
+    def within(self) -> pd.DataFrame:
+        """:func:`tolerance_table` of the complete trials: a part of the summary, not written."""
+        return tolerance_table(self.complete, self.tolerance)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the report: its file name, section title, computation and shown columns.
+
+    ``compute`` returns the whole table (CSV and JSON write every column) from the report's
+    :class:`Inputs`. ``columns`` are those LaTeX, Markdown and HTML show: a sequence, a
+    function of the :class:`Report` where they depend on the sweep (its parameters, objectives,
+    tolerance), or ``None`` for a table written as data only, shown nowhere.
+    """
+
+    name: str
+    title: str
+    compute: Callable[[Inputs], pd.DataFrame]
+    columns: Sequence[Column] | Callable[[Report], Sequence[Column]] | None = None
+
+    @property
+    def presented(self) -> bool:
+        """Whether the table is shown (LaTeX, Markdown, HTML) and not only written as data."""
+        return self.columns is not None
+
+    def shown(self, report: Report) -> list[Column]:
+        """The columns shown of this table in ``report``.
+
+        Args:
+            report: the report the table is part of.
+
+        Returns:
+            The presented columns, in order; a data-only table raises ``ValueError``.
+        """
+        if self.columns is None:
+            raise ValueError(f"no presentation for table '{self.name}'")
+        return list(self.columns(report) if callable(self.columns) else self.columns)
+
+
+def _config_columns(report: Report) -> list[Column]:
+    return [Column(p, p, "param") for p in config_fields(report.params)]
+
+
+def _objective(name: str, source: str, std: str | None = None) -> Column:
+    """An objective's column, in the unit of its metric (``accuracy@0.9`` is an accuracy)."""
+    metric = name.split("@", 1)[0]
+    kind = {"accuracy": "pct", "val_accuracy": "pct", "sparsity": "pct", "params_nonzero": "int"}
+    unit = {"pct": " (%)"}.get(kind.get(metric, "param"), "")
+    return Column(f"objective {name}{unit}", source, kind.get(metric, "param"), std)
+
+
+def _objectives(report: Report) -> list[Column]:
+    return [_objective(o, f"value:{o}") for o in report.objectives]
+
+
+def _outcome(*, mean: bool = False, final: bool = False) -> list[Column]:
+    """What a network ended at: accuracy, sparsity, nonzero weights (a trial's, or means)."""
+    source = "{}_mean" if mean else "{}"
+    header = "final {}" if final else "{}"
+    return [
+        Column(header.format("accuracy (%)"), source.format("accuracy"), "pct"),
+        Column(header.format("sparsity (%)"), source.format("sparsity"), "pct"),
+        Column("nonzero params", source.format("params_nonzero"), "int"),
+    ]
+
+
+# An arm against its baseline at one sparsity (versus_baseline, at_sparsity).
+_AGAINST_BASELINE = (
+    Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
+    Column("Δ (pt)", "difference_mean", "points", "difference_std"),
+    Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
+    Column("seeds", "paired_n", "int"),
+)
+
+
+def _summary_columns(report: Report) -> list[Column]:
+    within = f"max sparsity within {100 * report.tolerance:g} pt of dense (%)"
+    return [
+        *_config_columns(report),
+        Column("arm", "role"),
+        Column("n", "n", "int"),
+        Column("final sparsity (%)", "final_sparsity", "pct"),
+        Column("final accuracy (%)", "final_accuracy_mean", "pct", "final_accuracy_std"),
+        Column("matched sparsity (%)", "matched_sparsity", "pct"),
+        Column("Δ vs IMP only there (pt)", "difference_mean", "points", "difference_std"),
+        Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
+        Column("paired seeds", "paired_n", "int"),
+        Column("verdict", "verdict"),
+        Column(
+            within,
+            "max_sparsity_within_mean",
+            "pct",
+            "max_sparsity_within_std",
+            bound="within_lower_bound",
+        ),
+    ]
+
+
+def _magnitude_columns() -> tuple[Column, ...]:
+    columns = [Column("configuration", "config", "arm")]
+    for decile in ("smallest", "largest"):
+        columns += [
+            Column(f"{decile} tenth, dense (%)", f"{decile}_dense", "pct"),
+            Column("after ALDS (%)", f"{decile}_alds", "pct"),
+            Column("IMP only (%)", f"{decile}_baseline", "pct"),
+            Column("Δ 95% CI (pt)", f"{decile}_ci_low", "points", upper=f"{decile}_ci_high"),
+            Column("verdict", f"{decile}_verdict"),
+        ]
+    return (*columns, Column("seeds", "paired_n", "int"))
+
+
+def _curve_columns(report: Report) -> list[Column]:
+    return [
+        *_config_columns(report),
+        Column("step", "step", "int"),
+        Column("phase", "phase"),
+        Column("n", "n", "int"),
+        Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
+        Column("sparsity (%)", "sparsity_mean", "pct"),
+        Column("nonzero params", "params_nonzero_mean", "int"),
+        Column("compression (×)", "compression_ratio_mean", "ratio"),
+    ]
+
+
+def _best_columns(report: Report) -> list[Column]:
+    params = [Column(p, p, "param") for p in report.params]
+    if len(report.objectives) > 1:  # the Pareto front: trials, not configurations
+        return [
+            Column("trial", "number", "int"),
+            Column("seed", "seed", "int"),
+            *params,
+            *_objectives(report),
+            *_outcome(),
+        ]
+    return [
+        Column("rank", "rank", "int"),
+        *params,
+        Column("n", "n", "int"),
+        _objective(report.objectives[0], "value_mean", "value_std"),
+        Column("best trial", "best_trial", "int"),
+        *_outcome(mean=True, final=True),
+    ]
+
+
+def _trial_columns(report: Report) -> list[Column]:
+    return [
+        Column("trial", "number", "int"),
+        Column("state", "state"),
+        Column("seed", "seed", "int"),
+        *[Column(p, p, "param") for p in report.params],
+        *_objectives(report),
+        Column("last step", "last_step", "int"),
+        *_outcome(),
+        Column("compression (×)", "compression_ratio", "ratio"),
+        Column("duration (s)", "duration_s", "seconds"),
+        Column("MLflow run", keys.TRIAL_RUN_ID, paper=False),
+        Column("note", "note", paper=False, limit=NOTE_LIMIT),
+    ]
+
+
+def _listed(inputs: Inputs) -> pd.DataFrame:
+    """The trials table of every trial, each labelled with its configuration."""
+    table = trials_table(inputs.trials, inputs.steps).drop(columns="missing")
+    table["config"] = [inputs.label(row) for _, row in table.iterrows()]
+    return table
+
+
+# Every table of the report, in the order it shows them; a table is written as <name>.csv etc.
+TABLES = (
+    TableSpec(
+        "summary",
+        "ALDS + IMP against IMP only",
+        lambda inputs: summary_table(
+            inputs.table("curves"),
+            inputs.table("versus_baseline"),
+            inputs.within,
+            inputs.pairs,
+            inputs.params,
+        ),
+        _summary_columns,
+    ),
+    TableSpec(
+        "at_sparsity",
+        "At fixed sparsities",
+        lambda inputs: at_sparsity(inputs.complete, inputs.configs, inputs.pairs, inputs.levels),
+        (
+            Column("sparsity (%)", "sparsity", "pct"),
+            Column("configuration", "config"),
+            Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
+            Column("n", "n", "int"),
+            *_AGAINST_BASELINE,
+        ),
+    ),
+    TableSpec(
+        "versus_baseline",
+        "At matched sparsity, step by step",
+        lambda inputs: versus_baseline(inputs.complete, inputs.pairs),
+        (
+            Column("configuration", "config", "arm"),
+            Column("step", "step", "int"),
+            Column("sparsity (%)", "sparsity", "pct"),
+            Column("ALDS + IMP (%)", "accuracy_mean", "pct", "accuracy_std"),
+            *_AGAINST_BASELINE,
+        ),
+    ),
+    TableSpec(
+        "magnitudes",
+        "Share of the weights' magnitude in their smallest and largest tenth, after ALDS",
+        lambda inputs: magnitude_table(inputs.complete, inputs.pairs),
+        _magnitude_columns(),
+    ),
+    TableSpec(
+        "layers",
+        "Weights remaining per layer, at the last step",
+        lambda inputs: layer_table(inputs.complete, inputs.pairs),
+        (
+            Column("configuration", "config", "arm"),
+            Column("layer", "layer"),
+            Column("step", "step", "int"),
+            Column("sparsity (%)", "sparsity", "pct"),
+            Column("remaining (%)", "remaining_mean", "pct"),
+            Column("lowest seed (%)", "remaining_min", "pct"),
+            Column("emptied", "collapsed", "flag"),
+            Column("IMP only (%)", "baseline_remaining_mean", "pct"),
+            Column("emptied in IMP only", "baseline_collapsed", "flag"),
+        ),
+    ),
+    TableSpec(
+        "curves",
+        "Curves (mean ± std over seeds)",
+        lambda inputs: curve_table(inputs.complete, inputs.params),
+        _curve_columns,
+    ),
+    TableSpec(
+        "best",
+        "Best configurations",
+        lambda inputs: best_table(
+            inputs.table("trials"),
+            inputs.objectives,
+            inputs.directions,
+            inputs.params,
+            front=inputs.front,
+        ),
+        _best_columns,
+    ),
+    TableSpec("trials", "Trials", _listed, _trial_columns),
+    TableSpec(
+        "steps",
+        "Every logged step of every trial",
+        lambda inputs: inputs.steps.drop(columns="config"),
+    ),
+)
+
+
+def table_spec(name: str) -> TableSpec | None:
+    """The registry entry of the table ``name``.
+
+    Args:
+        name: a table's file name.
+
+    Returns:
+        Its :class:`TableSpec` in :data:`TABLES`; ``None`` for a table the report does not
+        declare.
+    """
+    return next((spec for spec in TABLES if spec.name == name), None)
