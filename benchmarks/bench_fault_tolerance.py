@@ -20,7 +20,7 @@ import optuna
 import torch
 
 import models
-from orchestrator import queue, study
+from orchestrator import keys, queue, study
 from orchestrator.cache import load, save_atomically
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -37,7 +37,7 @@ def storage_workload(storage: optuna.storages.BaseStorage, name: str) -> Callabl
         trial = created.ask()
         for step in range(5):
             trial.report(0.1 * step, step)
-            trial.set_user_attr("step", step)
+            trial.set_user_attr(keys.TRIAL_STEP, step)
         created.get_trials(deepcopy=False)
         created.tell(trial, 1.0)
 

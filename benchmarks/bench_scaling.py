@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from cli_process import finish, orchestrate
+from orchestrator.testing.cli import finish, orchestrate
+from orchestrator.testing.results import study_storage
+from orchestrator.testing.sweeps import sweep_document, write_sweep
 
 
-def sweep_document(folder: Path, name: str, trials: int, image_size: int) -> dict:
-    return {
-        "name": name,
-        "seeds": [0],
-        "model": "conv2",
-        "dataset": {
+def scaling_sweep(folder: Path, name: str, trials: int, image_size: int) -> dict:
+    """Conv-2 trials on 10-class colour images, ALDS rates sampled at random."""
+    return sweep_document(
+        folder,
+        name,
+        model="conv2",
+        dataset={
             "name": "synthetic",
             "synthetic": {
                 "image_size": image_size,
@@ -34,36 +37,40 @@ def sweep_document(folder: Path, name: str, trials: int, image_size: int) -> dic
                 "test_size": 256,
             },
         },
-        "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 1},
-        "alds": {"mode": "project"},
-        "imp": {"cycles": 2, "prune_fraction": 0.5, "epochs_per_cycle": 1},
-        "search": {
+        train={"lr": 0.001, "batch_size": 64},
+        search={
             "sampler": "random",
             "n_trials": trials,
             "space": {"alds.rate": {"low": 0.0, "high": 0.6}},
         },
-        "execution": {
-            "devices": "cpu",
-            "workspace": str(folder / name),
-            "cache_dir": str(folder / "checkpoints"),
-        },
-    }
+    )
 
 
 def run(folder: Path, workers: int, trials: int, image_size: int) -> float:
     """Seconds for ``workers`` worker processes to finish a fresh study of ``trials``."""
     name = f"scaling-{workers}w-{trials}t"
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(sweep_document(folder, name, trials, image_size)))
-    finish(orchestrate("sweep", str(path), "--enqueue-only", cwd=folder))
-    storage = f"sqlite:///{folder / name / 'study.db'}"
+    document = scaling_sweep(folder, name, trials, image_size)
+    path = write_sweep(folder, document)
+    # One thread per process and the tool's own heartbeat, as on a GPU host.
+    enqueue = ("sweep", str(path), "--enqueue-only")
+    queued = orchestrate(*enqueue, cwd=folder, threads=1, heartbeat=None, background=True)
+    finish(queued, None, check=True)
+    worker = ("worker", "--study", name, "--storage", study_storage(document), "--threads", "1")
     start = time.perf_counter()
     processes = [
-        orchestrate("worker", "--study", name, "--storage", storage, "--threads", "1", cwd=folder)
+        # Nobody reads a worker's output while it runs: a full pipe would stall it.
+        orchestrate(
+            *worker,
+            cwd=folder,
+            threads=1,
+            heartbeat=None,
+            stdout=subprocess.DEVNULL,
+            background=True,
+        )
         for _ in range(workers)
     ]
     for process in processes:
-        finish(process)
+        finish(process, None, check=True)
     return time.perf_counter() - start
 
 

@@ -18,38 +18,33 @@ running sweep, the remainder the sweep's one-off start-up.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import yaml
-from cli_process import finish, orchestrate
 
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
 from orchestrator.procedure import run_trial
+from orchestrator.testing.cli import finish, orchestrate
+from orchestrator.testing.sweeps import sweep_document, write_sweep
 
 
 def document(folder: Path, name: str, rates: list[float]) -> dict:
-    return {
-        "name": name,
-        "seeds": [0],
-        "model": "conv2",
-        "dataset": {
+    """Conv-2 trials on 10-class 16x16 colour images, a grid over ``rates``."""
+    return sweep_document(
+        folder,
+        name,
+        model="conv2",
+        dataset={
             "name": "synthetic",
             "synthetic": {"image_size": 16, "train_size": 1024, "test_size": 256},
         },
-        "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 2},
-        "alds": {"mode": "project"},
-        "imp": {"cycles": 2, "prune_fraction": 0.5, "epochs_per_cycle": 1},
-        "search": {"sampler": "grid", "space": {"alds.rate": {"choices": rates}}},
-        "execution": {
-            "devices": "cpu",
-            "workspace": str(folder / name),
-            "cache_dir": str(folder / "checkpoints"),
-        },
-    }
+        train={"lr": 0.001, "batch_size": 64, "epochs": 2},
+        search={"space": {"alds.rate": {"choices": rates}}},
+    )
 
 
 def direct(folder: Path, rates: list[float], cache_dir: Path | None) -> float:
@@ -65,10 +60,18 @@ def direct(folder: Path, rates: list[float], cache_dir: Path | None) -> float:
 
 def sweep(folder: Path, name: str, rates: list[float], threads: int) -> float:
     """Seconds of one ``orchestrate sweep`` over ``rates`` (start-up included)."""
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document(folder, name, rates)))
+    path = write_sweep(folder, document(folder, name, rates))
     start = time.perf_counter()
-    finish(orchestrate("sweep", str(path), cwd=folder, threads=threads))
+    sweep = orchestrate(
+        "sweep",
+        str(path),
+        cwd=folder,
+        threads=threads,
+        heartbeat=None,
+        stdout=subprocess.DEVNULL,
+        background=True,
+    )
+    finish(sweep, None, check=True)
     return time.perf_counter() - start
 
 

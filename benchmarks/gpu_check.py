@@ -34,15 +34,16 @@ import threading
 import time
 from pathlib import Path
 
-import optuna
 import torch
 import torch.nn.functional as F
-import yaml
 from estimate_sweep_cost import workload
 
 import models
 from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig, parse_config
 from orchestrator.data import load
+from orchestrator.testing.cli import orchestrate
+from orchestrator.testing.results import load_study
+from orchestrator.testing.sweeps import sweep_document, write_sweep
 from orchestrator.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,14 +167,14 @@ def step_times(
 # --------------------------------------------------------------------------- sweep throughput
 
 
-def sweep_document(folder: Path, name: str, trials: int, quick: bool) -> dict:
+def throughput_sweep(folder: Path, name: str, trials: int, quick: bool) -> dict:
     """Conv-6 trials on CIFAR-shaped data: ALDS at a sampled rate, fine-tuning, IMP cycles
-    (Conv-2 on fewer images for ``quick``)."""
-    return {
-        "name": name,
-        "seeds": [0],
-        "model": "conv2" if quick else "conv6",
-        "dataset": {
+    (Conv-2 on fewer images for ``quick``); the device is the command line's."""
+    return sweep_document(
+        folder,
+        name,
+        model="conv2" if quick else "conv6",
+        dataset={
             "name": "synthetic",
             "synthetic": {
                 "image_size": 32,
@@ -184,20 +185,16 @@ def sweep_document(folder: Path, name: str, trials: int, quick: bool) -> dict:
             },
             "validation": 60 if quick else 500,
         },
-        "train": {"optimizer": "adam", "lr": ADAM_LR, "batch_size": 60, "epochs": 1},
-        "alds": {"mode": "project", "finetune_epochs": 0.5},
-        "imp": {"cycles": 2 if quick else 3, "prune_fraction": 0.3, "epochs_per_cycle": 1},
-        "search": {
+        train={"lr": ADAM_LR, "batch_size": 60},
+        alds={"finetune_epochs": 0.5},
+        imp={"cycles": 2 if quick else 3, "prune_fraction": 0.3},
+        search={
             "sampler": "random",
             "n_trials": trials,
             "enqueue_baseline": False,
             "space": {"alds.rate": {"low": 0.1, "high": 0.8}},
         },
-        "execution": {
-            "workspace": str(folder / "ws" / name),
-            "cache_dir": str(folder / "checkpoints"),
-        },
-    }
+    )
 
 
 class _PeakMemory:
@@ -272,20 +269,25 @@ def sweep_throughput(
     of one worker in MiB."""
     name = f"throughput{workers}"
     trials = workers if quick else 2 * workers
-    document = sweep_document(folder, name, trials, quick)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
+    document = throughput_sweep(folder, name, trials, quick)
+    path = write_sweep(folder, document)
     devices = "0" if device.startswith("cuda") else "cpu"
-    env = {**os.environ, "ORCHESTRATE_WORKER_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "orchestrator", "sweep", str(path)]
-    command += ["--devices", devices, "--workers-per-device", str(workers)]
     with _PeakMemory(name, gpu=device.startswith("cuda")) as memory:
-        done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+        done = orchestrate(
+            "sweep",
+            str(path),
+            "--devices",
+            devices,
+            "--workers-per-device",
+            str(workers),
+            cwd=folder,
+            env={"ORCHESTRATE_WORKER_THREADS": "1"},
+            heartbeat=None,
+            timeout=None,
+        )
     if done.returncode != 0:
         raise SystemExit(f"sweep with {workers} workers failed:\n{done.stderr[-3000:]}")
-    storage = f"sqlite:///{folder / 'ws' / name / 'study.db'}"
-    finished = optuna.load_study(study_name=name, storage=storage).trials
+    finished = load_study(document).trials
     start = min(t.datetime_start for t in finished)
     end = max(t.datetime_complete for t in finished)
     steps_per_trial = workload(parse_config(document)).trial_steps_high

@@ -4,10 +4,11 @@ Usage::
 
     .venv/bin/python scripts/chaos.py [--outage SECONDS] [--workdir DIR]
 
-It starts servers of its own (a throwaway PostgreSQL from the ``postgresql`` package's
-binaries and an MLflow tracking server, on free ports of 127.0.0.1), so nothing else on the
-machine is disturbed, and runs the same small sweep twice (4 trials: the IMP-only baseline and
-ALDS 0.5, two seeds each, two local workers; Conv-2 on synthetic images):
+It starts servers of its own (a PostgreSQL from the ``postgresql`` package's binaries and an
+MLflow tracking server, on free ports of 127.0.0.1; see :mod:`orchestrator.testing.servers`),
+so nothing else on the machine is disturbed, and runs the same small sweep twice (4 trials:
+the IMP-only baseline and ALDS 0.5, two seeds each, two local workers; Conv-2 on synthetic
+images):
 
 1. **reference**: without faults; study in the PostgreSQL database ``reference``, MLflow in a
    local SQLite store;
@@ -41,13 +42,11 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import psycopg
-import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -56,12 +55,10 @@ from orchestrator import report as reports
 from orchestrator import study as studies
 from orchestrator.config import ConfigError, load_config
 from orchestrator.report.schema import METRICS
-from orchestrator.throwaway import (
-    ThrowawayPostgres,
-    free_port,
-    start_mlflow_server,
-    stop_process_group,
-)
+from orchestrator.testing.cli import finish, orchestrate
+from orchestrator.testing.results import completed_once, running_at_step, tracking_uri
+from orchestrator.testing.servers import ThrowawayMlflow, ThrowawayPostgres
+from orchestrator.testing.sweeps import slow_sweep, write_sweep
 from orchestrator.tracking import resolve_pending
 
 # Heartbeats are an experimental Optuna feature, used knowingly (as the CLI does).
@@ -73,32 +70,15 @@ COMPARED_TABLES = ("curves", "versus_baseline", "summary", "at_sparsity")
 
 
 def sweep_document(workspace: Path, cache: Path) -> dict:
-    """Four trials whose IMP cycles take seconds each, so faults land mid-trial."""
-    return {
-        "name": NAME,
-        "seeds": [0, 1],
-        "model": "conv2",
-        "dataset": {
-            "name": "synthetic",
-            "synthetic": {
-                "image_size": 16,
-                "channels": 3,
-                "num_classes": 4,
-                "train_size": 1024,
-                "test_size": 128,
-            },
-        },
-        "train": {"optimizer": "adam", "lr": 0.003, "batch_size": 32, "epochs": 1},
-        "alds": {"mode": "project"},
-        "imp": {"cycles": CYCLES, "prune_fraction": 0.5, "epochs_per_cycle": 2},
-        "search": {"sampler": "grid", "space": {"alds.rate": {"choices": [0.0, 0.5]}}},
-        "execution": {
-            "devices": "cpu",
-            "workers_per_device": 2,
-            "workspace": str(workspace),
-            "cache_dir": str(cache),
-        },
-    }
+    """Four trials (baseline and ALDS 0.5, two seeds) whose IMP cycles take seconds each, so
+    faults land mid-trial; two local workers."""
+    return slow_sweep(
+        workspace.parent,
+        NAME,
+        seeds=[0, 1],
+        imp={"cycles": CYCLES, "epochs_per_cycle": 2},
+        execution={"workers_per_device": 2, "workspace": str(workspace), "cache_dir": str(cache)},
+    )
 
 
 class Checks:
@@ -113,38 +93,13 @@ class Checks:
         return passed
 
 
-def orchestrate(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "ORCHESTRATE_HEARTBEAT_SECONDS": "2"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def running_trial(url: str, exclude_worker: str | None = None) -> optuna.trial.FrozenTrial | None:
-    """A RUNNING trial that has reported step 1 or later (of another worker than given)."""
-    try:
-        study = optuna.load_study(study_name=NAME, storage=studies.open_storage(url))
-    except KeyError:
-        return None
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(keys.TRIAL_WORKER)
-        if trial.user_attrs.get(keys.TRIAL_STEP, -1) >= 1 and worker != exclude_worker:
-            return trial
-    return None
-
-
 def wait_running(
     sweep: subprocess.Popen, url: str, exclude_worker: str | None = None
 ) -> optuna.trial.FrozenTrial | None:
-    """Wait for :func:`running_trial`; ``None`` when the sweep ended first."""
+    """Wait for a RUNNING trial that has reported step 1 or later (of another worker than
+    given); ``None`` when the sweep ended first."""
     while sweep.poll() is None:
-        trial = running_trial(url, exclude_worker)
+        trial = running_at_step(NAME, url, 1, exclude_worker=exclude_worker)
         if trial is not None:
             return trial
         time.sleep(0.5)
@@ -155,8 +110,7 @@ def inject_faults(
     sweep: subprocess.Popen,
     url: str,
     postgres: ThrowawayPostgres,
-    restart_mlflow: Callable[[], None],
-    stop_mlflow: Callable[[], None],
+    mlflow: ThrowawayMlflow,
     outage: float,
     check: Checks,
 ) -> None:
@@ -173,10 +127,10 @@ def inject_faults(
         postgres.start()
         trial = wait_running(sweep, url)
     if check(trial is not None, "a trial was running when the MLflow server stopped"):
-        stop_mlflow()
+        mlflow.stop()
         print(f"      MLflow server stopped for {outage:g} s", flush=True)
         time.sleep(outage)
-        restart_mlflow()
+        mlflow.start()
 
 
 def verify_study(url: str, check: Checks) -> optuna.Study:
@@ -187,11 +141,7 @@ def verify_study(url: str, check: Checks) -> optuna.Study:
         not states["RUNNING"] and not states["WAITING"],
         f"no trial left running or queued ({dict(states)})",
     )
-    complete = Counter(
-        (tuple(sorted(t.params.items())), t.user_attrs.get(keys.TRIAL_SEED))
-        for t in trials
-        if t.state == TrialState.COMPLETE
-    )
+    complete = completed_once(trials)
     check(
         len(complete) == 4 and set(complete.values()) == {1},
         f"each configuration x seed COMPLETE exactly once ({len(complete)} of 4)",
@@ -243,74 +193,64 @@ def create_databases(postgres: ThrowawayPostgres, *names: str) -> dict[str, str]
 
 def run(workdir: Path, outage: float) -> int:
     check = Checks()
-    config_paths = {}
+    documents, config_paths = {}, {}
     for label in ("reference", "faulty"):
         folder = workdir / label
         folder.mkdir(parents=True)
-        path = folder / f"{NAME}.yaml"
-        document = sweep_document(folder / "ws", workdir / "checkpoints")
-        path.write_text(yaml.safe_dump(document))
-        config_paths[label] = path
+        documents[label] = sweep_document(folder / "ws", workdir / "checkpoints")
+        config_paths[label] = write_sweep(folder, documents[label])
     with ThrowawayPostgres() as postgres:
         urls = create_databases(postgres, "reference", "faulty")
         print(f"PostgreSQL {postgres.url} (its own, in {postgres.folder})", flush=True)
-        reference_dir = config_paths["reference"].parent
         print("reference sweep, without faults...", flush=True)
         clean = orchestrate(
-            "sweep", str(config_paths["reference"]), "--storage", urls["reference"], cwd=workdir
+            "sweep",
+            str(config_paths["reference"]),
+            "--storage",
+            urls["reference"],
+            cwd=workdir,
+            background=True,
         )
-        _, err = clean.communicate(timeout=1800)
-        if not check(clean.returncode == 0, "the reference sweep exited 0"):
+        code, _, err = finish(clean, timeout=1800)
+        if not check(code == 0, "the reference sweep exited 0"):
             print(err[-3000:])
             return 1
-        port = free_port()
         server_folder = workdir / "mlflow-server"
         server_folder.mkdir()
-        server = [start_mlflow_server(server_folder, port)]
-        tracking_uri = f"http://127.0.0.1:{port}"
-        print(f"MLflow server {tracking_uri}; faulty sweep...", flush=True)
-        try:
+        with ThrowawayMlflow(server_folder) as server:
+            print(f"MLflow server {server.uri}; faulty sweep...", flush=True)
             faulty = orchestrate(
                 "sweep",
                 str(config_paths["faulty"]),
                 "--storage",
                 urls["faulty"],
                 "--tracking-uri",
-                tracking_uri,
+                server.uri,
                 cwd=workdir,
+                background=True,
             )
-            inject_faults(
-                faulty,
-                urls["faulty"],
-                postgres,
-                restart_mlflow=lambda: server.append(start_mlflow_server(server_folder, port)),
-                stop_mlflow=lambda: stop_process_group(server[-1]),
-                outage=outage,
-                check=check,
-            )
-            _, err = faulty.communicate(timeout=1800)
+            inject_faults(faulty, urls["faulty"], postgres, server, outage=outage, check=check)
+            code, _, err = finish(faulty, timeout=1800)
             (workdir / "faulty-sweep.log").write_text(err)
-            check(faulty.returncode == 0, f"the faulty sweep exited 0 (got {faulty.returncode})")
+            check(code == 0, f"the faulty sweep exited 0 (got {code})")
             check(
                 "study storage unreachable since" in err,
                 "the sweep said on its console that the study storage was unreachable",
             )
             study = verify_study(urls["faulty"], check)
-            verify_curves(study, tracking_uri, check)
+            verify_curves(study, server.uri, check)
             reference_study = optuna.load_study(
                 study_name=NAME, storage=studies.open_storage(urls["reference"])
             )
             reference = reports.build(
                 reference_study,
                 load_config(config_paths["reference"]),
-                tracking_uri=f"sqlite:///{reference_dir / 'ws' / 'mlflow.db'}",
+                tracking_uri=tracking_uri(documents["reference"]),
             )
             faulty_report = reports.build(
-                study, load_config(config_paths["faulty"]), tracking_uri=tracking_uri
+                study, load_config(config_paths["faulty"]), tracking_uri=server.uri
             )
             compare_reports(reference, faulty_report, check)
-        finally:
-            stop_process_group(server[-1])
     print(f"{'all checks passed' if not check.failed else f'{check.failed} check(s) failed'}")
     return 1 if check.failed else 0
 

@@ -1,10 +1,11 @@
-"""Shared fixtures: tiny sweeps on synthetic data that run in seconds on the CPU."""
+"""Shared fixtures: an MLflow server, fresh PostgreSQL databases, a study in SQLite.
+
+The helpers that scripts and benchmarks share with the tests (sweep documents, the CLI in a
+subprocess, servers, reading results back) are in :mod:`orchestrator.testing`.
+"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,12 +14,13 @@ from typing import Any
 import optuna
 import pytest
 import torch
-import yaml
 
 from orchestrator import queue as queues
 from orchestrator import study as studies
 from orchestrator.config import SweepConfig, parse_config
-from orchestrator.throwaway import free_port, start_mlflow_server, stop_process_group
+from orchestrator.testing.cli import orchestrate, run_sweep  # noqa: F401 (test_report.py's)
+from orchestrator.testing.servers import ThrowawayMlflow
+from orchestrator.testing.sweeps import sweep_document as tiny_sweep  # noqa: F401 (the same)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,83 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 torch.set_num_threads(1)
 
 
-def tiny_sweep(tmp_path: Path, name: str = "tiny", **sections: object) -> dict:
-    """A sweep document: LeNet on 8x8 synthetic images, 2 IMP cycles, grid over ALDS rates."""
-    document: dict = {
-        "name": name,
-        "seeds": [0],
-        "model": "lenet300100",
-        "dataset": {
-            "name": "synthetic",
-            "synthetic": {
-                "image_size": 8,
-                "channels": 1,
-                "num_classes": 4,
-                "train_size": 256,
-                "test_size": 128,
-                "noise": 0.5,
-            },
-        },
-        "train": {"optimizer": "adam", "lr": 0.003, "batch_size": 32, "epochs": 1},
-        "alds": {"mode": "project"},
-        "imp": {"cycles": 2, "prune_fraction": 0.5, "epochs_per_cycle": 1},
-        "search": {
-            "sampler": "grid",
-            "space": {"alds.rate": {"choices": [0.0, 0.5]}},
-        },
-        "execution": {
-            "devices": "cpu",
-            "workspace": str(tmp_path / "ws" / name),
-            "cache_dir": str(tmp_path / "checkpoints"),
-        },
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(document.get(key), dict):
-            document[key] = {**document[key], **value}
-        else:
-            document[key] = value
-    return document
-
-
-def write_sweep(tmp_path: Path, document: dict) -> Path:
-    path = tmp_path / f"{document['name']}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
-def orchestrate(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
-    env = {**os.environ, "ORCHESTRATE_HEARTBEAT_SECONDS": "2"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def run_sweep(tmp_path: Path, document: dict) -> tuple[Path, Path]:
-    """Write ``document``, run ``orchestrate sweep`` on it (it must succeed); returns the sweep
-    file and the sweep's workspace (its ``study.db`` and ``mlflow.db``)."""
-    path = write_sweep(tmp_path, document)
-    result = orchestrate("sweep", str(path), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return path, Path(document["execution"]["workspace"])
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1, stopped with its whole process group."""
-    port = free_port()
-    process = start_mlflow_server(tmp_path, port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process_group(process)
+    with ThrowawayMlflow(tmp_path) as server:
+        yield server.uri
 
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"

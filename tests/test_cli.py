@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from orchestrator import __version__
 from orchestrator.cli import main
+from orchestrator.testing.cli import orchestrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,12 +35,7 @@ def test_validate_prints_config_and_space() -> None:
 def test_validate_bad_file_exits_2_with_the_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nimp: {prune_fraction: 1.5}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "validate", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = orchestrate("validate", str(path))
     assert result.returncode == 2
     assert "imp.prune_fraction" in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr

@@ -17,23 +17,21 @@ with the same generator (CUDA's ``randperm`` draws another order from the same s
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import optuna
 import pytest
 import torch
 
 import models
 from compression import alds, imp
-from orchestrator import cache
+from orchestrator import cache, keys
 from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
 from orchestrator.data import load
+from orchestrator.testing.cli import orchestrate
+from orchestrator.testing.results import load_study
+from orchestrator.testing.sweeps import sweep_document, write_sweep
 from orchestrator.training import train
-from tests.conftest import tiny_sweep, write_sweep
 
 DEVICES = [
     "cpu",
@@ -145,28 +143,23 @@ def test_a_dense_checkpoint_trained_on_cuda_loads_on_the_cpu_and_back(
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_two_workers_share_one_gpu_in_a_sweep(tmp_path: Path, device: str) -> None:
-    document = tiny_sweep(
-        tmp_path,
-        "gpu",
-        seeds=[0, 1],
-    )
-    document["execution"]["workers_per_device"] = 2
+    document = sweep_document(tmp_path, "gpu", seeds=[0, 1], execution={"workers_per_device": 2})
     path = write_sweep(tmp_path, document)
     # --devices auto on exactly one visible GPU (or the CPU, where none is).
     devices = "auto" if device == "cuda" else "cpu"
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "sweep", str(path), "--devices", devices],
+    done = orchestrate(
+        "sweep",
+        str(path),
+        "--devices",
+        devices,
         cwd=tmp_path,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"} if device == "cuda" else None,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        env={"CUDA_VISIBLE_DEVICES": "0"} if device == "cuda" else None,
+        heartbeat=None,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     slot = "cuda:0" if device == "cuda" else "cpu"
     assert f"2 worker(s): {slot}, {slot}" in done.stdout
-    storage = f"sqlite:///{tmp_path / 'ws' / 'gpu' / 'study.db'}"
-    trials = optuna.load_study(study_name="gpu", storage=storage).trials
+    trials = load_study(document).trials
     assert {t.state.name for t in trials} == {"COMPLETE"} and len(trials) == 4
-    assert {t.user_attrs["device"] for t in trials} == {slot}
-    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert {t.user_attrs[keys.TRIAL_DEVICE] for t in trials} == {slot}
+    assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) == 2

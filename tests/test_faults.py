@@ -4,9 +4,6 @@ starts of one sweep at once."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,12 +15,21 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from orchestrator import keys
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache, CorruptCheckpoint, load, save_atomically
 from orchestrator.retrying_storage import StorageUnavailable
-from orchestrator.throwaway import ThrowawayPostgres
-from tests.conftest import orchestrate, tiny_sweep, write_sweep
-from tests.test_resilience import completed_once, finish, launch, running_at_step, slow_sweep
+from orchestrator.testing.cli import finish, orchestrate
+from orchestrator.testing.results import (
+    completed_once,
+    curve,
+    running_at_step,
+    study_storage,
+    tracking_uri,
+    wait_for,
+)
+from orchestrator.testing.servers import ThrowawayPostgres
+from orchestrator.testing.sweeps import slow_sweep, sweep_document, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +42,8 @@ def own_postgres() -> ThrowawayPostgres:
 
 def curves_complete(client: MlflowClient, trials: list, steps: int) -> None:
     for trial in trials:
-        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "accuracy")
-        assert sorted(m.step for m in history) == list(range(steps)), trial.number
+        logged = [step for step, _ in curve(client, trial.user_attrs[keys.TRIAL_RUN_ID])]
+        assert logged == list(range(steps)), trial.number
 
 
 def test_a_database_restart_mid_sweep_loses_nothing(
@@ -51,12 +57,8 @@ def test_a_database_restart_mid_sweep_loses_nothing(
     )
     path = write_sweep(tmp_path, document)
     url = own_postgres.url
-    sweep = launch("sweep", str(path), "--storage", url, cwd=tmp_path)
-    deadline = time.monotonic() + 300
-    while running_at_step("restart", url, 1) is None:
-        assert sweep.poll() is None, sweep.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no trial reached step 1"
-        time.sleep(0.5)
+    sweep = orchestrate("sweep", str(path), "--storage", url, cwd=tmp_path, background=True)
+    wait_for(lambda: running_at_step("restart", url, 1), what="a trial at step 1", process=sweep)
     own_postgres.stop()
     time.sleep(20)
     own_postgres.start()
@@ -66,8 +68,7 @@ def test_a_database_restart_mid_sweep_loses_nothing(
     trials = optuna.load_study(study_name="restart", storage=url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert sorted(completed_once(trials).values()) == [1, 1, 1, 1]
-    workspace = Path(document["execution"]["workspace"])
-    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri(document))
     curves_complete(client, trials, document["imp"]["cycles"] + 2)
 
 
@@ -77,25 +78,16 @@ def test_a_sweep_whose_database_stays_away_past_the_limit_exits_1_and_says_so(
     document = slow_sweep(tmp_path, "lost", search={"space": {"alds.rate": {"choices": [0.0]}}})
     path = write_sweep(tmp_path, document)
     url = own_postgres.url
-    env = {
-        **os.environ,
-        "ORCHESTRATE_HEARTBEAT_SECONDS": "2",
-        "ORCHESTRATE_STORAGE_OUTAGE_LIMIT": "5",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "sweep", str(path), "--storage", url],
+    sweep = orchestrate(
+        "sweep",
+        str(path),
+        "--storage",
+        url,
         cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env={"ORCHESTRATE_STORAGE_OUTAGE_LIMIT": "5"},
+        background=True,
     )
-    deadline = time.monotonic() + 300
-    while running_at_step("lost", url, 1) is None:
-        assert sweep.poll() is None, sweep.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no trial reached step 1"
-        time.sleep(0.5)
+    wait_for(lambda: running_at_step("lost", url, 1), what="a trial at step 1", process=sweep)
     own_postgres.stop()
     try:
         _, err = sweep.communicate(timeout=120)
@@ -160,19 +152,16 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_made_again(tmp_path: Path) -> N
 
 
 def test_a_sweep_over_a_truncated_dense_checkpoint_recomputes_it(tmp_path: Path) -> None:
-    first = tiny_sweep(tmp_path, "first", search={"space": {"alds.rate": {"choices": [0.0]}}})
+    first = sweep_document(tmp_path, "first", search={"space": {"alds.rate": {"choices": [0.0]}}})
     assert orchestrate("sweep", str(write_sweep(tmp_path, first)), cwd=tmp_path).returncode == 0
     (dense,) = (tmp_path / "checkpoints").glob("dense-*.pt")
     dense.write_bytes(dense.read_bytes()[: dense.stat().st_size // 2])
     # Another sweep with the same dense network (same model, data, training and seed).
-    second = tiny_sweep(tmp_path, "second")
+    second = sweep_document(tmp_path, "second")
     result = orchestrate("sweep", str(write_sweep(tmp_path, second)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"corrupt checkpoint {dense}" in result.stderr
-    trials = optuna.load_study(
-        study_name="second",
-        storage=f"sqlite:///{Path(second['execution']['workspace']) / 'study.db'}",
-    ).get_trials()
+    trials = optuna.load_study(study_name="second", storage=study_storage(second)).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert len(list((tmp_path / "checkpoints").glob("dense-*.pt.corrupt-*"))) == 1
     load(dense)  # whole again
@@ -180,7 +169,7 @@ def test_a_sweep_over_a_truncated_dense_checkpoint_recomputes_it(tmp_path: Path)
 
 def test_a_sweep_whose_trials_fail_exits_1_and_says_why(tmp_path: Path) -> None:
     # Two IMP cycles of 50% never reach 99% sparsity: every objective is undefined.
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "failing",
         search={"objective": {"metric": "accuracy", "at": 0.99, "direction": "maximize"}},
@@ -196,7 +185,7 @@ def test_a_sweep_whose_trials_fail_exits_1_and_says_why(tmp_path: Path) -> None:
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "2 trial(s) failed (--allow-failures: exit 0)" in allowed.stderr
     # A worker started by hand says the same when the queue is done.
-    storage = f"sqlite:///{Path(document['execution']['workspace']) / 'study.db'}"
+    storage = study_storage(document)
     worker = orchestrate("worker", "--study", "failing", "--storage", storage, cwd=tmp_path)
     assert worker.returncode == 1 and "trial 1 (alds.rate=0.5, seed 0) failed" in worker.stderr
 
@@ -205,7 +194,7 @@ def test_a_sweep_whose_trials_fail_exits_1_and_says_why(tmp_path: Path) -> None:
 def test_four_first_starts_at_once_run_each_configuration_once(
     tmp_path: Path, backend: str, own_postgres: ThrowawayPostgres
 ) -> None:
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "together",
         seeds=[0, 1],
@@ -213,17 +202,19 @@ def test_four_first_starts_at_once_run_each_configuration_once(
     )
     path = write_sweep(tmp_path, document)
     extra = ["--storage", own_postgres.url] if backend == "postgresql" else []
-    starts = [launch("sweep", str(path), *extra, cwd=tmp_path) for _ in range(4)]
+    starts = [
+        orchestrate("sweep", str(path), *extra, cwd=tmp_path, background=True) for _ in range(4)
+    ]
     results = [finish(start) for start in starts]
     for code, _, err in results:
         assert code == 0, err[-3000:]
         assert "already exists" not in err
-    workspace = Path(document["execution"]["workspace"])
-    url = own_postgres.url if backend == "postgresql" else f"sqlite:///{workspace / 'study.db'}"
+    url = own_postgres.url if backend == "postgresql" else study_storage(document)
     trials = optuna.load_study(study_name="together", storage=url).get_trials()
     assert len(trials) == 6
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 6}
     assert sorted(completed_once(trials).values()) == [1] * 6
-    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri(document))
     runs = client.search_runs([client.get_experiment_by_name("together").experiment_id])
-    assert Counter(r.data.tags["orchestrate.role"] for r in runs) == {"sweep": 1, "trial": 6}
+    roles = Counter(r.data.tags[keys.TAG_ROLE] for r in runs)
+    assert roles == {keys.ROLE_SWEEP: 1, keys.ROLE_TRIAL: 6}

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from orchestrator import keys
 from orchestrator.outbox import PENDING, Outbox, replay_spool
+from orchestrator.testing.servers import ThrowawayMlflow
 from orchestrator.tracking import trial_runs
-from tests.conftest import free_port, start_mlflow_server, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -20,20 +21,16 @@ def test_calls_during_an_outage_reach_the_server_after_it_returns(
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow_server(tmp_path, port)
-    client = MlflowClient(uri)
-    try:
+    server = ThrowawayMlflow(tmp_path)
+    client = MlflowClient(server.uri)
+    with server:
         experiment = client.create_experiment("outbox")
         parent = client.create_run(experiment).info.run_id
-    finally:
-        stop_process_group(server)
 
     spool = tmp_path / "spool" / "worker.jsonl"
     outbox = Outbox(client, spool, attempts=2, backoff=0.05)
     run_id = outbox.create_run(
-        experiment, {"mlflow.parentRunId": parent, "trial_number": "0"}, "trial-0"
+        experiment, {keys.TAG_PARENT_RUN_ID: parent, keys.TAG_TRIAL_NUMBER: "0"}, "trial-0"
     )
     assert run_id.startswith(PENDING)
     for step in range(3):
@@ -42,7 +39,7 @@ def test_calls_during_an_outage_reach_the_server_after_it_returns(
     artifact.write_text("step,accuracy\n0,0.5\n")
     outbox.log_file(run_id, artifact)
     artifact.unlink()  # the caller's temporary file is gone; the outbox kept a copy
-    outbox.log_batch(run_id, tags={"state": "COMPLETE"})
+    outbox.log_batch(run_id, tags={keys.TAG_STATE: "COMPLETE"})
     outbox.set_terminated(run_id, "FINISHED")
     kept = [json.loads(line) for line in spool.read_text().splitlines()]
     assert [call["op"] for call in kept] == [
@@ -56,19 +53,16 @@ def test_calls_during_an_outage_reach_the_server_after_it_returns(
     ]
 
     # The worker is gone; the sweep's parent replays its spool once the server is back.
-    server = start_mlflow_server(tmp_path, port)
-    try:
+    with server:
         assert replay_spool(client, spool, deadline=0.0)
         assert not spool.exists()
         real = trial_runs(client, parent)[0]
         run = client.get_run(real)
         assert run.info.status == "FINISHED"
-        assert run.data.tags["state"] == "COMPLETE"
+        assert run.data.tags[keys.TAG_STATE] == "COMPLETE"
         history = client.get_metric_history(real, "accuracy")
         assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.6), (2, 0.7)]
         assert [a.path for a in client.list_artifacts(real)] == ["curve.csv"]
-    finally:
-        stop_process_group(server)
 
 
 def test_calls_go_straight_through_while_the_server_answers(tmp_path: Path, mlflow_server: str):
@@ -76,7 +70,7 @@ def test_calls_go_straight_through_while_the_server_answers(tmp_path: Path, mlfl
     experiment = client.create_experiment("direct")
     spool = tmp_path / "spool.jsonl"
     outbox = Outbox(client, spool)
-    run_id = outbox.create_run(experiment, {"trial_number": "3"}, "trial-3")
+    run_id = outbox.create_run(experiment, {keys.TAG_TRIAL_NUMBER: "3"}, "trial-3")
     assert not run_id.startswith(PENDING)
     outbox.log_batch(run_id, metrics=[("loss", 1.0, 1, 0)], params={"alds.rate": "0.5"})
     outbox.set_terminated(run_id, "KILLED")

@@ -11,7 +11,7 @@ import torch
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
 from orchestrator.procedure import Step, objective_value, run_trial
-from tests.conftest import tiny_sweep
+from orchestrator.testing.sweeps import sweep_document
 
 
 def step(index: int, sparsity: float, accuracy: float) -> Step:
@@ -58,7 +58,7 @@ def test_objective_at_sparsity_is_interpolated() -> None:
 def test_a_corrupt_progress_file_is_moved_aside_and_the_trial_starts_over(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = parse_config(tiny_sweep(tmp_path, "progress")).with_params({"alds.rate": 0.5})
+    config = parse_config(sweep_document(tmp_path, "progress")).with_params({"alds.rate": 0.5})
     progress = tmp_path / "trial.pt"
     progress.write_bytes(b"PK\x03\x04 half a zip file")
     result = run_trial(
@@ -77,7 +77,7 @@ def test_a_factorized_network_rewinds_within_its_own_coordinates(tmp_path: Path)
     from orchestrator import data as datasets
     from orchestrator import procedure
 
-    document = tiny_sweep(tmp_path, "rewind", alds={"mode": "factorize", "finetune_epochs": 1})
+    document = sweep_document(tmp_path, "rewind", alds={"mode": "factorize", "finetune_epochs": 1})
     config = parse_config(document).with_params({"alds.rate": 0.5})
     cache = CheckpointCache(tmp_path / "cache")
     data = datasets.load(config.dataset, device="cpu", seed=0)

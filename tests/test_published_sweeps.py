@@ -16,7 +16,8 @@ import yaml
 
 from orchestrator import plan
 from orchestrator.config import load_config
-from tests.conftest import orchestrate, write_sweep
+from orchestrator.testing.cli import orchestrate
+from orchestrator.testing.sweeps import write_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 # The rewind control differs from fashion_mnist_alds_imp.yaml only in its rewind settings,

@@ -1,5 +1,6 @@
 """``--launcher slurm`` on a real single-node Slurm cluster (started here, see
-:class:`orchestrator.throwaway.ThrowawaySlurm`), and the journal-file storage it defaults to."""
+:class:`orchestrator.testing.servers.ThrowawaySlurm`), and the journal-file storage it defaults
+to."""
 
 from __future__ import annotations
 
@@ -17,29 +18,40 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import keys, slurm, workspace
+from orchestrator import keys, workspace
 from orchestrator import study as studies
 from orchestrator.cli import worker as worker_cli
 from orchestrator.config import parse_config
-from orchestrator.throwaway import ThrowawaySlurm
-from tests.conftest import orchestrate, tiny_sweep, write_sweep
-from tests.test_resilience import completed_once, slow_sweep, wait_for
-
-ORCHESTRATE = (sys.executable, "-m", "orchestrator")
+from orchestrator.launchers import slurm
+from orchestrator.testing.cli import finish, orchestrate
+from orchestrator.testing.results import (
+    completed_once,
+    curve,
+    load_study,
+    running_at_step,
+    study_storage,
+    tracking_uri,
+    wait_for,
+)
+from orchestrator.testing.servers import ThrowawaySlurm
+from orchestrator.testing.sweeps import slow_sweep, sweep_document, write_sweep
 
 # --------------------------------------------------------------------------- no cluster needed
 
 
 def slurm_document(tmp_path: Path, name: str, **slurm_section: object) -> dict:
     """A sweep of :func:`slow_sweep` trials (3 IMP cycles) for one-CPU workers on Slurm."""
-    document = slow_sweep(tmp_path, name, imp={"cycles": 3, "epochs_per_cycle": 1})
-    document["execution"]["slurm"] = {"workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}
-    document["execution"]["slurm"].update(slurm_section)
-    return document
+    one_cpu = {"workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}
+    return slow_sweep(
+        tmp_path,
+        name,
+        imp={"cycles": 3, "epochs_per_cycle": 1},
+        execution={"slurm": {**one_cpu, **slurm_section}},
+    )
 
 
 def test_batch_script_holds_every_option_of_the_yaml_section(tmp_path: Path) -> None:
-    document = tiny_sweep(tmp_path, "script")
+    document = sweep_document(tmp_path, "script")
     document["execution"]["slurm"] = {
         "workers": 6,
         "partition": "gpu-a100",
@@ -73,7 +85,7 @@ def test_batch_script_holds_every_option_of_the_yaml_section(tmp_path: Path) -> 
         "--job-name=orchestrate-script",
     ):
         assert option in options, option
-    assert f"--output={workspace.slurm_log(config)}" in options
+    assert f"--output={slurm.log_file(config)}" in options
     # The set-up lines run before the worker, which replaces the shell (signals reach it).
     setup = lines.index("module load cuda/12.4")
     assert lines[setup + 1] == "source ~/venv/bin/activate"
@@ -115,7 +127,7 @@ def test_batch_script_holds_every_option_of_the_yaml_section(tmp_path: Path) -> 
 def test_bad_slurm_field_is_a_clear_exit_2_error(
     tmp_path: Path, field: str, value: object, named: str
 ) -> None:
-    document = tiny_sweep(tmp_path, "bad")
+    document = sweep_document(tmp_path, "bad")
     document["execution"]["slurm"] = {field: value}
     path = write_sweep(tmp_path, document)
     # validate and sweep load the file alike; sweep is checked once, on the first case.
@@ -129,7 +141,7 @@ def test_bad_slurm_field_is_a_clear_exit_2_error(
 
 
 def test_slurm_options_need_the_slurm_launcher(tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, tiny_sweep(tmp_path, "local"))
+    path = write_sweep(tmp_path, sweep_document(tmp_path, "local"))
     result = orchestrate("sweep", str(path), "--wait", "--partition", "gpu", cwd=tmp_path)
     assert result.returncode == 2
     assert "--partition, --wait: only with --launcher slurm" in result.stderr
@@ -137,7 +149,7 @@ def test_slurm_options_need_the_slurm_launcher(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) -> None:
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "journal",
         seeds=[0, 1],
@@ -148,20 +160,11 @@ def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) 
     url = workspace.journal_url(journal)
     enqueued = orchestrate("sweep", str(path), "--storage", url, "--enqueue-only", cwd=tmp_path)
     assert enqueued.returncode == 0, enqueued.stderr[-3000:]
-    workers = [
-        subprocess.Popen(
-            [*ORCHESTRATE, "worker", "--study", "journal", "--storage", url, "--threads", "1"],
-            cwd=tmp_path,
-            env={**os.environ, "ORCHESTRATE_HEARTBEAT_SECONDS": "2"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    command = ("worker", "--study", "journal", "--storage", url, "--threads", "1")
+    workers = [orchestrate(*command, cwd=tmp_path, background=True) for _ in range(2)]
     for worker in workers:
-        _, err = worker.communicate(timeout=600)
-        assert worker.returncode == 0, err[-3000:]
+        code, _, err = finish(worker)
+        assert code == 0, err[-3000:]
     trials = optuna.load_study(study_name="journal", storage=studies.open_storage(url)).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     counts = completed_once(trials)
@@ -172,7 +175,7 @@ def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) 
 
 
 def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
-    document = tiny_sweep(tmp_path, "beats")
+    document = sweep_document(tmp_path, "beats")
     config = parse_config(document)
     url = workspace.journal_url(tmp_path / "study.journal")
     storage = studies.open_storage(url)
@@ -219,41 +222,14 @@ def cluster() -> Iterator[ThrowawaySlurm]:
         yield running
 
 
-def cli(cluster: ThrowawaySlurm, *args: str, cwd: Path, timeout: float = 600):
-    """The real CLI as a user on the cluster's login node runs it (``SLURM_CONF`` set); its
-    environment reaches the job's tasks (sbatch's --export=ALL)."""
-    env = {**cluster.env(), "ORCHESTRATE_HEARTBEAT_SECONDS": "2"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [*ORCHESTRATE, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def journal_study(document: dict) -> optuna.Study:
-    url = workspace.journal_url(Path(document["execution"]["workspace"]) / "study.journal")
-    return optuna.load_study(study_name=document["name"], storage=studies.open_storage(url))
+    """The study in the sweep's journal file (the storage of ``--launcher slurm``)."""
+    return load_study(document, study_storage(document, journal=True))
 
 
-def running_at_step(document: dict, step: int) -> optuna.trial.FrozenTrial | None:
-    try:
-        study = journal_study(document)
-    except KeyError:  # the sweep has not created it yet
-        return None
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(keys.TRIAL_STEP, -1) >= step:
-            return trial
-    return None
-
-
-def curve(document: dict, trial: optuna.trial.FrozenTrial) -> list[tuple[int, float]]:
-    uri = f"sqlite:///{Path(document['execution']['workspace']) / 'mlflow.db'}"
-    history = MlflowClient(uri).get_metric_history(trial.user_attrs["mlflow_run_id"], "accuracy")
-    return sorted((m.step, m.value) for m in history)
+def accuracy(document: dict, trial: optuna.trial.FrozenTrial) -> list[tuple[int, float]]:
+    """The trial's accuracy curve in the sweep's own MLflow store."""
+    return curve(MlflowClient(tracking_uri(document)), trial.user_attrs[keys.TRIAL_RUN_ID])
 
 
 @pytest.mark.slow
@@ -266,23 +242,25 @@ def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
         "space": {"alds.rate": {"choices": [0.0, 0.3, 0.6]}},
     }
     path = write_sweep(tmp_path, document)
-    env = {**cluster.env(), "ORCHESTRATE_HEARTBEAT_SECONDS": "2"}
-    sweep = subprocess.Popen(
-        [*ORCHESTRATE, "sweep", str(path), "--launcher", "slurm", "--wait"],
+    sweep = orchestrate(
+        "sweep",
+        str(path),
+        "--launcher",
+        "slurm",
+        "--wait",
         cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env=cluster.variables(),
+        background=True,
     )
+    journal = study_storage(document, journal=True)
     # One task's worker dies hard mid-trial (its node fails; scancel would send SIGTERM
     # first): the other worker finds the trial stale (no beats for four heartbeats) and
     # retries it.
-    wait_for(lambda: running_at_step(document, 1), what="a trial at step 1")
-    victim = running_at_step(document, 1).user_attrs[keys.TRIAL_WORKER]
+    running = wait_for(lambda: running_at_step("array", journal, 1), what="a trial at step 1")
+    victim = running.user_attrs[keys.TRIAL_WORKER]
     os.kill(int(victim.rsplit(":", 1)[1]), signal.SIGKILL)
-    out, err = sweep.communicate(timeout=600)
-    assert sweep.returncode == 0, err[-3000:] + out[-3000:]
+    code, out, err = finish(sweep)
+    assert code == 0, err[-3000:] + out[-3000:]
     assert "submitted job array" in out
     trials = journal_study(document).trials
     counts = completed_once(trials)
@@ -295,8 +273,8 @@ def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
     assert len({t.user_attrs[keys.TRIAL_TASK] for t in trials}) == 2
     # The batch script is in the workspace; status shows the tasks next to the trials.
     config = parse_config(document)
-    assert workspace.batch_script(config).read_text().startswith("#!/bin/bash")
-    status = cli(cluster, "status", str(path), cwd=tmp_path)
+    assert slurm.batch_script_file(config).read_text().startswith("#!/bin/bash")
+    status = orchestrate("status", str(path), cwd=tmp_path, env=cluster.variables())
     assert status.returncode == 0, status.stderr
     job = slurm.job_ids(config)[0]
     assert f"Slurm job(s) {job}" in status.stdout
@@ -314,11 +292,14 @@ def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
         "space": {"alds.rate": {"choices": [0.5]}},
     }
     path = write_sweep(tmp_path, document)
-    submitted = cli(cluster, "sweep", str(path), "--launcher", "slurm", cwd=tmp_path)
+    submitted = orchestrate(
+        "sweep", str(path), "--launcher", "slurm", cwd=tmp_path, env=cluster.variables()
+    )
     assert submitted.returncode == 0, submitted.stderr
     (job,) = slurm.job_ids(parse_config(document))
     assert f"submitted job array {job}" in submitted.stdout
-    wait_for(lambda: running_at_step(document, 2), what="the trial at step 2")
+    journal = study_storage(document, journal=True)
+    wait_for(lambda: running_at_step("preempted", journal, 2), what="the trial at step 2")
     # What the time-limit warning (--signal=B:USR1@N) sends, at a moment of our choosing.
     env = cluster.env()
     subprocess.run(["scancel", "--batch", "--signal=USR1", f"{job}_0"], env=env, check=True)
@@ -334,29 +315,28 @@ def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
     assert trials[1].system_attrs[keys.TRIAL_FAILED_TRIAL] == 0
     # An interruption is not a failure of the trial: no retry was spent on it.
     assert trials[1].system_attrs[keys.TRIAL_RETRY_HISTORY] == []
-    uri = f"sqlite:///{Path(document['execution']['workspace']) / 'mlflow.db'}"
-    resumed = MlflowClient(uri).get_run(trials[1].user_attrs["mlflow_run_id"])
-    assert resumed.data.tags["resumed"] == "true"
+    uri = tracking_uri(document)
+    resumed = MlflowClient(uri).get_run(trials[1].user_attrs[keys.TRIAL_RUN_ID])
+    assert resumed.data.tags[keys.TAG_RESUMED] == "true"
     # Without --wait no sweep process waits for the end: the last worker closes the parent.
     parent = journal_study(document).user_attrs[keys.STUDY_PARENT_RUN_ID]
     assert MlflowClient(uri).get_run(parent).info.status == "FINISHED"
     # Every step exactly once, equal to the same trial run without preemption.
-    preempted = curve(document, trials[1])
+    preempted = accuracy(document, trials[1])
     assert [step for step, _ in preempted] == list(range(document["imp"]["cycles"] + 2))
     reference = slow_sweep(tmp_path, "reference", search=document["search"], imp=document["imp"])
     reference_path = write_sweep(tmp_path, reference)
-    env_local = {**os.environ, "ORCHESTRATE_WORKER_THREADS": "1"}
-    done = subprocess.run(
-        [*ORCHESTRATE, "sweep", str(reference_path)],
+    done = orchestrate(
+        "sweep",
+        str(reference_path),
         cwd=tmp_path,
-        env=env_local,
-        capture_output=True,
-        text=True,
+        env={"ORCHESTRATE_WORKER_THREADS": "1"},
+        heartbeat=None,
+        timeout=None,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    storage = f"sqlite:///{Path(reference['execution']['workspace']) / 'study.db'}"
-    (uninterrupted,) = optuna.load_study(study_name="reference", storage=storage).trials
-    assert preempted == curve(reference, uninterrupted)
+    (uninterrupted,) = load_study(reference).trials
+    assert preempted == accuracy(reference, uninterrupted)
 
 
 def slurm_tasks(env: dict[str, str], job: str) -> list[slurm.Task]:
@@ -379,10 +359,13 @@ def test_cancel_stops_the_tasks_and_requeues_their_trials(
     document["search"] = {"sampler": "grid", "space": {"alds.rate": {"choices": [0.0]}}}
     document["imp"]["cycles"] = 8  # still running when `orchestrate cancel` has started
     path = write_sweep(tmp_path, document)
-    submitted = cli(cluster, "sweep", str(path), "--launcher", "slurm", cwd=tmp_path)
+    submitted = orchestrate(
+        "sweep", str(path), "--launcher", "slurm", cwd=tmp_path, env=cluster.variables()
+    )
     assert submitted.returncode == 0, submitted.stderr
-    wait_for(lambda: running_at_step(document, 1), what="the trial at step 1")
-    cancelled = cli(cluster, "cancel", str(path), cwd=tmp_path)
+    journal = study_storage(document, journal=True)
+    wait_for(lambda: running_at_step("cancelled", journal, 1), what="the trial at step 1")
+    cancelled = orchestrate("cancel", str(path), cwd=tmp_path, env=cluster.variables())
     assert cancelled.returncode == 0, cancelled.stderr
     assert "cancelled 1 task(s)" in cancelled.stdout
     trials = journal_study(document).trials
@@ -392,15 +375,19 @@ def test_cancel_stops_the_tasks_and_requeues_their_trials(
     (job,) = slurm.job_ids(parse_config(document))
     assert all(not task.active for task in slurm_tasks(cluster.env(), job))
     # Submitting again resumes it.
-    resumed = cli(cluster, "sweep", str(path), "--launcher", "slurm", "--wait", cwd=tmp_path)
+    resumed = orchestrate(
+        "sweep", str(path), "--launcher", "slurm", "--wait", cwd=tmp_path, env=cluster.variables()
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = journal_study(document).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert [step for step, _ in curve(document, trials[1])] == list(
+    assert [step for step, _ in accuracy(document, trials[1])] == list(
         range(document["imp"]["cycles"] + 2)
     )
     assert len(slurm.job_ids(parse_config(document))) == 2
     # The same through `sweep --cancel`, on a sweep whose tasks have all ended: nothing to do.
-    again = cli(cluster, "sweep", str(path), "--launcher", "slurm", "--cancel", cwd=tmp_path)
+    again = orchestrate(
+        "sweep", str(path), "--launcher", "slurm", "--cancel", cwd=tmp_path, env=cluster.variables()
+    )
     assert again.returncode == 0, again.stderr
     assert "cancelled 0 task(s)" in again.stdout and "requeued 0 running trial(s)" in again.stdout

@@ -8,8 +8,11 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from orchestrator import keys
 from orchestrator.curve import PRUNING_GRID, value_at_sparsity
-from tests.conftest import orchestrate, tiny_sweep, write_sweep
+from orchestrator.testing.cli import orchestrate
+from orchestrator.testing.results import curve, load_study, runs_of, study_storage, tracking_uri
+from orchestrator.testing.sweeps import sweep_document, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -24,26 +27,14 @@ CURVE_METRICS = (
 )
 
 
-def study_of(document: dict) -> optuna.Study:
-    storage = f"sqlite:///{Path(document['execution']['workspace']) / 'study.db'}"
-    return optuna.load_study(study_name=document["name"], storage=storage)
-
-
-def trial_runs(document: dict, uri: str | None = None) -> list:
-    uri = uri or f"sqlite:///{Path(document['execution']['workspace']) / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(document["name"])
-    return client, client.search_runs(
-        [experiment.experiment_id], "tags.`orchestrate.role` = 'trial'", max_results=1000
-    )
-
-
-def curve(client: MlflowClient, run_id: str, key: str = "accuracy") -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+def trial_runs(document: dict, uri: str | None = None) -> tuple[MlflowClient, list]:
+    """A client of the sweep's tracking store (its own, unless ``uri``) and its trial runs."""
+    client = MlflowClient(uri or tracking_uri(document))
+    return client, runs_of(client, document["name"])
 
 
 def test_two_workers_finish_exactly_the_study(tmp_path: Path) -> None:
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "two",
         seeds=[0, 1],
@@ -58,50 +49,48 @@ def test_two_workers_finish_exactly_the_study(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
-    trials = study_of(document).get_trials()
+    trials = load_study(document).get_trials()
     assert len(trials) == 6
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [
         t.user_attrs for t in trials
     ]
     # Two workers shared the work.
-    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) == 2
     # The IMP-only baseline ran exactly once per seed; every configuration once per seed.
-    baseline_seeds = sorted(t.user_attrs["seed"] for t in trials if t.params["alds.rate"] == 0.0)
-    assert baseline_seeds == [0, 1]
+    baseline = [t for t in trials if t.params["alds.rate"] == 0.0]
+    assert sorted(t.user_attrs[keys.TRIAL_SEED] for t in baseline) == [0, 1]
     by_config: dict[float, list[int]] = {}
     for t in trials:
-        by_config.setdefault(t.params["alds.rate"], []).append(t.user_attrs["seed"])
+        by_config.setdefault(t.params["alds.rate"], []).append(t.user_attrs[keys.TRIAL_SEED])
     assert all(sorted(seeds) == [0, 1] for seeds in by_config.values())
 
     client, runs = trial_runs(document)
     assert len(runs) == 6
-    parents = {run.data.tags["mlflow.parentRunId"] for run in runs}
+    parents = {run.data.tags[keys.TAG_PARENT_RUN_ID] for run in runs}
     assert len(parents) == 1
     steps = document["imp"]["cycles"] + 2
     for run in runs:
         assert run.info.status == "FINISHED"
         for key in CURVE_METRICS:
             assert [s for s, _ in curve(client, run.info.run_id, key)] == list(range(steps))
-        assert run.data.params["alds.rate"] == str(
-            next(t for t in trials if t.number == int(run.data.tags["trial_number"])).params[
-                "alds.rate"
-            ]
-        )
+        number = int(run.data.tags[keys.TAG_TRIAL_NUMBER])
+        trial = next(t for t in trials if t.number == number)
+        assert run.data.params["alds.rate"] == str(trial.params["alds.rate"])
     # The dense network was trained once per seed; every other trial loaded it.
-    tags = sorted(run.data.tags["dense_checkpoint"] for run in runs)
+    tags = sorted(run.data.tags[keys.TAG_DENSE_CHECKPOINT] for run in runs)
     assert tags == ["cached"] * 4 + ["trained"] * 2
 
 
 def test_second_sweep_reuses_dense_checkpoint_and_curves_repeat(tmp_path: Path) -> None:
-    first = tiny_sweep(tmp_path, "first")
-    second = tiny_sweep(tmp_path, "second")
+    first = sweep_document(tmp_path, "first")
+    second = sweep_document(tmp_path, "second")
     for document in (first, second):
         result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
     client1, runs1 = trial_runs(first)
     client2, runs2 = trial_runs(second)
-    assert sorted(r.data.tags["dense_checkpoint"] for r in runs1) == ["cached", "trained"]
-    assert [r.data.tags["dense_checkpoint"] for r in runs2] == ["cached", "cached"]
+    assert sorted(r.data.tags[keys.TAG_DENSE_CHECKPOINT] for r in runs1) == ["cached", "trained"]
+    assert [r.data.tags[keys.TAG_DENSE_CHECKPOINT] for r in runs2] == ["cached", "cached"]
     # Same seed and config give identical curves.
     curves1 = {r.data.params["alds.rate"]: curve(client1, r.info.run_id) for r in runs1}
     curves2 = {r.data.params["alds.rate"]: curve(client2, r.info.run_id) for r in runs2}
@@ -112,7 +101,7 @@ def test_second_sweep_reuses_dense_checkpoint_and_curves_repeat(tmp_path: Path) 
 
 
 def test_nan_trial_fails_with_reason_and_the_others_complete(tmp_path: Path) -> None:
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "nan",
         search={"sampler": "grid", "space": {"train.lr": {"choices": [0.003, 1.0e12]}}},
@@ -121,20 +110,20 @@ def test_nan_trial_fails_with_reason_and_the_others_complete(tmp_path: Path) -> 
     # The failed trial is no reason to stop the others, but the sweep's exit code says it.
     assert result.returncode == 1, result.stderr[-3000:]
     assert "NonFiniteLossError" in result.stderr
-    states = {t.params["train.lr"]: t for t in study_of(document).get_trials()}
+    states = {t.params["train.lr"]: t for t in load_study(document).get_trials()}
     assert states[0.003].state == optuna.trial.TrialState.COMPLETE
     failed = states[1.0e12]
     assert failed.state == optuna.trial.TrialState.FAIL
-    assert "NonFiniteLossError" in failed.user_attrs["fail_reason"]
+    assert "NonFiniteLossError" in failed.user_attrs[keys.TRIAL_FAIL_REASON]
     _, runs = trial_runs(document)
     statuses = {r.data.params["train.lr"]: r for r in runs}
     assert statuses["1000000000000.0"].info.status == "FAILED"
-    assert "NonFiniteLossError" in statuses["1000000000000.0"].data.tags["fail_reason"]
+    assert "NonFiniteLossError" in statuses["1000000000000.0"].data.tags[keys.TAG_FAIL_REASON]
 
 
 def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
     # Two good trials first (grid order), then one that cannot learn: lr so small nothing moves.
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "pruned",
         imp={"cycles": 3},
@@ -147,7 +136,7 @@ def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
     )
     result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = {t.params["train.lr"]: t for t in study_of(document).get_trials()}
+    trials = {t.params["train.lr"]: t for t in load_study(document).get_trials()}
     assert trials[0.003].state == optuna.trial.TrialState.COMPLETE
     hopeless = trials[1.0e-9]
     assert hopeless.state == optuna.trial.TrialState.PRUNED
@@ -160,7 +149,7 @@ def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
 
 
 def test_trials_with_other_prune_fractions_report_on_one_sparsity_grid(tmp_path: Path) -> None:
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "grid",
         search={
@@ -171,7 +160,7 @@ def test_trials_with_other_prune_fractions_report_on_one_sparsity_grid(tmp_path:
     )
     result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = {t.params["imp.prune_fraction"]: t for t in study_of(document).get_trials()}
+    trials = {t.params["imp.prune_fraction"]: t for t in load_study(document).get_trials()}
     # Two cycles keep 49% (30% per cycle) or 25% (50%): the grid's first 2 or 4 levels.
     assert set(trials[0.3].intermediate_values) == {0, 1}
     assert set(trials[0.5].intermediate_values) == {0, 1, 2, 3}
@@ -190,23 +179,23 @@ def test_trials_with_other_prune_fractions_report_on_one_sparsity_grid(tmp_path:
 
 
 def test_enqueue_only_then_worker_finishes(tmp_path: Path) -> None:
-    document = tiny_sweep(tmp_path, "queued")
+    document = sweep_document(tmp_path, "queued")
     path = write_sweep(tmp_path, document)
     result = orchestrate("sweep", str(path), "--enqueue-only", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    study = study_of(document)
+    study = load_study(document)
     assert [t.state.name for t in study.get_trials()] == ["WAITING", "WAITING"]
-    storage = f"sqlite:///{Path(document['execution']['workspace']) / 'study.db'}"
+    storage = study_storage(document)
     result = orchestrate("worker", "--study", "queued", "--storage", storage, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 trial(s)" in result.stdout
-    assert [t.state.name for t in study_of(document).get_trials()] == ["COMPLETE", "COMPLETE"]
+    assert [t.state.name for t in load_study(document).get_trials()] == ["COMPLETE", "COMPLETE"]
     status = orchestrate("status", str(path), cwd=tmp_path)
     assert status.returncode == 0 and "complete 2" in status.stdout
 
 
 def test_unreachable_tracking_uri_fails_fast(tmp_path: Path) -> None:
-    document = tiny_sweep(tmp_path, "offline")
+    document = sweep_document(tmp_path, "offline")
     result = orchestrate(
         "sweep",
         str(write_sweep(tmp_path, document)),
@@ -222,19 +211,19 @@ def test_unreachable_tracking_uri_fails_fast(tmp_path: Path) -> None:
 
 
 def test_resumed_sweep_keeps_its_trials_and_refuses_a_changed_config(tmp_path: Path) -> None:
-    document = tiny_sweep(tmp_path, "again")
+    document = sweep_document(tmp_path, "again")
     path = write_sweep(tmp_path, document)
     assert orchestrate("sweep", str(path), cwd=tmp_path).returncode == 0
     rerun = orchestrate("sweep", str(path), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert len(study_of(document).get_trials()) == 2
-    changed = tiny_sweep(tmp_path, "again", imp={"cycles": 3})
+    assert len(load_study(document).get_trials()) == 2
+    changed = sweep_document(tmp_path, "again", imp={"cycles": 3})
     refused = orchestrate("sweep", str(write_sweep(tmp_path, changed)), cwd=tmp_path)
     assert refused.returncode == 2 and "different config" in refused.stderr
 
 
 def test_a_real_mlflow_server_receives_the_sweep(tmp_path: Path, mlflow_server: str) -> None:
-    document = tiny_sweep(tmp_path, "served")
+    document = sweep_document(tmp_path, "served")
     result = orchestrate(
         "sweep", str(write_sweep(tmp_path, document)), "--tracking-uri", mlflow_server, cwd=tmp_path
     )
@@ -251,7 +240,7 @@ def test_a_real_mlflow_server_receives_the_sweep(tmp_path: Path, mlflow_server: 
 
 def test_imp_stops_once_the_remaining_weights_reach_the_target(tmp_path: Path) -> None:
     # Halving per cycle leaves 50%, 25%, 12.5%: the third cycle reaches 20%, the fourth never runs.
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "until",
         imp={"cycles": 10, "prune_fraction": 0.5, "until_remaining": 0.2},

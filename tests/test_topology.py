@@ -30,9 +30,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from orchestrator import plan
+from orchestrator import keys, plan
 from orchestrator.config import load_config
-from tests.conftest import free_port, orchestrate, stop_process_group, tiny_sweep, write_sweep
+from orchestrator.testing.cli import orchestrate
+from orchestrator.testing.servers import free_port, stop_process_group
+from orchestrator.testing.sweeps import sweep_document, write_sweep
 from tests.test_compose import argv, load_compose
 
 pytestmark = pytest.mark.slow
@@ -197,7 +199,7 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
         name = f"topology_{uuid.uuid4().hex[:8]}"
         sweep = write_sweep(
             tmp_path,
-            tiny_sweep(
+            sweep_document(
                 tmp_path,
                 name=name,
                 search={"sampler": "grid", "space": {"alds.rate": {"choices": [0.0, 0.25, 0.5]}}},
@@ -255,18 +257,19 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             return {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
 
         by_trial = {
-            int(tags(run)["trial_number"]): run
+            int(tags(run)[keys.TAG_TRIAL_NUMBER]): run
             for run in runs
-            if tags(run).get("orchestrate.role") == "trial"
+            if tags(run).get(keys.TAG_ROLE) == keys.ROLE_TRIAL
         }
         assert sorted(by_trial) == sorted(t.number for t in trials)
         steps = list(range(config.imp.cycles + 2))  # dense, alds, one per IMP cycle
         for trial in trials:
             run = by_trial[trial.number]
             run_id = run["info"]["run_id"]
-            assert run_id == trial.user_attrs["mlflow_run_id"]
+            assert run_id == trial.user_attrs[keys.TRIAL_RUN_ID]
             assert run["info"]["status"] == "FINISHED"
-            assert tags(run)["mlflow.parentRunId"] == study.user_attrs["mlflow_parent_run_id"]
+            parent = study.user_attrs[keys.STUDY_PARENT_RUN_ID]
+            assert tags(run)[keys.TAG_PARENT_RUN_ID] == parent
             history = {
                 key: sorted(
                     _json(

@@ -7,14 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow import MlflowClient
 
 from orchestrator import keys
 from orchestrator.config import parse_config
+from orchestrator.testing.cli import run_sweep
+from orchestrator.testing.results import load_study, tracking_uri
+from orchestrator.testing.sweeps import sweep_document
 from orchestrator.tracking import SweepTracker, sweep_description, trial_run_name
-from tests.conftest import run_sweep, tiny_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp_path = tmp_path_factory.mktemp("tracked")
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "tracked",
         search={
@@ -33,11 +34,11 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
             },
         },
     )
-    _, workspace = run_sweep(tmp_path, document)
-    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    run_sweep(tmp_path, document)
+    client = MlflowClient(tracking_uri(document))
     experiment = client.get_experiment_by_name("tracked")
     runs = client.search_runs([experiment.experiment_id])
-    study = optuna.load_study(study_name="tracked", storage=f"sqlite:///{workspace / 'study.db'}")
+    study = load_study(document)
     return {
         "client": client,
         "experiment": experiment,
@@ -49,9 +50,9 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_experiment_opens_in_the_training_views_with_a_description(tracked: dict) -> None:
     tags = tracked["experiment"].tags
-    assert tags["mlflow.experimentKind"] == "custom_model_development"
-    assert "`alds.rate`: choice 0.0, 0.5" in tags["mlflow.note.content"]
-    assert "orchestrate report" in tags["mlflow.note.content"]
+    assert tags[keys.TAG_EXPERIMENT_KIND] == keys.EXPERIMENT_KIND_TRAINING
+    assert "`alds.rate`: choice 0.0, 0.5" in tags[keys.TAG_NOTE]
+    assert "orchestrate report" in tags[keys.TAG_NOTE]
 
 
 def test_the_description_links_a_view_of_accuracy_against_weights_remaining(
@@ -62,9 +63,9 @@ def test_the_description_links_a_view_of_accuracy_against_weights_remaining(
         f"#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=orchestrate"
         "&workflowType=machine_learning&compareRunsMode=CHART"
     )
-    assert f"]({link})" in experiment.tags["mlflow.note.content"]
-    view = json.loads(experiment.tags["mlflow.sharedViewState.orchestrate"])
-    assert view["searchFilter"] == "tags.`orchestrate.role` = 'trial'"
+    assert f"]({link})" in experiment.tags[keys.TAG_NOTE]
+    view = json.loads(experiment.tags[f"{keys.TAG_SHARED_VIEW_PREFIX}orchestrate"])
+    assert view["searchFilter"] == f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_TRIAL}'"
     assert view["selectedColumns"][:2] == ["params.`alds.rate`", "params.`alds.mode`"]
     lines = {
         (chart["metricSectionId"], chart["metricKey"], chart["selectedXAxisMetricKey"])
@@ -98,14 +99,14 @@ def test_runs_are_named_for_what_they_are_and_the_baseline_is_marked(tracked: di
     for run in tracked["trials"]:
         tags = run.data.tags
         baseline = run.info.run_name.startswith("IMP only")
-        assert tags["arm"] == ("baseline" if baseline else "alds")
-        assert tags["config"] == f"alds.mode={run.data.params['alds.mode']},alds.rate=" + (
+        assert tags[keys.TAG_ARM] == (keys.ARM_BASELINE if baseline else keys.ARM_ALDS)
+        assert tags[keys.TAG_CONFIG] == f"alds.mode={run.data.params['alds.mode']},alds.rate=" + (
             "0.0" if baseline else "0.5"
         )
-        assert tags["mlflow.source.name"] == "orchestrate · tracked"
+        assert tags[keys.TAG_SOURCE_NAME] == "orchestrate · tracked"
     # optuna-dashboard shows the same label on each trial.
-    arms = sorted(t.user_attrs["arm"] for t in tracked["study"].trials)
-    assert arms == ["alds", "alds", "baseline"]
+    arms = sorted(t.user_attrs[keys.TRIAL_ARM] for t in tracked["study"].trials)
+    assert arms == [keys.ARM_ALDS, keys.ARM_ALDS, keys.ARM_BASELINE]
 
 
 def test_parent_run_holds_the_fixed_config_and_the_sweeps_progress(tracked: dict) -> None:
@@ -118,7 +119,7 @@ def test_parent_run_holds_the_fixed_config_and_the_sweeps_progress(tracked: dict
     assert parent.data.metrics["trials_complete"] == 3
     assert parent.data.metrics["trials_fail"] == 0
     best = max(t.value for t in tracked["study"].trials)
-    assert parent.data.metrics["best_value"] == pytest.approx(best)
+    assert parent.data.metrics[keys.SWEEP_METRIC_BEST] == pytest.approx(best)
     history = tracked["client"].get_metric_history(parent.info.run_id, "trials_complete")
     assert [m.value for m in sorted(history, key=lambda m: m.step)][-1] == 3
     assert len(history) >= 2  # logged while the sweep ran, not only at its end
@@ -129,7 +130,8 @@ def test_every_trial_records_the_data_it_trained_on(tracked: dict) -> None:
     for run in tracked["trials"]:
         (record,) = run.inputs.dataset_inputs
         assert record.dataset.name == "synthetic"
-        assert {tag.key: tag.value for tag in record.tags} == {"mlflow.data.context": "train"}
+        tags = {tag.key: tag.value for tag in record.tags}
+        assert tags == {keys.INPUT_TAG_CONTEXT: keys.INPUT_CONTEXT_TRAIN}
         profile = json.loads(record.dataset.profile)
         assert profile == {
             "train": 256,
@@ -171,7 +173,7 @@ def test_the_curves_show_what_alds_changes_in_either_mode(tracked: dict) -> None
         effective = _history(client, run.info.run_id, "params_effective")
         layer = _history(client, run.info.run_id, "remaining/classifier.1")
         assert effective[0] == nonzero[0] and layer[0] == 1.0  # dense: no zeros, full rank
-        if run.data.tags["arm"] == "baseline":
+        if run.data.tags[keys.TAG_ARM] == keys.ARM_BASELINE:
             assert effective[1] == nonzero[1] == nonzero[0]
         elif run.data.params["alds.mode"] == "project":
             # Same shapes and no zeros, but each projected layer has a low rank per block.
@@ -185,11 +187,11 @@ def test_the_curves_show_what_alds_changes_in_either_mode(tracked: dict) -> None
 
 def test_each_run_says_which_phase_each_step_is(tracked: dict) -> None:
     for run in tracked["trials"]:
-        note = run.data.tags["mlflow.note.content"]
+        note = run.data.tags[keys.TAG_NOTE]
         assert "step 0: the dense-trained network" in note
         assert "steps 2–3: IMP cycles 1–2" in note
         mode = run.data.params["alds.mode"]
-        baseline = run.data.tags["arm"] == "baseline"
+        baseline = run.data.tags[keys.TAG_ARM] == keys.ARM_BASELINE
         compressed = "no ALDS" if baseline else f"ALDS at rate 0.5 ({mode} mode)"
         assert f"step 1: {compressed}" in note
         curve = tracked["client"].download_artifacts(run.info.run_id, "curve.csv")
@@ -200,20 +202,20 @@ def test_each_run_says_which_phase_each_step_is(tracked: dict) -> None:
 def test_alds_runs_name_their_imp_only_twin(tracked: dict) -> None:
     runs = {run.info.run_id: run for run in tracked["trials"]}
     twins = {
-        run.info.run_name: runs[run.data.tags["twin_run_id"]].info.run_name
+        run.info.run_name: runs[run.data.tags[keys.TAG_TWIN_RUN_ID]].info.run_name
         for run in tracked["trials"]
-        if "twin_run_id" in run.data.tags
+        if keys.TAG_TWIN_RUN_ID in run.data.tags
     }
     # optuna-dashboard shows the same pairs.
     study_pairs = {
-        t.user_attrs["mlflow_run_id"]: t.user_attrs["twin_run_id"]
+        t.user_attrs[keys.TRIAL_RUN_ID]: t.user_attrs[keys.TRIAL_TWIN_RUN_ID]
         for t in tracked["study"].trials
-        if "twin_run_id" in t.user_attrs
+        if keys.TRIAL_TWIN_RUN_ID in t.user_attrs
     }
     assert study_pairs == {
-        run.info.run_id: run.data.tags["twin_run_id"]
+        run.info.run_id: run.data.tags[keys.TAG_TWIN_RUN_ID]
         for run in tracked["trials"]
-        if "twin_run_id" in run.data.tags
+        if keys.TAG_TWIN_RUN_ID in run.data.tags
     }
     # The ALDS mode means nothing at rate 0: both modes share the one twin.
     twin = "IMP only · prune 0.5 · mode project · seed 0"
@@ -233,11 +235,11 @@ def test_parent_run_holds_the_sweeps_comparison_figure(tracked: dict) -> None:
 def test_an_existing_experiment_is_opened_in_the_training_views(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    made = client.create_experiment("older", tags={"mlflow.note.content": "kept"})
+    made = client.create_experiment("older", tags={keys.TAG_NOTE: "kept"})
     SweepTracker(uri, parse_config({"name": "older"}))
     tags = client.get_experiment(made).tags
-    assert tags["mlflow.experimentKind"] == "custom_model_development"
-    assert tags["mlflow.note.content"] == "kept"  # a description someone wrote stays
+    assert tags[keys.TAG_EXPERIMENT_KIND] == keys.EXPERIMENT_KIND_TRAINING
+    assert tags[keys.TAG_NOTE] == "kept"  # a description someone wrote stays
 
 
 def test_run_names_and_description_of_a_sampled_sweep() -> None:

@@ -39,7 +39,8 @@ def get(config: SweepConfig, given: Mapping[str, Any] | None = None) -> Launcher
             f"execution.launcher: unknown launcher '{config.execution.launcher}' ({known})"
         ) from None
     own = {option.dest for option in launcher.options}
-    foreign = [dest for dest in given or {} if dest not in own]
+    # In the order the options are declared, whatever the order on the command line.
+    foreign = [o.dest for o in options() if o.dest in (given or {}) and o.dest not in own]
     if foreign:
         owners = sorted(
             {cls.name for cls in LAUNCHERS.values() for o in cls.options if o.dest in foreign}

@@ -1,8 +1,9 @@
 """Servers of one's own for fault injection: a PostgreSQL (``initdb`` into a temporary folder,
-on a free port) and an MLflow tracking server, each stopped and started again at will.
+on a free port), an MLflow tracking server and a single-node Slurm cluster, each stopped and
+started again at will.
 
-Fault injection needs servers it may restart without disturbing anyone else's; the tests and
-``scripts/chaos.py`` use these. PostgreSQL needs its server binaries
+Fault injection needs servers it may restart without disturbing anyone else's; the tests,
+``scripts/chaos.py`` and the benchmarks use these. PostgreSQL needs its server binaries
 (``/usr/lib/postgresql/<version>/bin``, Debian package ``postgresql``); run as root, the server
 runs as the ``postgres`` user, as PostgreSQL requires.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from orchestrator.config import ConfigError
 
 __all__ = [
+    "ThrowawayMlflow",
     "ThrowawayPostgres",
     "ThrowawaySlurm",
     "find_binaries",
@@ -35,7 +37,14 @@ __all__ = [
 
 
 def find_binaries() -> Path:
-    """The folder of ``initdb`` and ``pg_ctl`` (the newest installed version)."""
+    """Find PostgreSQL's server binaries.
+
+    Returns:
+        The folder of ``initdb`` and ``pg_ctl`` (of the newest installed version).
+
+    Raises:
+        ConfigError: they are not installed.
+    """
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )
@@ -51,14 +60,23 @@ def find_binaries() -> Path:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    """Pick a port for a server of one's own.
+
+    Returns:
+        A TCP port on 127.0.0.1 that nothing listens on now.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 class ThrowawayPostgres:
-    """A private PostgreSQL server; a context manager that removes it on exit."""
+    """A private PostgreSQL server; a context manager that creates and starts it, and removes
+    it (server and data) on exit.
+
+    Args:
+        port: its port; a free one when None.
+    """
 
     def __init__(self, port: int | None = None) -> None:
         self.binaries = find_binaries()
@@ -91,6 +109,7 @@ class ThrowawayPostgres:
         return self
 
     def start(self) -> None:
+        """Start the server (again) on its port, with the data it had."""
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
 
@@ -99,6 +118,7 @@ class ThrowawayPostgres:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def remove(self) -> None:
+        """Stop the server if it runs, and delete its folder."""
         if (self.data / "postmaster.pid").exists():
             with contextlib.suppress(RuntimeError):
                 self.stop()
@@ -112,8 +132,20 @@ class ThrowawayPostgres:
 
 
 def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> subprocess.Popen:
-    """Start ``mlflow server`` on 127.0.0.1:port in its own process group (its log, store and
-    artifacts in ``folder``); return once it answers ``/health``."""
+    """Start ``mlflow server`` on 127.0.0.1 in its own process group; return once it answers
+    ``/health``.
+
+    Args:
+        folder: where its log, its default store and its artifacts go.
+        port: the port it listens on.
+        backend: its backend store URI; a SQLite file in ``folder`` when None.
+
+    Returns:
+        The server's process: stop it with :func:`stop_process_group`.
+
+    Raises:
+        RuntimeError: it exited or did not answer within two minutes (the end of its log).
+    """
     log = open(folder / f"mlflow-server-{port}.log", "a")  # noqa: SIM115 (owned by the process)
     process = subprocess.Popen(
         [
@@ -151,8 +183,53 @@ def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> 
         time.sleep(0.5)
 
 
+class ThrowawayMlflow:
+    """A private ``mlflow server`` on 127.0.0.1; a context manager that starts it and stops it
+    on exit. :meth:`stop` then :meth:`start` keeps its port and store: an outage, as its
+    clients see it.
+
+    Args:
+        folder: where its log, its default store and its artifacts go.
+        port: its port; a free one when None.
+        backend: its backend store URI; a SQLite file in ``folder`` when None.
+    """
+
+    def __init__(self, folder: Path, port: int | None = None, backend: str | None = None) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.backend = backend
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        """Its tracking URI."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ThrowawayMlflow:
+        """Start it; return once it answers ``/health``."""
+        self.process = start_mlflow_server(self.folder, self.port, self.backend)
+        return self
+
+    def stop(self) -> None:
+        """Stop it and every worker process it forked (a no-op when stopped)."""
+        if self.process is not None:
+            stop_process_group(self.process)
+            self.process = None
+
+    def __enter__(self) -> ThrowawayMlflow:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def stop_process_group(process: subprocess.Popen) -> None:
-    """Stop a process and every child it spawned (mlflow server forks job consumers)."""
+    """Stop a process started with ``start_new_session=True`` and every child it spawned
+    (mlflow server forks job consumers): SIGTERM, SIGKILL after 20 s.
+
+    Args:
+        process: the leader of the process group.
+    """
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
@@ -175,6 +252,10 @@ class ThrowawaySlurm:
     (installed here when missing). ``munged`` is started when none answers, and then stopped
     again; a running one is shared. Clients need :meth:`env` (``SLURM_CONF``). On exit every
     job is cancelled before the daemons stop: job processes outlive ``slurmd``.
+
+    Args:
+        cpus: the CPUs its node declares (more than the host has is fine: 1-CPU workers).
+        memory_mb: the memory its node declares.
     """
 
     def __init__(self, cpus: int = 8, memory_mb: int = 16000) -> None:
@@ -185,11 +266,16 @@ class ThrowawaySlurm:
         self.daemons: list[subprocess.Popen] = []
         self.munged: int | None = None  # pid of a munged started here
 
+    def variables(self) -> dict[str, str]:
+        """What a Slurm client of this cluster needs on top of its environment."""
+        return {"SLURM_CONF": str(self.conf)}
+
     def env(self) -> dict[str, str]:
         """The environment of a Slurm client of this cluster."""
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
+        return {**os.environ, **self.variables()}
 
     def start(self) -> ThrowawaySlurm:
+        """Start the controller and the node daemon; return once the node is idle."""
         _install(SLURM_PACKAGES, "slurmctld")
         self._munge()
         for name in ("state", "spool"):
@@ -261,7 +347,7 @@ class ThrowawaySlurm:
         folder = self.folder
         return "\n".join(
             [
-                "ClusterName=throwaway",
+                "ClusterName=testing",
                 "SlurmctldHost=localhost",
                 f"SlurmctldPort={free_port()}",
                 f"SlurmdPort={free_port()}",
