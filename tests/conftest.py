@@ -18,9 +18,7 @@ import torch
 from orchestrator import queue as queues
 from orchestrator import study as studies
 from orchestrator.config import SweepConfig, parse_config
-from orchestrator.testing.cli import orchestrate, run_sweep  # noqa: F401 (test_report.py's)
 from orchestrator.testing.servers import ThrowawayMlflow
-from orchestrator.testing.sweeps import sweep_document as tiny_sweep  # noqa: F401 (the same)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,8 @@ from orchestrator.cli import main, parse_formats, parse_levels
 from orchestrator.config import ConfigError, parse_config
 from orchestrator.report import figures, render, schema, sources, tables
 from orchestrator.study import create_or_resume, open_storage
-from tests.conftest import orchestrate, run_sweep, tiny_sweep
+from orchestrator.testing.cli import orchestrate, run_sweep
+from orchestrator.testing.sweeps import sweep_document
 
 RATE = "alds.rate"
 
@@ -417,7 +418,7 @@ def test_unknown_format_is_named() -> None:
 def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A real sweep: synthetic data, 2 seeds, the IMP-only baseline and ALDS at 0.3 and 0.6."""
     tmp_path = tmp_path_factory.mktemp("report")
-    document = tiny_sweep(
+    document = sweep_document(
         tmp_path,
         "reported",
         seeds=[0, 1],
