@@ -1,0 +1,45 @@
+"""The plan's one rule for the arm: which configurations run ALDS, how an arm is named, and that
+no other module decides it again. (Configurations, twins and the budget: tests/test_config.py.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestrator import keys, plan
+from orchestrator.config import SweepConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_positive_rate_is_alds_and_zero_is_imp_only() -> None:
+    assert plan.is_alds(0.3) and not plan.is_alds(0.0) and not plan.is_alds(0)
+    rates = pd.Series([0.0, 0.5, 0.8])
+    assert plan.is_alds(rates).tolist() == [False, True, True]
+    assert plan.is_alds(np.array([0.0, 0.2])).tolist() == [False, True]
+    assert (plan.arm(0.0), plan.arm(0.2)) == (keys.ARM_BASELINE, keys.ARM_ALDS)
+    assert (plan.arm_label(0.0), plan.arm_label(0.25)) == ("IMP only", "ALDS 0.25")
+
+
+def test_the_rate_of_a_configuration_falls_back_to_the_config() -> None:
+    config = SweepConfig(name="x", alds={"rate": 0.4})
+    assert plan.rate_of(config, {}) == 0.4
+    assert plan.rate_of(config, {plan.ALDS_RATE: 0.0}) == 0.0
+
+
+def test_no_module_decides_the_arm_again() -> None:
+    # `rate > 0`, `rate == 0`, `[RATE] != 0`, ...: the predicate is plan.is_alds, once.
+    pattern = re.compile(r"(rate\b\)?|RATE\]\)?)\s*(>|==|!=|<=)\s*0(\.0)?\b")
+    found = []
+    for package in ("orchestrator", "benchmarks", "scripts"):
+        for path in (ROOT / package).rglob("*.py"):
+            if path == ROOT / "orchestrator" / "plan.py":
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+    assert pattern.search("if config.alds.rate > 0:") and pattern.search("curves[RATE] == 0")
