@@ -68,7 +68,19 @@ def cuda_tests() -> str:
     if not torch.cuda.is_available():
         return "skipped: not applicable, no CUDA device visible"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
+        # One test process: the device is shared and the tests are few.
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "cuda",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -166,6 +166,7 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
         mlflow_env = {
             "MLFLOW_BACKEND_STORE_URI": backend,
             "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
         assert set(services["mlflow"]["environment"]) == set(mlflow_env)
         mlflow_args = _local_command(argv(services["mlflow"]), mlflow_port)

@@ -167,6 +167,9 @@ def start_mlflow_server(folder: Path, port: int, backend: str | None = None) -> 
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # As the compose stack: no job runner, whose pool of huey consumers would take a core
+        # of the machine from the sweep under test.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
