@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
-import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
@@ -455,6 +454,8 @@ class TrialRun:
             self.outbox.log_file(self.run_id, path)
 
     def log_torch(self, payload: Mapping[str, Any], name: str) -> None:
+        import torch  # only workers save weights: the sweep, report and status never load it
+
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
             torch.save(dict(payload), path)
@@ -469,6 +470,7 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path]) -> None
 
     Raises :class:`ConfigError` when the store refuses them (the files stay on disk).
     """
+
     client = MlflowClient(tracking_uri)
     try:
         for path in paths:

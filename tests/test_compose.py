@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import yaml
 from click.testing import CliRunner
+from mlflow import environment_variables as mlflow_variables
 from mlflow.cli import cli as mlflow_cli
 
 from orchestrator import cli, data, workspace
@@ -409,9 +410,16 @@ def test_commands_name_real_cli_options() -> None:
     mlflow_help = _help(mlflow_cli, "server")
     for option in _options(mlflow):
         assert option in mlflow_help, option
-    # The server's settings passed as environment variables are those of its options.
+    # The server's settings passed as environment variables are those of its options, or
+    # variables MLflow itself reads (mlflow.environment_variables: the job runner switch).
     server_envvars = {param.envvar for param in mlflow_cli.commands["server"].params}
-    assert set(services["mlflow"]["environment"]) <= server_envvars
+    known = {
+        value.name
+        for value in vars(mlflow_variables).values()
+        if hasattr(value, "name") and hasattr(value, "get")
+    }
+    assert set(services["mlflow"]["environment"]) <= server_envvars | known
+    assert services["mlflow"]["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     dashboard = argv(services["dashboard"])
     result = subprocess.run(
         [str(Path(sys.executable).parent / dashboard[0]), "--help"],

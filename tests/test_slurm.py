@@ -215,10 +215,6 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- on a real cluster
 
-# With pytest-xdist, the tests on the cluster run in one test process, which starts it once
-# (a second cluster would share this host's munged with the first).
-ON_CLUSTER = pytest.mark.xdist_group("slurm-cluster")
-
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ThrowawaySlurm]:
@@ -237,7 +233,6 @@ def accuracy(document: dict, trial: optuna.trial.FrozenTrial) -> list[tuple[int,
 
 
 @pytest.mark.slow
-@ON_CLUSTER
 def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
     cluster: ThrowawaySlurm, tmp_path: Path
 ) -> None:
@@ -287,7 +282,6 @@ def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
 
 
 @pytest.mark.slow
-@ON_CLUSTER
 def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
     cluster: ThrowawaySlurm, tmp_path: Path
 ) -> None:
@@ -358,7 +352,6 @@ def slurm_tasks(env: dict[str, str], job: str) -> list[slurm.Task]:
 
 
 @pytest.mark.slow
-@ON_CLUSTER
 def test_cancel_stops_the_tasks_and_requeues_their_trials(
     cluster: ThrowawaySlurm, tmp_path: Path
 ) -> None:
