@@ -248,12 +248,11 @@ def sweep(
     from orchestrator.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
-    config = load_sweep(sweep)
-    given = {
-        name: value for name, value in launch.items() if value is not None and value is not False
-    }
-    launcher = launchers.get(_launch_config(config, given), given)
-    if given.pop("cancel", False):
+    config = _load_sweep(sweep)
+    given = _given(launch)
+    options = {name: value for name, value in given.items() if name not in _LAUNCH_FLAGS}
+    launcher = launchers.get(_launch_config(config, given), options)
+    if options.get("cancel"):
         click.echo(launcher.cancel(_load_study(config, storage_url or launcher.default_storage())))
         return
     prepared = sweeps.prepare(
@@ -276,14 +275,15 @@ def sweep(
         )
         return
     try:
-        outcome = launcher.start(prepared, console, wait=bool(given.get("wait")), sweep_file=sweep)
+        outcome = launcher.start(prepared, console, wait="wait" in options, sweep_file=sweep)
     except StorageUnavailable as exc:
         _storage_lost(exc)
     if not outcome.followed:
         return
     console.print(progress.summary(prepared.study))
     if outcome.interrupted:
-        _fail(outcome.stopped, INTERRUPTED)
+        click.echo(outcome.stopped, err=True)
+        sys.exit(INTERRUPTED)
     if outcome.unfinished:
         _fail(outcome.unfinished, TRIALS_FAILED)
     _check_failures(prepared.study, allow_failures)
@@ -296,7 +296,7 @@ _LAUNCH_FLAGS = {
 }
 
 
-def load_sweep(path: Path) -> SweepConfig:
+def _load_sweep(path: Path) -> SweepConfig:
     """The sweep file, its warnings printed."""
     from orchestrator.config import load_config
 
@@ -306,15 +306,17 @@ def load_sweep(path: Path) -> SweepConfig:
     return config
 
 
+def _given(launch: dict[str, object]) -> dict[str, object]:
+    """The launch options set on the command line (an unset flag is False, an unset value
+    None; ``is``, not ``in``: ``--gpus-per-worker 0`` is set, though 0 == False)."""
+    return {name: v for name, v in launch.items() if v is not None and v is not False}
+
+
 def _launch_config(config: SweepConfig, given: dict[str, object]) -> SweepConfig:
     """``config`` with the launch fields the command line sets (``--devices``, ``--launcher``,
-    a launcher's options); they leave the study's identity as it is. The ones consumed are
-    taken out of ``given``."""
-
+    a launcher's options); they leave the study's identity as it is."""
     paths = {**_LAUNCH_FLAGS, **{o.dest: o.path for o in launchers.options() if o.path}}
-    overrides = {paths[name]: given.pop(name) for name in list(given) if name in _LAUNCH_FLAGS}
-    overrides.update({paths[name]: value for name, value in given.items() if paths.get(name)})
-    return config.with_params(overrides)
+    return config.with_params({paths[name]: v for name, v in given.items() if name in paths})
 
 
 def _load_study(config: SweepConfig, storage_url: str) -> optuna.Study:

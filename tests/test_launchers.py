@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import launchers
+from orchestrator import cli, launchers
 from orchestrator.cli import main
 from orchestrator.cli import worker as worker_cli
 from orchestrator.config import ConfigError, ExecutionConfig, SweepConfig
@@ -105,3 +105,43 @@ def test_cpu_worker_keeps_the_visible_devices_of_its_parent(monkeypatch) -> None
     command, env = worker_command(Slot(None, 0), "s", "sqlite:///s.db", "sqlite:///m.db", 1)
     assert "CUDA_VISIBLE_DEVICES" not in env
     assert command[command.index("--device") + 1] == "cpu"
+
+
+def test_launch_options_from_the_command_line_reach_the_config_zero_included() -> None:
+    args = ["x.yaml", "--launcher", "slurm", "--gpus-per-worker", "0", "--partition", "cpu"]
+    params = cli.sweep.make_context("sweep", args).params
+    # An unset option is None, an unset flag False; a 0 given is kept.
+    launch = {k: params[k] for k in ("launcher", "gpus_per_worker", "partition", "workers", "wait")}
+    given = cli._given(launch)
+    assert given == {"launcher": "slurm", "gpus_per_worker": 0, "partition": "cpu"}
+    config = cli._launch_config(SweepConfig(name="x"), given)
+    slurm = config.execution.slurm
+    assert config.execution.launcher == "slurm"
+    assert (slurm.gpus_per_worker, slurm.partition) == (0, "cpu")
+
+
+def test_a_launcher_name_without_an_entry_is_refused_naming_the_field() -> None:
+    # A stored config of another version: the schema let the name through, the table has none.
+    execution = ExecutionConfig.model_construct(**{**ExecutionConfig().__dict__, "launcher": "k8s"})
+    config = SweepConfig.model_construct(
+        **{**SweepConfig(name="x").__dict__, "execution": execution}
+    )
+    with pytest.raises(ConfigError, match=r"execution.launcher: unknown launcher 'k8s'"):
+        launchers.get(config)
+
+
+_PROBE = """
+import sys
+import orchestrator.launchers, orchestrator.report, orchestrator.sweep, orchestrator.progress
+print("torch" in sys.modules)
+"""
+
+
+def test_the_sweep_parent_report_and_status_do_not_import_torch() -> None:
+    # Only a worker needs torch; the sweep's parent process, report and status do not pay for it.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]

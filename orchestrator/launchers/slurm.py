@@ -55,11 +55,9 @@ __all__ = [
     "batch_script_file",
     "cancel",
     "cancel_and_requeue",
-    "current_task",
     "job_ids",
     "jobs_file",
     "log_file",
-    "requeue",
     "submit",
     "tasks",
 ]
@@ -78,14 +76,6 @@ class Task:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
-
-
-def current_task() -> str | None:
-    """The Slurm task this process runs in (``<array job>_<task>`` or the job id), if any."""
-    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and index:
-        return f"{array}_{index}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def batch_script_file(config: SweepConfig) -> Path:
@@ -258,14 +248,6 @@ def cancel_and_requeue(
     return len(active), requeued
 
 
-def requeue(task: str) -> None:
-    """Put ``task`` back in Slurm's queue (it is stopped if it still runs)."""
-    try:
-        _slurm("scontrol", "requeue", task)
-    except ConfigError as exc:
-        print(f"warning: could not requeue Slurm task {task}: {exc}", file=sys.stderr)
-
-
 def _slurm(*command: str) -> str:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -372,7 +354,7 @@ class SlurmLauncher(Launcher):
         self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
     ) -> Outcome:
         """Submit the job array; with ``wait``, follow it until no task is active."""
-        from orchestrator import counts, progress, sweep
+        from orchestrator import counts, sweep
 
         job = submit(
             self.config, storage_url=prepared.storage_url, tracking_uri=prepared.tracking_uri
@@ -399,7 +381,6 @@ class SlurmLauncher(Launcher):
         left = counts.expected(study, self.config) - counts.finished(study)
         if left <= 0:
             return Outcome()
-        console.print(progress.summary(study))
         return Outcome(
             unfinished=f"the Slurm tasks ended with {left} trial(s) not finished (time limits, "
             "cancellation?): run the same command again to resume"
@@ -428,8 +409,16 @@ class SlurmLauncher(Launcher):
 
     @classmethod
     def current_task(cls) -> str | None:
-        return current_task()
+        """``<array job>_<task>`` (or the job id) from the environment Slurm gives its tasks."""
+        array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        if array and index:
+            return f"{array}_{index}"
+        return os.environ.get("SLURM_JOB_ID")
 
     @classmethod
     def requeue_task(cls, task: str) -> None:
-        requeue(task)
+        """``scontrol requeue``: the task goes back to Slurm's queue (stopped if it still runs)."""
+        try:
+            _slurm("scontrol", "requeue", task)
+        except ConfigError as exc:
+            print(f"warning: could not requeue Slurm task {task}: {exc}", file=sys.stderr)
