@@ -42,6 +42,13 @@ ALDS = {
 }
 
 
+def hand_report(computed: dict, **fields: object) -> schema.Report:
+    """A report over hand-built tables of the ALDS rate alone, maximising accuracy."""
+    defaults: dict = {"study": "hand", "params": [RATE], "objectives": ["accuracy"]}
+    defaults |= {"directions": ["maximize"], "counts": {}, "notes": [], "tables": computed}
+    return schema.Report(**{**defaults, **fields})
+
+
 def twin_of(params: dict) -> dict:
     """The IMP-only twin of a configuration here: the same parameters at ALDS rate 0."""
     return {**params, RATE: 0.0}
@@ -197,16 +204,7 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
         curves, versus, tables.tolerance_table(steps, tolerance=0.2), pairs, [RATE]
     )
     assert loose["within_lower_bound"].all()
-    report = schema.Report(
-        study="hand",
-        params=[RATE],
-        objectives=["accuracy"],
-        directions=["maximize"],
-        counts={},
-        notes=[],
-        tables={"summary": loose, "curves": curves},
-        tolerance=0.2,
-    )
+    report = hand_report({"summary": loose, "curves": curves}, tolerance=0.2)
     shown = render.present(report, "summary").set_index(RATE)
     assert shown.loc["0.5", "max sparsity within 20 pt of dense (%)"] == "≥ 82.32 ± 0.00"
     assert shown.loc["0.5", "Δ vs IMP only there (pt)"] == "+6.50 ± 1.70"
@@ -367,15 +365,7 @@ def test_the_registry_computes_every_table_from_the_inputs() -> None:
     assert computed["best"]["best_trial"].tolist() == [3, 0]
     assert "config" not in computed["steps"]
     # Every presented table's columns name columns the table has.
-    report = schema.Report(
-        study="hand",
-        params=[RATE],
-        objectives=["accuracy"],
-        directions=["maximize"],
-        counts={},
-        notes=[],
-        tables=computed,
-    )
+    report = hand_report(computed)
     for spec in tables.TABLES:
         if spec.presented and not computed[spec.name].empty:
             shown = {c.source for c in spec.shown(report)}
@@ -725,15 +715,7 @@ def test_best_table_ranks_configurations_or_lists_the_front() -> None:
 def test_json_output_is_unrounded(tmp_path: Path) -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     curves = tables.curve_table(steps, [RATE])
-    report = schema.Report(
-        study="hand",
-        params=[RATE],
-        objectives=["accuracy"],
-        directions=["maximize"],
-        counts={s.name: 0 for s in optuna.trial.TrialState},
-        notes=[],
-        tables={"curves": curves},
-    )
+    report = hand_report({"curves": curves}, counts={s.name: 0 for s in optuna.trial.TrialState})
     render.write(report, tmp_path, ["json", "latex"])
     loaded = json.loads((tmp_path / "curves.json").read_text())
     assert [r["accuracy_mean"] for r in loaded] == curves["accuracy_mean"].tolist()
