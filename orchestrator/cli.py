@@ -26,16 +26,18 @@ if TYPE_CHECKING:
 
 
 class _Commands(click.Group):
-    """The command group: bad input (a ``ConfigError`` from any command) is reported as one
-    line naming the file or field, with exit code 2 and no traceback."""
+    """The command group: bad input (a ``ConfigError`` from any command, a ``DatasetError``
+    of data the sweep's parent reads to key its trials) is reported as one line naming the
+    file or field, with exit code 2 and no traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except Exception as exc:
             from orchestrator.config import ConfigError
+            from orchestrator.data.errors import DatasetError
 
-            if not isinstance(exc, ConfigError):
+            if not isinstance(exc, ConfigError | DatasetError):
                 raise
             _fail(str(exc))
 
@@ -45,12 +47,12 @@ def _fail(message: str, code: int = USAGE) -> None:
     sys.exit(code)
 
 
-def _check_failures(study: optuna.Study, allow_failures: bool) -> None:
+def _check_failures(study: optuna.Study, config: SweepConfig, allow_failures: bool) -> None:
     """Print the trials that failed after their retries, and why; exit 1 unless allowed."""
     from orchestrator import counts, keys
     from orchestrator.config import describe_params
 
-    failed = counts.failed_for_good(study)
+    failed = counts.failed_for_good(study, config)
     if not failed:
         return
     for trial in failed:
@@ -128,6 +130,7 @@ def validate(sweep: Path) -> None:
     from rich.table import Table
 
     from orchestrator import plan
+    from orchestrator import sweep as sweeps
     from orchestrator.config import experiment_hash, load_config
 
     config = load_config(sweep)
@@ -149,6 +152,9 @@ def validate(sweep: Path) -> None:
         f"sampler {config.search.sampler}, pruner {config.search.pruner}, "
         f"{plan.describe(config)}; objective: {objectives}"
     )
+    launcher = launchers.get(config)
+    found = sweeps.preview(config, launcher.default_storage(), launcher.device_class())
+    console.print(f"against its study storage: {found.describe()}")
     from orchestrator.curve import PRUNING_GRID
 
     levels = ", ".join(f"{100 * level:.4g}%" for level in PRUNING_GRID[:8])
@@ -224,6 +230,11 @@ def _click_type(kind: type) -> click.ParamType:
 @click.option("--enqueue-only", is_flag=True, help="create and fill the study, run no worker")
 @click.option("--fresh", is_flag=True, help="delete an existing study of this name first")
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print what would run (trials reused, to run) and change nothing",
+)
+@click.option(
     "--launcher",
     type=click.Choice(list(launchers.LAUNCHERS)),
     help="where the workers run: local processes, or a Slurm job array (default: the YAML's)",
@@ -236,6 +247,7 @@ def sweep(
     tracking_uri: str | None,
     enqueue_only: bool,
     fresh: bool,
+    dry_run: bool,
     allow_failures: bool,
     **launch: object,
 ) -> None:
@@ -255,15 +267,23 @@ def sweep(
     if options.get("cancel"):
         click.echo(launcher.cancel(_load_study(config, storage_url or launcher.default_storage())))
         return
+    url = storage_url or launcher.default_storage()
+    console = Console()
+    if dry_run:
+        found = sweeps.preview(config, url, launcher.device_class()) if not fresh else None
+        growth = found.describe() if found else plan.describe(config) + ": all to run (--fresh)"
+        console.print(f"study '{config.name}' in {url}: {growth} (dry run: nothing changed)")
+        return
     prepared = sweeps.prepare(
         config,
-        storage_url=storage_url or launcher.default_storage(),
+        storage_url=url,
         tracking_uri=tracking_uri,
         fresh=fresh,
+        device=launcher.device_class(),
     )
-    console = Console()
+    growth = prepared.growth.describe() if prepared.growth else plan.describe(config)
     console.print(
-        f"study '{config.name}' in {prepared.storage_url}: {plan.describe(config)} "
+        f"study '{config.name}' in {prepared.storage_url}: {growth} "
         f"({prepared.enqueued} enqueued now); MLflow {prepared.tracking_uri}, "
         f"parent run {prepared.parent_run_id}"
     )
@@ -280,13 +300,13 @@ def sweep(
         _storage_lost(exc)
     if not outcome.followed:
         return
-    console.print(progress.summary(prepared.study))
+    console.print(progress.summary(prepared.study, config))
     if outcome.interrupted:
         click.echo(outcome.stopped, err=True)
         sys.exit(INTERRUPTED)
     if outcome.unfinished:
         _fail(outcome.unfinished, TRIALS_FAILED)
-    _check_failures(prepared.study, allow_failures)
+    _check_failures(prepared.study, config, allow_failures)
 
 
 _LAUNCH_FLAGS = {
@@ -386,7 +406,7 @@ def worker(
         from orchestrator import sweep as sweeps
 
         sweeps.close(done.study, done.config, done.tracker.uri)
-    _check_failures(done.study, allow_failures)
+    _check_failures(done.study, done.config, allow_failures)
 
 
 @main.command()
@@ -400,8 +420,8 @@ def status(sweep: Path | None, study_name: str | None, storage_url: str | None) 
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
     console = Console()
-    console.print(progress.render(progress.rows(study), config))
-    console.print(progress.summary(study))
+    console.print(progress.render(progress.rows(study, config), config))
+    console.print(progress.summary(study, config))
     if sweep is not None:
         from orchestrator.config import load_config
 

@@ -361,6 +361,12 @@ class ExecutionConfig(_Section):
         "or a journal file (slurm launcher)",
     )
     slurm: SlurmConfig = SlurmConfig()
+    reuse: Literal["results_version", "any_version", "off"] = Field(
+        "results_version",
+        description="reuse a finished trial with the same key from any study of the storage: "
+        "of this results version, of any version (an explicit opt-in: older code's numerics), "
+        "or never (every trial of this sweep trains)",
+    )
 
     @field_validator("devices")
     @classmethod
@@ -619,12 +625,12 @@ def config_hash(config: BaseModel, *, length: int = 12) -> str:
 
 
 # How many workers run where: a resumed sweep may change them without changing its results.
-_LAUNCH_FIELDS = ("launcher", "slurm", "devices", "workers_per_device")
+_LAUNCH_FIELDS = ("launcher", "slurm", "devices", "workers_per_device", "reuse")
 
 
 def experiment_hash(config: SweepConfig) -> str:
     """The hash that identifies a sweep's study: :func:`config_hash` without the launch
-    fields of ``execution`` (launcher, slurm, devices, workers_per_device)."""
+    fields of ``execution`` (launcher, slurm, devices, workers_per_device, reuse)."""
     document = config.model_dump(mode="json")
     for field in _LAUNCH_FIELDS:
         document["execution"].pop(field)

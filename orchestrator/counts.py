@@ -1,7 +1,10 @@
 """How far a sweep's study is: trials by state, finished, expected, failed for good.
 
 Read by the live display, the launchers (is the study finished?), tracking (the parent run's
-counts) and the report; every count reads the study alone, in one pass where it can.
+counts) and the report; every count reads the study alone, in one pass where it can. A study
+that grew holds trials its YAML no longer asks for (another seed list, a narrower space, a
+changed field): the counts of a sweep count only the trials it asks for
+(:func:`results.in_sweep`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys, plan
+from orchestrator import keys, plan, results
 from orchestrator.config import SweepConfig
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -42,7 +45,7 @@ def finished_count(counts: dict[str, int]) -> int:
 
 def expected(study: optuna.Study, config: SweepConfig) -> int:
     """How many trials the sweep runs: its own, and the IMP-only twins of sampled ones."""
-    return plan.total_trials(config) + twins(study.get_trials(deepcopy=False))
+    return plan.total_trials(config) + twins(_asked(study, config))
 
 
 def twins(trials: Iterable[FrozenTrial]) -> int:
@@ -54,9 +57,9 @@ def twins(trials: Iterable[FrozenTrial]) -> int:
     )
 
 
-def finished(study: optuna.Study) -> int:
+def finished(study: optuna.Study, config: SweepConfig) -> int:
     """Trials that reached an end state (a failed trial that is retried counts once)."""
-    trials = study.get_trials(deepcopy=False)
+    trials = _asked(study, config)
     retried = _retried(trials)
     return sum(
         1
@@ -65,9 +68,9 @@ def finished(study: optuna.Study) -> int:
     )
 
 
-def failed_for_good(study: optuna.Study) -> list[FrozenTrial]:
+def failed_for_good(study: optuna.Study, config: SweepConfig) -> list[FrozenTrial]:
     """The FAIL trials that no retry follows: they failed after their last retry."""
-    trials = study.get_trials(deepcopy=False)
+    trials = _asked(study, config)
     retried = _retried(trials)
     return [t for t in trials if t.state == TrialState.FAIL and t.number not in retried]
 
@@ -79,3 +82,7 @@ def _retried(trials: Iterable[FrozenTrial]) -> set[int]:
         for t in trials
         if keys.TRIAL_FAILED_TRIAL in t.system_attrs
     }
+
+
+def _asked(study: optuna.Study, config: SweepConfig) -> list[FrozenTrial]:
+    return results.in_sweep(config, study.get_trials(deepcopy=False))

@@ -14,9 +14,13 @@ one pruning 10% are networks of very different sizes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from orchestrator.config import Objective
 
 # A level within this of a curve's end is that end: a mean of equal sparsities can differ from
 # them in the last bit.
@@ -33,8 +37,15 @@ __all__ = [
     "PRUNING_GRID",
     "curve_points",
     "grid_values",
+    "intermediate_values",
+    "measures",
+    "objective_value",
     "value_at_sparsity",
 ]
+
+Row = Mapping[str, Any]
+"""One step of a trial's curve: ``step``, ``sparsity`` and each metric it measured (a metric
+it did not measure is absent or ``None``)."""
 
 
 def _position(sparsity: np.ndarray | float) -> np.ndarray:
@@ -118,3 +129,51 @@ def grid_values(
         if not math.isnan(value):
             found.append((index, value))
     return found
+
+
+def _metric(rows: Sequence[Row], metric: str) -> list[float]:
+    return [math.nan if row.get(metric) is None else float(row[metric]) for row in rows]
+
+
+def objective_value(rows: Sequence[Row], objective: Objective) -> float:
+    """The value of one objective on a finished curve.
+
+    ``at: final`` reads the last step, ``best`` the best compressed step (1 and later),
+    a number reads the metric at that sparsity by :func:`value_at_sparsity` (linear between
+    the steps around it, the dense step included); a curve that never reached it gives NaN
+    (the trial fails with that reason).
+    """
+    values = _metric(rows, objective.metric)
+    if objective.at == "final":
+        return values[-1]
+    if objective.at == "best":
+        compressed = values[1:] or values[-1:]
+        return max(compressed) if objective.direction == "maximize" else min(compressed)
+    return value_at_sparsity(
+        [int(row["step"]) for row in rows],
+        [float(row["sparsity"]) for row in rows],
+        values,
+        float(objective.at),
+        first_step=0,
+    )
+
+
+def intermediate_values(
+    rows: Sequence[Row], metric: str, *, start: int = 0
+) -> list[tuple[int, float]]:
+    """What a trial with this curve reports to its study for ``metric``: the curve at every
+    :data:`PRUNING_GRID` level from index ``start`` on that it reached (:func:`grid_values`)."""
+    return grid_values(
+        [int(row["step"]) for row in rows],
+        [float(row["sparsity"]) for row in rows],
+        _metric(rows, metric),
+        start=start,
+    )
+
+
+def measures(row: Row) -> dict[str, float]:
+    """A row's measurements: what its step logs to MLflow (all but step, phase and cycle)."""
+    return {k: float(v) for k, v in row.items() if k not in _POSITION and v is not None}
+
+
+_POSITION = ("step", "phase", "cycle")

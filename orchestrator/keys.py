@@ -9,10 +9,13 @@ strings are part of the stored format: changing one orphans what existing studie
 
 STUDY_CONFIG = "sweep_config"  # the sweep's validated config, as JSON
 STUDY_CONFIG_HASH = "config_hash"
-STUDY_QUEUE_FILLED = "queue_filled"  # every trial of the sweep has been enqueued
 STUDY_TRACKING_URI = "mlflow_tracking_uri"
 STUDY_EXPERIMENT_ID = "mlflow_experiment_id"
 STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
+STUDY_CONFIG_HISTORY = "config_history"  # the experiment hashes of the YAMLs it grew from
+# The studies this one's earlier trials were moved to when its YAML changed a categorical
+# space, which Optuna cannot change within a study (study.py); their results are reused.
+STUDY_EARLIER = "earlier_generations"
 
 # trial user attributes
 
@@ -30,6 +33,15 @@ TRIAL_ARM = "arm"  # ARM_BASELINE or ARM_ALDS: the label optuna-dashboard shows
 TRIAL_RUN_URL = "mlflow_run_url"  # a link to the trial's run, where MLflow is an HTTP server
 TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's IMP-only twin's run (twins.py)
 TRIAL_TASK = "slurm_task"  # the launcher's task running it (a Slurm array task "<job>_<task>")
+# A trial's result identity (identity.py): set when a worker claims it, under the storage's
+# creation lock, so a worker that needs the same key finds it running.
+TRIAL_KEY = "trial_key"
+TRIAL_DATA_DIGEST = "data_digest"  # the digest of the images and labels it trained on
+TRIAL_DEVICE_CLASS = "device_class"  # cpu or cuda: results differ between them
+TRIAL_RESULTS_VERSION = "results_version"
+TRIAL_PACKAGE_VERSION = "package_version"
+TRIAL_REUSED_FROM = "reused_from"  # on a trial copied from another's result: that one's run
+TRIAL_REUSED_TRIAL = "reused_trial"  # ... and that trial, as "<study>#<number>"
 
 # trial system attributes
 
@@ -39,6 +51,9 @@ TRIAL_RETRY_HISTORY = "retry_history"
 TRIAL_FIXED_PARAMS = "fixed_params"  # the parameters a trial was enqueued with
 # Ours: the last beat of a trial's worker (UNIX time) on storages without Optuna's heartbeat.
 TRIAL_HEARTBEAT = "orchestrate:heartbeat"
+# Ours: a finished trial's whole curve, one row per step (step, phase, cycle and every metric),
+# so another sweep can reuse the result without reading MLflow (results.py).
+TRIAL_CURVE = "orchestrate:curve"
 
 # MLflow run tags
 
@@ -62,6 +77,10 @@ ARM_BASELINE = "baseline"  # IMP only: alds.rate 0
 ARM_ALDS = "alds"
 TAG_CONFIG = "config"  # the configuration label its seeds share (the report's)
 TAG_TWIN_RUN_ID = "twin_run_id"  # on an ALDS trial's run: its IMP-only twin's run (twins.py)
+TAG_TRIAL_KEY = "trial_key"
+TAG_REUSED_FROM = "reused_from"  # on a reused trial's run: the run whose result it copies
+TAG_RESULTS_VERSION = "results_version"
+TAG_PACKAGE_VERSION = "package_version"
 # MLflow's own tags: the UI nests runs by the first and fills the Source column from the second.
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"

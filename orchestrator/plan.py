@@ -33,6 +33,7 @@ __all__ = [
     "Sweep",
     "arm",
     "arm_label",
+    "asks_for",
     "check",
     "describe",
     "fixed_configurations",
@@ -138,6 +139,33 @@ def twin_of(config: Sweep, params: Mapping[str, Any]) -> dict[str, Any]:
             own = config.value_at(path)
             twin[path] = own if _inside(own, space) else space.values()[0]
     return twin
+
+
+def asks_for(config: Sweep, params: Mapping[str, Any]) -> bool:
+    """Whether the configuration ``params`` is one the sweep plans: it sets exactly the
+    searched paths, each inside its space, and for a grid it is one of the grid's
+    configurations (a trial of an earlier YAML may be neither)."""
+    space = config.search.space
+    if set(params) != set(space):
+        return False
+    if config.search.sampler == "grid":
+        return json.dumps(dict(params), sort_keys=True) in _grid_configurations(config)
+    return all(_inside(value, space[path]) for path, value in params.items())
+
+
+# The grid's configurations of the few configs a process holds, as JSON: the report and the
+# progress display ask for every trial of a sweep.
+_GRIDS: dict[int, tuple[Sweep, set[str]]] = {}
+
+
+def _grid_configurations(config: Sweep) -> set[str]:
+    held = _GRIDS.get(id(config))
+    if held is None or held[0] is not config:
+        if len(_GRIDS) > 32:
+            _GRIDS.clear()
+        found = {json.dumps(c, sort_keys=True) for c in fixed_configurations(config)}
+        held = _GRIDS[id(config)] = (config, found)
+    return held[1]
 
 
 def _pairs(config: Sweep) -> bool:

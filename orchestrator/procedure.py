@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,12 @@ from orchestrator import data as datasets
 from orchestrator import keys, plan
 from orchestrator.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
 from orchestrator.cache import load as load_checkpoint
-from orchestrator.config import Objective, SweepConfig
-from orchestrator.curve import value_at_sparsity
+from orchestrator.config import SweepConfig
 from orchestrator.training import evaluate, train
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Progress", "Step", "TrialResult", "dense_checkpoint", "objective_value", "run_trial"]
+__all__ = ["Progress", "Step", "TrialResult", "dense_checkpoint", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,11 @@ class Step:
         flat = {k: float(v) for k, v in values.items() if v is not None and not math.isnan(v)}
         flat.update({keys.layer_remaining(name): v for name, v in self.layers.items()})
         return flat
+
+    def row(self) -> dict[str, Any]:
+        """The step as a row of the trial's curve (``curve.Row``): what its run's curve table
+        holds and what a reused result keeps."""
+        return {"step": self.step, "phase": self.phase, "cycle": self.cycle, **self.metrics()}
 
 
 @dataclass
@@ -518,30 +522,3 @@ def _call_check(check: Callable[[], None], iteration: int, model: nn.Module) -> 
 def _layer_table(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
     report = imp.sparsity(model, masks)
     return [{"layer": name, **values} for name, values in report["layers"].items()]
-
-
-def objective_value(steps: Sequence[Step], objective: Objective) -> float:
-    """The value of one objective on a finished curve.
-
-    ``at: final`` reads the last step, ``best`` the best compressed step (1 and later),
-    a number reads the metric at that sparsity by :func:`orchestrator.curve.value_at_sparsity`
-    (linear between the steps around it, the dense step included); a curve that never reached
-    it gives NaN (the trial fails with that reason).
-    """
-
-    def value(step: Step) -> float:
-        measured = getattr(step, objective.metric)
-        return math.nan if measured is None else float(measured)
-
-    if objective.at == "final":
-        return value(steps[-1])
-    if objective.at == "best":
-        compressed = [value(step) for step in steps[1:]] or [value(steps[-1])]
-        return max(compressed) if objective.direction == "maximize" else min(compressed)
-    return value_at_sparsity(
-        [step.step for step in steps],
-        [step.sparsity for step in steps],
-        [value(step) for step in steps],
-        float(objective.at),
-        first_step=0,
-    )

@@ -12,15 +12,16 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator import counts as counts_of
-from orchestrator import keys, plan
+from orchestrator import keys, plan, results
 from orchestrator.config import SweepConfig, describe_params
 
 __all__ = ["render", "rows", "summary"]
 
 
-def rows(study: optuna.Study) -> dict[str, Any]:
-    """Counts by state, the best value and the running trials of ``study``."""
-    trials = study.get_trials(deepcopy=False)
+def rows(study: optuna.Study, config: SweepConfig) -> dict[str, Any]:
+    """Counts by state, the best value and the running trials of the sweep (the trials of
+    ``study`` its YAML asks for, :func:`results.in_sweep`)."""
+    trials = results.in_sweep(config, study.get_trials(deepcopy=False))
     counts = counts_of.count_states(trial.state.name for trial in trials)
     now = dt.datetime.now()
     running = [
@@ -37,8 +38,10 @@ def rows(study: optuna.Study) -> dict[str, Any]:
         if t.state == TrialState.RUNNING
     ]
     best = None
-    if len(study.directions) == 1 and any(t.state == TrialState.COMPLETE for t in trials):
-        best = study.best_value
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if len(study.directions) == 1 and values:
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = max(values) if maximize else min(values)
     return {"counts": counts, "running": running, "best": best, "twins": counts_of.twins(trials)}
 
 
@@ -72,12 +75,17 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
     return Group(head, table) if progress["running"] else Group(head)
 
 
-def summary(study: optuna.Study) -> Table:
-    """One row per trial: number, state, seed, parameters, values."""
-    table = Table(title=f"study {study.study_name}")
+def summary(study: optuna.Study, config: SweepConfig) -> Table:
+    """One row per trial the sweep asks for: number, state, seed, parameters, values, and
+    where a result was reused, the trial it came from."""
+    trials = study.get_trials(deepcopy=False)
+    asked = results.in_sweep(config, trials)
+    left = len(trials) - len(asked)
+    caption = f"{left} trial(s) of earlier versions of the YAML not shown" if left else None
+    table = Table(title=f"study {study.study_name}", caption=caption)
     for column in ("trial", "state", "seed", "params", "value(s)", "note"):
         table.add_column(column)
-    for trial in study.get_trials(deepcopy=False):
+    for trial in asked:
         values = "-" if trial.values is None else ", ".join(f"{v:.4f}" for v in trial.values)
         table.add_row(
             str(trial.number),
@@ -85,6 +93,13 @@ def summary(study: optuna.Study) -> Table:
             str(trial.user_attrs.get(keys.TRIAL_SEED, "-")),
             describe_params(trial.params),
             values,
-            str(trial.user_attrs.get(keys.TRIAL_FAIL_REASON, ""))[:60],
+            _note(trial),
         )
     return table
+
+
+def _note(trial: FrozenTrial) -> str:
+    reused = trial.user_attrs.get(keys.TRIAL_REUSED_TRIAL)
+    if reused:
+        return f"reused from {reused}"
+    return str(trial.user_attrs.get(keys.TRIAL_FAIL_REASON, ""))[:60]

@@ -27,8 +27,9 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys, plan
-from orchestrator.config import SweepConfig
+from orchestrator import growth, keys, plan
+from orchestrator.config import SearchRange, SweepConfig
+from orchestrator.growth import Growth
 from orchestrator.retrying_storage import LONGEST_PAUSE_SECONDS
 
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
@@ -41,39 +42,43 @@ __all__ = [
     "Heartbeat",
     "cached",
     "claim_trial",
+    "distribution",
     "fail_and_requeue",
     "fail_stale",
     "fill_queue",
     "heartbeat_seconds",
     "requeue",
+    "set_system_attr",
     "suggest",
 ]
 
 
-def fill_queue(study: optuna.Study, config: SweepConfig) -> int:
-    """Enqueue every trial of the sweep once; later calls (a resumed sweep) add nothing.
+def fill_queue(study: optuna.Study, config: SweepConfig, found: Growth | None = None) -> int:
+    """Enqueue the trials of the sweep that its study lacks, as :func:`growth.assess` found
+    them (``found``; by default assessed without keys, as for a new sweep): each missing
+    configuration at each seed, then the placeholders of configurations still to sample.
+    A resumed sweep whose YAML did not change adds nothing.
 
     Returns the number of trials enqueued by this call.
     """
-    if study.user_attrs.get(keys.STUDY_QUEUE_FILLED):
-        return 0
-    added = 0
-    seeds = config.seeds
-    fixed = plan.fixed_configurations(config)
-    for params in fixed:
-        for seed in seeds:
-            study.enqueue_trial(params, user_attrs={keys.TRIAL_SEED: seed})
-            added += 1
-    for slot in range(plan.total_trials(config) // len(seeds) - len(fixed)):
+    if found is None:
+        found = growth.assess(config, study.get_trials(deepcopy=False), lambda p, s: [], ())
+    for params, user_attrs in found.enqueue:
+        study.enqueue_trial(params, user_attrs=user_attrs)
+    for slot in range(found.placeholders):
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
-                user_attrs={keys.TRIAL_SEED: seeds[0], keys.TRIAL_SLOT: slot},
+                user_attrs={keys.TRIAL_SEED: config.seeds[0], keys.TRIAL_SLOT: slot},
             )
         )
-        added += 1
-    study.set_user_attr(keys.STUDY_QUEUE_FILLED, True)
-    return added
+    return len(found.enqueue) + found.placeholders
+
+
+def set_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    """Store ``value`` under ``key`` in the running ``trial``'s system attributes, which
+    optuna-dashboard does not list (a trial's whole curve, :data:`keys.TRIAL_CURVE`)."""
+    trial.study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
 def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, FrozenTrial] | None:
@@ -111,14 +116,10 @@ def suggest(
     twins are looked for and enqueued, so two workers that sample the same schedule at once
     enqueue its twin once.
     """
-    params = {}
-    for path, space in config.search.space.items():
-        if space.choices is not None:
-            params[path] = trial.suggest_categorical(path, list(space.choices))
-        else:
-            params[path] = trial.suggest_float(
-                path, space.low, space.high, step=space.step, log=space.log
-            )
+    params = {
+        path: trial._suggest(path, distribution(space))
+        for path, space in config.search.space.items()
+    }
     if keys.TRIAL_SLOT in trial.user_attrs and not trial.user_attrs.get(
         keys.TRIAL_REPEATS_ENQUEUED
     ):
@@ -131,6 +132,16 @@ def suggest(
                 _enqueue_twins(trial, plan.twin_of(config, params), config.seeds)
         trial.set_user_attr(keys.TRIAL_REPEATS_ENQUEUED, True)
     return params
+
+
+def distribution(space: SearchRange) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of a searched path: categorical over its choices, else a float
+    range (with its step or log scale)."""
+    if space.choices is not None:
+        return optuna.distributions.CategoricalDistribution(list(space.choices))
+    return optuna.distributions.FloatDistribution(
+        space.low, space.high, step=space.step, log=space.log
+    )
 
 
 def _enqueue_twins(trial: optuna.Trial, twin: dict[str, Any], seeds: Sequence[int]) -> None:

@@ -21,7 +21,6 @@ from orchestrator.config import (
     ConfigError,
     Objective,
     SweepConfig,
-    config_hash,
     experiment_hash,
     parse_config,
 )
@@ -31,7 +30,15 @@ from orchestrator.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
 
 OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"
 
-__all__ = ["create_or_resume", "creation_lock", "default_storage", "load_study", "open_storage"]
+__all__ = [
+    "create_or_resume",
+    "creation_lock",
+    "default_storage",
+    "load_study",
+    "needs_new_generation",
+    "open_storage",
+    "stored_config",
+]
 
 
 def default_storage(config: SweepConfig, *, journal: bool = False) -> str:
@@ -222,10 +229,12 @@ def _entry(table: dict[str, Any], field: str, name: str) -> Any:
 def create_or_resume(
     config: SweepConfig, storage: optuna.storages.BaseStorage, *, fresh: bool = False
 ) -> optuna.Study:
-    """Create the sweep's study, or load it when it exists with the same config.
+    """Create the sweep's study, or load it and make ``config`` its config.
 
-    A study whose stored config hashes differently is refused: its results would be mixed
-    with results of another experiment. ``fresh`` deletes the old study first.
+    A sweep grows: its YAML may add seeds, rates, choices or a wider space, or change a field
+    every trial depends on; the study then keeps its trials and plans by trial key what the
+    new YAML asks for (:mod:`orchestrator.growth`). Only its objectives are fixed: the values
+    its trials hold are of them. ``fresh`` deletes the old study first.
     """
     if fresh:
         with contextlib.suppress(KeyError):
@@ -240,18 +249,97 @@ def create_or_resume(
         load_if_exists=True,
     )
     stored = study.user_attrs.get(keys.STUDY_CONFIG_HASH)
-    if stored is None:
-        study.set_user_attr(keys.STUDY_CONFIG, config.model_dump(mode="json"))
-        study.set_user_attr(keys.STUDY_CONFIG_HASH, experiment_hash(config))
-        study.set_metric_names([_metric_name(o) for o in config.search.objective])
-    # Studies made by earlier versions stored the hash of the whole config.
-    elif stored not in (experiment_hash(config), config_hash(config)):
-        raise ConfigError(
-            f"study '{config.name}' already exists with a different config (hash {stored}, "
-            f"this file {experiment_hash(config)}); its results would be mixed with this one's. "
-            "Rename the sweep, or pass --fresh to delete the old study"
-        )
+    new = experiment_hash(config)
+    renewed = stored is not None and needs_new_generation(study, config)
+    if stored == new and not renewed:
+        return study
+    if stored is not None:
+        _check_same_objectives(study, config)
+    if renewed:
+        study = _new_generation(study, config, storage, str(stored))
+    if stored not in (None, new):
+        history = [*study.user_attrs.get(keys.STUDY_CONFIG_HISTORY, []), stored]
+        study.set_user_attr(keys.STUDY_CONFIG_HISTORY, history)
+    study.set_user_attr(keys.STUDY_CONFIG, config.model_dump(mode="json"))
+    study.set_user_attr(keys.STUDY_CONFIG_HASH, new)
+    study.set_metric_names([_metric_name(o) for o in config.search.objective])
     return study
+
+
+def stored_config(study: optuna.Study) -> SweepConfig | None:
+    """The config a study holds (``None`` for one orchestrate did not create)."""
+    document = study.user_attrs.get(keys.STUDY_CONFIG)
+    return None if document is None else parse_config(document, f"study '{study.study_name}'")
+
+
+def needs_new_generation(study: optuna.Study, config: SweepConfig) -> bool:
+    """Whether ``config`` searches a path with a distribution Optuna refuses beside the one the
+    study's trials hold (:func:`optuna.distributions.check_distribution_compatibility`): other
+    choices of a categorical space (a rate added to a grid), a range turned into choices or
+    back, a range's log scale."""
+    wanted = {path: queue.distribution(space) for path, space in config.search.space.items()}
+    for trial in study.get_trials(deepcopy=False):
+        for path, held in trial.distributions.items():
+            if path not in wanted:
+                continue
+            try:
+                optuna.distributions.check_distribution_compatibility(held, wanted.pop(path))
+            except ValueError:
+                return True
+        if not wanted:
+            break
+    return False
+
+
+def _new_generation(
+    study: optuna.Study, config: SweepConfig, storage: optuna.storages.BaseStorage, stored: str
+) -> optuna.Study:
+    """Move the study's trials to an archive study ``<name>@<old hash>`` and start the sweep's
+    study afresh under its name, with its tracking and history: the new YAML's trials reuse
+    the archived results by key, as they would another sweep's."""
+    earlier = list(study.user_attrs.get(keys.STUDY_EARLIER, []))
+    archive = f"{config.name}@{stored}.{len(earlier) + 1}"
+    optuna.copy_study(
+        from_study_name=config.name,
+        from_storage=storage,
+        to_storage=storage,
+        to_study_name=archive,
+    )
+    kept = {
+        key: study.user_attrs[key]
+        for key in (
+            keys.STUDY_PARENT_RUN_ID,
+            keys.STUDY_TRACKING_URI,
+            keys.STUDY_EXPERIMENT_ID,
+            keys.STUDY_CONFIG_HISTORY,
+        )
+        if key in study.user_attrs
+    }
+    optuna.delete_study(study_name=config.name, storage=storage)
+    fresh = optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=_sampler(config),
+        pruner=_pruner(config),
+        directions=[objective.direction for objective in config.search.objective],
+    )
+    for key, value in {**kept, keys.STUDY_EARLIER: [*earlier, archive]}.items():
+        fresh.set_user_attr(key, value)
+    return fresh
+
+
+def _check_same_objectives(study: optuna.Study, config: SweepConfig) -> None:
+    before = stored_config(study)
+    if before is None:
+        return
+    if before.search.objective != config.search.objective:
+        was = ", ".join(_metric_name(o) for o in before.search.objective)
+        now = ", ".join(_metric_name(o) for o in config.search.objective)
+        raise ConfigError(
+            f"search.objective: study '{config.name}' optimises {was}, this file {now}; its "
+            "trials' values are of its own objectives. Rename the sweep (finished results are "
+            "reused by key), or pass --fresh to delete the old study"
+        )
 
 
 def _metric_name(objective: Objective) -> str:

@@ -6,23 +6,25 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
 from mlflow import MlflowClient
+from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator import counts, keys, progress, queue, tracking, workspace
+from orchestrator import counts, growth, keys, progress, queue, results, tracking, workspace
 from orchestrator import study as studies
 from orchestrator.config import SweepConfig
+from orchestrator.growth import Growth
 from orchestrator.outbox import replay_spool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prepared", "Workers", "close", "follow", "prepare"]
+__all__ = ["Prepared", "Workers", "assess", "close", "follow", "prepare", "preview"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Prepared:
     tracking_uri: str
     parent_run_id: str
     enqueued: int
+    growth: Growth | None = None  # what this start found done, reusable and to run
 
 
 def prepare(
@@ -42,9 +45,12 @@ def prepare(
     storage_url: str | None = None,
     tracking_uri: str | None = None,
     fresh: bool = False,
+    device: str = "cpu",
 ) -> Prepared:
-    """Check the tracking store, create or resume the study, queue its trials, open the
-    sweep's parent run. Raises ``ConfigError`` before anything is trained."""
+    """Check the tracking store and the data, create or resume the study, queue the trials
+    its YAML asks for that no finished result answers (:mod:`growth`), open the sweep's
+    parent run. ``device`` is the device class the workers will train on (the launcher's).
+    Raises ``ConfigError`` (or ``DatasetError``) before anything is trained."""
     url = storage_url or studies.default_storage(config)
     storage = studies.open_storage(url)
     uri = tracking_uri or tracking.default_uri(config)
@@ -53,7 +59,8 @@ def prepare(
     with studies.creation_lock(url):
         tracking.check_reachable(uri)
         study = studies.create_or_resume(config, storage, fresh=fresh)
-        enqueued = queue.fill_queue(study, config)
+        found = assess(config, storage, study.get_trials(deepcopy=False), device)
+        enqueued = queue.fill_queue(study, config, found)
         tracker = tracking.SweepTracker(uri, config)
         parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
         if parent is None:
@@ -61,7 +68,51 @@ def prepare(
             study.set_user_attr(keys.STUDY_PARENT_RUN_ID, parent)
         study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
         study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
-    return Prepared(study, url, uri, parent, enqueued)
+    return Prepared(study, url, uri, parent, enqueued, found)
+
+
+def assess(
+    config: SweepConfig,
+    storage: optuna.storages.BaseStorage | None,
+    trials: Sequence[FrozenTrial],
+    device: str,
+    *,
+    besides: str | None = "",
+) -> Growth:
+    """What the sweep's YAML asks for against what ``storage`` holds (:func:`growth.assess`):
+    ``trials`` are its study's, ``device`` the class its workers train on; results of the
+    other studies than ``besides`` (default: the sweep's own) are reusable. Reads the data
+    once per seed on the CPU for its digest (a trial's key covers it)."""
+    from orchestrator import data as datasets
+
+    def keys_of(params: Mapping[str, Any], seed: int) -> list[str]:
+        searched_data = any(path.startswith("dataset.") for path in params)
+        section = config.with_params(params).dataset if searched_data else config.dataset
+        digest = datasets.digest(section, seed)
+        return results.acceptable_keys(config, params, seed, device=device, data=digest)
+
+    elsewhere: set[str] = set()
+    if storage is not None and config.execution.reuse != "off":
+        own = config.name if besides == "" else besides
+        elsewhere = results.finished_keys(storage, besides=own)
+    return growth.assess(config, trials, keys_of, elsewhere)
+
+
+def preview(config: SweepConfig, storage_url: str, device: str) -> Growth:
+    """:func:`assess` without writing anything: for ``validate`` and ``sweep --dry-run``. A
+    storage file that does not exist yet holds nothing (it is not created)."""
+    local = workspace.sqlite_file(storage_url) or workspace.journal_file(storage_url)
+    if local is not None and not local.exists():
+        return assess(config, None, [], device)
+    storage = studies.open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=config.name, storage=storage)
+    except KeyError:
+        return assess(config, storage, [], device)
+    if studies.needs_new_generation(study, config):
+        # Its trials move to an archive study, and are reused from there.
+        return assess(config, storage, [], device, besides=None)
+    return assess(config, storage, study.get_trials(deepcopy=False), device)
 
 
 class Workers(Protocol):
@@ -128,20 +179,20 @@ def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
     figures and the final counts to the parent run and end it. The workers that exit after
     the last trial has finished do it (the first one or two, as they notice)."""
     parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
-    if parent is None or counts.finished(study) < counts.expected(study, config):
+    if parent is None or counts.finished(study, config) < counts.expected(study, config):
         return  # a worker that runs out of queue while others still run trials
     tracker = tracking.SweepTracker(
         tracking_uri, config, experiment_id=study.user_attrs.get(keys.STUDY_EXPERIMENT_ID)
     )
     prepared = Prepared(study, "", tracking_uri, parent, enqueued=0)
     summarize = _Summary(tracker, prepared)
-    summarize(progress.rows(study))
+    summarize(progress.rows(study, config))
     _close(summarize, prepared, config)
 
 
 def _close(summarize: _Summary, prepared: Prepared, config: SweepConfig) -> None:
     summarize.log_comparison()
-    if counts.finished(prepared.study) >= counts.expected(prepared.study, config):
+    if counts.finished(prepared.study, config) >= counts.expected(prepared.study, config):
         summarize.tracker.end_parent_run(prepared.parent_run_id)
 
 
@@ -185,7 +236,7 @@ class _Summary:
         (replacing the last ones); nothing when no trial has finished since."""
         from orchestrator import report
 
-        finished = counts.finished(self.prepared.study)
+        finished = counts.finished(self.prepared.study, self.tracker.config)
         if finished == self.finished:
             return
         self.figures_at = time.monotonic()

@@ -17,14 +17,26 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import curve, keys, launchers, plan, queue, tracking, twins, workspace
+from orchestrator import (
+    curve,
+    identity,
+    keys,
+    launchers,
+    plan,
+    queue,
+    results,
+    tracking,
+    twins,
+    workspace,
+)
 from orchestrator import data as datasets
 from orchestrator import study as studies
 from orchestrator.cache import CheckpointCache
-from orchestrator.config import ConfigError, config_hash
-from orchestrator.procedure import Step, TrialResult, objective_value, run_trial
+from orchestrator.config import ConfigError, SweepConfig, config_hash
+from orchestrator.curve import objective_value
+from orchestrator.procedure import Step, TrialResult, run_trial
 from orchestrator.retrying_storage import RetryingStorage, StorageUnavailable
 from orchestrator.tracking import SweepTracker, TrialRun
 
@@ -178,6 +190,10 @@ class Worker:
                 datasets.source_of(trial_config.dataset),
                 data.profile(),
             )
+            found = self._claim_key(trial, run, params, seed, data.digest, check)
+            if found is not None:
+                self._reuse(trial, run, reporter, *found)
+                return
             result = run_trial(
                 trial_config,
                 seed,
@@ -187,19 +203,11 @@ class Worker:
                 check=check,
                 progress_file=progress_file,
             )
-            values = [objective_value(result.steps, o) for o in self.config.search.objective]
-            undefined = [
-                o
-                for o, v in zip(self.config.search.objective, values, strict=True)
-                if math.isnan(v)
-            ]
-            if undefined:
-                raise ValueError(
-                    f"objective {undefined[0].metric} at {undefined[0].at} is undefined: the "
-                    "curve never reached that point"
-                )
-            _log_result(run, result)
+            rows = [step.row() for step in result.steps]
+            values = _objective_values(self.config, rows)
+            _log_result(run, result, rows)
             reporter.flush()
+            queue.set_system_attr(trial, keys.TRIAL_CURVE, results.encode_curve(rows))
         except StorageUnavailable:
             # The study cannot be told: the trial stays RUNNING without heartbeats, and the
             # first worker to reach the storage again fails and retries it (queue.fail_stale).
@@ -241,6 +249,115 @@ class Worker:
         self._link_twins(trial, run)
         if self._tell(trial, values=values):
             progress_file.unlink(missing_ok=True)
+
+    def _claim_key(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun,
+        params: dict[str, Any],
+        seed: int,
+        digest: str,
+        check: Callable[[], None],
+    ) -> tuple[str, FrozenTrial] | None:
+        """Key the trial (:mod:`identity`) and find whether its result exists.
+
+        Under the storage's creation lock: a COMPLETE trial of any study with an acceptable
+        key is returned, to be reused; else, unless a trial with the key is running, this one
+        takes the key and trains (None). While one runs, this waits for it: two sweeps or
+        workers that need one result train it once.
+        """
+        device = identity.device_class(self.device)
+        own = identity.trial_key(self.config, params, seed, device=device, data=digest)
+        provenance = {
+            keys.TRIAL_DATA_DIGEST: digest,
+            keys.TRIAL_DEVICE_CLASS: device,
+            keys.TRIAL_RESULTS_VERSION: identity.RESULTS_VERSION,
+            keys.TRIAL_PACKAGE_VERSION: identity.package_version(),
+        }
+        for name, value in provenance.items():
+            trial.set_user_attr(name, value)
+        run.set_tags(
+            {
+                keys.TAG_TRIAL_KEY: own,
+                keys.TAG_RESULTS_VERSION: identity.RESULTS_VERSION,
+                keys.TAG_PACKAGE_VERSION: identity.package_version(),
+            }
+        )
+        wanted = []
+        if self.config.execution.reuse != "off":
+            wanted = results.acceptable_keys(self.config, params, seed, device=device, data=digest)
+        here = (self.study.study_name, trial.number)
+        while True:
+            with studies.creation_lock(self.storage_url):
+                found = results.find(self.storage, wanted, exclude=here)
+                if found.complete is not None:
+                    return found.complete
+                if not found.running:
+                    trial.set_user_attr(keys.TRIAL_KEY, own)
+                    return None
+            # Another trial computes this result now: wait for it, and fail it if its worker
+            # is gone (its own sweep's workers may all be gone too).
+            for name in {study for study, _ in found.running}:
+                other = optuna.load_study(study_name=name, storage=self.storage)
+                queue.fail_stale(
+                    other,
+                    max_retries=self.config.execution.max_retries,
+                    on_failed=tracking.close_trial_run,
+                )
+            check()
+            if self.stopping:
+                raise TrialInterrupted("stopped while waiting for the same result elsewhere")
+            time.sleep(POLL_SECONDS)
+
+    def _reuse(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun,
+        reporter: _StepReporter,
+        study_name: str,
+        original: FrozenTrial,
+    ) -> None:
+        """Finish ``trial`` with the result of ``original`` (of study ``study_name``): its
+        curve into this trial's run and study (the values and intermediate values of this
+        sweep's objectives), its key, provenance and the run it came from."""
+        rows = results.curve_of(original) or []
+        reporter.prunable = False  # a finished result is not stopped halfway
+        for row in rows:
+            reporter.record(row)
+        values = _objective_values(self.config, rows)
+        run.log_tables({keys.ARTIFACT_CURVE: rows})
+        reporter.flush()
+        source_run = original.user_attrs.get(keys.TRIAL_RUN_ID, "")
+        copied = {
+            name: original.user_attrs[name]
+            for name in (
+                keys.TRIAL_KEY,
+                keys.TRIAL_DATA_DIGEST,
+                keys.TRIAL_DEVICE_CLASS,
+                keys.TRIAL_RESULTS_VERSION,
+                keys.TRIAL_PACKAGE_VERSION,
+            )
+            if name in original.user_attrs
+        }
+        for name, value in {
+            **copied,
+            keys.TRIAL_REUSED_FROM: source_run,
+            keys.TRIAL_REUSED_TRIAL: f"{study_name}#{original.number}",
+        }.items():
+            trial.set_user_attr(name, value)
+        queue.set_system_attr(trial, keys.TRIAL_CURVE, original.system_attrs[keys.TRIAL_CURVE])
+        run.set_tags(
+            {
+                keys.TAG_STATE: "COMPLETE",
+                keys.TAG_REUSED_FROM: source_run,
+                keys.TAG_TRIAL_KEY: copied.get(keys.TRIAL_KEY, ""),
+                keys.TAG_RESULTS_VERSION: copied.get(keys.TRIAL_RESULTS_VERSION, ""),
+                keys.TAG_PACKAGE_VERSION: copied.get(keys.TRIAL_PACKAGE_VERSION, ""),
+            }
+        )
+        run.end("FINISHED")
+        self._link_twins(trial, run)
+        self._tell(trial, values=values)
 
     def _tell(self, trial: optuna.Trial, **result: Any) -> bool:
         """Tell the study how ``trial`` ended; False when another worker had already failed it
@@ -302,22 +419,22 @@ class _StepReporter:
         self.metric = metric
         self.prunable = prunable
         self.stopping = stopping
-        self.curve: list[Step] = []
+        self.curve: list[curve.Row] = []
         self.pending: list[tuple[int, float]] = []  # (grid index, value) not yet reported
         self.next_level = 0
         self.last_step: int | None = None  # the step the study has not heard of yet
 
     def __call__(self, step: Step) -> None:
-        self.run.log_step(step.step, step.metrics())
-        self.curve.append(step)
-        self.last_step = step.step
+        self.record(step.row())
+
+    def record(self, row: curve.Row) -> None:
+        """Log one step of the curve (a row, ``Step.row()``) and report it to the study."""
+        step = int(row["step"])
+        self.run.log_step(step, curve.measures(row))
+        self.curve.append(row)
+        self.last_step = step
         if self.metric is not None:
-            found = curve.grid_values(
-                [s.step for s in self.curve],
-                [s.sparsity for s in self.curve],
-                [_number(getattr(s, self.metric)) for s in self.curve],
-                start=self.next_level,
-            )
+            found = curve.intermediate_values(self.curve, self.metric, start=self.next_level)
             if found:
                 self.pending += found
                 self.next_level = found[-1][0] + 1
@@ -330,13 +447,13 @@ class _StepReporter:
                 "study storage unreachable: trial %d goes on, its step %d is reported when "
                 "the storage is back",
                 self.trial.number,
-                step.step,
+                step,
             )
             prune = False
         if prune:
-            raise optuna.TrialPruned(f"pruned at step {step.step}")
+            raise optuna.TrialPruned(f"pruned at step {step}")
         if self.stopping():
-            raise TrialInterrupted(f"stopped after step {step.step}")
+            raise TrialInterrupted(f"stopped after step {step}")
 
     def flush(self) -> None:
         """Send what is still pending, waiting through an outage up to the storage's limit."""
@@ -352,18 +469,23 @@ class _StepReporter:
             self.last_step = None
 
 
-def _number(value: float | None) -> float:
-    return math.nan if value is None else float(value)
+def _objective_values(config: SweepConfig, rows: list[dict[str, Any]]) -> list[float]:
+    """The sweep's objectives on a finished curve; an undefined one fails the trial."""
+    values = [objective_value(rows, o) for o in config.search.objective]
+    for objective, value in zip(config.search.objective, values, strict=True):
+        if math.isnan(value):
+            raise ValueError(
+                f"objective {objective.metric} at {objective.at} is undefined: the curve "
+                "never reached that point"
+            )
+    return values
 
 
-def _log_result(run: TrialRun, result: TrialResult) -> None:
+def _log_result(run: TrialRun, result: TrialResult, rows: list[dict[str, Any]]) -> None:
     from orchestrator.report.figures import trial_figure
 
-    curve = [
-        {"step": s.step, "phase": s.phase, "cycle": s.cycle, **s.metrics()} for s in result.steps
-    ]
     tables: dict[str, list[dict[str, Any]]] = {
-        keys.ARTIFACT_CURVE: curve,
+        keys.ARTIFACT_CURVE: rows,
         keys.ARTIFACT_LAYERS: result.layers,
     }
     if result.plan is not None:

@@ -10,7 +10,8 @@ import torch
 
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
-from orchestrator.procedure import Step, objective_value, run_trial
+from orchestrator.curve import objective_value
+from orchestrator.procedure import Step, run_trial
 from orchestrator.testing.sweeps import sweep_document
 
 
@@ -31,7 +32,7 @@ def step(index: int, sparsity: float, accuracy: float) -> Step:
 def test_objective_values(objective: dict, expected: float) -> None:
     curve = [step(0, 0.0, 0.9), step(1, 0.5, 0.8), step(2, 0.75, 0.6)]
     config = parse_config({"name": "x", "search": {"objective": objective}})
-    value = objective_value(curve, config.search.objective[0])
+    value = objective_value([s.row() for s in curve], config.search.objective[0])
     assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(expected)
 
 
@@ -39,20 +40,20 @@ def test_objective_at_sparsity_is_interpolated() -> None:
     def step(index: int, sparsity: float, accuracy: float) -> Step:
         return Step(index, "imp", index, accuracy, 1.0, None, sparsity, 1 - sparsity, 1, 1, 1.0, 1)
 
-    curve_ = [step(0, 0.0, 0.9), step(1, 0.5, 0.8), step(2, 0.75, 0.6)]
+    rows = [s.row() for s in (step(0, 0.0, 0.9), step(1, 0.5, 0.8), step(2, 0.75, 0.6))]
     # Halfway between 50% and 25% remaining in log(remaining) is √(0.5 · 0.25) ≈ 35.4%.
     halfway = 1 - math.sqrt(0.5 * 0.25)
     config = parse_config(
         {"name": "x", "search": {"objective": {"metric": "accuracy", "at": halfway}}}
     )
-    assert objective_value(curve_, config.search.objective[0]) == pytest.approx(0.7)
+    assert objective_value(rows, config.search.objective[0]) == pytest.approx(0.7)
     # The same sparsity interpolated linearly in sparsity would read 0.6835: not the rule.
     linear = parse_config({"name": "x", "search": {"objective": {"at": 0.625}}})
-    assert objective_value(curve_, linear.search.objective[0]) == pytest.approx(
+    assert objective_value(rows, linear.search.objective[0]) == pytest.approx(
         0.8 + (math.log(0.375) - math.log(0.5)) / (math.log(0.25) - math.log(0.5)) * -0.2
     )
     beyond = parse_config({"name": "x", "search": {"objective": {"at": 0.9}}})
-    assert math.isnan(objective_value(curve_, beyond.search.objective[0]))
+    assert math.isnan(objective_value(rows, beyond.search.objective[0]))
 
 
 def test_a_corrupt_progress_file_is_moved_aside_and_the_trial_starts_over(

@@ -21,7 +21,7 @@ from __future__ import annotations
 from orchestrator.data import registry
 from orchestrator.data.errors import DatasetError
 from orchestrator.data.files import DEBIAN_FASHION_MNIST, default_root
-from orchestrator.data.loading import clear_cache, load, source_of
+from orchestrator.data.loading import clear_cache, digest, load, source_of
 from orchestrator.data.specs import DatasetFiles, DatasetShape, DatasetSpec
 from orchestrator.data.tensors import Datasets, ImageSplit, random_crop_flip
 
@@ -35,6 +35,7 @@ __all__ = [
     "ImageSplit",
     "clear_cache",
     "default_root",
+    "digest",
     "load",
     "random_crop_flip",
     "registry",

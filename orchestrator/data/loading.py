@@ -18,11 +18,12 @@ from orchestrator.data.errors import DatasetError
 from orchestrator.data.specs import Arrays, DatasetShape, DatasetSpec
 from orchestrator.data.tensors import Datasets, ImageSplit, channel_stats
 
-__all__ = ["clear_cache", "load", "source_of"]
+__all__ = ["clear_cache", "digest", "load", "source_of"]
 
 _CACHE_SIZE = 4  # distinct (config, seed, device) entries kept; a sweep has a few seeds
 
 _cache: OrderedDict[tuple[str, int, str], Datasets] = OrderedDict()
+_digests: dict[tuple[str, int], str] = {}
 
 
 def source_of(config: DatasetConfig) -> str:
@@ -73,6 +74,16 @@ def load(config: DatasetConfig, *, device: torch.device | str = "cpu", seed: int
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return datasets
+
+
+def digest(config: DatasetConfig, seed: int = 0) -> str:
+    """:attr:`Datasets.digest` of the data ``load(config, seed=seed)`` gives, on any device:
+    what a trial's key (``orchestrator.identity``) knows of its data. Read on the CPU once per
+    process for each section and seed; raises :class:`DatasetError` as :func:`load` does."""
+    key = (config.model_dump_json(), int(seed))
+    if key not in _digests:
+        _digests[key] = load(config, device="cpu", seed=seed).digest
+    return _digests[key]
 
 
 def _canonical(device: torch.device) -> torch.device:

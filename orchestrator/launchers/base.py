@@ -96,6 +96,11 @@ class Launcher(ABC):
         return study.default_storage(self.config, journal=self.shared_filesystem)
 
     @abstractmethod
+    def device_class(self) -> str:
+        """Where the workers will train, as a trial's key names it (``cpu``, ``cuda``): what
+        the sweep plans its reuse of finished results with (``identity.device_class``)."""
+
+    @abstractmethod
     def start(
         self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
     ) -> Outcome:

@@ -42,6 +42,12 @@ class LocalLauncher(Launcher):
 
     name: ClassVar[str] = "local"
 
+    def device_class(self) -> str:
+        """``cuda`` when a slot has a GPU (``auto`` on a host with one), else ``cpu``."""
+        execution = self.config.execution
+        slots = device_slots(execution.devices, execution.workers_per_device)
+        return "cuda" if any(slot.gpu is not None for slot in slots) else "cpu"
+
     def start(
         self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
     ) -> Outcome:
@@ -57,7 +63,7 @@ class LocalLauncher(Launcher):
         failed, interrupted = sweep.follow(prepared, self.config, supervisor, console)
         study = prepared.study
         unfinished = None
-        if failed and counts.finished(study) < counts.expected(study, self.config):
+        if failed and counts.finished(study, self.config) < counts.expected(study, self.config):
             unfinished = (
                 f"{failed} worker process(es) exited with an error; the study is not finished"
             )
@@ -233,7 +239,7 @@ class Supervisor:
                         reaped.add(process.pid)
                         failed += 1
                         self._reap(slot, process)  # may start a new worker for the slot
-                show(progress.rows(self.study))
+                show(progress.rows(self.study, self.config))
                 if all(p.poll() is not None for p in self.processes.values()):
                     break
                 time.sleep(1.0)
@@ -242,5 +248,5 @@ class Supervisor:
                 if process.poll() is None:
                     process.kill()
                 process.wait()
-        show(progress.rows(self.study))
+        show(progress.rows(self.study, self.config))
         return failed

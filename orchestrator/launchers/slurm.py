@@ -267,8 +267,9 @@ class SlurmTasks:
     """Follows a sweep's job arrays for ``--wait``, as :class:`supervisor.Supervisor`
     follows local workers: until no task is active, showing progress meanwhile."""
 
-    def __init__(self, study: optuna.Study, jobs: Sequence[str]) -> None:
+    def __init__(self, study: optuna.Study, config: SweepConfig, jobs: Sequence[str]) -> None:
         self.study = study
+        self.config = config
         self.jobs = list(jobs)
         self.signals = 0
 
@@ -294,11 +295,11 @@ class SlurmTasks:
                 time.sleep(POLL_SECONDS)
                 continue
             seen.update((task.id, task) for task in current)
-            show(progress.rows(self.study))
+            show(progress.rows(self.study, self.config))
             if not any(task.active for task in current):
                 break
             time.sleep(POLL_SECONDS)
-        show(progress.rows(self.study))
+        show(progress.rows(self.study, self.config))
         return sum(1 for task in seen.values() if task.state in FAILED_STATES)
 
 
@@ -350,6 +351,10 @@ class SlurmLauncher(Launcher):
     requeue_signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGUSR1,)
     shared_filesystem: ClassVar[bool] = True
 
+    def device_class(self) -> str:
+        """``cuda`` when each task gets a GPU (``gpus_per_worker``), else ``cpu``."""
+        return "cuda" if self.config.execution.slurm.gpus_per_worker else "cpu"
+
     def start(
         self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
     ) -> Outcome:
@@ -369,7 +374,7 @@ class SlurmLauncher(Launcher):
                 f"`orchestrate cancel {sweep_file}`"
             )
             return Outcome(followed=False)
-        tasks = SlurmTasks(prepared.study, [job])
+        tasks = SlurmTasks(prepared.study, self.config, [job])
         _, interrupted = sweep.follow(prepared, self.config, tasks, console, replay_spools=False)
         if interrupted:
             return Outcome(
@@ -378,7 +383,7 @@ class SlurmLauncher(Launcher):
                 f"{sweep_file}`; `orchestrate cancel {sweep_file}` stops them)",
             )
         study = prepared.study
-        left = counts.expected(study, self.config) - counts.finished(study)
+        left = counts.expected(study, self.config) - counts.finished(study, self.config)
         if left <= 0:
             return Outcome()
         return Outcome(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from orchestrator import keys, plan
+from orchestrator import keys, plan, results
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.counts import count_states
 from orchestrator.report import tables
@@ -54,7 +54,9 @@ def build(
     empty study, an unreachable tracking store, or a study none of whose runs is found there.
     """
     params = list(config.search.space)
-    trials = read_trials(study, params)
+    stored = study.get_trials(deepcopy=False)
+    asked = results.in_sweep(config, stored)
+    trials = read_trials(asked, study, params)
     if trials.empty:
         raise ConfigError(
             f"study '{study.study_name}' has no trials yet: run `orchestrate sweep` first"
@@ -111,6 +113,7 @@ def build(
         notes=[
             *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
             *tables.collapse_notes(computed["layers"]),
+            *_growth_notes(len(stored) - len(asked), results.provenance(asked)),
         ],
         tables=computed,
         figures={name: figure for name, figure in figures.items() if figure is not None},
@@ -118,3 +121,20 @@ def build(
         parent_run_id=parent,
         tolerance=tolerance,
     )
+
+
+def _growth_notes(left_out: int, provenance: dict[str, set[str]]) -> list[str]:
+    """What a reader of a grown sweep must know: trials its YAML no longer asks for, and
+    results computed by more than one version of the code."""
+    notes = []
+    if left_out:
+        notes.append(
+            f"{left_out} trial(s) of the study are left out: earlier versions of the YAML asked "
+            "for them (another seed, configuration or field value)"
+        )
+    names = {keys.TRIAL_PACKAGE_VERSION: "package", keys.TRIAL_RESULTS_VERSION: "results"}
+    for attribute, name in names.items():
+        if len(provenance[attribute]) > 1:
+            versions = ", ".join(sorted(provenance[attribute]))
+            notes.append(f"the complete trials were computed by {name} versions {versions}")
+    return notes

@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import keys
 from orchestrator.config import ConfigError, describe_params
@@ -61,12 +61,15 @@ def objective_names(study: optuna.Study) -> list[str]:
     return ["value"] if count == 1 else [f"value{i}" for i in range(count)]
 
 
-def read_trials(study: optuna.Study, params: Sequence[str]) -> pd.DataFrame:
-    """One row per trial of ``study``: number, state, seed, parameters, values, bookkeeping."""
+def read_trials(
+    trials: Sequence[FrozenTrial], study: optuna.Study, params: Sequence[str]
+) -> pd.DataFrame:
+    """One row per trial of ``trials`` (of ``study``): number, state, seed, parameters,
+    values, bookkeeping, the trial's key and the run whose result it reused."""
     names = objective_names(study)
     now = dt.datetime.now()
     rows = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         values = trial.values or [math.nan] * len(names)
         start, end = trial.datetime_start, trial.datetime_complete
         # A queued trial (or one claimed but not started) has only its enqueued parameters.
@@ -90,6 +93,9 @@ def read_trials(study: optuna.Study, params: Sequence[str]) -> pd.DataFrame:
                 keys.TRIAL_RUN_ID: trial.user_attrs.get(keys.TRIAL_RUN_ID),
                 "retry_of": trial.system_attrs.get(keys.TRIAL_FAILED_TRIAL),
                 "fail_reason": trial.user_attrs.get(keys.TRIAL_FAIL_REASON),
+                keys.TRIAL_KEY: trial.user_attrs.get(keys.TRIAL_KEY),
+                keys.TRIAL_REUSED_FROM: trial.user_attrs.get(keys.TRIAL_REUSED_FROM),
+                "reused_trial": trial.user_attrs.get(keys.TRIAL_REUSED_TRIAL),
             }
         )
     return pd.DataFrame(rows)

@@ -91,6 +91,8 @@ def _note(row: pd.Series) -> str:
         parts.append(row["fail_reason"])
     if not pd.isna(row.get("retry_of")):
         parts.append(f"retry of trial {int(row['retry_of'])}")
+    if isinstance(row.get("reused_trial"), str):
+        parts.append(f"reused from {row['reused_trial']}")
     if isinstance(row.get("missing"), str):
         parts.append(row["missing"])
     return "; ".join(parts)
@@ -826,6 +828,8 @@ def _trial_columns(report: Report) -> list[Column]:
         Column("compression (×)", "compression_ratio", "ratio"),
         Column("duration (s)", "duration_s", "seconds"),
         Column("MLflow run", keys.TRIAL_RUN_ID, paper=False),
+        Column("trial key", keys.TRIAL_KEY, paper=False),
+        Column("reused from (run)", keys.TRIAL_REUSED_FROM, paper=False),
         Column("note", "note", paper=False, limit=NOTE_LIMIT),
     ]
 

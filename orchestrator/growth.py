@@ -1,0 +1,194 @@
+"""What a start of a sweep runs, now that its YAML may have grown: every trial the YAML asks
+for (each configuration at each seed, the twins of sampled configurations), less those a
+finished result already answers, in this study or another of the same storage.
+
+A sweep answers the seed's question in steps: three seeds, then two more, then another rate,
+then a control. Each step plans the trials its YAML asks for by key
+(:mod:`orchestrator.identity`): a trial whose key this study has finished stays as it is; one
+whose key another study finished is queued and copied from that result when a worker claims it
+(:mod:`orchestrator.worker`); the rest are queued to train. Trials the YAML no longer asks for
+stay in the storage, left out of counts and the report (:func:`results.asks_for`).
+
+:func:`assess` only reads; :func:`orchestrator.queue.fill_queue` enqueues what it found missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator import keys
+from orchestrator import plan as plans
+from orchestrator.config import SweepConfig
+
+KeysOf = Callable[[Mapping[str, Any], int], Sequence[str]]
+"""``keys_of(params, seed)``: the keys whose results stand for that trial
+(:func:`results.acceptable_keys`)."""
+
+__all__ = ["Growth", "KeysOf", "assess"]
+
+
+@dataclass
+class Growth:
+    """The trials a sweep's YAML asks for, sorted by what answers them.
+
+    Attributes:
+        trials: what it asks for: its configurations (fixed, and sampled ones known so far,
+            with their twins) at each seed, and the placeholders of those still to sample.
+        done: finished in this study with this YAML's key (COMPLETE).
+        ended: pruned or failed for good in this study with this key (kept; not retried).
+        reusable: COMPLETE in another study: queued, and copied when claimed.
+        queued: already waiting or running in this study.
+        enqueue: ``(params, user attributes)`` of the trials to queue now.
+        placeholders: how many placeholders to add for configurations still to sample.
+        finished_before: this study's COMPLETE trials, matched or not.
+    """
+
+    trials: int = 0
+    done: int = 0
+    ended: int = 0
+    reusable: int = 0
+    queued: int = 0
+    enqueue: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    placeholders: int = 0
+    finished_before: int = 0
+
+    @property
+    def reused(self) -> int:
+        """Trials a finished result answers: this study's own, and other studies'."""
+        return self.done + self.reusable
+
+    @property
+    def to_run(self) -> int:
+        return self.trials - self.reused - self.ended
+
+    def describe(self) -> str:
+        """``12 trials: 8 reused, 4 to run``, with what each number holds where it helps."""
+        parts = [f"{self.trials} trials: {self.reused} reused"]
+        if self.reusable:
+            parts[0] += f" ({self.done} here, {self.reusable} from other sweeps)"
+        if self.ended:
+            parts.append(f"{self.ended} pruned or failed before")
+        parts.append(f"{self.to_run} to run")
+        text = ", ".join(parts)
+        if self.finished_before and not self.done:
+            text += (
+                f"; none of the study's {self.finished_before} finished trials has this YAML's "
+                "key (a field every trial depends on changed): every trial runs again"
+            )
+        return text
+
+
+def assess(
+    config: SweepConfig,
+    trials: Sequence[FrozenTrial],
+    keys_of: KeysOf,
+    finished_elsewhere: Iterable[str],
+) -> Growth:
+    """Sort the trials ``config`` asks for by what answers them.
+
+    Args:
+        config: the sweep's config, as its YAML is now.
+        trials: the trials its study holds (none for a new sweep).
+        keys_of: each planned trial's keys (:data:`KeysOf`).
+        finished_elsewhere: the keys of COMPLETE results in the storage's other studies.
+
+    Returns:
+        The :class:`Growth`; nothing is written.
+    """
+    elsewhere = set(finished_elsewhere)
+    growth = Growth()
+    by_key: dict[str, FrozenTrial] = {}
+    pending: set[tuple[str, Any]] = set()
+    waiting_placeholders = 0
+    for trial in trials:
+        key = trial.user_attrs.get(keys.TRIAL_KEY)
+        chosen = trial.params or trial.system_attrs.get(keys.TRIAL_FIXED_PARAMS)
+        if trial.state == TrialState.COMPLETE:
+            growth.finished_before += 1
+        if trial.state in (TrialState.WAITING, TrialState.RUNNING):
+            if chosen:
+                pending.add((_text(chosen), trial.user_attrs.get(keys.TRIAL_SEED)))
+            elif keys.TRIAL_SLOT in trial.user_attrs:
+                waiting_placeholders += 1
+        elif key is not None and trial.state != TrialState.COMPLETE:
+            by_key.setdefault(key, trial)
+        elif key is not None:
+            by_key[key] = trial  # a COMPLETE trial answers before a failed one
+    fixed = plans.fixed_configurations(config)
+    sampled = _sampled(config, trials, fixed)
+    twins = [plans.twin_of(config, p) for p in sampled if _paired(config, p)]
+    configurations = _unique([*fixed, *sampled, *twins])
+    own = {_text(p) for p in (*fixed, *sampled)}
+    twins = [p for p in twins if _text(p) not in own]
+    for params in configurations:
+        for seed in config.seeds:
+            growth.trials += 1
+            candidates = list(keys_of(params, seed))
+            answer = next((by_key[k] for k in candidates if k in by_key), None)
+            if answer is not None and answer.state == TrialState.COMPLETE:
+                growth.done += 1
+            elif answer is not None:
+                growth.ended += 1
+            elif (_text(params), seed) in pending:
+                growth.queued += 1
+            else:
+                growth.reusable += any(k in elsewhere for k in candidates)
+                growth.enqueue.append((params, _attributes(params, seed, sampled, twins)))
+    slots = plans.total_trials(config) // len(config.seeds) - len(fixed) - len(sampled)
+    growth.placeholders = max(slots - waiting_placeholders, 0)
+    growth.trials += (growth.placeholders + waiting_placeholders) * len(config.seeds)
+    return growth
+
+
+def _sampled(
+    config: SweepConfig, trials: Iterable[FrozenTrial], fixed: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The configurations the sampler chose for this study's placeholders that the YAML still
+    asks for, first sampled first."""
+    known = {_text(p) for p in fixed}
+    found: dict[str, dict[str, Any]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        if keys.TRIAL_SLOT not in trial.user_attrs or not trial.params:
+            continue
+        text = _text(trial.params)
+        if text not in known and plans.asks_for(config, trial.params):
+            found.setdefault(text, dict(trial.params))
+    return list(found.values())
+
+
+def _paired(config: SweepConfig, params: Mapping[str, Any]) -> bool:
+    return config.search.enqueue_baseline and plans.is_alds(plans.rate_of(config, params))
+
+
+def _attributes(
+    params: Mapping[str, Any],
+    seed: int,
+    sampled: Sequence[Mapping[str, Any]],
+    twins: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """A queued trial's user attributes: its seed, and what the live display and counts tell
+    apart (a repeat of a sampled configuration, a twin of one)."""
+    attributes: dict[str, Any] = {keys.TRIAL_SEED: seed}
+    text = _text(params)
+    # The sampled trial is not known by number here: -1 marks the kind (counts.twins).
+    if any(_text(p) == text for p in twins):
+        attributes[keys.TRIAL_TWIN_OF] = -1
+    elif any(_text(p) == text for p in sampled):
+        attributes[keys.TRIAL_REPEAT_OF] = -1
+    return attributes
+
+
+def _unique(configurations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    unique: dict[str, dict[str, Any]] = {}
+    for params in configurations:
+        unique.setdefault(_text(params), dict(params))
+    return list(unique.values())
+
+
+def _text(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(params), sort_keys=True)

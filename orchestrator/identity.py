@@ -1,0 +1,148 @@
+"""A trial's identity: one key for everything that determines its result.
+
+Two trials with one key compute the same curve, so a result is computed once and any sweep in
+the same study storage reuses it (:mod:`orchestrator.results`), as the dense checkpoint
+``dense-<hash>.pt`` is trained once and shared one level down. The key hashes:
+
+- the results version (:data:`RESULTS_VERSION`), bumped whenever the numerics of training,
+  ALDS or IMP change, so results of older code are not reused unless a sweep opts in
+  (``execution.reuse: any_version``);
+- the seed;
+- the device class (``cpu`` or ``cuda``): mixed precision and cuDNN make the two differ;
+- the data: the digest of every image and label of the training, validation and test splits
+  as the trial sees them (subsets and hold-out included);
+- every config field that acts on the trial, as resolved for it (its searched parameters
+  applied): ``model``, ``dataset`` (not ``root`` or ``download``, which only say where the
+  files are; ``synthetic`` only for the synthetic dataset), ``train`` (``amp`` and
+  ``channels_last`` only on CUDA, where they act), ``alds`` (of an IMP-only trial only
+  ``rate`` and ``finetune_epochs``: the rest means nothing without ALDS) and ``imp``
+  (``factorized_rewind`` only for a factorized ALDS trial; ``epochs_per_cycle`` left unset
+  is ``train.epochs``).
+
+Never in it: the sweep's name, its seeds list, ``search``, ``execution`` and ``tracking``
+(how many workers, where, which storage), so the IMP-only twin of every sweep at one schedule
+and seed is one key. A new config field must default to what the code did before it, or every
+existing key changes (a test freezes a key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.config import SweepConfig, content_hash, flatten
+
+RESULTS_VERSION = 1
+KEY_LENGTH = 16
+
+__all__ = [
+    "KEY_LENGTH",
+    "RESULTS_VERSION",
+    "device_class",
+    "key_document",
+    "package_version",
+    "trial_key",
+]
+
+_NEVER = ("name", "seeds", "search.", "execution.", "tracking.", "dataset.root", "dataset.download")
+_ALDS_ONLY = ("alds.mode", "alds.error", "alds.k_candidates")
+_CUDA_ONLY = ("train.amp", "train.channels_last")
+
+
+def device_class(device: str) -> str:
+    """``cuda`` for any CUDA device (``cuda``, ``cuda:1``), else the device's type (``cpu``)."""
+    return str(device).split(":", 1)[0]
+
+
+def key_document(
+    config: SweepConfig,
+    params: Mapping[str, Any],
+    seed: int,
+    *,
+    device: str,
+    data: str,
+    version: int = RESULTS_VERSION,
+) -> dict[str, Any]:
+    """What :func:`trial_key` hashes, readable (``orchestrate`` shows it nowhere; tests do).
+
+    Args:
+        config: the sweep's config.
+        params: the trial's searched parameters by dotted path.
+        seed: the trial's seed.
+        device: its device class (:func:`device_class`).
+        data: its data's digest (``orchestrator.data.digest``).
+        version: the results version the key is for.
+    """
+    flat = dict(_flat(config))
+    for path, value in params.items():
+        flat[path] = _like(flat.get(path), value)
+    if flat.get("imp.epochs_per_cycle") is None and flat.get("train.epochs") is not None:
+        flat["imp.epochs_per_cycle"] = flat["train.epochs"]
+    acting = {path: value for path, value in flat.items() if _acts(path, flat, device)}
+    return {
+        "results_version": version,
+        "seed": int(seed),
+        "device": device,
+        "data": data,
+        "config": acting,
+    }
+
+
+def trial_key(
+    config: SweepConfig,
+    params: Mapping[str, Any],
+    seed: int,
+    *,
+    device: str,
+    data: str,
+    version: int = RESULTS_VERSION,
+) -> str:
+    """The key of the trial of ``config`` at ``params`` and ``seed`` (see the module's text)."""
+    document = key_document(config, params, seed, device=device, data=data, version=version)
+    return content_hash(document, length=KEY_LENGTH)
+
+
+def _acts(path: str, flat: Mapping[str, Any], device: str) -> bool:
+    if path.startswith(_NEVER):
+        return False
+    if path.startswith("dataset.synthetic."):
+        return flat["dataset.name"] == "synthetic"
+    alds = float(flat["alds.rate"]) > 0  # plan.is_alds, on the flat document
+    if path in _ALDS_ONLY:
+        return alds
+    if path == "imp.factorized_rewind":
+        return alds and flat["alds.mode"] == "factorize"
+    if path in _CUDA_ONLY:
+        return device == "cuda"
+    return True
+
+
+def _like(default: Any, value: Any) -> Any:
+    """``value`` as the field holds it: a searched ``0`` of a float field is ``0.0``, as the
+    config's validation makes it, so both spell one key."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+# A config's flat document, kept for the few configs a process holds: the report and the
+# progress display key every trial of a sweep against one config.
+_FLAT: dict[int, tuple[SweepConfig, dict[str, Any]]] = {}
+
+
+def _flat(config: SweepConfig) -> dict[str, Any]:
+    held = _FLAT.get(id(config))
+    if held is None or held[0] is not config:
+        if len(_FLAT) > 32:
+            _FLAT.clear()
+        held = _FLAT[id(config)] = (config, flatten(config))
+    return held[1]
+
+
+def package_version() -> str:
+    """The installed version of this package, recorded with every result."""
+    import orchestrator
+
+    return str(orchestrator.__version__)
