@@ -129,8 +129,7 @@ def validate(sweep: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator import plan
-    from orchestrator import sweep as sweeps
+    from orchestrator import growth, plan, workspace
     from orchestrator.config import experiment_hash, load_config
 
     config = load_config(sweep)
@@ -153,8 +152,14 @@ def validate(sweep: Path) -> None:
         f"{plan.describe(config)}; objective: {objectives}"
     )
     launcher = launchers.get(config)
-    found = sweeps.preview(config, launcher.default_storage(), launcher.device_class())
-    console.print(f"against its study storage: {found.describe()}")
+    url = launcher.default_storage()
+    if workspace.holds_nothing(url):  # read nothing, import nothing heavy
+        found = growth.assess(config, [], lambda params, seed: [], ())
+    else:
+        from orchestrator import sweep as sweeps
+
+        found = sweeps.preview(config, url, launcher.device_class)
+    console.print(f"against its study storage {url}: {found.describe()}")
     from orchestrator.curve import PRUNING_GRID
 
     levels = ", ".join(f"{100 * level:.4g}%" for level in PRUNING_GRID[:8])
@@ -270,7 +275,7 @@ def sweep(
     url = storage_url or launcher.default_storage()
     console = Console()
     if dry_run:
-        found = sweeps.preview(config, url, launcher.device_class()) if not fresh else None
+        found = sweeps.preview(config, url, launcher.device_class) if not fresh else None
         growth = found.describe() if found else plan.describe(config) + ": all to run (--fresh)"
         console.print(f"study '{config.name}' in {url}: {growth} (dry run: nothing changed)")
         return
@@ -279,7 +284,7 @@ def sweep(
         storage_url=url,
         tracking_uri=tracking_uri,
         fresh=fresh,
-        device=launcher.device_class(),
+        device=launcher.device_class,
     )
     growth = prepared.growth.describe() if prepared.growth else plan.describe(config)
     console.print(

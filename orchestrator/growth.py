@@ -10,6 +10,7 @@ whose key another study finished is queued and copied from that result when a wo
 stay in the storage, left out of counts and the report (:func:`results.asks_for`).
 
 :func:`assess` only reads; :func:`orchestrator.queue.fill_queue` enqueues what it found missing.
+It reads trial states by name, so that ``validate`` assesses a new sweep without importing Optuna.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from optuna.trial import FrozenTrial, TrialState
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import keys
 from orchestrator import plan as plans
 from orchestrator.config import SweepConfig
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 KeysOf = Callable[[Mapping[str, Any], int], Sequence[str]]
 """``keys_of(params, seed)``: the keys whose results stand for that trial
@@ -88,6 +90,8 @@ def assess(
     trials: Sequence[FrozenTrial],
     keys_of: KeysOf,
     finished_elsewhere: Iterable[str],
+    *,
+    keyless_match: bool = False,
 ) -> Growth:
     """Sort the trials ``config`` asks for by what answers them.
 
@@ -96,6 +100,8 @@ def assess(
         trials: the trials its study holds (none for a new sweep).
         keys_of: each planned trial's keys (:data:`KeysOf`).
         finished_elsewhere: the keys of COMPLETE results in the storage's other studies.
+        keyless_match: let a finished trial without a key (run by a version before keys)
+            answer its configuration and seed: only when the YAML is the one it ran with.
 
     Returns:
         The :class:`Growth`; nothing is written.
@@ -103,19 +109,24 @@ def assess(
     elsewhere = set(finished_elsewhere)
     growth = Growth()
     by_key: dict[str, FrozenTrial] = {}
+    keyless: dict[tuple[str, Any], FrozenTrial] = {}
     pending: set[tuple[str, Any]] = set()
     waiting_placeholders = 0
     for trial in trials:
         key = trial.user_attrs.get(keys.TRIAL_KEY)
         chosen = trial.params or trial.system_attrs.get(keys.TRIAL_FIXED_PARAMS)
-        if trial.state == TrialState.COMPLETE:
+        if trial.state.name == "COMPLETE":
             growth.finished_before += 1
-        if trial.state in (TrialState.WAITING, TrialState.RUNNING):
+        if trial.state.name in ("WAITING", "RUNNING"):
             if chosen:
                 pending.add((_text(chosen), trial.user_attrs.get(keys.TRIAL_SEED)))
             elif keys.TRIAL_SLOT in trial.user_attrs:
                 waiting_placeholders += 1
-        elif key is not None and trial.state != TrialState.COMPLETE:
+        elif key is None and chosen and keyless_match:
+            where = (_text(chosen), trial.user_attrs.get(keys.TRIAL_SEED))
+            if trial.state.name == "COMPLETE" or where not in keyless:
+                keyless[where] = trial
+        elif key is not None and trial.state.name != "COMPLETE":
             by_key.setdefault(key, trial)
         elif key is not None:
             by_key[key] = trial  # a COMPLETE trial answers before a failed one
@@ -128,9 +139,11 @@ def assess(
     for params in configurations:
         for seed in config.seeds:
             growth.trials += 1
-            candidates = list(keys_of(params, seed))
+            # A new sweep in an empty storage needs no keys (nor the data their digest reads).
+            candidates = list(keys_of(params, seed)) if by_key or elsewhere else []
             answer = next((by_key[k] for k in candidates if k in by_key), None)
-            if answer is not None and answer.state == TrialState.COMPLETE:
+            answer = answer or keyless.get((_text(params), seed))
+            if answer is not None and answer.state.name == "COMPLETE":
                 growth.done += 1
             elif answer is not None:
                 growth.ended += 1

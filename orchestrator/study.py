@@ -33,26 +33,12 @@ OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"
 __all__ = [
     "create_or_resume",
     "creation_lock",
-    "default_storage",
+    "holds",
     "load_study",
     "needs_new_generation",
     "open_storage",
     "stored_config",
 ]
-
-
-def default_storage(config: SweepConfig, *, journal: bool = False) -> str:
-    """``execution.storage``, else a file in the workspace: a journal file when ``journal``
-    (a launcher whose workers share it over a network filesystem, where SQLite's locking
-    breaks) or when one is already there, else SQLite."""
-    if config.execution.storage:
-        return config.execution.storage
-    journal_file = workspace.study_journal(config)
-    found = journal_file.exists() and not workspace.study_file(config).exists()
-    if journal or found:
-        return workspace.journal_url(journal_file)
-    # open_storage creates the folder of a SQLite file.
-    return workspace.sqlite_url(workspace.study_file(config))
 
 
 def open_storage(
@@ -264,6 +250,15 @@ def create_or_resume(
     study.set_user_attr(keys.STUDY_CONFIG_HASH, new)
     study.set_metric_names([_metric_name(o) for o in config.search.objective])
     return study
+
+
+def holds(storage: optuna.storages.BaseStorage, config: SweepConfig) -> bool:
+    """Whether the storage holds the sweep's study with this very config (a plain resume)."""
+    try:
+        study = optuna.load_study(study_name=config.name, storage=storage)
+    except KeyError:
+        return False
+    return study.user_attrs.get(keys.STUDY_CONFIG_HASH) == experiment_hash(config)
 
 
 def stored_config(study: optuna.Study) -> SweepConfig | None:

@@ -45,21 +45,23 @@ def prepare(
     storage_url: str | None = None,
     tracking_uri: str | None = None,
     fresh: bool = False,
-    device: str = "cpu",
+    device: Callable[[], str] = lambda: "cpu",
 ) -> Prepared:
     """Check the tracking store and the data, create or resume the study, queue the trials
     its YAML asks for that no finished result answers (:mod:`growth`), open the sweep's
-    parent run. ``device`` is the device class the workers will train on (the launcher's).
+    parent run. ``device()`` is the device class the workers will train on (the launcher's).
     Raises ``ConfigError`` (or ``DatasetError``) before anything is trained."""
-    url = storage_url or studies.default_storage(config)
+    url = storage_url or workspace.default_storage(config)
     storage = studies.open_storage(url)
     uri = tracking_uri or tracking.default_uri(config)
     # Several first starts at once (a job array, two terminals): one at a time creates the
     # tracking store, the study, its queue and the parent run; the others find them made.
     with studies.creation_lock(url):
         tracking.check_reachable(uri)
+        unchanged = not fresh and studies.holds(storage, config)
         study = studies.create_or_resume(config, storage, fresh=fresh)
-        found = assess(config, storage, study.get_trials(deepcopy=False), device)
+        trials = study.get_trials(deepcopy=False)
+        found = assess(config, storage, trials, device, keyless_match=unchanged)
         enqueued = queue.fill_queue(study, config, found)
         tracker = tracking.SweepTracker(uri, config)
         parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
@@ -75,12 +77,13 @@ def assess(
     config: SweepConfig,
     storage: optuna.storages.BaseStorage | None,
     trials: Sequence[FrozenTrial],
-    device: str,
+    device: Callable[[], str],
     *,
     besides: str | None = "",
+    keyless_match: bool = False,
 ) -> Growth:
     """What the sweep's YAML asks for against what ``storage`` holds (:func:`growth.assess`):
-    ``trials`` are its study's, ``device`` the class its workers train on; results of the
+    ``trials`` are its study's, ``device()`` the class its workers train on; results of the
     other studies than ``besides`` (default: the sweep's own) are reusable. Reads the data
     once per seed on the CPU for its digest (a trial's key covers it)."""
     from orchestrator import data as datasets
@@ -89,20 +92,19 @@ def assess(
         searched_data = any(path.startswith("dataset.") for path in params)
         section = config.with_params(params).dataset if searched_data else config.dataset
         digest = datasets.digest(section, seed)
-        return results.acceptable_keys(config, params, seed, device=device, data=digest)
+        return results.acceptable_keys(config, params, seed, device=device(), data=digest)
 
     elsewhere: set[str] = set()
     if storage is not None and config.execution.reuse != "off":
         own = config.name if besides == "" else besides
         elsewhere = results.finished_keys(storage, besides=own)
-    return growth.assess(config, trials, keys_of, elsewhere)
+    return growth.assess(config, trials, keys_of, elsewhere, keyless_match=keyless_match)
 
 
-def preview(config: SweepConfig, storage_url: str, device: str) -> Growth:
+def preview(config: SweepConfig, storage_url: str, device: Callable[[], str]) -> Growth:
     """:func:`assess` without writing anything: for ``validate`` and ``sweep --dry-run``. A
     storage file that does not exist yet holds nothing (it is not created)."""
-    local = workspace.sqlite_file(storage_url) or workspace.journal_file(storage_url)
-    if local is not None and not local.exists():
+    if workspace.holds_nothing(storage_url):
         return assess(config, None, [], device)
     storage = studies.open_storage(storage_url)
     try:
@@ -112,7 +114,8 @@ def preview(config: SweepConfig, storage_url: str, device: str) -> Growth:
     if studies.needs_new_generation(study, config):
         # Its trials move to an archive study, and are reused from there.
         return assess(config, storage, [], device, besides=None)
-    return assess(config, storage, study.get_trials(deepcopy=False), device)
+    trials = study.get_trials(deepcopy=False)
+    return assess(config, storage, trials, device, keyless_match=studies.holds(storage, config))
 
 
 class Workers(Protocol):

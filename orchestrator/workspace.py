@@ -155,3 +155,24 @@ def journal_file(url: str) -> Path | None:
 def journal_url(path: Path) -> str:
     """The ``journal://`` URL of a file, absolute so that every process finds the same one."""
     return f"{_JOURNAL}{path.resolve()}"
+
+
+def default_storage(config: SweepConfig, *, journal: bool = False) -> str:
+    """The study storage URL: ``execution.storage``, else a file in the workspace: a journal
+    file when ``journal`` (a launcher whose workers share it over a network filesystem, where
+    SQLite's locking breaks) or when one is already there, else SQLite."""
+    if config.execution.storage:
+        return config.execution.storage
+    journal_path = study_journal(config)
+    found = journal_path.exists() and not study_file(config).exists()
+    if journal or found:
+        return journal_url(journal_path)
+    # study.open_storage creates the folder of a SQLite file.
+    return sqlite_url(study_file(config))
+
+
+def holds_nothing(url: str) -> bool:
+    """Whether the storage at ``url`` is a local file that does not exist yet (a sweep never
+    started here): reading it would create it."""
+    local = sqlite_file(url) or journal_file(url)
+    return local is not None and not local.exists()

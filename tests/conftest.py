@@ -17,6 +17,7 @@ import torch
 
 from orchestrator import queue as queues
 from orchestrator import study as studies
+from orchestrator import workspace
 from orchestrator.config import SweepConfig, parse_config
 from orchestrator.testing.servers import ThrowawayMlflow
 
@@ -93,7 +94,7 @@ def config_of(tmp_path: Path, **search: object) -> SweepConfig:
 
 def open_study(tmp_path: Path, config: SweepConfig, **kwargs: Any) -> tuple[optuna.Study, Any]:
     """The sweep's study in its default SQLite storage, and that storage."""
-    storage = studies.open_storage(studies.default_storage(config), **kwargs)
+    storage = studies.open_storage(workspace.default_storage(config), **kwargs)
     return studies.create_or_resume(config, storage), storage
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import counts, keys, plan
+from orchestrator import counts, keys, plan, workspace
 from orchestrator import queue as queues
 from orchestrator import study as studies
 from orchestrator.config import parse_config
@@ -156,7 +156,7 @@ def test_sampled_configurations_get_their_twin_once_per_seed_however_many_worker
     )
     study, _ = open_study(tmp_path, config)
     queues.fill_queue(study, config)
-    url = studies.default_storage(config)
+    url = workspace.default_storage(config)
     start = time.time() + 3.0
     processes = [
         subprocess.Popen([sys.executable, "-c", TWINNER, url, str(start), str(i)]) for i in range(3)

@@ -329,6 +329,8 @@ def hand_inputs(levels: tuple[float, ...] = schema.LEVELS) -> tables.Inputs:
             "value:accuracy": [0.8, 0.78, 0.85, 0.911],
             "duration_s": 60.0,
             keys.TRIAL_RUN_ID: [f"run{n}" for n in range(4)],
+            keys.TRIAL_KEY: [f"key{n}" for n in range(4)],
+            keys.TRIAL_REUSED_FROM: [None, None, None, "run0"],
             "missing": None,
         }
     )

@@ -12,20 +12,32 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
+from orchestrator import keys
 from orchestrator import queue as queues
 from orchestrator import study as studies
 from orchestrator.cli import main
-from orchestrator.config import ConfigError, SearchConfig, SweepConfig, parse_config
+from orchestrator.config import (
+    ConfigError,
+    SearchConfig,
+    SweepConfig,
+    experiment_hash,
+    parse_config,
+)
 from tests.conftest import config_of, open_study
 
 
-def test_changed_config_is_refused_and_fresh_starts_over(tmp_path: Path) -> None:
+def test_a_changed_config_becomes_the_studys_and_fresh_starts_over(tmp_path: Path) -> None:
     config = config_of(tmp_path)
     study, storage = open_study(tmp_path, config)
     queues.fill_queue(study, config)
     changed = config.with_params({"imp.cycles": 9})
-    with pytest.raises(ConfigError, match="different config"):
-        studies.create_or_resume(changed, storage)
+    grown = studies.create_or_resume(changed, storage)
+    assert len(grown.get_trials()) == len(study.get_trials()) > 0
+    assert studies.stored_config(grown) == changed
+    assert grown.user_attrs[keys.STUDY_CONFIG_HISTORY] == [experiment_hash(config)]
+    other_objective = changed.with_params({"search.objective": [{"metric": "loss"}]})
+    with pytest.raises(ConfigError, match=r"search\.objective"):
+        studies.create_or_resume(other_objective, storage)
     fresh = studies.create_or_resume(changed, storage, fresh=True)
     assert fresh.get_trials() == []
 

@@ -210,16 +210,27 @@ def test_unreachable_tracking_uri_fails_fast(tmp_path: Path) -> None:
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_resumed_sweep_keeps_its_trials_and_refuses_a_changed_config(tmp_path: Path) -> None:
+def test_resumed_sweep_keeps_its_trials_and_plans_a_changed_config(tmp_path: Path) -> None:
     document = sweep_document(tmp_path, "again")
     path = write_sweep(tmp_path, document)
     assert orchestrate("sweep", str(path), cwd=tmp_path).returncode == 0
     rerun = orchestrate("sweep", str(path), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "2 trials: 2 reused, 0 to run" in " ".join(rerun.stdout.split())
     assert len(load_study(document).get_trials()) == 2
+    # A field every trial depends on: nothing reused, and the plan says why.
     changed = sweep_document(tmp_path, "again", imp={"cycles": 3})
-    refused = orchestrate("sweep", str(write_sweep(tmp_path, changed)), cwd=tmp_path)
-    assert refused.returncode == 2 and "different config" in refused.stderr
+    dry = orchestrate("sweep", str(write_sweep(tmp_path, changed)), "--dry-run", cwd=tmp_path)
+    said = " ".join(dry.stdout.split())
+    assert dry.returncode == 0 and "2 trials: 0 reused, 2 to run" in said
+    assert "none of the study's 2 finished trials has this YAML's key" in said
+    # Other objectives: the study's values would mean two things.
+    minimize = sweep_document(
+        tmp_path, "again", search={**document["search"], "objective": {"metric": "loss"}}
+    )
+    refused = orchestrate("sweep", str(write_sweep(tmp_path, minimize)), cwd=tmp_path)
+    assert refused.returncode == 2 and "search.objective" in refused.stderr
+    assert len(load_study(document).get_trials()) == 2
 
 
 def test_a_real_mlflow_server_receives_the_sweep(tmp_path: Path, mlflow_server: str) -> None:

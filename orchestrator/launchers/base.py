@@ -91,9 +91,9 @@ class Launcher(ABC):
 
     def default_storage(self) -> str:
         """The sweep's study storage URL when none is given."""
-        from orchestrator import study
+        from orchestrator import workspace
 
-        return study.default_storage(self.config, journal=self.shared_filesystem)
+        return workspace.default_storage(self.config, journal=self.shared_filesystem)
 
     @abstractmethod
     def device_class(self) -> str:
