@@ -127,8 +127,10 @@ def corrupt_file(path: Path, stamp: str) -> Path:
 
 
 def lock_file(path: Path) -> Path:
-    """The lock that processes making ``path`` take first."""
-    return path.with_name(path.name + ".lock")
+    """The lock that processes making ``path`` take first. Not ``<path>.lock``: Optuna's
+    journal storage takes that name for its own lock, and finding it held waits 30 s, then
+    breaks it."""
+    return path.with_name(path.name + ".flock")
 
 
 def sqlite_file(url: str) -> Path | None:
