@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from optuna.storages import BaseStorage
@@ -43,6 +43,7 @@ _OUTAGE_ERRORS = (
 )
 
 
+T = TypeVar("T")
 SLOW_CALL_SECONDS = 10.0  # a storage call that took longer counts as an outage
 
 
@@ -128,15 +129,21 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``name`` on the wrapped storage until it answers or the outage is too old."""
+        method = getattr(self.inner, name)
+        return self.ride_out(lambda: method(*args, **kwargs))
+
+    def ride_out(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (which reaches the database: a storage call, a lock on its server)
+        again after each outage error, as a storage call is, until it succeeds or the outage
+        is too old (:class:`StorageUnavailable`). ``work`` must be safe to run again."""
         limit = getattr(self._local, "limit", None)
         limit = self.limit_seconds if limit is None else limit
-        method = getattr(self.inner, name)
         pause = FIRST_PAUSE_SECONDS
         noticed = 0.0
         while True:
             started = time.monotonic()
             try:
-                result = method(*args, **kwargs)
+                result = work()
             except Exception as exc:
                 if not is_outage(exc):
                     raise

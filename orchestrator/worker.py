@@ -287,14 +287,22 @@ class Worker:
         if self.config.execution.reuse != "off":
             wanted = results.acceptable_keys(self.config, params, seed, device=device, data=digest)
         here = (self.study.study_name, trial.number)
-        while True:
+
+        def look_or_take() -> results.Found:
+            # The lock's connection is the database's too: an outage is ridden out here
+            # as in any storage call, and the look runs again.
             with studies.creation_lock(self.storage_url):
                 found = results.find(self.storage, wanted, exclude=here)
-                if found.complete is not None:
-                    return found.complete
-                if not found.running:
+                if found.complete is None and not found.running:
                     trial.set_user_attr(keys.TRIAL_KEY, own)
-                    return None
+                return found
+
+        while True:
+            found = self.storage.ride_out(look_or_take)
+            if found.complete is not None:
+                return found.complete
+            if not found.running:
+                return None
             # Another trial computes this result now: wait for it, and fail it if its worker
             # is gone (its own sweep's workers may all be gone too).
             for name in {study for study, _ in found.running}:
