@@ -4,14 +4,19 @@ sweep afresh (``--fresh``, what a changed YAML cost before trials were reused by
 Both measurements run the real ``orchestrate sweep`` on the same YAML, in one invocation, side
 by side: first the sweep at N seeds (not timed), then
 
-  extend   the YAML at N + 1 seeds on that study: only the new seed's trials train;
+  extend   the YAML at N + 1 seeds on that study: only the new seed's trials train (and the
+           new seed's dense network);
+  resume   the same YAML again, nothing to run: the fixed cost of a start (processes, the
+           data read for the trials' keys, the plan);
   fresh    the same YAML with ``--fresh``: every trial trains again (the dense checkpoints
-           stay cached for both, as they would for a user).
+           stay cached, as they would for a user).
 
     python benchmarks/bench_grow.py [--sweep sweeps/quickstart.yaml] [--seeds 2]
 
 The last line reads ``extend by one seed: X s (k trials trained), fresh: Y s (m trials),
-fresh/extend R``.
+fresh/extend R``; the line before it the same without the fixed cost of a start. The quickstart's
+trials take seconds, so the start dominates there; on the seed's experiment (hours a trial) the
+ratio approaches the ratio of trials.
 """
 
 from __future__ import annotations
@@ -59,10 +64,16 @@ def main() -> None:
         document["seeds"] = list(range(args.seeds + 1))
         extend, extend_plan = timed_sweep(folder, document)
         print(f"{args.seeds + 1} seeds, extended: {extend:.1f} s ({extend_plan})")
+        resume, resume_plan = timed_sweep(folder, document)
+        print(f"{args.seeds + 1} seeds, resumed: {resume:.1f} s ({resume_plan})")
         fresh, fresh_plan = timed_sweep(folder, document, "--fresh")
         print(f"{args.seeds + 1} seeds, --fresh: {fresh:.1f} s ({fresh_plan})")
     trained = re.search(r"(\d+) to run", extend_plan)
     total = re.search(r"(\d+) trials", fresh_plan)
+    print(
+        f"beyond the {resume:.1f} s of a start: extend {extend - resume:.1f} s, fresh "
+        f"{fresh - resume:.1f} s, ratio {(fresh - resume) / max(extend - resume, 1e-9):.2f}"
+    )
     print(
         f"extend by one seed: {extend:.1f} s ({trained.group(1) if trained else '?'} trials "
         f"trained), fresh: {fresh:.1f} s ({total.group(1) if total else '?'} trials), "

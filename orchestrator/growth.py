@@ -48,6 +48,8 @@ class Growth:
         enqueue: ``(params, user attributes)`` of the trials to queue now.
         placeholders: how many placeholders to add for configurations still to sample.
         finished_before: this study's COMPLETE trials, matched or not.
+        renewed: the study starts a new generation (its trials move to an archive study,
+            whose results come back by key).
     """
 
     trials: int = 0
@@ -58,6 +60,7 @@ class Growth:
     enqueue: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     placeholders: int = 0
     finished_before: int = 0
+    renewed: bool = False
 
     @property
     def reused(self) -> int:
@@ -71,13 +74,20 @@ class Growth:
     def describe(self) -> str:
         """``12 trials: 8 reused, 4 to run``, with what each number holds where it helps."""
         parts = [f"{self.trials} trials: {self.reused} reused"]
-        if self.reusable:
-            parts[0] += f" ({self.done} here, {self.reusable} from other sweeps)"
+        if self.renewed:
+            parts[0] += " (from the study's earlier generation and other studies)"
+        elif self.reusable:
+            parts[0] += f" ({self.done} here, {self.reusable} from other studies)"
         if self.ended:
             parts.append(f"{self.ended} pruned or failed before")
         parts.append(f"{self.to_run} to run")
         text = ", ".join(parts)
-        if self.finished_before and not self.done:
+        if self.renewed:
+            text += (
+                "; a categorical space changed, which Optuna cannot change within a study: its "
+                "trials move to an archive study and a new generation starts"
+            )
+        elif self.finished_before and not self.done:
             text += (
                 f"; none of the study's {self.finished_before} finished trials has this YAML's "
                 "key (a field every trial depends on changed): every trial runs again"

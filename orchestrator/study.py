@@ -220,11 +220,11 @@ def create_or_resume(
     A sweep grows: its YAML may add seeds, rates, choices or a wider space, or change a field
     every trial depends on; the study then keeps its trials and plans by trial key what the
     new YAML asks for (:mod:`orchestrator.growth`). Only its objectives are fixed: the values
-    its trials hold are of them. ``fresh`` deletes the old study first.
+    its trials hold are of them. ``fresh`` deletes the old study (and its earlier
+    generations) first.
     """
     if fresh:
-        with contextlib.suppress(KeyError):
-            optuna.delete_study(study_name=config.name, storage=storage)
+        _delete_with_generations(storage, config.name)
     directions = [objective.direction for objective in config.search.objective]
     study = optuna.create_study(
         study_name=config.name,
@@ -252,13 +252,32 @@ def create_or_resume(
     return study
 
 
-def holds(storage: optuna.storages.BaseStorage, config: SweepConfig) -> bool:
-    """Whether the storage holds the sweep's study with this very config (a plain resume)."""
+def _delete_with_generations(storage: optuna.storages.BaseStorage, name: str) -> None:
+    """Delete the study ``name`` and the archive studies of its earlier generations: what
+    ``--fresh`` discards (results of other sweeps are still reused; ``execution.reuse: off``
+    trains every trial)."""
+    study = existing(storage, name)
+    if study is None:
+        return
+    for archive in study.user_attrs.get(keys.STUDY_EARLIER, []):
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=archive, storage=storage)
+    optuna.delete_study(study_name=name, storage=storage)
+
+
+def existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    """The study ``name`` in ``storage``, or ``None`` when there is none yet."""
     try:
-        study = optuna.load_study(study_name=config.name, storage=storage)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        return False
-    return study.user_attrs.get(keys.STUDY_CONFIG_HASH) == experiment_hash(config)
+        return None
+
+
+def holds(study: optuna.Study | None, config: SweepConfig) -> bool:
+    """Whether ``study`` is the sweep's study with this very config (a plain resume)."""
+    return study is not None and study.user_attrs.get(keys.STUDY_CONFIG_HASH) == experiment_hash(
+        config
+    )
 
 
 def stored_config(study: optuna.Study) -> SweepConfig | None:

@@ -58,10 +58,12 @@ def prepare(
     # tracking store, the study, its queue and the parent run; the others find them made.
     with studies.creation_lock(url):
         tracking.check_reachable(uri)
-        unchanged = not fresh and studies.holds(storage, config)
+        before = None if fresh else studies.existing(storage, config.name)
+        renewed = before is not None and studies.needs_new_generation(before, config)
         study = studies.create_or_resume(config, storage, fresh=fresh)
         trials = study.get_trials(deepcopy=False)
-        found = assess(config, storage, trials, device, keyless_match=unchanged)
+        found = assess(config, storage, trials, device, keyless_match=studies.holds(before, config))
+        found.renewed = renewed
         enqueued = queue.fill_queue(study, config, found)
         tracker = tracking.SweepTracker(uri, config)
         parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
@@ -107,15 +109,16 @@ def preview(config: SweepConfig, storage_url: str, device: Callable[[], str]) ->
     if workspace.holds_nothing(storage_url):
         return assess(config, None, [], device)
     storage = studies.open_storage(storage_url)
-    try:
-        study = optuna.load_study(study_name=config.name, storage=storage)
-    except KeyError:
+    study = studies.existing(storage, config.name)
+    if study is None:
         return assess(config, storage, [], device)
     if studies.needs_new_generation(study, config):
         # Its trials move to an archive study, and are reused from there.
-        return assess(config, storage, [], device, besides=None)
+        found = assess(config, storage, [], device, besides=None)
+        found.renewed = True
+        return found
     trials = study.get_trials(deepcopy=False)
-    return assess(config, storage, trials, device, keyless_match=studies.holds(storage, config))
+    return assess(config, storage, trials, device, keyless_match=studies.holds(study, config))
 
 
 class Workers(Protocol):

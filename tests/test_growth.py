@@ -248,7 +248,7 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
     other = _shared(tmp_path, "shares", seeds=[0, 1])
     other["search"]["space"]["alds.rate"]["choices"] = [0.0, 0.75]
     out = _sweep(tmp_path, other)
-    assert "4 trials: 2 reused (0 here, 2 from other sweeps), 2 to run" in " ".join(out.split())
+    assert "4 trials: 2 reused (0 here, 2 from other studies), 2 to run" in " ".join(out.split())
     shared = _trials(other)
     assert sorted(t.params["alds.rate"] for t in _trained(shared)) == [0.75, 0.75]
     twins = [t for t in shared if t.params["alds.rate"] == 0.0]
