@@ -16,6 +16,13 @@ STUDY_CONFIG_HISTORY = "config_history"  # the experiment hashes of the YAMLs it
 # The studies this one's earlier trials were moved to when its YAML changed a categorical
 # space, which Optuna cannot change within a study (study.py); their results are reused.
 STUDY_EARLIER = "earlier_generations"
+# What a study's new generation keeps of the old one: where its runs are, what it grew from.
+STUDY_KEPT_BY_A_NEW_GENERATION = (
+    STUDY_PARENT_RUN_ID,
+    STUDY_TRACKING_URI,
+    STUDY_EXPERIMENT_ID,
+    STUDY_CONFIG_HISTORY,
+)
 
 # trial user attributes
 
@@ -40,6 +47,14 @@ TRIAL_DATA_DIGEST = "data_digest"  # the digest of the images and labels it trai
 TRIAL_DEVICE_CLASS = "device_class"  # cpu or cuda: results differ between them
 TRIAL_RESULTS_VERSION = "results_version"
 TRIAL_PACKAGE_VERSION = "package_version"
+# What a result carries from the trial that computed it to every trial that reuses it.
+TRIAL_RESULT_ATTRS = (
+    TRIAL_KEY,
+    TRIAL_DATA_DIGEST,
+    TRIAL_DEVICE_CLASS,
+    TRIAL_RESULTS_VERSION,
+    TRIAL_PACKAGE_VERSION,
+)
 TRIAL_REUSED_FROM = "reused_from"  # on a trial copied from another's result: that one's run
 TRIAL_REUSED_TRIAL = "reused_trial"  # ... and that trial, as "<study>#<number>"
 

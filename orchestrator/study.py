@@ -319,16 +319,8 @@ def _new_generation(
         to_storage=storage,
         to_study_name=archive,
     )
-    kept = {
-        key: study.user_attrs[key]
-        for key in (
-            keys.STUDY_PARENT_RUN_ID,
-            keys.STUDY_TRACKING_URI,
-            keys.STUDY_EXPERIMENT_ID,
-            keys.STUDY_CONFIG_HISTORY,
-        )
-        if key in study.user_attrs
-    }
+    held = study.user_attrs
+    kept = {key: held[key] for key in keys.STUDY_KEPT_BY_A_NEW_GENERATION if key in held}
     optuna.delete_study(study_name=config.name, storage=storage)
     fresh = optuna.create_study(
         study_name=config.name,

@@ -336,17 +336,8 @@ class Worker:
         run.log_tables({keys.ARTIFACT_CURVE: rows})
         reporter.flush()
         source_run = original.user_attrs.get(keys.TRIAL_RUN_ID, "")
-        copied = {
-            name: original.user_attrs[name]
-            for name in (
-                keys.TRIAL_KEY,
-                keys.TRIAL_DATA_DIGEST,
-                keys.TRIAL_DEVICE_CLASS,
-                keys.TRIAL_RESULTS_VERSION,
-                keys.TRIAL_PACKAGE_VERSION,
-            )
-            if name in original.user_attrs
-        }
+        held = original.user_attrs
+        copied = {name: held[name] for name in keys.TRIAL_RESULT_ATTRS if name in held}
         for name, value in {
             **copied,
             keys.TRIAL_REUSED_FROM: source_run,
