@@ -58,11 +58,13 @@ def prepare(
     # tracking store, the study, its queue and the parent run; the others find them made.
     with studies.creation_lock(url):
         tracking.check_reachable(uri)
+        # Read before create_or_resume, which may move the study to an archive.
         before = None if fresh else studies.existing(storage, config.name)
         renewed = before is not None and studies.needs_new_generation(before, config)
+        unchanged = studies.holds(before, config)
         study = studies.create_or_resume(config, storage, fresh=fresh)
         trials = study.get_trials(deepcopy=False)
-        found = assess(config, storage, trials, device, keyless_match=studies.holds(before, config))
+        found = assess(config, storage, trials, device, keyless_match=unchanged)
         found.renewed = renewed
         enqueued = queue.fill_queue(study, config, found)
         tracker = tracking.SweepTracker(uri, config)
