@@ -144,8 +144,9 @@ def assess(
     sampled = _sampled(config, trials, fixed)
     twins = [plans.twin_of(config, p) for p in sampled if _paired(config, p)]
     configurations = _unique([*fixed, *sampled, *twins])
-    own = {_text(p) for p in (*fixed, *sampled)}
-    twins = [p for p in twins if _text(p) not in own]
+    # As text, once: what each queued trial is (a repeat of a sampled one, a twin of one).
+    sampled_texts = {_text(p) for p in sampled}
+    twin_texts = {_text(p) for p in twins} - sampled_texts - {_text(p) for p in fixed}
     for params in configurations:
         for seed in config.seeds:
             growth.trials += 1
@@ -161,7 +162,9 @@ def assess(
                 growth.queued += 1
             else:
                 growth.reusable += any(k in elsewhere for k in candidates)
-                growth.enqueue.append((params, _attributes(params, seed, sampled, twins)))
+                growth.enqueue.append(
+                    (params, _attributes(params, seed, sampled_texts, twin_texts))
+                )
     slots = plans.total_trials(config) // len(config.seeds) - len(fixed) - len(sampled)
     growth.placeholders = max(slots - waiting_placeholders, 0)
     growth.trials += (growth.placeholders + waiting_placeholders) * len(config.seeds)
@@ -191,17 +194,17 @@ def _paired(config: SweepConfig, params: Mapping[str, Any]) -> bool:
 def _attributes(
     params: Mapping[str, Any],
     seed: int,
-    sampled: Sequence[Mapping[str, Any]],
-    twins: Sequence[Mapping[str, Any]],
+    sampled: set[str],
+    twins: set[str],
 ) -> dict[str, Any]:
     """A queued trial's user attributes: its seed, and what the live display and counts tell
     apart (a repeat of a sampled configuration, a twin of one)."""
     attributes: dict[str, Any] = {keys.TRIAL_SEED: seed}
     text = _text(params)
     # The sampled trial is not known by number here: -1 marks the kind (counts.twins).
-    if any(_text(p) == text for p in twins):
+    if text in twins:
         attributes[keys.TRIAL_TWIN_OF] = -1
-    elif any(_text(p) == text for p in sampled):
+    elif text in sampled:
         attributes[keys.TRIAL_REPEAT_OF] = -1
     return attributes
 

@@ -13,7 +13,7 @@ trials; a worker does it once per trial it claims (a trial trains for minutes).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,35 +77,40 @@ def find(
     found = Found()
     if not wanted:
         return found
-    for summary in storage.get_all_studies():
-        study_id = storage.get_study_id_from_name(summary.study_name)
-        states = (TrialState.COMPLETE, TrialState.RUNNING)
-        for trial in storage.get_all_trials(study_id, deepcopy=False, states=states):
-            here = (summary.study_name, trial.number)
-            if trial.user_attrs.get(keys.TRIAL_KEY) not in wanted or here == exclude:
-                continue
-            if trial.state == TrialState.RUNNING:
-                found.running.append((summary.study_name, trial))
-            elif keys.TRIAL_CURVE in trial.system_attrs and _older(trial, found.complete):
-                found.complete = (summary.study_name, trial)
+    for study_name, trial in _keyed(storage, (TrialState.COMPLETE, TrialState.RUNNING)):
+        if trial.user_attrs[keys.TRIAL_KEY] not in wanted or (study_name, trial.number) == exclude:
+            continue
+        if trial.state == TrialState.RUNNING:
+            found.running.append((study_name, trial))
+        elif _reusable(trial) and _older(trial, found.complete):
+            found.complete = (study_name, trial)
     return found
 
 
 def finished_keys(storage: optuna.storages.BaseStorage, *, besides: str | None) -> set[str]:
     """The keys of every COMPLETE result (with its curve) of the storage's studies other than
     ``besides``: what a sweep can reuse from other sweeps."""
-    found = set()
+    return {
+        trial.user_attrs[keys.TRIAL_KEY]
+        for study_name, trial in _keyed(storage, (TrialState.COMPLETE,))
+        if study_name != besides and _reusable(trial)
+    }
+
+
+def _keyed(
+    storage: optuna.storages.BaseStorage, states: tuple[TrialState, ...]
+) -> Iterator[tuple[str, FrozenTrial]]:
+    """Every keyed trial in ``states`` of every study of ``storage``, with its study's name."""
     for summary in storage.get_all_studies():
-        if summary.study_name == besides:
-            continue
         study_id = storage.get_study_id_from_name(summary.study_name)
-        for trial in storage.get_all_trials(
-            study_id, deepcopy=False, states=(TrialState.COMPLETE,)
-        ):
-            key = trial.user_attrs.get(keys.TRIAL_KEY)
-            if key is not None and keys.TRIAL_CURVE in trial.system_attrs:
-                found.add(key)
-    return found
+        for trial in storage.get_all_trials(study_id, deepcopy=False, states=states):
+            if keys.TRIAL_KEY in trial.user_attrs:
+                yield summary.study_name, trial
+
+
+def _reusable(trial: FrozenTrial) -> bool:
+    """A COMPLETE trial that kept its curve: its result is whole."""
+    return keys.TRIAL_CURVE in trial.system_attrs
 
 
 def _older(trial: FrozenTrial, than: tuple[str, FrozenTrial] | None) -> bool:

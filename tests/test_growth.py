@@ -247,6 +247,8 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
     # A second sweep sharing the IMP-only twin trains it zero times.
     other = _shared(tmp_path, "shares", seeds=[0, 1])
     other["search"]["space"]["alds.rate"]["choices"] = [0.0, 0.75]
+    alone = parse_config({**other, "execution": {**other["execution"], "reuse": "off"}})
+    assert sweeps.preview(alone, url, lambda: "cpu").reused == 0  # reuse: off trains all
     out = _sweep(tmp_path, other)
     assert "4 trials: 2 reused (0 here, 2 from other studies), 2 to run" in " ".join(out.split())
     shared = _trials(other)
@@ -299,3 +301,15 @@ def test_a_trial_from_before_keys_is_kept_only_while_its_yaml_is_unchanged(
     assert (resumed.done, resumed.queued, len(resumed.enqueue)) == (1, 1, 0)
     changed = growth.assess(config, study.get_trials(), lambda p, s: ["k"], ())
     assert (changed.done, len(changed.enqueue)) == (0, 1)
+
+
+def test_reuse_of_older_results_versions_is_an_explicit_opt_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    older = _key(version=1)
+    monkeypatch.setattr(identity, "RESULTS_VERSION", 2)
+    config = parse_config(BASE)
+    own = results.acceptable_keys(config, {}, 0, device="cpu", data="d0")
+    assert own == [_key(version=2)] and older not in own
+    opted = parse_config(_merged(BASE, {"execution": {"reuse": "any_version"}}))
+    assert results.acceptable_keys(opted, {}, 0, device="cpu", data="d0") == [own[0], older]
