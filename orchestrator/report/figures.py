@@ -142,7 +142,9 @@ def _remaining_ticks(axis: Any, percents: Iterable[float]) -> None:
     say little between 100 and 1 %."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    levels = sorted({round(float(v), 3) for v in percents if v > 0}, reverse=True)
+    # Rounded first: a level under 0.0005 % would round to a tick at 0, which a log axis
+    # cannot place.
+    levels = sorted({r for v in percents if (r := round(float(v), 3)) > 0}, reverse=True)
     axis.set_xticks(_thin(levels))
     axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     axis.xaxis.set_minor_formatter(NullFormatter())

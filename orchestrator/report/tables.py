@@ -492,7 +492,8 @@ def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
                 "paired_n": len(paired),
             }
         rows.append(row)
-    return pd.DataFrame(rows)
+    # Without a single pair (a sampled sweep without twins) it still names its arms' columns.
+    return pd.DataFrame(rows, columns=None if rows else ["config", "baseline", "paired_n"])
 
 
 COLLAPSED = 0.01  # a layer with at most this share of its weights left is emptied
