@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
     from orchestrator.config import SweepConfig
 
+# The trials ``status`` and a finished sweep list (the latest): a sweep of thousands would
+# scroll its counts away.
+STATUS_TRIALS = 50
+
 
 class _Commands(click.Group):
     """The command group: bad input (a ``ConfigError`` from any command, a ``DatasetError``
@@ -305,7 +309,7 @@ def sweep(
         _storage_lost(exc)
     if not outcome.followed:
         return
-    console.print(progress.summary(prepared.study, config))
+    console.print(progress.summary(prepared.study, config, limit=STATUS_TRIALS))
     if outcome.interrupted:
         click.echo(outcome.stopped, err=True)
         sys.exit(INTERRUPTED)
@@ -416,17 +420,31 @@ def worker(
 
 @main.command()
 @_study_arguments
-def status(sweep: Path | None, study_name: str | None, storage_url: str | None) -> None:
-    """Print a study's progress: trials by state, the best value, what is running, and the
-    tasks of the launcher that runs its workers."""
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help=f"list every trial (default: the latest {STATUS_TRIALS})",
+)
+def status(
+    sweep: Path | None, study_name: str | None, storage_url: str | None, every: bool
+) -> None:
+    """Print a study's progress: trials by state, the best value, what is running, the latest
+    trials, and the tasks of the launcher that runs its workers."""
     from rich.console import Console
 
-    from orchestrator import progress
+    from orchestrator import progress, results
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
+    # One read of the study serves every table.
+    stored = study.get_trials(deepcopy=False)
+    asked = results.in_sweep(config, stored)
     console = Console()
-    console.print(progress.render(progress.rows(study, config), config))
-    console.print(progress.summary(study, config))
+    console.print(progress.render(progress.rows(study, config, asked), config))
+    limit = None if every else STATUS_TRIALS
+    console.print(
+        progress.summary(study, config, asked, left_out=len(stored) - len(asked), limit=limit)
+    )
     if sweep is not None:
         from orchestrator.config import load_config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -18,10 +19,13 @@ from orchestrator.config import SweepConfig, describe_params
 __all__ = ["render", "rows", "summary"]
 
 
-def rows(study: optuna.Study, config: SweepConfig) -> dict[str, Any]:
-    """Counts by state, the best value and the running trials of the sweep (the trials of
-    ``study`` its YAML asks for, :func:`results.in_sweep`)."""
-    trials = results.in_sweep(config, study.get_trials(deepcopy=False))
+def rows(
+    study: optuna.Study, config: SweepConfig, trials: Sequence[FrozenTrial] | None = None
+) -> dict[str, Any]:
+    """Counts by state, the best value and the running trials of the sweep: of ``trials``
+    (by default the trials of ``study`` its YAML asks for, :func:`results.in_sweep`)."""
+    if trials is None:
+        trials = results.in_sweep(config, study.get_trials(deepcopy=False))
     counts = counts_of.count_states(trial.state.name for trial in trials)
     now = dt.datetime.now()
     running = [
@@ -75,14 +79,38 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
     return Group(head, table) if progress["running"] else Group(head)
 
 
-def summary(study: optuna.Study, config: SweepConfig) -> Table:
+def summary(
+    study: optuna.Study,
+    config: SweepConfig,
+    asked: Sequence[FrozenTrial] | None = None,
+    *,
+    left_out: int = 0,
+    limit: int | None = None,
+) -> Table:
     """One row per trial the sweep asks for: number, state, seed, parameters, values, and
-    where a result was reused, the trial it came from."""
-    trials = study.get_trials(deepcopy=False)
-    asked = results.in_sweep(config, trials)
-    left = len(trials) - len(asked)
-    caption = f"{left} trial(s) of earlier versions of the YAML not shown" if left else None
-    table = Table(title=f"study {study.study_name}", caption=caption)
+    where a result was reused, the trial it came from.
+
+    Args:
+        study: the sweep's study.
+        config: the sweep's config.
+        asked: its trials the YAML asks for (by default read from ``study``).
+        left_out: how many trials of the study ``asked`` leaves out (with ``asked``).
+        limit: the most trials shown, the latest (all by default).
+    """
+    if asked is None:
+        trials = study.get_trials(deepcopy=False)
+        asked = results.in_sweep(config, trials)
+        left_out = len(trials) - len(asked)
+    captions = []
+    if left_out:
+        captions.append(f"{left_out} trial(s) of earlier versions of the YAML not shown")
+    if limit is not None and len(asked) > limit:
+        captions.append(
+            f"the latest {limit} of {len(asked)} trials: --all shows every one, "
+            "`orchestrate report` writes them all to trials.csv"
+        )
+        asked = asked[-limit:]
+    table = Table(title=f"study {study.study_name}", caption="; ".join(captions) or None)
     for column in ("trial", "state", "seed", "params", "value(s)", "note"):
         table.add_column(column)
     for trial in asked:

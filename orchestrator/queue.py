@@ -171,9 +171,11 @@ def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None
         history.append(failed.number)
         if len(history) > max_retries:
             return False
-    # What belonged to the try that ran, not to the trial: its worker's Slurm task and beats.
+    # What belonged to the try that ran, not to the trial: its worker's Slurm task, beats and
+    # the steps it measured.
     user_attrs = {k: v for k, v in failed.user_attrs.items() if k != keys.TRIAL_TASK}
-    system_attrs = {k: v for k, v in failed.system_attrs.items() if k != keys.TRIAL_HEARTBEAT}
+    ran = (keys.TRIAL_HEARTBEAT, keys.TRIAL_CURVE)
+    system_attrs = {k: v for k, v in failed.system_attrs.items() if k not in ran}
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,

@@ -180,10 +180,18 @@ def asks_for(config: SweepConfig, trial: FrozenTrial) -> bool:
 def in_sweep(config: SweepConfig, trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """The trials the sweep's YAML asks for (:func:`asks_for`), each result once: of two
     COMPLETE trials with one key (two workers that raced), the first."""
+    decided = _decided(config)
     seen: set[str] = set()
     kept = []
     for trial in trials:
-        if not asks_for(config, trial):
+        if trial.state.is_finished():
+            mark = (trial._trial_id, trial.number, trial.datetime_start)
+            belongs = decided.get(mark)
+            if belongs is None:
+                belongs = decided[mark] = asks_for(config, trial)
+        else:
+            belongs = asks_for(config, trial)
+        if not belongs:
             continue
         key = trial.user_attrs.get(keys.TRIAL_KEY)
         if trial.state == TrialState.COMPLETE and key is not None:
@@ -192,6 +200,21 @@ def in_sweep(config: SweepConfig, trials: Iterable[FrozenTrial]) -> list[FrozenT
             seen.add(key)
         kept.append(trial)
     return kept
+
+
+# Whether a finished trial belongs to a config's sweep, by config: a finished trial never
+# changes, and the live display and the parent's figures ask again every few seconds, of
+# every trial (a key is a hash of the whole config, 0.1 ms).
+_DECISIONS: dict[int, tuple[SweepConfig, dict[tuple, bool]]] = {}
+
+
+def _decided(config: SweepConfig) -> dict[tuple, bool]:
+    held = _DECISIONS.get(id(config))
+    if held is None or held[0] is not config:
+        if len(_DECISIONS) > 8:
+            _DECISIONS.clear()
+        held = _DECISIONS[id(config)] = (config, {})
+    return held[1]
 
 
 def provenance(trials: Iterable[FrozenTrial]) -> dict[str, set[str]]:

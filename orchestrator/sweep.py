@@ -220,6 +220,9 @@ class _Summary:
         self.finished = 0  # trials finished when the figures were last drawn
         self.figures_at = time.monotonic()
         self.view_has_layers = False
+        # What the figures have read (a report.Curves): each refresh reads only the trials
+        # that changed since.
+        self.curves: Any = None
 
     def __call__(self, rows: dict[str, Any]) -> None:
         summary = (tuple(sorted(rows["counts"].items())), rows["best"])
@@ -248,16 +251,22 @@ class _Summary:
         if finished == self.finished:
             return
         self.figures_at = time.monotonic()
+        self.curves = self.curves or report.Curves()
         try:
-            built = report.build(
-                self.prepared.study, self.tracker.config, tracking_uri=self.prepared.tracking_uri
+            drawn = report.draw(
+                self.prepared.study,
+                self.tracker.config,
+                tracking_uri=self.prepared.tracking_uri,
+                curves=self.curves,
             )
-            self.tracker.log_figures(self.prepared.parent_run_id, built.figures)
+            self.tracker.log_figures(self.prepared.parent_run_id, drawn)
             if not self.view_has_layers:
-                trials = built.tables["trials"]
-                complete = trials.loc[trials["state"] == "COMPLETE", keys.TRIAL_RUN_ID]
-                if not complete.empty:
-                    self.view_has_layers = self.tracker.set_view(run_id=complete.iloc[0])
+                complete = self.prepared.study.get_trials(
+                    deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+                )
+                run = next((t.user_attrs.get(keys.TRIAL_RUN_ID) for t in complete), None)
+                if run is not None:
+                    self.view_has_layers = self.tracker.set_view(run_id=run)
         except Exception as exc:  # the figures are a view; the sweep goes on without them
             logger.warning("could not log the sweep's comparison figures to MLflow: %s", exc)
             return

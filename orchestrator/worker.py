@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -207,7 +207,7 @@ class Worker:
             values = _objective_values(self.config, rows)
             _log_result(run, result, rows)
             reporter.flush()
-            queue.set_system_attr(trial, keys.TRIAL_CURVE, results.encode_curve(rows))
+            _keep_curve(trial, rows)
         except StorageUnavailable:
             # The study cannot be told: the trial stays RUNNING without heartbeats, and the
             # first worker to reach the storage again fails and retries it (queue.fail_stale).
@@ -216,6 +216,7 @@ class Worker:
             raise
         except optuna.TrialPruned:
             reporter.flush()
+            _keep_curve(trial, reporter.curve)
             run.set_tags({keys.TAG_STATE: "PRUNED"})
             run.end("KILLED")
             if self._tell(trial, state=TrialState.PRUNED):
@@ -232,12 +233,12 @@ class Worker:
                 # its retry does not count.
                 limit = None if interrupted else self.config.execution.max_retries
                 queue.requeue(self.study, frozen, max_retries=limit)
-            self._fail(trial, run, reason, "KILLED" if interrupted else "FAILED")
+            self._fail(trial, run, reason, "KILLED" if interrupted else "FAILED", reporter.curve)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return
         except Exception as exc:  # any other failure ends this trial, never the sweep
-            self._fail(trial, run, f"{type(exc).__name__}: {exc}", "FAILED")
+            self._fail(trial, run, f"{type(exc).__name__}: {exc}", "FAILED", reporter.curve)
             progress_file.unlink(missing_ok=True)
             return
         run.set_tags(
@@ -372,8 +373,16 @@ class Worker:
         if run.run_id in pairs:
             trial.set_user_attr(keys.TRIAL_TWIN_RUN_ID, pairs[run.run_id])
 
-    def _fail(self, trial: optuna.Trial, run: TrialRun, reason: str, status: str) -> None:
+    def _fail(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun,
+        reason: str,
+        status: str,
+        rows: Sequence[curve.Row] = (),
+    ) -> None:
         trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
+        _keep_curve(trial, rows)
         run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: reason[:5000]})
         run.end(status)
         self._tell(trial, state=TrialState.FAIL)
@@ -466,6 +475,14 @@ class _StepReporter:
         if self.last_step is not None:
             self.trial.set_user_attr(keys.TRIAL_STEP, self.last_step)
             self.last_step = None
+
+
+def _keep_curve(trial: optuna.Trial, rows: Sequence[curve.Row]) -> None:
+    """Keep the steps a trial measured with it as it ends, in one record (its whole curve
+    when it completes, the part it ran when pruned or failed): the report reads every ended
+    trial's curve from the study in one pass, and a complete one is a result to reuse."""
+    if rows:
+        queue.set_system_attr(trial, keys.TRIAL_CURVE, results.encode_curve(rows))
 
 
 def _objective_values(config: SweepConfig, rows: list[dict[str, Any]]) -> list[float]:

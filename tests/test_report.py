@@ -722,3 +722,115 @@ def test_json_output_is_unrounded(tmp_path: Path) -> None:
     loaded = json.loads((tmp_path / "curves.json").read_text())
     assert [r["accuracy_mean"] for r in loaded] == curves["accuracy_mean"].tolist()
     assert "90.25 $\\pm$ 1.34" in (tmp_path / "curves.tex").read_text()
+
+
+# --------------------------------------------------------------------------- reading at scale
+
+
+def copied_store(swept: dict, name: str) -> str:
+    """A copy of the swept sweep's MLflow store, to change without touching the original."""
+    import shutil
+
+    source = Path(swept["client"].tracking_uri.removeprefix("sqlite:///"))
+    target = swept["tmp"] / f"{name}.db"
+    shutil.copy(source, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.mark.slow
+def test_bulk_reads_equal_the_run_by_run_reads(swept: dict) -> None:
+    from mlflow.entities import Metric
+
+    from orchestrator.report import histories
+    from orchestrator.testing.servers import ThrowawayMlflow
+
+    uri = copied_store(swept, "bulk")
+    client = MlflowClient(uri)
+    study = optuna.load_study(study_name="reported", storage=swept["storage"])
+    runs = {t.number: t.user_attrs[keys.TRIAL_RUN_ID] for t in study.trials}
+    first, second = runs[0], runs[1]
+    # A retried step (a batch logged again, later, with another value), a trial whose run
+    # logged a layer no other has, and a trial whose run the store does not hold.
+    later = max(m.timestamp for m in client.get_metric_history(first, "accuracy")) + 1000
+    client.log_batch(first, metrics=[Metric("accuracy", 0.123, later, 1)])
+    extra = keys.layer_remaining("extra.weight")
+    client.log_batch(second, metrics=[Metric(extra, 0.5 / (s + 1), later, s) for s in range(4)])
+    runs[99] = "f" * 32
+    with ThrowawayMlflow(swept["tmp"], backend=uri) as server:
+        for store in (uri, server.uri):
+            reader = MlflowClient(store)
+            bulk, bulk_missing = histories.read_steps(reader, runs)
+            each, each_missing = histories.read_steps(reader, runs, bulk=False)
+            pd.testing.assert_frame_equal(bulk, each)
+            assert bulk_missing == each_missing and list(bulk_missing) == [99], store
+            step = bulk.set_index(["trial", "step"])
+            assert step.loc[(0, 1), "accuracy"] == 0.123  # the latest value of the step
+            assert step.loc[(1, 3), extra] == 0.125 and step[extra].drop(1, level=0).isna().all()
+            assert len(bulk) == 6 * 4 and set(bulk["trial"]) == set(range(6))
+
+
+@pytest.mark.slow
+def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one(
+    swept: dict,
+) -> None:
+    from orchestrator import queue as queues
+    from orchestrator import results, tracking
+    from orchestrator.report import histories
+
+    client = swept["client"]
+    study = optuna.load_study(study_name="reported", storage=swept["storage"])
+    trials = study.get_trials()
+    runs = {t.number: t.user_attrs[keys.TRIAL_RUN_ID] for t in trials}
+    # Every trial of the swept sweep ended and kept its curve: none is read from MLflow.
+    kept, missing = sources.Curves().read(trials, runs, "no client: nothing to read there")
+    logged, _ = histories.read_steps(client, runs)
+    pd.testing.assert_frame_equal(kept, logged)
+    assert not missing
+
+    # A held read, then a trial that runs (read from its run) and completes (read from the
+    # study), as the sweep's parent refreshes its figures: each read equals a new reader's.
+    storage_url = f"sqlite:///{swept['tmp'] / 'held.db'}"
+    optuna.copy_study(
+        from_study_name="reported",
+        from_storage=swept["storage"],
+        to_storage=storage_url,
+        to_study_name="reported",
+    )
+    copy = optuna.load_study(study_name="reported", storage=storage_url)
+    uri = copied_store(swept, "held-mlflow")
+    writer = MlflowClient(uri)
+    held = sources.Curves()
+
+    def both() -> tuple[pd.DataFrame, pd.DataFrame]:
+        now = copy.get_trials(deepcopy=False)
+        numbers = {
+            t.number: t.user_attrs[keys.TRIAL_RUN_ID]
+            for t in now
+            if keys.TRIAL_RUN_ID in t.user_attrs
+        }
+        return held.read(now, numbers, writer)[0], sources.Curves().read(now, numbers, writer)[0]
+
+    pd.testing.assert_frame_equal(*both())
+    copy.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 2})
+    live, _ = queues.claim_trial(copy)
+    experiment = writer.get_run(runs[0]).info.experiment_id
+    run = writer.create_run(experiment).info.run_id
+    live.set_user_attr(keys.TRIAL_RUN_ID, run)
+    rows = [
+        {"step": s, "phase": "imp", "cycle": s, "accuracy": 0.9 - s / 10, "sparsity": s / 4}
+        for s in range(3)
+    ]
+    outbox = tracking.Outbox(writer)
+    for row in rows[:2]:
+        tracking.TrialRun(outbox, run).log_step(
+            row["step"], {"accuracy": row["accuracy"], "sparsity": row["sparsity"]}
+        )
+    running, reference = both()
+    pd.testing.assert_frame_equal(running, reference)
+    assert running[running["trial"] == live.number]["step"].tolist() == [0, 1]
+    tracking.TrialRun(outbox, run).log_step(2, {"accuracy": 0.7, "sparsity": 0.5})
+    queues.set_system_attr(live, keys.TRIAL_CURVE, results.encode_curve(rows))
+    copy.tell(live, 0.7)
+    ended, reference = both()
+    pd.testing.assert_frame_equal(ended, reference)
+    assert ended[ended["trial"] == live.number]["accuracy"].tolist() == [0.9, 0.8, 0.7]

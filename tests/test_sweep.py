@@ -8,7 +8,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator import keys
+from orchestrator import keys, results
 from orchestrator.curve import PRUNING_GRID, value_at_sparsity
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import curve, load_study, runs_of, study_storage, tracking_uri
@@ -143,9 +143,13 @@ def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
     # Three cycles of 50% reach 12.5% remaining: grid levels 0-5 (29% ... 82% sparsity).
     assert set(trials[0.003].intermediate_values) == set(range(6))
     assert max(hopeless.intermediate_values) < 5
-    _, runs = trial_runs(document)
+    client, runs = trial_runs(document)
     run = next(r for r in runs if r.data.params["train.lr"] == "1e-09")
     assert run.info.status == "KILLED"
+    # The pruned trial keeps the part of its curve it ran, as its run logged it.
+    kept = results.curve_of(hopeless)
+    logged = curve(client, run.info.run_id)
+    assert [(row["step"], row["accuracy"]) for row in kept] == logged
 
 
 def test_trials_with_other_prune_fractions_report_on_one_sparsity_grid(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -28,16 +30,27 @@ from orchestrator.report.schema import (
     Report,
 )
 from orchestrator.report.sources import (
+    Curves,
     config_label,
     label_steps,
     objective_names,
     open_tracking,
-    read_steps,
     read_trials,
 )
 from orchestrator.tracking import resolve_pending
 
-__all__ = ["FORMATS", "LEVELS", "METRICS", "TOLERANCE", "Report", "build", "present", "write"]
+__all__ = [
+    "FORMATS",
+    "LEVELS",
+    "METRICS",
+    "TOLERANCE",
+    "Curves",
+    "Report",
+    "build",
+    "draw",
+    "present",
+    "write",
+]
 
 
 def build(
@@ -47,12 +60,70 @@ def build(
     tracking_uri: str | None = None,
     tolerance: float = TOLERANCE,
     levels: Sequence[float] = LEVELS,
+    curves: Curves | None = None,
 ) -> Report:
     """Read the study and its runs and compute every table and figure of the report.
 
-    ``tracking_uri`` defaults to the one the sweep recorded. Raises :class:`ConfigError` for an
+    ``tracking_uri`` defaults to the one the sweep recorded; ``curves`` holds what earlier
+    reads of the study read (a new one reads every curve). Raises :class:`ConfigError` for an
     empty study, an unreachable tracking store, or a study none of whose runs is found there.
     """
+    read = _read(study, config, tracking_uri, tolerance, levels, curves or Curves())
+    inputs = read.inputs
+    computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
+    counts = count_states(inputs.trials["state"])
+    return Report(
+        study=study.study_name,
+        params=inputs.params,
+        objectives=inputs.objectives,
+        directions=inputs.directions,
+        counts=counts,
+        notes=[
+            *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
+            *tables.collapse_notes(computed["layers"]),
+            *_growth_notes(read.left_out, results.provenance(read.asked)),
+        ],
+        tables=computed,
+        figures=_draw(inputs, read.title),
+        tracking_uri=read.tracking_uri,
+        parent_run_id=read.parent,
+        tolerance=tolerance,
+    )
+
+
+def draw(
+    study: optuna.Study,
+    config: SweepConfig,
+    *,
+    tracking_uri: str | None = None,
+    curves: Curves | None = None,
+) -> dict[str, Any]:
+    """The report's figures alone (what the sweep's parent logs as it runs): only the tables
+    they draw are computed. Raises as :func:`build`."""
+    read = _read(study, config, tracking_uri, TOLERANCE, LEVELS, curves or Curves())
+    return _draw(read.inputs, read.title)
+
+
+@dataclass
+class _Read:
+    """What the report read: its inputs, and what it says of where they came from."""
+
+    inputs: tables.Inputs
+    asked: list[optuna.trial.FrozenTrial]
+    left_out: int
+    tracking_uri: str
+    parent: str | None
+    title: str
+
+
+def _read(
+    study: optuna.Study,
+    config: SweepConfig,
+    tracking_uri: str | None,
+    tolerance: float,
+    levels: Sequence[float],
+    curves: Curves,
+) -> _Read:
     params = list(config.search.space)
     stored = study.get_trials(deepcopy=False)
     asked = results.in_sweep(config, stored)
@@ -61,7 +132,6 @@ def build(
         raise ConfigError(
             f"study '{study.study_name}' has no trials yet: run `orchestrate sweep` first"
         )
-    counts = count_states(trials["state"])
     client, tracking_uri = open_tracking(study, tracking_uri)
     # The trials table names its column of run ids as the attribute it holds.
     runs = {
@@ -74,13 +144,14 @@ def build(
     if resolved != runs:
         runs = resolved
         trials[keys.TRIAL_RUN_ID] = trials["number"].map(lambda n: runs.get(int(n)))
-    steps, missing = read_steps(client, runs)
+    steps, missing = curves.read(asked, runs, client)
     if runs and len(missing) == len(runs):
         raise ConfigError(
             f"none of the {len(runs)} MLflow runs of study '{study.study_name}' is in the "
             f"tracking store {tracking_uri}: is --tracking-uri the sweep's?"
         )
     if steps.empty:
+        counts = count_states(trials["state"])
         states = sorted(((n, s) for s, n in counts.items() if n), key=lambda c: -c[0])
         raise ConfigError(
             f"study '{study.study_name}' has {len(trials)} trials but none has logged a step "
@@ -101,26 +172,23 @@ def build(
         tolerance=tolerance,
         levels=levels,
     )
-    computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
-    title = f"{study.study_name}: {config.model} on {config.dataset.name}"
-    figures = {spec.name: spec.draw(computed[spec.table], params, title=title) for spec in FIGURES}
-    return Report(
-        study=study.study_name,
-        params=params,
-        objectives=inputs.objectives,
-        directions=directions,
-        counts=counts,
-        notes=[
-            *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
-            *tables.collapse_notes(computed["layers"]),
-            *_growth_notes(len(stored) - len(asked), results.provenance(asked)),
-        ],
-        tables=computed,
-        figures={name: figure for name, figure in figures.items() if figure is not None},
+    return _Read(
+        inputs=inputs,
+        asked=asked,
+        left_out=len(stored) - len(asked),
         tracking_uri=tracking_uri,
-        parent_run_id=parent,
-        tolerance=tolerance,
+        parent=parent,
+        title=f"{study.study_name}: {config.model} on {config.dataset.name}",
     )
+
+
+def _draw(inputs: tables.Inputs, title: str) -> dict[str, Any]:
+    """Every figure of :data:`FIGURES` that has something to draw."""
+    drawn = {
+        spec.name: spec.draw(inputs.table(spec.table), inputs.params, title=title)
+        for spec in FIGURES
+    }
+    return {name: figure for name, figure in drawn.items() if figure is not None}
 
 
 def _growth_notes(left_out: int, provenance: dict[str, set[str]]) -> list[str]:

@@ -15,18 +15,20 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys
+from orchestrator import keys, results
 from orchestrator.config import ConfigError, describe_params
+from orchestrator.curve import measures
+from orchestrator.report.histories import read_steps, steps_frame
 from orchestrator.report.schema import METRICS, is_missing, plain
 from orchestrator.tracking import check_reachable
 from orchestrator.workspace import sqlite_file
 
 __all__ = [
+    "Curves",
     "config_label",
     "label_steps",
     "objective_names",
     "open_tracking",
-    "read_steps",
     "read_trials",
 ]
 
@@ -101,47 +103,94 @@ def read_trials(
     return pd.DataFrame(rows)
 
 
-def read_steps(client: Any, runs: Mapping[int, str]) -> tuple[pd.DataFrame, dict[int, str]]:
-    """The whole curves of the trials' runs: one row per trial and step, a column per metric
-    (:data:`METRICS`, then each layer's remaining fraction, ``remaining/<layer>``).
+class Curves:
+    """The steps of a study's trials, one row per trial and step, read as cheaply as the stores
+    allow and kept across reads.
 
-    Args:
-        client: an ``MlflowClient`` on the sweep's tracking store.
-        runs: trial numbers to MLflow run ids.
-
-    Returns:
-        The tidy frame and, per trial whose run could not be read, the reason.
+    A trial that has ended (complete, pruned or failed) kept its curve in the study, one record
+    (:data:`keys.TRIAL_CURVE`) that comes with the trials themselves: no MLflow call. The rest
+    (running trials, and trials that ended under a version that kept none) are read from their
+    MLflow runs, in bulk (:func:`histories.read_steps`). An ended trial's curve never changes,
+    so one instance held across reads (the sweep's parent, refreshing its figures) reads each
+    once: a read costs the trials that changed since the last, not the sweep.
     """
-    from mlflow.exceptions import MlflowException
 
-    records: list[tuple[int, str, int, float, int]] = []
-    missing: dict[int, str] = {}
-    layer_prefix = keys.layer_remaining("")
-    layers: set[str] = set()
-    for number, run_id in runs.items():
-        try:
-            logged = client.get_run(run_id).data.metrics
-            own = [key for key in logged if key.startswith(layer_prefix)]
-            layers.update(own)
-            for key in (*METRICS, *own):
-                history = client.get_metric_history(run_id, key)
-                records += [(number, key, m.step, m.value, m.timestamp) for m in history]
-        except MlflowException as exc:
-            missing[number] = f"MLflow run {run_id} unreadable: {exc.message[:200]}"
-    columns = ["trial", "step", *METRICS, *sorted(layers)]
-    if not records:
-        return pd.DataFrame(columns=columns), missing
-    long = pd.DataFrame(records, columns=["trial", "key", "step", "value", "at"])
-    long = long.sort_values("at", kind="stable")
-    # A step logged twice (a retried batch) counts with its latest value.
-    wide = long.pivot_table(
-        index=["trial", "step"], columns="key", values="value", aggfunc="last"
-    ).reset_index()
-    wide.columns.name = None
+    def __init__(self) -> None:
+        self._ended = pd.DataFrame()  # the steps of the ended trials read so far
+        self._read: set[int] = set()  # the trials whose steps are in it
+        self._missing: dict[int, str] = {}  # ended trials whose run could not be read
+
+    def read(
+        self, trials: Sequence[FrozenTrial], runs: Mapping[int, str], client: Any
+    ) -> tuple[pd.DataFrame, dict[int, str]]:
+        """The steps of ``trials`` and, per trial whose curve is nowhere, the reason.
+
+        Args:
+            trials: the trials to report, of one study.
+            runs: their MLflow run ids by trial number (those that have one).
+            client: an ``MlflowClient`` on the sweep's tracking store.
+
+        Returns:
+            The frame of :func:`histories.read_steps`, and the unreadable trials' reasons.
+        """
+        kept: list[dict[str, Any]] = []
+        ended: dict[int, str] = {}  # ended without a kept curve: from MLflow, once
+        live: dict[int, str] = {}
+        for trial in trials:
+            number = trial.number
+            if number in self._read:
+                continue
+            if trial.state in _ENDED:
+                rows = results.curve_of(trial)
+                if rows is not None:
+                    kept += [{"trial": number, **_measured(row)} for row in rows]
+                    self._read.add(number)
+                elif number in runs:
+                    ended[number] = runs[number]
+            elif number in runs:
+                live[number] = runs[number]
+        parts = [self._ended, _frame(kept)]
+        if ended:
+            steps, missing = read_steps(client, ended)
+            parts.append(steps)
+            self._read.update(ended)
+            self._missing.update(missing)
+        self._ended = _combined(parts)
+        steps, missing = read_steps(client, live) if live else (pd.DataFrame(), {})
+        wanted = {trial.number for trial in trials}
+        every = _combined([self._ended, steps])
+        every = every[every["trial"].isin(wanted)].reset_index(drop=True)
+        reasons = {n: why for n, why in {**self._missing, **missing}.items() if n in wanted}
+        return every, reasons
+
+
+_ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _measured(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"step": int(row["step"]), **measures(row)}
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Kept steps as a frame; of a step kept twice, the later."""
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame.from_records(rows)
+    return frame.drop_duplicates(["trial", "step"], keep="last")
+
+
+def _combined(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of steps as one, with the columns of :func:`histories.read_steps` in its order."""
+    parts = [part for part in parts if not part.empty]
+    if not parts:
+        return steps_frame([])
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    layers = sorted(set(frame.columns) - {"trial", "step", *METRICS})
     for key in METRICS:
-        if key not in wide:
-            wide[key] = math.nan
-    return wide[columns].sort_values(["trial", "step"], ignore_index=True), missing
+        if key not in frame:
+            frame[key] = math.nan
+    frame = frame[["trial", "step", *METRICS, *layers]]
+    return frame.sort_values(["trial", "step"], ignore_index=True)
 
 
 def label_steps(
@@ -153,12 +202,12 @@ def label_steps(
     other fields are), so every row says which ALDS rate it belongs to.
     """
     info = trials[["number", "state", "seed", *params]].rename(columns={"number": "trial"})
-    labelled = steps.merge(info, on="trial", how="left")
     for path, value in fixed.items():
-        if path not in labelled:
-            labelled[path] = value
-    labelled["config"] = [config_label(row, params) for _, row in labelled.iterrows()]
-    return labelled
+        if path not in info:
+            info[path] = value
+    # Labelled per trial, not per step: a large sweep has hundreds of thousands of steps.
+    info["config"] = [config_label(row, params) for row in info.to_dict("records")]
+    return steps.merge(info, on="trial", how="left")
 
 
 def config_label(row: pd.Series | Mapping[str, Any], params: Sequence[str]) -> str:
