@@ -159,6 +159,13 @@ def fabricate(folder: Path, trials: int, steps: int, metrics: int) -> Path:
     return path
 
 
+def _holds(folder: Path, trials: int) -> bool:
+    """Whether ``folder`` holds a fabricated sweep of ``trials`` trials (``--keep``)."""
+    config = parse_config(document_for(folder, trials))
+    study = optuna.load_study(study_name=config.name, storage=workspace.default_storage(config))
+    return len(study.get_trials(deepcopy=False)) == trials
+
+
 def timed(folder: Path, *args: str) -> tuple[float, float]:
     """Seconds of ``orchestrate ARGS`` as a user runs it, and the child's peak memory in MB."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -183,14 +190,20 @@ def main() -> None:
     parser.add_argument("--tracking", choices=("sqlite", "server"), default="sqlite")
     parser.add_argument("--steps", type=int, default=20, help="steps of each curve")
     parser.add_argument("--metrics", type=int, default=20, help="metrics of each step")
-    parser.add_argument("--keep", type=Path, help="fabricate into this folder and keep it")
+    parser.add_argument(
+        "--keep", type=Path, help="fabricate into this folder and keep it (or reuse it)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        began = time.perf_counter()
-        path = fabricate(folder, args.trials, args.steps, args.metrics)
-        print(f"fabricated in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+        path = folder / "scale.yaml"
+        if path.exists() and _holds(folder, args.trials):
+            print(f"reusing the sweep fabricated in {folder}", file=sys.stderr)
+        else:
+            began = time.perf_counter()
+            path = fabricate(folder, args.trials, args.steps, args.metrics)
+            print(f"fabricated in {time.perf_counter() - began:.0f} s", file=sys.stderr)
         server = None
         extra: list[str] = []
         if args.tracking == "server":

@@ -95,6 +95,10 @@ def plot_accuracy_vs_remaining(
         return None
     figure = Figure(figsize=(9.0, 4.8), layout="constrained")
     axis = figure.add_subplot()
+    if curves["config"].nunique() > LEGEND_LIMIT:
+        _many_curves(figure, axis, curves)
+        axis.set_title(title or "Accuracy against remaining weights")
+        return figure
     others = [p for p in params if p != RATE]
     colors = _colors(curves[RATE])
     styles = ["-", "--", "-.", ":"]
@@ -103,8 +107,9 @@ def plot_accuracy_vs_remaining(
         tuple(row): styles[i % len(styles)] for i, row in enumerate(other_values.to_numpy())
     }
     order = curves.drop_duplicates("config").sort_values([RATE, *others])
+    by_config = dict(tuple(curves.groupby("config", sort=False)))
     for _, head in order.iterrows():
-        curve = curves[curves["config"] == head["config"]].sort_values("step")
+        curve = by_config[head["config"]].sort_values("step")
         x = 100 * curve["remaining_mean"].to_numpy(float)
         y = 100 * curve["accuracy_mean"].to_numpy(float)
         spread = 100 * curve["accuracy_std"].fillna(0).to_numpy(float)
@@ -135,6 +140,46 @@ def plot_accuracy_vs_remaining(
     axis.set_title(title or "Accuracy against remaining weights")
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
+
+
+# Beyond this many configurations (a sampled sweep: every trial its own), lines are coloured
+# by ALDS rate on a colour bar instead of being named in a legend.
+LEGEND_LIMIT = 16
+
+
+def _many_curves(figure: Figure, axis: Any, curves: pd.DataFrame) -> None:
+    """Every configuration as a thin line coloured by its ALDS rate (IMP only in black), drawn
+    as one collection: thousands of lines in a second."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+
+    ordered = curves.sort_values(["config", "step"])
+    lines, rates = [], []
+    for _, curve in ordered.groupby("config", sort=False):
+        points = 100 * curve[["remaining_mean", "accuracy_mean"]].to_numpy(float)
+        lines.append(points)
+        rates.append(float(curve[RATE].iloc[0]))
+    rates_array = np.asarray(rates)
+    alds = plan.is_alds(pd.Series(rates_array)).to_numpy()
+    scale = Normalize(vmin=float(rates_array.min()), vmax=float(max(rates_array.max(), 1e-9)))
+    colormap = "viridis"
+    if alds.any():
+        chosen = [line for line, keep in zip(lines, alds, strict=True) if keep]
+        collection = LineCollection(chosen, cmap=colormap, norm=scale, linewidths=0.7, alpha=0.6)
+        collection.set_array(rates_array[alds])
+        axis.add_collection(collection)
+    if (~alds).any():
+        baseline = [line for line, keep in zip(lines, alds, strict=True) if not keep]
+        axis.add_collection(
+            LineCollection(baseline, colors="black", linewidths=1.2, label=plan.IMP_ONLY)
+        )
+    figure.colorbar(ScalarMappable(norm=scale, cmap=colormap), ax=axis, label="ALDS rate")
+    _dense_lines(axis, curves)
+    _accuracy_against_remaining(axis)
+    axis.autoscale_view()
+    _remaining_ticks(axis, 100 * curves["remaining_mean"])
+    axis.legend(fontsize="small", loc="lower left")
 
 
 def _remaining_ticks(axis: Any, percents: Iterable[float]) -> None:

@@ -65,7 +65,7 @@ def _number(value: Any, kind: str) -> str:
     return str(value)
 
 
-def _cell(row: pd.Series, column: Column) -> str:
+def _cell(row: Mapping[str, Any], column: Column) -> str:
     value = row.get(column.source)
     if is_missing(value) or value == "":
         return "–"
@@ -99,7 +99,7 @@ def present(report: Report, name: str, *, paper: bool = False) -> pd.DataFrame:
     if arms:
         labels = _arm_labels(report)
         table = table.assign(**{source: table[source].map(labels) for source in arms})
-    rows = [[_cell(row, c) for c in columns] for _, row in table.iterrows()]
+    rows = [[_cell(row, c) for c in columns] for row in table.to_dict("records")]
     return pd.DataFrame(rows, columns=[c.header for c in columns], dtype=object)
 
 
@@ -161,10 +161,15 @@ def latex_escape(text: str) -> str:
 
 def latex_table(table: pd.DataFrame, numeric: Sequence[bool]) -> str:
     """A booktabs ``tabular`` fragment to ``\\input`` in a paper."""
-    escaped = table.map(latex_escape)
-    escaped.columns = [latex_escape(c) for c in table.columns]
     spec = "".join("r" if right else "l" for right in numeric)
-    return escaped.to_latex(index=False, escape=False, column_format=spec)
+    # Written directly: pandas' to_latex goes through a template engine, seconds on the
+    # tables of a sweep of thousands of trials.
+    header = " & ".join(latex_escape(str(c)) for c in table.columns)
+    rows = [" & ".join(latex_escape(str(v)) for v in row) for row in table.to_numpy()]
+    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", header + " \\\\", "\\midrule"]
+    lines += [row + " \\\\" for row in rows]
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(lines)
 
 
 def _json_records(table: pd.DataFrame) -> str:
@@ -175,7 +180,10 @@ def _json_records(table: pd.DataFrame) -> str:
         return None if is_missing(cell) else cell
 
     rows = [{k: value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
-    return json.dumps(rows, indent=1, allow_nan=False)
+    # A record a line, each by the C encoder (an indented document goes through the pure
+    # Python one, seconds on a large sweep's steps).
+    lines = ",\n".join(json.dumps(row, allow_nan=False) for row in rows)
+    return f"[\n{lines}\n]" if rows else "[]"
 
 
 _PLAN_COLUMNS = ["name", "kind", "shape", "k", "rank", "error", "exact_error"]
@@ -234,6 +242,7 @@ def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
         The files written, figures first.
     """
     output.mkdir(parents=True, exist_ok=True)
+    shown = _Presented(report)
     written = []
     for name, figure in report.figures.items():
         path = output / f"{name}.png"
@@ -249,16 +258,14 @@ def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
         spec = table_spec(name)
         if "latex" in formats and spec is not None and spec.presented:
             path = output / f"{name}.tex"
-            path.write_text(
-                latex_table(present(report, name, paper=True), _aligned(name, report, True))
-            )
+            path.write_text(latex_table(shown(name, paper=True), _aligned(name, report, True)))
             written.append(path)
     if "md" in formats:
         written.append(output / "report.md")
-        written[-1].write_text(_markdown_document(report))
+        written[-1].write_text(_markdown_document(report, shown))
     if "html" in formats:
         written.append(output / "report.html")
-        written[-1].write_text(_html_document(report, output))
+        written[-1].write_text(_html_document(report, output, shown))
     return written
 
 
@@ -277,7 +284,21 @@ def _introduction(report: Report) -> list[str]:
     ]
 
 
-def _markdown_document(report: Report) -> str:
+class _Presented:
+    """:func:`present` of a report's tables, each computed once (Markdown and HTML show the
+    same cells; a large sweep's tables have hundreds of thousands)."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.done: dict[tuple[str, bool], pd.DataFrame] = {}
+
+    def __call__(self, name: str, *, paper: bool = False) -> pd.DataFrame:
+        if (name, paper) not in self.done:
+            self.done[(name, paper)] = present(self.report, name, paper=paper)
+        return self.done[(name, paper)]
+
+
+def _markdown_document(report: Report, shown: _Presented) -> str:
     lines = [f"# Sweep report: {report.study}", "", *_introduction(report), ""]
     lines += [f"- {note}" for note in report.notes] + ([""] if report.notes else [])
     lines += _markdown_figures(report, None)
@@ -285,7 +306,7 @@ def _markdown_document(report: Report) -> str:
         if spec.presented:
             lines += [f"## {spec.title}", ""]
             numeric = _aligned(spec.name, report, False)
-            lines += [markdown_table(present(report, spec.name), numeric), ""]
+            lines += [markdown_table(shown(spec.name), numeric), ""]
             lines += _markdown_figures(report, spec.name)
     return "\n".join(lines)
 
@@ -308,7 +329,7 @@ _CSS = (
 )
 
 
-def _html_document(report: Report, output: Path) -> str:
+def _html_document(report: Report, output: Path, shown: _Presented) -> str:
     """One self-contained page (figures embedded), to share or put on a team page."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -325,14 +346,13 @@ def _html_document(report: Report, output: Path) -> str:
             parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>")
     for spec in TABLES:
         if spec.presented:
-            parts.append(f"<h2>{html.escape(spec.title)}</h2>{_html_table(report, spec.name)}")
+            table = _html_table(shown(spec.name), _aligned(spec.name, report, False))
+            parts.append(f"<h2>{html.escape(spec.title)}</h2>{table}")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _html_table(report: Report, name: str) -> str:
-    table = present(report, name)
-    numeric = _aligned(name, report, False)
+def _html_table(table: pd.DataFrame, numeric: Sequence[bool]) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     body = "".join(
         "<tr>"

@@ -72,6 +72,13 @@ def config_fields(params: Sequence[str]) -> list[str]:
 
 def is_missing(value: Any) -> bool:
     """Whether ``value`` is a missing number (NaN, None, NaT); a list or a text is not."""
+    # The common cases first: the report asks this of every cell of every table.
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    if isinstance(value, str | bool | int):
+        return False
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,11 +74,11 @@ def trials_table(trials: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
         .rename(columns={"step": "last_step"})
     )
     table = trials.join(last, on="number")
-    table["note"] = [_note(row) for _, row in table.iterrows()]
+    table["note"] = [_note(row) for row in table.to_dict("records")]
     return table
 
 
-def _note(row: pd.Series) -> str:
+def _note(row: Mapping[str, Any]) -> str:
     parts = []
     if row["state"] == "RUNNING":
         step = "no step yet" if pd.isna(row["last_step"]) else f"at step {int(row['last_step'])}"
@@ -166,32 +167,58 @@ def baseline_pairs(
     return pairs
 
 
-def _per_seed(steps: pd.DataFrame, config: str, level: float) -> pd.Series:
-    """Each seed's accuracy at ``level`` sparsity, read off its curve as objectives are."""
-    values = {
-        seed: value_at_sparsity(trial["step"], trial["sparsity"], trial["accuracy"], level)
-        for seed, trial in steps[steps["config"] == config].groupby("seed")
-    }
-    return pd.Series(values, dtype=float).dropna()
+def _per_seed(steps: pd.DataFrame, config: str | None, level: float) -> dict[Any, float]:
+    """Each seed's accuracy at ``level`` sparsity, read off its curve as objectives are
+    (seeds whose curve does not reach it left out)."""
+    curves = _seed_curves(steps).get(config, {}) if config is not None else {}
+    values = {seed: value_at_sparsity(*curve, level) for seed, curve in curves.items()}
+    return {seed: value for seed, value in values.items() if not math.isnan(value)}
 
 
-def _std(values: pd.Series) -> float:
-    return float(values.std()) if len(values) > 1 else math.nan
+_Curve = tuple[np.ndarray, np.ndarray, np.ndarray]  # step, sparsity, accuracy
+_grouped: tuple[weakref.ref, dict[str, dict[Any, _Curve]]] | None = None
+
+
+def _seed_curves(steps: pd.DataFrame) -> dict[str, dict[Any, _Curve]]:
+    """Each configuration's curves by seed, split once per frame: the tables read every
+    configuration at many levels, and a scan of the frame for each is quadratic in trials."""
+    global _grouped
+    if _grouped is None or _grouped[0]() is not steps:
+        split: dict[str, dict[Any, _Curve]] = {}
+        for (config, seed), trial in steps.groupby(["config", "seed"], sort=True):
+            columns = (trial[c].to_numpy() for c in ("step", "sparsity", "accuracy"))
+            split.setdefault(config, {})[seed] = tuple(columns)  # type: ignore[assignment]
+        _grouped = (weakref.ref(steps), split)
+    return _grouped[1]
+
+
+def _std(values: pd.Series | Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
 
 
 CONFIDENCE = 0.95
 ALDS_PLUS_IMP = "ALDS + IMP"  # the role of an ALDS configuration in the summary
 
 
-def paired_interval(differences: pd.Series) -> tuple[float, float]:
+def paired_interval(differences: pd.Series | Sequence[float]) -> tuple[float, float]:
     """The 95% confidence interval of the mean of paired differences (Student's t over the
     pairs: mean ± t(0.975, n − 1) · s / √n); NaN with fewer than two pairs."""
     n = len(differences)
     if n < 2:
         return math.nan, math.nan
-    mean = float(differences.mean())
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * float(differences.std()) / math.sqrt(n)
+    mean = float(np.mean(differences))
+    half = _t_quantile(n - 1) * _std(differences) / math.sqrt(n)
     return mean - half, mean + half
+
+
+@functools.lru_cache(maxsize=256)
+def _t_quantile(freedom: int) -> float:
+    # scipy's ppf costs 0.1 ms a call; a report asks it for every configuration and level.
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, freedom))
 
 
 def verdict(low: float, high: float, above: str = "ALDS better", below: str = "ALDS worse") -> str:
@@ -215,10 +242,15 @@ def versus_baseline(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
     level beyond the baseline's curve has no baseline value (never extrapolated).
     """
     rows = []
+    compressed = steps[steps["step"] >= 1]
+    means = compressed.groupby(["config", "step"])[["sparsity", "remaining"]].mean()
     for config, baseline in pairs.items():
-        own = steps[(steps["config"] == config) & (steps["step"] >= 1)]
-        levels = own.groupby("step")[["sparsity", "remaining"]].mean()
-        for step, (level, remaining) in levels.iterrows():
+        if config not in means.index:
+            continue
+        levels = means.loc[config]
+        for step, (level, remaining) in zip(
+            levels.index, levels.itertuples(index=False), strict=True
+        ):
             rows.append(
                 {
                     "config": config,
@@ -251,18 +283,17 @@ _MATCHED = [
 def _matched(steps: pd.DataFrame, config: str, baseline: str | None, level: float) -> dict:
     """One configuration against its baseline at one sparsity, interpolated seed by seed."""
     ours = _per_seed(steps, config, level)
-    theirs = _per_seed(steps, baseline, level) if baseline else pd.Series(dtype=float)
-    common = ours.index.intersection(theirs.index)
-    paired = ours[common] - theirs[common]
+    theirs = _per_seed(steps, baseline, level)
+    paired = [ours[seed] - theirs[seed] for seed in ours if seed in theirs]
     low, high = paired_interval(paired)
     return {
-        "accuracy_mean": ours.mean() if len(ours) else math.nan,
-        "accuracy_std": _std(ours),
+        "accuracy_mean": _mean(list(ours.values())),
+        "accuracy_std": _std(list(ours.values())),
         "n": len(ours),
-        "baseline_accuracy_mean": theirs.mean() if len(theirs) else math.nan,
-        "baseline_accuracy_std": _std(theirs),
+        "baseline_accuracy_mean": _mean(list(theirs.values())),
+        "baseline_accuracy_std": _std(list(theirs.values())),
         "baseline_n": len(theirs),
-        "difference_mean": paired.mean() if len(paired) else math.nan,
+        "difference_mean": _mean(paired),
         "difference_std": _std(paired),
         "difference_ci_low": low,
         "difference_ci_high": high,
@@ -301,31 +332,46 @@ def tolerance_table(steps: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.Dat
     reference) and take the highest sparsity before the first step more than ``tolerance``
     below it. ``to_end`` counts the seeds that never dropped (their value is a lower bound).
     """
-    rows = []
-    for config, group in steps.groupby("config"):
-        reached: dict[Any, float] = {}
-        to_end = 0
-        for seed, trial in group.groupby("seed"):
-            curve = trial.sort_values("step")
-            dense = curve.loc[curve["step"] == 0, "accuracy"]
-            if dense.empty:
-                continue
-            floor = float(dense.iloc[0]) - tolerance - 1e-12
-            within = (curve["accuracy"] >= floor).to_numpy()
-            cut = len(within) if within.all() else int(np.argmin(within))
-            to_end += int(within.all())
-            reached[seed] = float(curve["sparsity"].iloc[:cut].max())
-        values = pd.Series(reached, dtype=float)
-        rows.append(
-            {
-                "config": config,
-                "max_sparsity_within_mean": values.mean() if len(values) else math.nan,
-                "max_sparsity_within_std": _std(values),
-                "within_n": len(values),
-                "within_to_end": to_end,
-            }
-        )
-    return pd.DataFrame(rows, columns=["config", *_WITHIN])
+    columns = ["config", *_WITHIN]
+    if steps.empty:
+        return pd.DataFrame(columns=columns)
+    # Every seed's curve at once (a sweep has thousands): ordered by step within each.
+    ordered = steps.sort_values(["config", "seed", "step"], kind="stable")
+    curve = [ordered["config"], ordered["seed"]]
+    dense = ordered["accuracy"].where(ordered["step"] == 0)
+    first_dense = dense.groupby(curve).transform("first")
+    within = ordered["accuracy"] >= first_dense - tolerance - 1e-12
+    # A step counts while no step before it (nor itself) dropped below the floor.
+    dropped = (~within).astype(int).groupby(curve).cummax().astype(bool)
+    seeds = pd.DataFrame(
+        {
+            "config": ordered["config"],
+            "seed": ordered["seed"],
+            "has_dense": ordered["step"] == 0,
+            "reached": ordered["sparsity"].where(~dropped),
+            "within": within,
+        }
+    ).groupby(["config", "seed"], sort=True)
+    per_seed = seeds.agg(
+        has_dense=("has_dense", "any"), reached=("reached", "max"), to_end=("within", "all")
+    )
+    per_seed = per_seed[per_seed["has_dense"]]
+    per_config = per_seed.groupby(level="config", sort=True)
+    table = pd.DataFrame(
+        {
+            "max_sparsity_within_mean": per_config["reached"].mean(),
+            "max_sparsity_within_std": per_config["reached"].std(),
+            "within_n": per_config.size(),
+            "within_to_end": per_config["to_end"].sum().astype(int),
+        }
+    )
+    # A configuration none of whose seeds has a dense step still has its row.
+    table = table.reindex(sorted(ordered["config"].unique()))
+    table[["within_n", "within_to_end"]] = table[["within_n", "within_to_end"]].fillna(0)
+    table = table.astype({"within_n": int, "within_to_end": int})
+    # One seed has no spread (as _std says).
+    table.loc[table["within_n"] < 2, "max_sparsity_within_std"] = math.nan
+    return table.rename_axis("config").reset_index()[columns]
 
 
 _WITHIN = [
@@ -371,11 +417,14 @@ def summary_table(
     ]
     if curves.empty:
         return pd.DataFrame(columns=columns)
-    final = curves.sort_values("step").groupby("config").tail(1).set_index("config")
+    final = curves.sort_values("step").groupby("config").tail(1)
+    # Each configuration's matched step at the highest sparsity both curves reach.
+    matched = versus[versus["difference_mean"].notna()].sort_values("sparsity", kind="stable")
+    tops = matched.groupby("config").tail(1).set_index("config").to_dict("index")
     rows = []
-    for config, row in final.iterrows():
-        matched = versus[(versus["config"] == config) & versus["difference_mean"].notna()]
-        top = matched.sort_values("sparsity").tail(1)
+    for row in final.to_dict("records"):
+        config = row["config"]
+        top = tops.get(config, {})
         rows.append(
             {
                 "config": config,
@@ -387,12 +436,12 @@ def summary_table(
                 "final_sparsity": row["sparsity_mean"],
                 "final_accuracy_mean": row["accuracy_mean"],
                 "final_accuracy_std": row["accuracy_std"],
-                "matched_sparsity": top["sparsity"].iloc[0] if len(top) else math.nan,
-                "difference_mean": top["difference_mean"].iloc[0] if len(top) else math.nan,
-                "difference_std": top["difference_std"].iloc[0] if len(top) else math.nan,
-                "paired_n": top["paired_n"].iloc[0] if len(top) else 0,
+                "matched_sparsity": top.get("sparsity", math.nan),
+                "difference_mean": top.get("difference_mean", math.nan),
+                "difference_std": top.get("difference_std", math.nan),
+                "paired_n": top.get("paired_n", 0),
                 **{
-                    key: top[key].iloc[0] if len(top) else math.nan
+                    key: top.get(key, math.nan)
                     for key in ("difference_ci_low", "difference_ci_high")
                 },
             }
@@ -513,32 +562,22 @@ def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
     if steps.empty or not layers:
         return pd.DataFrame(columns=columns)
     last = steps.loc[steps.groupby("trial")["step"].idxmax()]
-    summary = {}
-    for config, group in last.groupby("config"):
-        for column in layers:
-            values = group[column].dropna()
-            if len(values):
-                summary[(config, column)] = (values, group["step"].max(), group["sparsity"].mean())
-    rows = []
-    for (config, column), (values, step, sparsity) in summary.items():
-        twin = pairs.get(config)
-        theirs = summary.get((twin, column), (pd.Series(dtype=float),))[0]
-        rows.append(
-            {
-                "config": config,
-                "baseline": twin,
-                "step": int(step),
-                "sparsity": sparsity,
-                "layer": column.removeprefix(prefix),
-                "remaining_mean": values.mean(),
-                "remaining_min": values.min(),
-                "n": len(values),
-                "collapsed": bool(values.min() <= COLLAPSED),
-                "baseline_remaining_mean": theirs.mean() if len(theirs) else math.nan,
-                "baseline_collapsed": bool(len(theirs) and theirs.min() <= COLLAPSED),
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
+    at = last.groupby("config", sort=True).agg(step=("step", "max"), sparsity=("sparsity", "mean"))
+    long = last.melt(id_vars=["config"], value_vars=layers, var_name="column").dropna()
+    long["column"] = pd.Categorical(long["column"], categories=layers)
+    values = long.groupby(["config", "column"], sort=True, observed=True)["value"]
+    table = values.agg(remaining_mean="mean", remaining_min="min", n="size").reset_index()
+    table["collapsed"] = table["remaining_min"] <= COLLAPSED
+    table["baseline"] = table["config"].map(pairs)
+    own = table.set_index(["config", "column"])
+    twins = pd.MultiIndex.from_arrays([table["baseline"], table["column"]])
+    theirs = own.reindex(twins)
+    table["baseline_remaining_mean"] = theirs["remaining_mean"].to_numpy()
+    table["baseline_collapsed"] = (theirs["remaining_min"] <= COLLAPSED).to_numpy()
+    table["step"] = table["config"].map(at["step"]).astype(int)
+    table["sparsity"] = table["config"].map(at["sparsity"])
+    table["layer"] = table["column"].astype(str).str.removeprefix(prefix)
+    return table[columns]
 
 
 _LAYER = [
