@@ -16,13 +16,18 @@ report's peak resident memory is read from the child's rusage.
 
     python benchmarks/bench_report_scale.py --trials 1000 --tracking server
 
-The last line reads ``report N trials: X s, status: Y s, peak memory: Z MB``.
+The line before the last times the sweep's parent drawing its live figures (in this process,
+as ``sweep.follow`` holds its study and what it read): the first draw, and the next after 10
+more trials finish. The last line reads ``report N trials: X s, status: Y s, peak memory:
+Z MB``. ``--keep DIR`` fabricates into DIR and reuses it on the next run (the 10 trials the
+refresh added stay, so the refresh is timed once a folder).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import os
 import random
 import resource
@@ -93,17 +98,29 @@ def fabricate(folder: Path, trials: int, steps: int, metrics: int) -> Path:
     study = studies.create_or_resume(config, storage)
     uri = tracking.default_uri(config)
     tracker = tracking.SweepTracker(uri, config)
-    parent = tracker.create_parent_run()
-    study.set_user_attr(keys.STUDY_PARENT_RUN_ID, parent)
+    study.set_user_attr(keys.STUDY_PARENT_RUN_ID, tracker.create_parent_run())
     study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
     study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
-    space = config.search.space
-    distributions = {p: queue.distribution(r) for p, r in space.items()}
-    rng = random.Random(0)
+    finish(study, tracker, range(trials), steps, metrics)
+    return path
+
+
+def finish(
+    study: optuna.Study,
+    tracker: tracking.SweepTracker,
+    numbers: range,
+    steps: int,
+    metrics: int,
+) -> None:
+    """Trials ``numbers`` finished, in the study and in their MLflow runs."""
+    config = tracker.config
+    parent = study.user_attrs[keys.STUDY_PARENT_RUN_ID]
+    distributions = {p: queue.distribution(r) for p, r in config.search.space.items()}
+    rng = random.Random(numbers.start)
     layers = max(0, metrics - len(METRICS))
     start = dt.datetime.now() - dt.timedelta(hours=1)
     batch: list[optuna.trial.FrozenTrial] = []
-    for number in range(trials):
+    for number in numbers:
         seed = number % SEEDS
         params = {
             "alds.rate": rng.uniform(0.0, 0.9),
@@ -151,19 +168,46 @@ def fabricate(folder: Path, trials: int, steps: int, metrics: int) -> Path:
         )
         batch[-1].datetime_start = start
         batch[-1].datetime_complete = start + dt.timedelta(minutes=5)
-        if len(batch) == 500:
+        if len(batch) == 500 or number == numbers.stop - 1:
             study.add_trials(batch)
             batch = []
-            print(f"  fabricated {number + 1}/{trials} trials", file=sys.stderr)
-    study.add_trials(batch)
-    return path
+            print(f"  fabricated {number + 1}/{numbers.stop} trials", file=sys.stderr)
 
 
-def _holds(folder: Path, trials: int) -> bool:
-    """Whether ``folder`` holds a fabricated sweep of ``trials`` trials (``--keep``)."""
+def refresh(folder: Path, trials: int, steps: int, metrics: int, uri: str) -> tuple[float, float]:
+    """The sweep's parent drawing its figures (as ``sweep.follow`` does every 2 minutes): the
+    first draw, and the next after ``REFRESHED`` more trials have finished, in seconds.
+
+    The parent holds its study (Optuna's cached storage) and what it read (``report.Curves``);
+    the added trials are taken out of the study again afterwards."""
+    from orchestrator import report
+
+    config = parse_config(document_for(folder, trials))
+    study = optuna.load_study(
+        study_name=config.name, storage=studies.open_storage(workspace.default_storage(config))
+    )
+    curves = report.Curves()
+
+    def draw() -> float:
+        began = time.perf_counter()
+        for figure in report.draw(study, config, tracking_uri=uri, curves=curves).values():
+            figure.savefig(io.BytesIO(), format="png")  # what log_figures uploads
+        return time.perf_counter() - began
+
+    first = draw()
+    tracker = tracking.SweepTracker(uri, config)
+    finish(study, tracker, range(trials, trials + REFRESHED), steps, metrics)
+    return first, draw()
+
+
+REFRESHED = 10
+
+
+def _held(folder: Path, trials: int) -> int:
+    """How many trials the sweep fabricated in ``folder`` holds (``--keep``)."""
     config = parse_config(document_for(folder, trials))
     study = optuna.load_study(study_name=config.name, storage=workspace.default_storage(config))
-    return len(study.get_trials(deepcopy=False)) == trials
+    return len(study.get_trials(deepcopy=False))
 
 
 def timed(folder: Path, *args: str) -> tuple[float, float]:
@@ -198,7 +242,8 @@ def main() -> None:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "scale.yaml"
-        if path.exists() and _holds(folder, args.trials):
+        held = _held(folder, args.trials) if path.exists() else 0
+        if held in (args.trials, args.trials + REFRESHED):
             print(f"reusing the sweep fabricated in {folder}", file=sys.stderr)
         else:
             began = time.perf_counter()
@@ -215,6 +260,17 @@ def main() -> None:
         try:
             report, memory = timed(folder, "report", str(path), *extra)
             status, _ = timed(folder, "status", str(path))
+            if held in (0, args.trials):  # not yet refreshed in a kept folder
+                uri = (
+                    extra[-1]
+                    if extra
+                    else tracking.default_uri(parse_config(document_for(folder, args.trials)))
+                )
+                first, again = refresh(folder, args.trials, args.steps, args.metrics, uri)
+                print(
+                    f"parent's figures: first draw {first:.1f} s, "
+                    f"after {REFRESHED} more trials {again:.1f} s"
+                )
         finally:
             if server is not None:
                 stop_process_group(server)
