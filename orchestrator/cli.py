@@ -433,11 +433,11 @@ def status(
     trials, and the tasks of the launcher that runs its workers."""
     from rich.console import Console
 
-    from orchestrator import progress, results
+    from orchestrator import progress, results, snapshot
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
     # One read of the study serves every table.
-    stored = study.get_trials(deepcopy=False)
+    stored = snapshot.trials(study)
     asked = results.in_sweep(config, stored)
     console = Console()
     console.print(progress.render(progress.rows(study, config, asked), config))

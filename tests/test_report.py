@@ -834,3 +834,59 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
     ended, reference = both()
     pd.testing.assert_frame_equal(ended, reference)
     assert ended[ended["trial"] == live.number]["accuracy"].tolist() == [0.9, 0.8, 0.7]
+
+
+@pytest.mark.slow
+def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_values(
+    swept: dict,
+) -> None:
+    from orchestrator import snapshot
+
+    # The swept study, and a copy with a failed, a queued and a running trial (no values).
+    storage_url = f"sqlite:///{swept['tmp'] / 'snapshot.db'}"
+    optuna.copy_study(
+        from_study_name="reported",
+        from_storage=swept["storage"],
+        to_storage=storage_url,
+        to_study_name="reported",
+    )
+    study = optuna.load_study(study_name="reported", storage=open_storage(storage_url))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params={RATE: 0.3},
+            distributions={RATE: optuna.distributions.CategoricalDistribution([0.0, 0.3, 0.6])},
+            user_attrs={"seed": 0, "fail_reason": "why"},
+        )
+    )
+    study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 0})
+    study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 1})
+    study.ask()
+    read = optuna.load_study(study_name="reported", storage=open_storage(storage_url))
+    expected = read.get_trials(deepcopy=False)
+    assert any(t.intermediate_values for t in expected)
+    for curves in (False, True):
+        taken = snapshot.trials(read, curves=curves)
+        assert [t.number for t in taken] == [t.number for t in expected]
+        for mine, theirs in zip(taken, expected, strict=True):
+            system = dict(theirs.system_attrs)
+            if not curves:
+                system.pop(keys.TRIAL_CURVE, None)
+            assert mine.intermediate_values == {}
+            assert mine.system_attrs == system and mine.user_attrs == theirs.user_attrs
+            assert (mine.state, mine.values, mine.params) == (
+                theirs.state,
+                theirs.values,
+                theirs.params,
+            )
+            assert list(mine.params) == list(theirs.params)
+            assert mine.distributions == theirs.distributions
+            assert (mine.datetime_start, mine.datetime_complete) == (
+                theirs.datetime_start,
+                theirs.datetime_complete,
+            )
+    assert any(keys.TRIAL_CURVE in t.system_attrs for t in snapshot.trials(read, curves=True))
+    # Any other storage is read as Optuna reads it.
+    memory = optuna.create_study()
+    memory.add_trial(optuna.trial.create_trial(value=1.0))
+    assert snapshot.trials(memory) == memory.get_trials(deepcopy=False)

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from orchestrator import keys, plan, results
+from orchestrator import keys, plan, results, snapshot
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.counts import count_states
 from orchestrator.report import tables
@@ -64,11 +64,12 @@ def build(
 ) -> Report:
     """Read the study and its runs and compute every table and figure of the report.
 
-    ``tracking_uri`` defaults to the one the sweep recorded; ``curves`` holds what earlier
-    reads of the study read (a new one reads every curve). Raises :class:`ConfigError` for an
+    ``tracking_uri`` defaults to the one the sweep recorded. ``curves`` holds what earlier
+    reads of ``study`` (the same object, its storage's cache kept) read; without it every
+    trial and curve is read, in one pass. Raises :class:`ConfigError` for an
     empty study, an unreachable tracking store, or a study none of whose runs is found there.
     """
-    read = _read(study, config, tracking_uri, tolerance, levels, curves or Curves())
+    read = _read(study, config, tracking_uri, tolerance, levels, curves)
     inputs = read.inputs
     computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
     counts = count_states(inputs.trials["state"])
@@ -100,7 +101,7 @@ def draw(
 ) -> dict[str, Any]:
     """The report's figures alone (what the sweep's parent logs as it runs): only the tables
     they draw are computed. Raises as :func:`build`."""
-    read = _read(study, config, tracking_uri, TOLERANCE, LEVELS, curves or Curves())
+    read = _read(study, config, tracking_uri, TOLERANCE, LEVELS, curves)
     return _draw(read.inputs, read.title)
 
 
@@ -122,10 +123,14 @@ def _read(
     tracking_uri: str | None,
     tolerance: float,
     levels: Sequence[float],
-    curves: Curves,
+    curves: Curves | None,
 ) -> _Read:
     params = list(config.search.space)
-    stored = study.get_trials(deepcopy=False)
+    if curves is None:  # one read: the trials with their curves in one pass
+        stored = snapshot.trials(study, curves=True)
+        curves = Curves()
+    else:  # a reader held across reads: Optuna's cache reads what changed since
+        stored = study.get_trials(deepcopy=False)
     asked = results.in_sweep(config, stored)
     trials = read_trials(asked, study, params)
     if trials.empty:

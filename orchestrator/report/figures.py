@@ -154,13 +154,12 @@ def _many_curves(figure: Figure, axis: Any, curves: pd.DataFrame) -> None:
     from matplotlib.collections import LineCollection
     from matplotlib.colors import Normalize
 
-    ordered = curves.sort_values(["config", "step"])
-    lines, rates = [], []
-    for _, curve in ordered.groupby("config", sort=False):
-        points = 100 * curve[["remaining_mean", "accuracy_mean"]].to_numpy(float)
-        lines.append(points)
-        rates.append(float(curve[RATE].iloc[0]))
-    rates_array = np.asarray(rates)
+    ordered = curves.sort_values(["config", "step"], kind="stable")
+    points = 100 * ordered[["remaining_mean", "accuracy_mean"]].to_numpy(float)
+    config = ordered["config"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, config[1:] != config[:-1]])
+    lines = np.split(points, starts[1:])
+    rates_array = ordered[RATE].to_numpy(float)[starts]
     alds = plan.is_alds(pd.Series(rates_array)).to_numpy()
     scale = Normalize(vmin=float(rates_array.min()), vmax=float(max(rates_array.max(), 1e-9)))
     colormap = "viridis"
@@ -265,10 +264,16 @@ def plot_heatmap(curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
         return None
     figure = Figure(figsize=(6.5, 4.8), layout="constrained")
     axis = figure.add_subplot()
-    accuracy = final.pivot_table(index=FRACTION, columns=RATE, values="accuracy_mean")
-    remaining = final.pivot_table(index=FRACTION, columns=RATE, values="remaining_mean")
     label = "final test accuracy (%), mean over seeds"
-    if accuracy.notna().all().all():
+    # More cells than configurations cannot be a full grid (sampled values): no pivot, which
+    # for thousands of samples would be a table of their square.
+    cells = final[RATE].nunique() * final[FRACTION].nunique()
+    full = False
+    if cells <= len(final):
+        accuracy = final.pivot_table(index=FRACTION, columns=RATE, values="accuracy_mean")
+        remaining = final.pivot_table(index=FRACTION, columns=RATE, values="remaining_mean")
+        full = bool(accuracy.notna().all().all())
+    if full:
         image = axis.imshow(100 * accuracy.to_numpy(), origin="lower", aspect="auto")
         axis.set_xticks(range(accuracy.shape[1]), [f"{v:g}" for v in accuracy.columns])
         axis.set_yticks(range(accuracy.shape[0]), [f"{v:g}" for v in accuracy.index])

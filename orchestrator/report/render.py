@@ -25,7 +25,6 @@ from orchestrator.report.schema import (
     Report,
     is_missing,
     param_text,
-    plain,
     shorten,
 )
 from orchestrator.report.tables import TABLES, table_spec
@@ -88,28 +87,35 @@ def _columns(name: str, report: Report, paper: bool) -> list[Column]:
     return [c for c in spec.shown(report) if c.paper or not paper]
 
 
-def present(report: Report, name: str, *, paper: bool = False) -> pd.DataFrame:
+def present(
+    report: Report, name: str, *, paper: bool = False, rows: int | None = None
+) -> pd.DataFrame:
     """A table as rounded text cells with ``mean ± std``, ready to paste.
 
-    ``paper`` drops the columns a paper has no use for (run ids, notes).
+    ``paper`` drops the columns a paper has no use for (run ids, notes); ``rows`` keeps only
+    the first rows.
     """
     columns = _columns(name, report, paper)
     table = report.tables[name]
+    if rows is not None:
+        table = table.head(rows)
     arms = [c.source for c in columns if c.kind == "arm"]
     if arms:
-        labels = _arm_labels(report)
+        shown = set().union(*(table[source].dropna() for source in arms))
+        labels = _arm_labels(report, shown)
         table = table.assign(**{source: table[source].map(labels) for source in arms})
     rows = [[_cell(row, c) for c in columns] for row in table.to_dict("records")]
     return pd.DataFrame(rows, columns=[c.header for c in columns], dtype=object)
 
 
-def _arm_labels(report: Report) -> Mapping[str, str]:
-    """Each configuration as its arm: the ALDS rate (or IMP only), then the other searched
+def _arm_labels(report: Report, configs: set[str]) -> Mapping[str, str]:
+    """Each of ``configs`` as its arm: the ALDS rate (or IMP only), then the other searched
     parameters."""
     curves = report.tables["curves"]
     others = [p for p in report.params if p != RATE]
     labels = {}
-    for _, row in curves.drop_duplicates("config").iterrows():
+    chosen = curves[curves["config"].isin(configs)].drop_duplicates("config")
+    for row in chosen.to_dict("records"):
         text = plan.arm_label(row[RATE])
         if others:
             text += " (" + ", ".join(f"{p}={param_text(row[p])}" for p in others) + ")"
@@ -172,18 +178,18 @@ def latex_table(table: pd.DataFrame, numeric: Sequence[bool]) -> str:
     return "\n".join(lines)
 
 
-def _json_records(table: pd.DataFrame) -> str:
-    """The rows as a JSON list of objects, floats exact (pandas' writer keeps 15 digits)."""
-
-    def value(cell: Any) -> Any:
-        cell = plain(cell)
-        return None if is_missing(cell) else cell
-
-    rows = [{k: value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
-    # A record a line, each by the C encoder (an indented document goes through the pure
-    # Python one, seconds on a large sweep's steps).
-    lines = ",\n".join(json.dumps(row, allow_nan=False) for row in rows)
-    return f"[\n{lines}\n]" if rows else "[]"
+def _write_json(table: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
+    """The rows as a JSON list of objects, a record a line, floats exact (pandas' writer
+    keeps 15 digits), missing values ``null``; written a chunk of rows at a time, so a large
+    sweep's steps never stand in memory as Python objects all at once."""
+    with path.open("w") as file:
+        file.write("[")
+        for start in range(0, len(table), chunk):
+            part = table.iloc[start : start + chunk].astype(object)
+            records = part.where(part.notna(), None).to_dict(orient="records")
+            lines = ",\n".join(json.dumps(row, allow_nan=False) for row in records)
+            file.write(("," if start else "") + "\n" + lines)
+        file.write("\n]" if len(table) else "]")
 
 
 _PLAN_COLUMNS = ["name", "kind", "shape", "k", "rank", "error", "exact_error"]
@@ -253,12 +259,16 @@ def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
             table.to_csv(output / f"{name}.csv", index=False)
             written.append(output / f"{name}.csv")
         if "json" in formats:
-            (output / f"{name}.json").write_text(_json_records(table))
+            _write_json(table, output / f"{name}.json")
             written.append(output / f"{name}.json")
         spec = table_spec(name)
         if "latex" in formats and spec is not None and spec.presented:
             path = output / f"{name}.tex"
-            path.write_text(latex_table(shown(name, paper=True), _aligned(name, report, True)))
+            cut = shown.cut(name)
+            path.write_text(
+                (f"% {cut}\n" if cut else "")
+                + latex_table(shown(name, paper=True), _aligned(name, report, True))
+            )
             written.append(path)
     if "md" in formats:
         written.append(output / "report.md")
@@ -284,6 +294,11 @@ def _introduction(report: Report) -> list[str]:
     ]
 
 
+# The rows a table shows in Markdown, HTML and LaTeX (CSV and JSON hold every row): a sampled
+# sweep of thousands of configurations has tables of hundreds of thousands of rows.
+PRESENTED_ROWS = 2000
+
+
 class _Presented:
     """:func:`present` of a report's tables, each computed once (Markdown and HTML show the
     same cells; a large sweep's tables have hundreds of thousands)."""
@@ -294,8 +309,17 @@ class _Presented:
 
     def __call__(self, name: str, *, paper: bool = False) -> pd.DataFrame:
         if (name, paper) not in self.done:
-            self.done[(name, paper)] = present(self.report, name, paper=paper)
+            self.done[(name, paper)] = present(
+                self.report, name, paper=paper, rows=PRESENTED_ROWS
+            )
         return self.done[(name, paper)]
+
+    def cut(self, name: str) -> str | None:
+        """What a reader of a shown table must know when it shows only its first rows."""
+        total = len(self.report.tables[name])
+        if total <= PRESENTED_ROWS:
+            return None
+        return f"the first {PRESENTED_ROWS:,} of {total:,} rows: {name}.csv has them all"
 
 
 def _markdown_document(report: Report, shown: _Presented) -> str:
@@ -307,6 +331,8 @@ def _markdown_document(report: Report, shown: _Presented) -> str:
             lines += [f"## {spec.title}", ""]
             numeric = _aligned(spec.name, report, False)
             lines += [markdown_table(shown(spec.name), numeric), ""]
+            cut = shown.cut(spec.name)
+            lines += [f"_Shown: {cut}._", ""] if cut else []
             lines += _markdown_figures(report, spec.name)
     return "\n".join(lines)
 
@@ -347,6 +373,8 @@ def _html_document(report: Report, output: Path, shown: _Presented) -> str:
     for spec in TABLES:
         if spec.presented:
             table = _html_table(shown(spec.name), _aligned(spec.name, report, False))
+            cut = shown.cut(spec.name)
+            table += f"<p><em>Shown: {html.escape(cut)}.</em></p>" if cut else ""
             parts.append(f"<h2>{html.escape(spec.title)}</h2>{table}")
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -488,23 +488,22 @@ def best_table(
     columns += ["accuracy_mean", "sparsity_mean", "params_nonzero_mean"]
     if complete.empty:
         return pd.DataFrame(columns=columns)
-    rows = []
-    for config, group in complete.groupby("config"):
-        ranked = group.sort_values(value, ascending=not maximize)
-        rows.append(
-            {
-                "config": config,
-                **{p: group[p].iloc[0] for p in params},
-                "n": len(group),
-                "value_mean": group[value].mean(),
-                "value_std": _std(group[value]),
-                "best_trial": int(ranked["number"].iloc[0]),
-                "accuracy_mean": group["accuracy"].mean(),
-                "sparsity_mean": group["sparsity"].mean(),
-                "params_nonzero_mean": group["params_nonzero"].mean(),
-            }
-        )
-    table = pd.DataFrame(rows).sort_values("value_mean", ascending=not maximize, ignore_index=True)
+    ranked = complete.sort_values(value, ascending=not maximize, kind="stable")
+    grouped = ranked.groupby("config", sort=True)
+    table = grouped.agg(
+        **{p: (p, "first") for p in params},
+        n=(value, "size"),
+        value_mean=(value, "mean"),
+        value_std=(value, "std"),
+        best_trial=("number", "first"),
+        accuracy_mean=("accuracy", "mean"),
+        sparsity_mean=("sparsity", "mean"),
+        params_nonzero_mean=("params_nonzero", "mean"),
+    ).reset_index()
+    table["best_trial"] = table["best_trial"].astype(int)
+    table = table.sort_values(
+        "value_mean", ascending=not maximize, ignore_index=True, kind="stable"
+    )
     table.insert(0, "rank", range(1, len(table) + 1))
     return table[columns].head(top)
 
@@ -623,20 +622,31 @@ def report_notes(
     return notes
 
 
+NOTED = 10  # configurations a note names one by one; a sampled sweep has thousands
+
+
 def collapse_notes(layers: pd.DataFrame) -> list[str]:
     """The layers IMP emptied (at most :data:`COLLAPSED` of their weights left in a seed), and
     where ALDS kept a layer its twin emptied: the seed's third guess, answered."""
     notes = []
     emptied = layers[layers["collapsed"]]
-    for config, group in emptied.groupby("config"):
+    configs = list(emptied.groupby("config", sort=True))
+    for config, group in configs[:NOTED]:
         listed = ", ".join(
             f"{r.layer} ({100 * r.remaining_min:.2g}% left)" for r in group.itertuples()
         )
         notes.append(f"{config}: IMP emptied {listed}")
-    kept = layers[layers["baseline_collapsed"] & ~layers["collapsed"]]
-    for config, group in kept.groupby("config"):
+    if len(configs) > NOTED:
+        notes.append(f"{len(configs) - NOTED} more configurations emptied a layer (layers.csv)")
+    kept = list(layers[layers["baseline_collapsed"] & ~layers["collapsed"]].groupby("config"))
+    for config, group in kept[:NOTED]:
         listed = ", ".join(group["layer"])
         notes.append(f"{config} kept layers its IMP-only twin emptied: {listed}")
+    if len(kept) > NOTED:
+        notes.append(
+            f"{len(kept) - NOTED} more configurations kept layers their IMP-only twins emptied "
+            "(layers.csv)"
+        )
     if not layers.empty and emptied.empty:
         notes.append(
             f"no configuration emptied a layer (every layer kept more than {100 * COLLAPSED:g}% "
