@@ -19,8 +19,8 @@ report's peak resident memory is read from the child's rusage.
 The line before the last times the sweep's parent drawing its live figures (in this process,
 as ``sweep.follow`` holds its study and what it read): the first draw, and the next after 10
 more trials finish. The last line reads ``report N trials: X s, status: Y s, peak memory:
-Z MB``. ``--keep DIR`` fabricates into DIR and reuses it on the next run (the 10 trials the
-refresh added stay, so the refresh is timed once a folder).
+Z MB`` (N: the trials the study holds). ``--keep DIR`` fabricates into DIR and reuses it on
+the next run, with the 10 trials each refresh added.
 """
 
 from __future__ import annotations
@@ -174,12 +174,14 @@ def finish(
             print(f"  fabricated {number + 1}/{numbers.stop} trials", file=sys.stderr)
 
 
-def refresh(folder: Path, trials: int, steps: int, metrics: int, uri: str) -> tuple[float, float]:
+def refresh(
+    folder: Path, held: int, trials: int, steps: int, metrics: int, uri: str
+) -> tuple[float, float]:
     """The sweep's parent drawing its figures (as ``sweep.follow`` does every 2 minutes): the
     first draw, and the next after ``REFRESHED`` more trials have finished, in seconds.
 
     The parent holds its study (Optuna's cached storage) and what it read (``report.Curves``);
-    the added trials are taken out of the study again afterwards."""
+    the added trials stay (``held`` is how many the study holds, ``trials`` its YAML's)."""
     from orchestrator import report
 
     config = parse_config(document_for(folder, trials))
@@ -196,7 +198,7 @@ def refresh(folder: Path, trials: int, steps: int, metrics: int, uri: str) -> tu
 
     first = draw()
     tracker = tracking.SweepTracker(uri, config)
-    finish(study, tracker, range(trials, trials + REFRESHED), steps, metrics)
+    finish(study, tracker, range(held, held + REFRESHED), steps, metrics)
     return first, draw()
 
 
@@ -243,10 +245,11 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "scale.yaml"
         held = _held(folder, args.trials) if path.exists() else 0
-        if held in (args.trials, args.trials + REFRESHED):
-            print(f"reusing the sweep fabricated in {folder}", file=sys.stderr)
+        if held >= args.trials and (held - args.trials) % REFRESHED == 0:
+            print(f"reusing the sweep fabricated in {folder}: {held} trials", file=sys.stderr)
         else:
             began = time.perf_counter()
+            held = args.trials
             path = fabricate(folder, args.trials, args.steps, args.metrics)
             print(f"fabricated in {time.perf_counter() - began:.0f} s", file=sys.stderr)
         server = None
@@ -260,22 +263,21 @@ def main() -> None:
         try:
             report, memory = timed(folder, "report", str(path), *extra)
             status, _ = timed(folder, "status", str(path))
-            if held in (0, args.trials):  # not yet refreshed in a kept folder
-                uri = (
-                    extra[-1]
-                    if extra
-                    else tracking.default_uri(parse_config(document_for(folder, args.trials)))
-                )
-                first, again = refresh(folder, args.trials, args.steps, args.metrics, uri)
-                print(
-                    f"parent's figures: first draw {first:.1f} s, "
-                    f"after {REFRESHED} more trials {again:.1f} s"
-                )
+            uri = (
+                extra[-1]
+                if extra
+                else tracking.default_uri(parse_config(document_for(folder, args.trials)))
+            )
+            first, again = refresh(folder, held, args.trials, args.steps, args.metrics, uri)
+            print(
+                f"parent's figures: first draw {first:.1f} s, "
+                f"after {REFRESHED} more trials {again:.1f} s"
+            )
         finally:
             if server is not None:
                 stop_process_group(server)
     print(
-        f"report {args.trials} trials: {report:.1f} s, status: {status:.1f} s, "
+        f"report {held} trials: {report:.1f} s, status: {status:.1f} s, "
         f"peak memory: {memory:.0f} MB"
     )
 

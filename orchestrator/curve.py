@@ -34,6 +34,7 @@ PRUNING_GRID: tuple[float, ...] = tuple(1.0 - 2.0 ** (-k / 2) for k in range(1, 
 
 __all__ = [
     "LEVEL_SLACK",
+    "POSITION",
     "PRUNING_GRID",
     "curve_points",
     "grid_values",
@@ -173,7 +174,8 @@ def intermediate_values(
 
 def measures(row: Row) -> dict[str, float]:
     """A row's measurements: what its step logs to MLflow (all but step, phase and cycle)."""
-    return {k: float(v) for k, v in row.items() if k not in _POSITION and v is not None}
+    return {k: float(v) for k, v in row.items() if k not in POSITION and v is not None}
 
 
-_POSITION = ("step", "phase", "cycle")
+POSITION = ("step", "phase", "cycle")
+"""What a row says of where a step is, beside what it measured."""

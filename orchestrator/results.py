@@ -28,6 +28,7 @@ __all__ = [
     "acceptable_keys",
     "asks_for",
     "curve_of",
+    "curve_record",
     "encode_curve",
     "find",
     "finished_keys",
@@ -135,16 +136,21 @@ def encode_curve(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def curve_of(trial: FrozenTrial) -> list[dict[str, Any]] | None:
     """The curve a finished trial kept, as rows; ``None`` for one that kept none (a trial of
     a version before results were kept, or one that did not complete)."""
-    record = trial.system_attrs.get(keys.TRIAL_CURVE)
-    if record is None:
+    stored = trial.system_attrs.get(keys.TRIAL_CURVE)
+    if stored is None:
         return None
-    if isinstance(record, str):
-        record = json.loads(record)
+    record = curve_record(stored)
     columns = record["columns"]
     return [
         {name: value for name, value in zip(columns, row, strict=True) if value is not None}
         for row in record["rows"]
     ]
+
+
+def curve_record(stored: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A kept curve as stored (:func:`encode_curve`; text where a storage kept it so) as the
+    record: ``columns``, and ``rows`` of values in their order."""
+    return json.loads(stored) if isinstance(stored, str) else stored
 
 
 # --------------------------------------------------------------------------- membership

@@ -840,7 +840,7 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
 def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_values(
     swept: dict,
 ) -> None:
-    from orchestrator import snapshot
+    from orchestrator import results, snapshot
 
     # The swept study, and a copy with a failed, a queued and a running trial (no values).
     storage_url = f"sqlite:///{swept['tmp'] / 'snapshot.db'}"
@@ -870,8 +870,9 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
         assert [t.number for t in taken] == [t.number for t in expected]
         for mine, theirs in zip(taken, expected, strict=True):
             system = dict(theirs.system_attrs)
-            if not curves:
-                system.pop(keys.TRIAL_CURVE, None)
+            kept = system.pop(keys.TRIAL_CURVE, None)
+            if curves and kept is not None:
+                assert results.curve_record(mine.system_attrs.pop(keys.TRIAL_CURVE)) == kept
             assert mine.intermediate_values == {}
             assert mine.system_attrs == system and mine.user_attrs == theirs.user_attrs
             assert (mine.state, mine.values, mine.params) == (

@@ -145,6 +145,8 @@ def plot_accuracy_vs_remaining(
 # Beyond this many configurations (a sampled sweep: every trial its own), lines are coloured
 # by ALDS rate on a colour bar instead of being named in a legend.
 LEGEND_LIMIT = 16
+# The most lines that figure draws: Agg renders 10,000 curves in 3 s, and a reader sees no more.
+DRAWN_LINES = 2000
 
 
 def _many_curves(figure: Figure, axis: Any, curves: pd.DataFrame) -> None:
@@ -160,6 +162,20 @@ def _many_curves(figure: Figure, axis: Any, curves: pd.DataFrame) -> None:
     starts = np.flatnonzero(np.r_[True, config[1:] != config[:-1]])
     lines = np.split(points, starts[1:])
     rates_array = ordered[RATE].to_numpy(float)[starts]
+    if len(lines) > DRAWN_LINES:  # evenly spread over the configurations, in their order
+        chosen = np.linspace(0, len(lines) - 1, DRAWN_LINES).round().astype(int)
+        lines = [lines[i] for i in chosen]
+        rates_array = rates_array[chosen]
+        axis.text(
+            0.99,
+            0.01,
+            f"{DRAWN_LINES:,} of {len(starts):,} configurations drawn",
+            transform=axis.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize="small",
+            color="0.4",
+        )
     alds = plan.is_alds(pd.Series(rates_array)).to_numpy()
     scale = Normalize(vmin=float(rates_array.min()), vmax=float(max(rates_array.max(), 1e-9)))
     colormap = "viridis"
@@ -211,8 +227,15 @@ def plot_accuracy_vs_rate(
     if curves.empty or RATE not in params:
         return None
     others = [p for p in params if p != RATE]
-    groups = [(None, curves)] if not others else list(curves.groupby(others, sort=True))
-    groups = [(key, g) for key, g in groups if g[RATE].nunique() >= 2][:panels]
+    if not others:
+        groups = [(None, curves)] if curves[RATE].nunique() >= 2 else []
+    else:
+        # Which combinations have several rates, counted at once: a sampled sweep has one
+        # combination a trial.
+        rates = curves.groupby(others, sort=True)[RATE].nunique()
+        chosen = list(rates[rates >= 2].index[:panels])
+        grouped = curves.groupby(others, sort=True)
+        groups = [(key, grouped.get_group(key if len(others) > 1 else (key,))) for key in chosen]
     if not groups:
         return None
     import matplotlib

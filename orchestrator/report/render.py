@@ -309,9 +309,7 @@ class _Presented:
 
     def __call__(self, name: str, *, paper: bool = False) -> pd.DataFrame:
         if (name, paper) not in self.done:
-            self.done[(name, paper)] = present(
-                self.report, name, paper=paper, rows=PRESENTED_ROWS
-            )
+            self.done[(name, paper)] = present(self.report, name, paper=paper, rows=PRESENTED_ROWS)
         return self.done[(name, paper)]
 
     def cut(self, name: str) -> str | None:

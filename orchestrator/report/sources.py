@@ -11,13 +11,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import keys, results
 from orchestrator.config import ConfigError, describe_params
-from orchestrator.curve import measures
+from orchestrator.curve import POSITION
 from orchestrator.report.histories import read_steps, steps_frame
 from orchestrator.report.schema import METRICS, is_missing, plain
 from orchestrator.tracking import check_reachable
@@ -133,7 +134,7 @@ class Curves:
         Returns:
             The frame of :func:`histories.read_steps`, and the unreadable trials' reasons.
         """
-        kept: list[dict[str, Any]] = []
+        kept = _Columns()
         ended: dict[int, str] = {}  # ended without a kept curve: from MLflow, once
         live: dict[int, str] = {}
         for trial in trials:
@@ -141,15 +142,15 @@ class Curves:
             if number in self._read:
                 continue
             if trial.state in _ENDED:
-                rows = results.curve_of(trial)
-                if rows is not None:
-                    kept += [{"trial": number, **_measured(row)} for row in rows]
+                record = trial.system_attrs.get(keys.TRIAL_CURVE)
+                if record is not None:
+                    kept.add(number, results.curve_record(record))
                     self._read.add(number)
                 elif number in runs:
                     ended[number] = runs[number]
             elif number in runs:
                 live[number] = runs[number]
-        parts = [self._ended, _frame(kept)]
+        parts = [self._ended, kept.frame()]
         if ended:
             steps, missing = read_steps(client, ended)
             parts.append(steps)
@@ -167,16 +168,45 @@ class Curves:
 _ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def _measured(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"step": int(row["step"]), **measures(row)}
+class _Columns:
+    """Kept curves gathered column by column (a large sweep has hundreds of thousands of
+    steps: a dict a step would cost more memory than the frame)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {"trial": [], "step": []}
+        self.length = 0
+
+    def add(self, trial: int, record: Mapping[str, Any]) -> None:
+        """One trial's kept curve (:func:`results.curve_record`): its measurements, by step."""
+        names, rows = record["columns"], record["rows"]
+        if not rows:
+            return
+        self.columns["trial"] += [trial] * len(rows)
+        for index, name in enumerate(names):
+            if name in _NOT_MEASURED:
+                continue
+            if name not in self.columns:
+                self.columns[name] = [None] * self.length
+            self.columns[name] += [row[index] for row in rows]
+        self.length += len(rows)
+        for values in self.columns.values():
+            if len(values) < self.length:
+                values += [None] * (self.length - len(values))
+
+    def frame(self) -> pd.DataFrame:
+        """The steps as a frame (measurements as floats); of a step kept twice, the later."""
+        if not self.length:
+            return pd.DataFrame()
+        frame = pd.DataFrame(
+            {
+                name: values if name in ("trial", "step") else np.array(values, dtype=float)
+                for name, values in self.columns.items()
+            }
+        )
+        return frame.drop_duplicates(["trial", "step"], keep="last")
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Kept steps as a frame; of a step kept twice, the later."""
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame.from_records(rows)
-    return frame.drop_duplicates(["trial", "step"], keep="last")
+_NOT_MEASURED = tuple(name for name in POSITION if name != "step")
 
 
 def _combined(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:

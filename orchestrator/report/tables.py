@@ -157,10 +157,10 @@ def baseline_pairs(
         return json.dumps({p: plain(values[p]) for p in searched}, sort_keys=True)
 
     baselines = {
-        key(row): row["config"] for _, row in unique[~plan.is_alds(unique[RATE])].iterrows()
+        key(row): row["config"] for row in unique[~plan.is_alds(unique[RATE])].to_dict("records")
     }
     pairs = {}
-    for _, row in unique[plan.is_alds(unique[RATE])].iterrows():
+    for row in unique[plan.is_alds(unique[RATE])].to_dict("records"):
         twin = baselines.get(key(twin_of({p: plain(row[p]) for p in searched})))
         if twin is not None:
             pairs[row["config"]] = twin
