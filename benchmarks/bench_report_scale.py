@@ -30,7 +30,6 @@ import datetime as dt
 import io
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -213,21 +212,27 @@ def _held(folder: Path, trials: int) -> int:
 
 
 def timed(folder: Path, *args: str) -> tuple[float, float]:
-    """Seconds of ``orchestrate ARGS`` as a user runs it, and the child's peak memory in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"orchestrate {args[0]} failed:\n{done.stderr[-8000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) / 1024
+    """Seconds of ``orchestrate ARGS`` as a user runs it, and the child's peak memory in MB.
+
+    The peak is GNU time's (``/usr/bin/time``): a child forked from this process would carry
+    this process's resident memory in its own high-water mark until it execs.
+    """
+    with tempfile.NamedTemporaryFile("r") as peak:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [GNU_TIME, "-f", "%M", "-o", peak.name, sys.executable, "-m", "orchestrator", *args],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "120"},
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"orchestrate {args[0]} failed:\n{done.stderr[-8000:]}")
+        return seconds, int(peak.read().split()[-1]) / 1024
+
+
+GNU_TIME = "/usr/bin/time"
 
 
 def main() -> None:

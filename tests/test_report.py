@@ -573,13 +573,7 @@ def test_running_queued_and_failed_trials_are_shown(swept: dict) -> None:
     from orchestrator import queue as queues
 
     tmp = swept["tmp"]
-    storage_url = f"sqlite:///{tmp / 'partial.db'}"
-    optuna.copy_study(
-        from_study_name="reported",
-        from_storage=swept["storage"],
-        to_storage=storage_url,
-        to_study_name="reported",
-    )
+    storage_url = copied_study(swept, "partial")
     study = optuna.load_study(study_name="reported", storage=storage_url)
     failed = optuna.trial.create_trial(
         state=optuna.trial.TrialState.FAIL,
@@ -616,6 +610,18 @@ def test_running_queued_and_failed_trials_are_shown(swept: dict) -> None:
     # The aggregates are the complete trials' only.
     assert pd.read_csv(output / "curves.csv")["n"].eq(2).all()
     assert not (output / "report.html").exists() and not (output / "curves.json").exists()
+
+
+def copied_study(swept: dict, name: str) -> str:
+    """The URL of a copy of the swept sweep's study, to change without touching the original."""
+    storage_url = f"sqlite:///{swept['tmp'] / f'{name}.db'}"
+    optuna.copy_study(
+        from_study_name="reported",
+        from_storage=swept["storage"],
+        to_storage=storage_url,
+        to_study_name="reported",
+    )
+    return storage_url
 
 
 def report_in_process(*args: str) -> Result:
@@ -789,13 +795,7 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
 
     # A held read, then a trial that runs (read from its run) and completes (read from the
     # study), as the sweep's parent refreshes its figures: each read equals a new reader's.
-    storage_url = f"sqlite:///{swept['tmp'] / 'held.db'}"
-    optuna.copy_study(
-        from_study_name="reported",
-        from_storage=swept["storage"],
-        to_storage=storage_url,
-        to_study_name="reported",
-    )
+    storage_url = copied_study(swept, "held")
     copy = optuna.load_study(study_name="reported", storage=storage_url)
     uri = copied_store(swept, "held-mlflow")
     writer = MlflowClient(uri)
@@ -843,13 +843,7 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
     from orchestrator import results, snapshot
 
     # The swept study, and a copy with a failed, a queued and a running trial (no values).
-    storage_url = f"sqlite:///{swept['tmp'] / 'snapshot.db'}"
-    optuna.copy_study(
-        from_study_name="reported",
-        from_storage=swept["storage"],
-        to_storage=storage_url,
-        to_study_name="reported",
-    )
+    storage_url = copied_study(swept, "snapshot")
     study = optuna.load_study(study_name="reported", storage=open_storage(storage_url))
     study.add_trial(
         optuna.trial.create_trial(

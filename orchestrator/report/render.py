@@ -179,17 +179,16 @@ def latex_table(table: pd.DataFrame, numeric: Sequence[bool]) -> str:
 
 
 def _write_json(table: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
-    """The rows as a JSON list of objects, a record a line, floats exact (pandas' writer
-    keeps 15 digits), missing values ``null``; written a chunk of rows at a time, so a large
-    sweep's steps never stand in memory as Python objects all at once."""
+    """The rows as a JSON list of objects, floats exact (pandas' writer keeps 15 digits),
+    missing values ``null``; written a chunk of rows at a time (one encoder call each), so a
+    large sweep's steps never stand in memory as Python objects all at once."""
     with path.open("w") as file:
         file.write("[")
         for start in range(0, len(table), chunk):
             part = table.iloc[start : start + chunk].astype(object)
             records = part.where(part.notna(), None).to_dict(orient="records")
-            lines = ",\n".join(json.dumps(row, allow_nan=False) for row in records)
-            file.write(("," if start else "") + "\n" + lines)
-        file.write("\n]" if len(table) else "]")
+            file.write(("," if start else "") + json.dumps(records, allow_nan=False)[1:-1])
+        file.write("]")
 
 
 _PLAN_COLUMNS = ["name", "kind", "shape", "k", "rank", "error", "exact_error"]
