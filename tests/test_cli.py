@@ -71,3 +71,36 @@ def test_help_and_validate_import_neither_torch_nor_mlflow_nor_optuna(args: list
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "-"
+
+
+def test_status_lists_the_latest_trials_of_a_large_study_and_all_with_a_flag(
+    tmp_path: Path,
+) -> None:
+    import optuna
+
+    from orchestrator import keys
+    from orchestrator.config import parse_config
+    from orchestrator.study import create_or_resume, open_storage
+    from orchestrator.testing.sweeps import sweep_document
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    config = parse_config(sweep_document(tmp_path, "large"))
+    study = create_or_resume(config, open_storage(url))
+    rate = optuna.distributions.CategoricalDistribution([0.0, 0.5])
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={"alds.rate": 0.5},
+                distributions={"alds.rate": rate},
+                value=0.5 + n / 1000,
+                user_attrs={keys.TRIAL_SEED: 0},
+            )
+            for n in range(60)
+        ]
+    )
+    shown = CliRunner().invoke(main, ["status", "--study", "large", "--storage", url])
+    assert shown.exit_code == 0, shown.output
+    assert "the latest 50 of 60 trials" in " ".join(shown.output.split())
+    assert "0.5590" in shown.output and "0.5090" not in shown.output
+    every = CliRunner().invoke(main, ["status", "--study", "large", "--storage", url, "--all"])
+    assert every.exit_code == 0 and "0.5000" in every.output and "latest" not in every.output
