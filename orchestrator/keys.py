@@ -66,8 +66,9 @@ TRIAL_RETRY_HISTORY = "retry_history"
 TRIAL_FIXED_PARAMS = "fixed_params"  # the parameters a trial was enqueued with
 # Ours: the last beat of a trial's worker (UNIX time) on storages without Optuna's heartbeat.
 TRIAL_HEARTBEAT = "orchestrate:heartbeat"
-# Ours: a finished trial's whole curve, one row per step (step, phase, cycle and every metric),
-# so another sweep can reuse the result without reading MLflow (results.py).
+# Ours: the steps an ended trial measured, one row per step (step, phase, cycle and every
+# metric): a complete trial's whole curve, which another sweep reuses without reading MLflow
+# (results.py); every ended trial's, which the report reads with the trials (report/sources.py).
 TRIAL_CURVE = "orchestrate:curve"
 
 # MLflow run tags
