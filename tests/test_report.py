@@ -840,6 +840,7 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
 def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_values(
     swept: dict,
 ) -> None:
+    from orchestrator import queue as queues
     from orchestrator import results, snapshot
 
     # The swept study, and a copy with a failed, a queued and a running trial (no values).
@@ -855,7 +856,7 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
     )
     study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 0})
     study.enqueue_trial({RATE: 0.6}, user_attrs={"seed": 1})
-    study.ask()
+    assert queues.claim_trial(study) is not None
     read = optuna.load_study(study_name="reported", storage=open_storage(storage_url))
     expected = read.get_trials(deepcopy=False)
     assert any(t.intermediate_values for t in expected)
