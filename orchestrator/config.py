@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -57,7 +58,28 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinite and NaN numbers mean nothing in a sweep (``train.epochs: .inf`` would train
+    # forever): refused in every float field.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 in an int field (``batch_size: true``, a batch of 1).
+        named = info.field_name is not None and isinstance(value, bool)
+        if named and not _takes_booleans(cls.model_fields[info.field_name].annotation):
+            raise ValueError("true/false is not a value of this field")
+        return value
+
+
+def _takes_booleans(annotation: Any) -> bool:
+    """Whether a field's type admits a boolean (``bool``, ``Any``, or a union or literal with
+    one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(choice, bool) for choice in get_args(annotation))
+    return any(_takes_booleans(arg) for arg in get_args(annotation))
 
 
 # --------------------------------------------------------------------------- sections
@@ -507,9 +529,18 @@ def _describe(exc: ValidationError, source: str) -> str:
         path = ".".join(str(part) for part in loc if not _is_union_tag(part))
         message = error["msg"].removeprefix("Value error, ")
         given = error.get("input")
-        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        shown = "" if isinstance(given, dict | list) else f" (got {_quoted(given)})"
         lines.append(f"{path}: {message}{shown}" if path else message)
     return f"{source}: invalid sweep config\n  " + "\n  ".join(dict.fromkeys(lines))
+
+
+QUOTED = 80  # the most characters of a bad value an error message quotes
+
+
+def _quoted(value: Any) -> str:
+    """A bad value as an error message shows it: its repr, cut to :data:`QUOTED` characters."""
+    text = repr(value)
+    return text if len(text) <= QUOTED else text[: QUOTED - 1] + "…"
 
 
 _TYPE_TAGS = {"float", "int", "str", "bool", "none", "function-after", "function-before"}

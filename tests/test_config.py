@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import plan
+from orchestrator.cli import main
 from orchestrator.config import (
     ConfigError,
     SweepConfig,
@@ -318,3 +322,77 @@ def test_trial_budget_rules(tmp_path: Path) -> None:
     )
     assert plan.total_trials(grid) == 6
     assert plan.total_trials(load_config(write(tmp_path, "name: x\nseeds: [0, 1, 2]\n"))) == 30
+
+
+QUICKSTART = yaml.safe_load((ROOT / "sweeps" / "quickstart.yaml").read_text())
+NUMERIC_FIELDS = sorted(
+    path
+    for path, value in flatten(parse_config(QUICKSTART)).items()
+    if isinstance(value, int | float) and not isinstance(value, bool)
+)
+
+
+def with_field(document: dict, path: str, value: object) -> dict:
+    """``document`` with the field at dotted ``path`` set to ``value`` (sections created)."""
+    changed = copy.deepcopy(document)
+    *sections, name = path.split(".")
+    held = changed
+    for section in sections:
+        held = held.setdefault(section, {})
+    held[name] = value
+    return changed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.sampled_from(NUMERIC_FIELDS),
+    value=st.one_of(
+        st.booleans(),
+        st.floats(),
+        st.integers(-(2**70), 2**70),
+        st.text(max_size=300),
+    ),
+)
+def test_one_number_changed_loads_finite_or_names_its_field(path: str, value: object) -> None:
+    # Any value in any numeric field of the quickstart: a config whose number is finite and
+    # not a boolean, or an error naming the field that quotes a short piece of the value.
+    try:
+        config = parse_config(with_field(QUICKSTART, path, value))
+    except ConfigError as exc:
+        message = str(exc)
+        assert path in message
+        assert all(len(line) < 300 for line in message.splitlines())
+    else:
+        loaded = flatten(config)[path]
+        assert not isinstance(loaded, bool)
+        assert not isinstance(loaded, float) or math.isfinite(loaded)
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "said"),
+    [
+        ("train.epochs", ".inf", "finite"),
+        ("imp.epochs_per_cycle", ".inf", "finite"),
+        ("alds.finetune_epochs", ".inf", "finite"),
+        ("train.lr", ".nan", "finite"),
+        ("train.lr", ".inf", "finite"),
+        ("execution.trial_timeout", ".inf", "finite"),
+        ("train.batch_size", "true", "true/false"),
+        ("execution.workers_per_device", "true", "true/false"),
+        ("imp.cycles", "false", "true/false"),
+    ],
+)
+def test_meaningless_numbers_exit_2_naming_the_field(
+    tmp_path: Path, path: str, text: str, said: str
+) -> None:
+    document = with_field(QUICKSTART, path, "PLACEHOLDER")
+    sweep = write(tmp_path, yaml.safe_dump(document).replace("PLACEHOLDER", text))
+    result = CliRunner().invoke(main, ["validate", str(sweep)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"{path}: " in result.stderr and said in result.stderr
+
+
+def test_a_long_bad_value_is_quoted_short(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "name: x\ndataset: {name: " + "x" * 10_000 + "}\n")
+    line = next(line for line in message.splitlines() if "dataset.name" in line)
+    assert len(line) < 200 and "…" in line
