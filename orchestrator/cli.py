@@ -164,6 +164,9 @@ def validate(sweep: Path) -> None:
 
         found = sweeps.preview(config, url, launcher.device_class)
     console.print(f"against its study storage {url}: {found.describe()}")
+    summary = launcher.summary()
+    if summary:
+        console.print(summary)
     from orchestrator.curve import PRUNING_GRID
 
     levels = ", ".join(f"{100 * level:.4g}%" for level in PRUNING_GRID[:8])

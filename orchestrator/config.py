@@ -322,7 +322,12 @@ class SlurmConfig(_Section):
     workers: int = Field(2, ge=1, description="array tasks, each one worker")
     partition: str | None = Field(None, description="--partition; default: the cluster's")
     time: str | None = Field(None, description="--time per task, e.g. '4:00:00' or '2-00:00:00'")
-    gpus_per_worker: int = Field(1, ge=0, description="--gres=gpu:N per task; 0: a CPU worker")
+    gpus_per_worker: int | None = Field(
+        None,
+        ge=0,
+        description="--gres=gpu:N per task; 0: a CPU worker; default: 0 when execution.devices "
+        "is cpu, else 1",
+    )
     cpus_per_worker: int = Field(4, ge=1, description="--cpus-per-task (and the worker's threads)")
     memory: str | None = Field(None, description="--mem per task, e.g. '16G'")
     account: str | None = Field(None, description="--account")

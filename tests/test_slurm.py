@@ -40,8 +40,9 @@ from orchestrator.testing.sweeps import slow_sweep, sweep_document, write_sweep
 
 
 def slurm_document(tmp_path: Path, name: str, **slurm_section: object) -> dict:
-    """A sweep of :func:`slow_sweep` trials (3 IMP cycles) for one-CPU workers on Slurm."""
-    one_cpu = {"workers": 1, "gpus_per_worker": 0, "cpus_per_worker": 1}
+    """A sweep of :func:`slow_sweep` trials (3 IMP cycles) for one-CPU workers on Slurm: on
+    ``execution.devices: cpu`` a task asks for no GPU without ``gpus_per_worker``."""
+    one_cpu = {"workers": 1, "cpus_per_worker": 1}
     return slow_sweep(
         tmp_path,
         name,
@@ -391,3 +392,37 @@ def test_cancel_stops_the_tasks_and_requeues_their_trials(
     )
     assert again.returncode == 0, again.stderr
     assert "cancelled 0 task(s)" in again.stdout and "requeued 0 running trial(s)" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_gpu_request_the_cluster_cannot_meet_names_the_field(
+    cluster: ThrowawaySlurm, tmp_path: Path
+) -> None:
+    # The cluster here has no GPUs: a sweep that asks one per task is refused at submission.
+    document = slurm_document(tmp_path, "gpuless", gpus_per_worker=1)
+    path = write_sweep(tmp_path, document)
+    result = orchestrate(
+        "sweep", str(path), "--launcher", "slurm", cwd=tmp_path, env=cluster.variables()
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "execution.slurm.gpus_per_worker: 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_prints_the_resolved_slurm_options(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    document = sweep_document(tmp_path, "resolved")  # execution.devices: cpu
+    document["execution"] |= {"launcher": "slurm", "slurm": {"workers": 3}}
+    on_cpu = CliRunner().invoke(main, ["validate", str(write_sweep(tmp_path, document))])
+    assert on_cpu.exit_code == 0, on_cpu.output
+    assert "3 task(s), each --cpus-per-task=4 and no GPU (from execution.devices)" in " ".join(
+        on_cpu.output.split()
+    )
+    document["execution"] |= {"devices": "auto"}
+    on_gpus = CliRunner().invoke(main, ["validate", str(write_sweep(tmp_path, document))])
+    assert "--gres=gpu:1 (from execution.devices), workers on cuda" in " ".join(
+        on_gpus.output.split()
+    )

@@ -95,6 +95,11 @@ class Launcher(ABC):
 
         return workspace.default_storage(self.config, journal=self.shared_filesystem)
 
+    def summary(self) -> str | None:
+        """What this launcher will ask of its machines, resolved (``validate`` prints it);
+        None where there is nothing to say beyond the config."""
+        return None
+
     @abstractmethod
     def device_class(self) -> str:
         """Where the workers will train, as a trial's key names it (``cpu``, ``cuda``): what

@@ -99,14 +99,15 @@ def batch_script(
     """The batch script of the sweep's job array: every field of ``execution.slurm`` as an
     ``#SBATCH`` line, then one worker per task."""
     slurm = config.execution.slurm
+    gpus = gpus_per_worker(config)
     options = [
         f"--job-name=orchestrate-{config.name}",
         f"--array=0-{slurm.workers - 1}",
         "--ntasks=1",
         f"--cpus-per-task={slurm.cpus_per_worker}",
     ]
-    if slurm.gpus_per_worker:
-        options.append(f"--gres=gpu:{slurm.gpus_per_worker}")
+    if gpus:
+        options.append(f"--gres=gpu:{gpus}")
     for flag, value in (
         ("partition", slurm.partition),
         ("time", slurm.time),
@@ -119,7 +120,7 @@ def batch_script(
         options.append(f"--signal=B:USR1@{slurm.signal_seconds}")
     options += ["--requeue", "--open-mode=append", f"--output={log_file(config)}"]
     options += slurm.extra
-    device = "cuda" if slurm.gpus_per_worker else "cpu"
+    device = "cuda" if gpus else "cpu"
     worker = [
         python,
         "-m",
@@ -155,12 +156,31 @@ def batch_script(
     return "\n".join(lines)
 
 
+def gpus_per_worker(config: SweepConfig) -> int:
+    """The GPUs each task asks for: ``execution.slurm.gpus_per_worker``, or when unset none
+    for a sweep on ``execution.devices: cpu`` (a CPU cluster has no GPU to give) and one
+    otherwise."""
+    chosen = config.execution.slurm.gpus_per_worker
+    if chosen is not None:
+        return chosen
+    return 0 if config.execution.devices == "cpu" else 1
+
+
 def submit(config: SweepConfig, *, storage_url: str, tracking_uri: str) -> str:
     """Write the batch script into the workspace, submit it, record and return the job id."""
     script = batch_script_file(config)
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(batch_script(config, storage_url=storage_url, tracking_uri=tracking_uri))
-    output = _slurm("sbatch", "--parsable", str(script))
+    try:
+        output = _slurm("sbatch", "--parsable", str(script))
+    except ConfigError as exc:
+        if "generic resource" not in str(exc) and "gres" not in str(exc).lower():
+            raise
+        raise ConfigError(
+            f"the cluster refused --gres=gpu:{gpus_per_worker(config)} ({exc}): for CPU "
+            "workers set execution.slurm.gpus_per_worker: 0 (or execution.devices: cpu), "
+            "else pick a partition with GPUs (execution.slurm.partition)"
+        ) from None
     job = output.strip().split(";", 1)[0]
     with jobs_file(config).open("a") as jobs:
         jobs.write(job + "\n")
@@ -353,7 +373,18 @@ class SlurmLauncher(Launcher):
 
     def device_class(self) -> str:
         """``cuda`` when each task gets a GPU (``gpus_per_worker``), else ``cpu``."""
-        return "cuda" if self.config.execution.slurm.gpus_per_worker else "cpu"
+        return "cuda" if gpus_per_worker(self.config) else "cpu"
+
+    def summary(self) -> str:
+        """The job array's resolved options: tasks, and each task's CPUs and GPUs."""
+        slurm = self.config.execution.slurm
+        gpus = gpus_per_worker(self.config)
+        asked = f"--gres=gpu:{gpus}" if gpus else "no GPU"
+        chosen = "" if slurm.gpus_per_worker is not None else " (from execution.devices)"
+        return (
+            f"Slurm job array: {slurm.workers} task(s), each --cpus-per-task="
+            f"{slurm.cpus_per_worker} and {asked}{chosen}, workers on {self.device_class()}"
+        )
 
     def start(
         self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
