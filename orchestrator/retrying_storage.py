@@ -113,9 +113,21 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes this class lacks: the wrapped storage's.
-        if name == "inner":
+        if name in ("inner", "_local", "_lock"):
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A study is pickled to hand it to other processes (multiprocessing, joblib, Dask):
+        # the per-thread patience and the lock belong to this process.
+        state = dict(self.__dict__)
+        del state["_local"], state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def patience(self, seconds: float) -> Iterator[None]:
