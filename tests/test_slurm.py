@@ -426,3 +426,13 @@ def test_validate_prints_the_resolved_slurm_options(tmp_path: Path) -> None:
     assert "--gres=gpu:1 (from execution.devices), workers on cuda" in " ".join(
         on_gpus.output.split()
     )
+
+
+def test_many_tasks_on_a_sqlite_tracking_file_are_warned_of(tmp_path: Path) -> None:
+    document = slurm_document(tmp_path, "many", workers=8)
+    config = parse_config(document)
+    said = slurm.tracking_warning(config, "sqlite:////shared/ws/mlflow.db")
+    assert said is not None and "8 tasks" in said and "--tracking-uri" in said
+    assert slurm.tracking_warning(config, "http://login:5000") is None
+    few = parse_config(slurm_document(tmp_path, "few", workers=slurm.SQLITE_WRITERS))
+    assert slurm.tracking_warning(few, "sqlite:////shared/ws/mlflow.db") is None

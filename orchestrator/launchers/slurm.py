@@ -156,6 +156,26 @@ def batch_script(
     return "\n".join(lines)
 
 
+# More tasks than this writing one SQLite tracking file over a shared filesystem wait on its
+# lock (and NFS locks are not what SQLite expects): an MLflow server is what the cluster needs.
+SQLITE_WRITERS = 4
+
+
+def tracking_warning(config: SweepConfig, tracking_uri: str) -> str | None:
+    """What to say when the job array's tasks would all write one SQLite tracking file."""
+    from orchestrator import workspace
+
+    workers = config.execution.slurm.workers
+    if workers <= SQLITE_WRITERS or workspace.sqlite_file(tracking_uri) is None:
+        return None
+    return (
+        f"{workers} tasks will write one SQLite tracking file ({tracking_uri}) over the shared "
+        "filesystem: they wait on its lock, and the outbox keeps what cannot be sent. Start an "
+        "MLflow server (on the login node or as its own job, docs/slurm.md#tracking) and pass "
+        "--tracking-uri http://HOST:5000, or set tracking.uri"
+    )
+
+
 def gpus_per_worker(config: SweepConfig) -> int:
     """The GPUs each task asks for: ``execution.slurm.gpus_per_worker``, or when unset none
     for a sweep on ``execution.devices: cpu`` (a CPU cluster has no GPU to give) and one
@@ -392,6 +412,9 @@ class SlurmLauncher(Launcher):
         """Submit the job array; with ``wait``, follow it until no task is active."""
         from orchestrator import counts, sweep
 
+        warning = tracking_warning(self.config, prepared.tracking_uri)
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
         job = submit(
             self.config, storage_url=prepared.storage_url, tracking_uri=prepared.tracking_uri
         )
