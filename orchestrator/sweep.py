@@ -51,6 +51,7 @@ def prepare(
     its YAML asks for that no finished result answers (:mod:`growth`), open the sweep's
     parent run. ``device()`` is the device class the workers will train on (the launcher's).
     Raises ``ConfigError`` (or ``DatasetError``) before anything is trained."""
+    _check_data(config)
     url = storage_url or workspace.default_storage(config)
     storage = studies.open_storage(url)
     uri = tracking_uri or tracking.default_uri(config)
@@ -75,6 +76,17 @@ def prepare(
         study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
         study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     return Prepared(study, url, uri, parent, enqueued, found)
+
+
+def _check_data(config: SweepConfig) -> None:
+    """Read the data the trials need once, here: a sweep whose dataset cannot be found or
+    fetched stops (``DatasetError``, exit 2) before it creates or queues anything, instead of
+    failing every trial alike. The digest read is kept for the plan's keys."""
+    if config.dataset.name == "synthetic":  # generated: nothing to find
+        return
+    from orchestrator import data as datasets
+
+    datasets.digest(config.dataset, config.seeds[0])
 
 
 def assess(

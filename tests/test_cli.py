@@ -104,3 +104,16 @@ def test_status_lists_the_latest_trials_of_a_large_study_and_all_with_a_flag(
     assert "0.5590" in shown.output and "0.5090" not in shown.output
     every = CliRunner().invoke(main, ["status", "--study", "large", "--storage", url, "--all"])
     assert every.exit_code == 0 and "0.5000" in every.output and "latest" not in every.output
+
+
+def test_a_sweep_on_a_missing_dataset_exits_2_before_any_trial(tmp_path: Path) -> None:
+    from orchestrator.testing.sweeps import sweep_document, write_sweep
+
+    document = sweep_document(tmp_path, "nodata")
+    document["dataset"] = {"name": "mnist", "root": str(tmp_path / "empty"), "download": False}
+    result = CliRunner().invoke(main, ["sweep", str(write_sweep(tmp_path, document))])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "mnist not found" in result.stderr and "docs/data.md" in result.stderr
+    assert str(tmp_path / "empty" / "mnist") in result.stderr
+    # Nothing was created: no study, no tracking store, no trial.
+    assert not Path(document["execution"]["workspace"]).exists()

@@ -161,7 +161,7 @@ def _cifar10(spec: DatasetSpec, root: Path, download: bool) -> RawSplits:
             f"CIFAR-10 not found: {folder} lacks {', '.join(missing)}. Set dataset.download: "
             f"true on a machine with internet access, or download {files.url} and extract it "
             f"into {root} (it unpacks to {files.folders[0]}/); dataset.root chooses another "
-            f"folder"
+            f"folder (docs/data.md)"
         )
     shape = _shape(spec)
     batches = [_cifar_batch(folder / name, shape) for name in _CIFAR_TRAIN]
@@ -271,7 +271,7 @@ def _idx_dataset(spec: DatasetSpec, root: Path, download: bool) -> RawSplits:
         raise DatasetError(
             f"{spec.name} not found: none of {', '.join(map(str, folders))} holds all of "
             f"{stems}. Set dataset.download: true on a machine with internet access,{package} "
-            f"or copy the four files into {folders[0]}"
+            f"or copy the four files into {folders[0]} (docs/data.md)"
         )
     side = shape.image_size
     splits = []
