@@ -71,7 +71,8 @@ def _check_failures(study: optuna.Study, config: SweepConfig, allow_failures: bo
         click.echo(f"{len(failed)} trial(s) failed (--allow-failures: exit 0)", err=True)
         return
     _fail(
-        f"{len(failed)} trial(s) failed after their retries (--allow-failures to exit 0)",
+        f"{len(failed)} trial(s) failed after their retries (--allow-failures to exit 0); "
+        "once the cause is fixed, the same command with --retry-failed runs them again",
         TRIALS_FAILED,
     )
 
@@ -242,6 +243,11 @@ def _click_type(kind: type) -> click.ParamType:
 @click.option("--enqueue-only", is_flag=True, help="create and fill the study, run no worker")
 @click.option("--fresh", is_flag=True, help="delete an existing study of this name first")
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="queue again every configuration and seed whose trials failed for good",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="print what would run (trials reused, to run) and change nothing",
@@ -259,6 +265,7 @@ def sweep(
     tracking_uri: str | None,
     enqueue_only: bool,
     fresh: bool,
+    retry_failed: bool,
     dry_run: bool,
     allow_failures: bool,
     **launch: object,
@@ -292,6 +299,7 @@ def sweep(
         tracking_uri=tracking_uri,
         fresh=fresh,
         device=launcher.device_class,
+        retry_failed=retry_failed,
     )
     growth = prepared.growth.describe() if prepared.growth else plan.describe(config)
     console.print(
@@ -380,6 +388,11 @@ def _load_study(config: SweepConfig, storage_url: str) -> optuna.Study:
     is_flag=True,
     help="when the study is finished, log the comparison to the sweep's parent run and end it",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="first queue again every configuration and seed whose trials failed for good",
+)
 @_allow_failures
 def worker(
     study_name: str,
@@ -389,6 +402,7 @@ def worker(
     threads: int | None,
     index: int | None,
     close_sweep: bool,
+    retry_failed: bool,
     allow_failures: bool,
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
@@ -407,6 +421,7 @@ def worker(
             tracking_uri=tracking_uri,
             threads=threads,
             index=index,
+            retry_failed=retry_failed,
         )
     except StorageUnavailable as exc:
         _storage_lost(exc)

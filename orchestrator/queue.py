@@ -159,21 +159,26 @@ def _enqueue_twins(trial: optuna.Trial, twin: dict[str, Any], seeds: Sequence[in
             )
 
 
-def requeue(study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None) -> bool:
+def requeue(
+    study: optuna.Study, failed: FrozenTrial, *, max_retries: int | None, anew: bool = False
+) -> bool:
     """Queue ``failed`` again with its parameters, seed and attributes; False past the limit.
 
     ``max_retries=None`` requeues without counting (an interrupted trial is not a failure of
     the trial). The copy records ``failed_trial`` and ``retry_history`` like Optuna's own
-    heartbeat retry, so both kinds of retry count against the same limit.
+    heartbeat retry, so both kinds of retry count against the same limit. ``anew``: a new
+    attempt the user asked for (``--retry-failed``): its retries count from zero and it does
+    not carry the failure's reason (the failed trial keeps it).
     """
-    history = list(failed.system_attrs.get(keys.TRIAL_RETRY_HISTORY, []))
+    history = [] if anew else list(failed.system_attrs.get(keys.TRIAL_RETRY_HISTORY, []))
     if max_retries is not None:
         history.append(failed.number)
         if len(history) > max_retries:
             return False
     # What belonged to the try that ran, not to the trial: its worker's Slurm task, beats and
     # the steps it measured.
-    user_attrs = {k: v for k, v in failed.user_attrs.items() if k != keys.TRIAL_TASK}
+    dropped = (keys.TRIAL_TASK, keys.TRIAL_FAIL_REASON) if anew else (keys.TRIAL_TASK,)
+    user_attrs = {k: v for k, v in failed.user_attrs.items() if k not in dropped}
     ran = (keys.TRIAL_HEARTBEAT, keys.TRIAL_CURVE)
     system_attrs = {k: v for k, v in failed.system_attrs.items() if k not in ran}
     study.add_trial(

@@ -46,6 +46,7 @@ def prepare(
     tracking_uri: str | None = None,
     fresh: bool = False,
     device: Callable[[], str] = lambda: "cpu",
+    retry_failed: bool = False,
 ) -> Prepared:
     """Check the tracking store and the data, create or resume the study, queue the trials
     its YAML asks for that no finished result answers (:mod:`growth`), open the sweep's
@@ -68,6 +69,8 @@ def prepare(
         found = assess(config, storage, trials, device, keyless_match=unchanged)
         found.renewed = renewed
         enqueued = queue.fill_queue(study, config, found)
+        if retry_failed:
+            enqueued += retry(study, config)
         tracker = tracking.SweepTracker(uri, config)
         parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
         if parent is None:
@@ -76,6 +79,16 @@ def prepare(
         study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
         study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     return Prepared(study, url, uri, parent, enqueued, found)
+
+
+def retry(study: optuna.Study, config: SweepConfig) -> int:
+    """Queue a new attempt of every configuration and seed whose trials failed for good
+    (``--retry-failed``, once what made them fail is fixed); the failed trials stay, with their
+    reasons. Returns how many were queued. Run under the storage's creation lock."""
+    failed = counts.failed_for_good(study, config)
+    for trial in failed:
+        queue.requeue(study, trial, max_retries=None, anew=True)
+    return len(failed)
 
 
 def _check_data(config: SweepConfig) -> None:

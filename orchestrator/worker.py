@@ -521,8 +521,10 @@ def run_worker(
     tracking_uri: str | None = None,
     threads: int | None = None,
     index: int | None = None,
+    retry_failed: bool = False,
 ) -> Worker:
-    """The worker entry point (``orchestrate worker``).
+    """The worker entry point (``orchestrate worker``); ``retry_failed`` first queues again
+    what failed for good (``sweep.retry``; once, however many workers ask).
 
     Returns:
         The worker, done: its ``done`` trials, its ``study``, whether a signal stopped it.
@@ -533,6 +535,12 @@ def run_worker(
 
         torch.set_num_threads(threads)
     worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
+    if retry_failed:
+        from orchestrator import sweep
+
+        # Under the lock, a second worker asking finds the failures already retried.
+        with studies.creation_lock(storage_url):
+            sweep.retry(worker.study, worker.config)
     signal.signal(signal.SIGINT, worker.stop)
     signal.signal(signal.SIGTERM, worker.stop)
     for preemption in worker.launcher.preemption_signals:

@@ -261,3 +261,39 @@ def test_imp_stops_once_the_remaining_weights_reach_the_target(tmp_path: Path) -
     remaining = curve(client, runs[0].info.run_id, "remaining")
     assert [step for step, _ in remaining] == [0, 1, 2, 3, 4]
     assert remaining[-2][1] > 0.2 >= remaining[-1][1]
+
+
+def test_retry_failed_runs_the_failed_trials_again_once_the_cause_is_fixed(
+    tmp_path: Path,
+) -> None:
+    # Every trial fails (a time limit no trial meets, no retries); with the limit lifted,
+    # --retry-failed runs each configuration and seed again, and the failures stay on record.
+    document = sweep_document(
+        tmp_path, "retried", execution={"trial_timeout": 0.01, "max_retries": 0}
+    )
+    failing = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
+    assert failing.returncode == 1, failing.stderr[-3000:]
+    assert "--retry-failed" in failing.stderr
+    document["execution"]["trial_timeout"] = None
+    path = write_sweep(tmp_path, document)
+    again = orchestrate("sweep", str(path), cwd=tmp_path)
+    assert again.returncode == 1  # a plain resume runs nothing: the failures are final
+    # A worker started with the flag queues the failures again and runs them; a sweep with the
+    # flag afterwards finds nothing failed for good.
+    storage = study_storage(document)
+    worker = orchestrate(
+        "worker", "--study", "retried", "--storage", storage, "--retry-failed", cwd=tmp_path
+    )
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    assert "2 trial(s) run here" in worker.stdout
+    fixed = orchestrate("sweep", str(path), "--retry-failed", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    trials = load_study(document).get_trials()
+    states = [t.state for t in trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 2
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.params["alds.rate"] for t in complete) == [0.0, 0.5]
+    assert all(keys.TRIAL_FAIL_REASON not in t.user_attrs for t in complete)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert all("trial_timeout" in t.user_attrs[keys.TRIAL_FAIL_REASON] for t in failed)
