@@ -97,6 +97,7 @@ def test_gpu_worker_sees_only_its_gpu_and_the_command_is_a_real_cli_call() -> No
         "index": 5,
         "allow_failures": True,  # the sweep reports failed trials once, at its end
         "close_sweep": False,  # the sweep closes its parent run itself
+        "retry_failed": False,  # the sweep queued the retries it was asked for itself
     }
 
 
