@@ -11,9 +11,9 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -36,6 +36,7 @@ __all__ = [
     "ExecutionConfig",
     "ImpConfig",
     "Objective",
+    "PerConfig",
     "SearchConfig",
     "SearchRange",
     "SlurmConfig",
@@ -51,6 +52,9 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -640,6 +644,30 @@ def describe_params(params: Mapping[str, Any]) -> str:
     """A short, stable text of a configuration's parameters: its label in progress lines, the
     report and MLflow (``alds.rate=0.3,imp.prune_fraction=0.2``)."""
     return json.dumps(dict(params), sort_keys=True, separators=(",", "="))[1:-1].replace('"', "")
+
+
+class PerConfig(Generic[T]):
+    """A value made once for each config object a process holds (configs are frozen, so the
+    object stands for its contents): what a process derives from its sweep's config and asks
+    for again and again, trial by trial. Keeps the last ``limit`` configs' values.
+
+    Args:
+        make: the value of a config.
+        limit: how many configs' values are kept (a process holds a few).
+    """
+
+    def __init__(self, make: Callable[[SweepConfig], T], limit: int = 32) -> None:
+        self.make = make
+        self.limit = limit
+        self.held: dict[int, tuple[SweepConfig, T]] = {}
+
+    def __call__(self, config: SweepConfig) -> T:
+        held = self.held.get(id(config))
+        if held is None or held[0] is not config:
+            if len(self.held) >= self.limit:
+                self.held.clear()
+            held = self.held[id(config)] = (config, self.make(config))
+        return held[1]
 
 
 def content_hash(document: Any, *, length: int = 12) -> str:

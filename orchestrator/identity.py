@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.config import SweepConfig, content_hash, flatten
+from orchestrator.config import PerConfig, SweepConfig, content_hash, flatten
 
 RESULTS_VERSION = 1
 KEY_LENGTH = 16
@@ -127,18 +127,9 @@ def _like(default: Any, value: Any) -> Any:
     return value
 
 
-# A config's flat document, kept for the few configs a process holds: the report and the
-# progress display key every trial of a sweep against one config.
-_FLAT: dict[int, tuple[SweepConfig, dict[str, Any]]] = {}
-
-
-def _flat(config: SweepConfig) -> dict[str, Any]:
-    held = _FLAT.get(id(config))
-    if held is None or held[0] is not config:
-        if len(_FLAT) > 32:
-            _FLAT.clear()
-        held = _FLAT[id(config)] = (config, flatten(config))
-    return held[1]
+# A config's flat document: the report and the progress display key every trial of a sweep
+# against one config.
+_flat = PerConfig(flatten)
 
 
 def package_version() -> str:

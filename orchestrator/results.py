@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import identity, keys, plan
-from orchestrator.config import SweepConfig
+from orchestrator.config import PerConfig, SweepConfig
 
 __all__ = [
     "Found",
@@ -211,16 +211,7 @@ def in_sweep(config: SweepConfig, trials: Iterable[FrozenTrial]) -> list[FrozenT
 # Whether a finished trial belongs to a config's sweep, by config: a finished trial never
 # changes, and the live display and the parent's figures ask again every few seconds, of
 # every trial (a key is a hash of the whole config, 0.1 ms).
-_DECISIONS: dict[int, tuple[SweepConfig, dict[tuple, bool]]] = {}
-
-
-def _decided(config: SweepConfig) -> dict[tuple, bool]:
-    held = _DECISIONS.get(id(config))
-    if held is None or held[0] is not config:
-        if len(_DECISIONS) > 8:
-            _DECISIONS.clear()
-        held = _DECISIONS[id(config)] = (config, {})
-    return held[1]
+_decided: PerConfig[dict[tuple, bool]] = PerConfig(lambda config: {}, limit=8)
 
 
 def provenance(trials: Iterable[FrozenTrial]) -> dict[str, set[str]]:

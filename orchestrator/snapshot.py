@@ -3,8 +3,8 @@ not use.
 
 ``study.get_trials()`` on a database storage loads each trial as an ORM object graph: its
 parameters, values, attributes and every intermediate value, row by row (a sweep of 10,000
-trials is 350,000 objects, 7 s). :func:`trials` reads the same tables with five plain queries,
-leaves the intermediate values out (the pruner's, which neither reads) and the kept curves
+trials is 350,000 objects and seconds). :func:`trials` reads the same tables with five plain
+queries, leaves the intermediate values out (the pruner's, which neither reads) and the kept curves
 unless asked, and builds the ``FrozenTrial`` objects itself. It reads Optuna's own table
 definitions (``optuna.storages._rdb.models``): where those do not answer as expected (another
 schema), and on every other storage (a journal is replayed in memory anyway), it is

@@ -28,7 +28,7 @@ from orchestrator.report.schema import METRICS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BULK_RUNS", "read_steps", "steps_frame"]
+__all__ = ["BULK_RUNS", "in_order", "read_steps", "steps_frame"]
 
 BULK_RUNS = 100  # the most runs MLflow's bulk history call takes
 _BULK_RESULTS = 25_000  # the most values it returns
@@ -71,19 +71,27 @@ def steps_frame(records: Iterable[Record]) -> pd.DataFrame:
     """Records of ``(trial, metric, step, value, timestamp)`` as the tidy frame of
     :func:`read_steps`: of a step logged twice (a retried batch) the latest value counts."""
     long = pd.DataFrame(list(records), columns=["trial", "key", "step", "value", "at"])
-    layers = sorted(set(long["key"]) - set(METRICS))
-    columns = ["trial", "step", *METRICS, *layers]
     if long.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=["trial", "step", *METRICS])
     long = long.sort_values(["at", "value"], kind="stable")
     wide = long.pivot_table(
         index=["trial", "step"], columns="key", values="value", aggfunc="last"
     ).reset_index()
     wide.columns.name = None
+    return in_order(wide)
+
+
+def in_order(wide: pd.DataFrame) -> pd.DataFrame:
+    """A frame of steps as the report reads it: ``trial``, ``step``, every metric of
+    :data:`METRICS` (NaN where none was logged), then the layers' columns by name; rows by
+    trial and step."""
+    layers = sorted(set(wide.columns) - {"trial", "step", *METRICS})
     for key in METRICS:
         if key not in wide:
             wide[key] = math.nan
-    return wide[columns].sort_values(["trial", "step"], ignore_index=True)
+    return wide[["trial", "step", *METRICS, *layers]].sort_values(
+        ["trial", "step"], ignore_index=True
+    )
 
 
 def _own_keys(metrics: Iterable[str]) -> list[str]:

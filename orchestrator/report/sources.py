@@ -19,8 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 from orchestrator import keys, results
 from orchestrator.config import ConfigError, describe_params
 from orchestrator.curve import POSITION
-from orchestrator.report.histories import read_steps, steps_frame
-from orchestrator.report.schema import METRICS, is_missing, plain
+from orchestrator.report.histories import in_order, read_steps, steps_frame
+from orchestrator.report.schema import is_missing, plain
 from orchestrator.tracking import check_reachable
 from orchestrator.workspace import sqlite_file
 
@@ -215,12 +215,7 @@ def _combined(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     if not parts:
         return steps_frame([])
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-    layers = sorted(set(frame.columns) - {"trial", "step", *METRICS})
-    for key in METRICS:
-        if key not in frame:
-            frame[key] = math.nan
-    frame = frame[["trial", "step", *METRICS, *layers]]
-    return frame.sort_values(["trial", "step"], ignore_index=True)
+    return in_order(frame)
 
 
 def label_steps(
