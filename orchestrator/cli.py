@@ -406,7 +406,7 @@ def worker(
     allow_failures: bool,
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
-    from orchestrator import tracking
+    from orchestrator import stopping, tracking
     from orchestrator import worker as workers
     from orchestrator.retrying_storage import StorageUnavailable
 
@@ -423,7 +423,12 @@ def worker(
             index=index,
             retry_failed=retry_failed,
         )
+    except KeyboardInterrupt:  # a second SIGINT/SIGTERM: its trial was requeued on the way
+        click.echo("interrupted at once: its trial was requeued", err=True)
+        sys.exit(INTERRUPTED)
     except StorageUnavailable as exc:
+        if stopping.requested():  # a signal ended the wait for the storage
+            _fail(f"interrupted during a storage outage: {exc}", INTERRUPTED)
         _storage_lost(exc)
     click.echo(f"worker done: {done.done} trial(s) run here")
     if done.stopping:

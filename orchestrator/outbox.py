@@ -22,7 +22,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-from orchestrator import keys
+from orchestrator import keys, stopping
 
 PENDING = "pending-"
 logger = logging.getLogger(__name__)
@@ -115,7 +115,12 @@ class Outbox:
                     if time.monotonic() >= deadline:
                         logger.debug("tracking store unreachable: %s", exc)
                         return False
-                    time.sleep(min(self.backoff * 4, max(0.0, deadline - time.monotonic())))
+                    # A process asked to stop leaves the rest in its spool (the sweep's parent,
+                    # or the next worker on this host, sends it).
+                    if not stopping.sleep(
+                        min(self.backoff * 4, max(0.0, deadline - time.monotonic()))
+                    ):
+                        return False
                     break
                 self.pending.pop(0)
                 self._persist()

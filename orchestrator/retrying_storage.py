@@ -25,6 +25,8 @@ import sqlalchemy.exc
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 
+from orchestrator import stopping
+
 __all__ = ["DEFAULT_LIMIT_SECONDS", "RetryingStorage", "StorageUnavailable", "is_outage"]
 
 DEFAULT_LIMIT_SECONDS = 600.0
@@ -175,7 +177,11 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                         limit,
                         _first_line(exc),
                     )
-                time.sleep(min(pause, max(limit - waited, 0.0)))
+                if not stopping.sleep(min(pause, max(limit - waited, 0.0))):
+                    raise StorageUnavailable(
+                        f"{self.describe} unreachable for {waited:.0f} s; the process was "
+                        f"asked to stop meanwhile: {_first_line(exc)}"
+                    ) from exc
                 pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
                 continue
             self._came_back()

@@ -154,6 +154,9 @@ class Workers(Protocol):
 
     signals: int
     STOPPING: str  # what the console says on the first signal
+    # Labels (keys.worker_label) of the worker processes it started on this host; once they
+    # have exited, none of their MLflow runs may stay RUNNING.
+    started: set[str]
 
     def interrupt(self) -> None: ...
 
@@ -202,6 +205,7 @@ def follow(
             signal.signal(sig, handler)
     if replay_spools:
         _replay_spools(config, prepared.tracking_uri)
+    _close_left_running(prepared, workers.started)
     _close(summarize, prepared, config)
     return failed, workers.signals > 0
 
@@ -296,6 +300,19 @@ class _Summary:
             logger.warning("could not log the sweep's comparison figures to MLflow: %s", exc)
             return
         self.finished = finished
+
+
+def _close_left_running(prepared: Prepared, workers: set[str]) -> None:
+    """End the runs of trials whose worker was killed (or whose last call was lost)."""
+    try:
+        closed = tracking.close_left_running(
+            prepared.tracking_uri, prepared.parent_run_id, workers, "interrupted"
+        )
+    except Exception as exc:  # the tracking store may be away; the study is what counts
+        logger.warning("could not close the MLflow runs left running: %s", exc)
+        return
+    if closed:
+        logger.info("ended %d MLflow run(s) left running by stopped workers", len(closed))
 
 
 def _replay_spools(config: SweepConfig, uri: str, seconds: float = 60.0) -> None:

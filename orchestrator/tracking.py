@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +120,44 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
         token = page.token
         if not token:
             return {number: run_id for number, (_, run_id) in found.items()}
+
+
+def close_left_running(
+    uri: str, parent_run_id: str, workers: Collection[str], reason: str
+) -> list[str]:
+    """End the parent's child runs still RUNNING that ``workers`` started: KILLED, tagged
+    failed with ``reason``.
+
+    ``workers`` are labels (:func:`keys.worker_label`) of processes that have exited; a
+    worker killed in the middle of a call, or whose closing call never reached the server,
+    leaves no run RUNNING. Other workers' runs are left alone (they may still run).
+
+    Returns:
+        The ids of the runs it ended.
+    """
+    if not workers:
+        return []
+    client = MlflowClient(uri)
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    closed = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment],
+            f"tags.`{keys.TAG_PARENT_RUN_ID}` = '{parent_run_id}' "
+            "and attributes.status = 'RUNNING'",
+            max_results=1000,
+            page_token=token,
+        )
+        for run in page:
+            if run.data.tags.get(keys.TAG_WORKER) in workers:
+                client.set_tag(run.info.run_id, keys.TAG_STATE, "FAIL")
+                client.set_tag(run.info.run_id, keys.TAG_FAIL_REASON, reason)
+                client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+        token = page.token
+        if not token:
+            return closed
 
 
 def resolve_pending(

@@ -7,6 +7,7 @@ with ``orchestrate worker``; workers coordinate only through the study's storage
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from orchestrator import (
     plan,
     queue,
     results,
+    stopping,
     tracking,
     twins,
     workspace,
@@ -47,8 +49,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["TrialInterrupted", "TrialTimeout", "Worker", "run_worker"]
 
 
-class TrialInterrupted(Exception):
-    """The worker was asked to stop; the trial ends after its current step and is requeued."""
+class TrialInterrupted(stopping.Interrupted):
+    """The worker was asked to stop; the trial is abandoned where it is and requeued."""
 
 
 class TrialTimeout(Exception):
@@ -77,7 +79,6 @@ class Worker:
         self.launcher = launchers.hosting()
         self.task = self.launcher.current_task()
         self.stopping = False
-        self.abandon = False  # stop inside the current step, not after it
         self.resubmit = False  # requeue this Slurm task when it stops
         self.done = 0  # trials run here
         uri = tracking_uri or self.study.user_attrs.get(keys.STUDY_TRACKING_URI)
@@ -93,19 +94,20 @@ class Worker:
         self.cache = CheckpointCache(workspace.cache_folder(self.config))
         workspace.progress_folder(self.config).mkdir(parents=True, exist_ok=True)
 
-    def stop(self, *_: object) -> None:
-        """First signal: finish the current step, then stop; second: stop at once."""
-        if self.stopping:
-            raise KeyboardInterrupt
+    def on_signal(self, signum: int, _frame: object = None) -> None:
+        """SIGINT, SIGTERM and the launcher's preemption signals: abandon the current step at
+        the next training iteration, or leave the wait the worker is in (a file lock, a storage
+        outage, the tracking outbox, another worker's result); requeue the trial without
+        counting a retry (it resumes from its last completed cycle) and stop. After one of the
+        launcher's requeue signals (Slurm's USR1, the warning before the time limit) the task
+        asks to be started again itself. A second SIGINT or SIGTERM that is not a preemption
+        signal of the launcher stops at once (the trial is still requeued on the way out)."""
+        again = self.stopping
         self.stopping = True
-
-    def preempt(self, signum: int, _frame: object = None) -> None:
-        """The launcher's preemption signals: abandon the current step at the next training
-        iteration (a step can outlast the warning; the trial resumes from its last completed
-        cycle), requeue the trial, and stop. After one of the launcher's requeue signals (Slurm's
-        USR1, the warning before the time limit) the task asks to be started again itself."""
-        self.stopping = self.abandon = True
+        stopping.request(signal.Signals(signum).name)
         self.resubmit = self.resubmit or signum in self.launcher.requeue_signals
+        if again and signum not in self.launcher.preemption_signals:
+            raise KeyboardInterrupt
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
@@ -123,7 +125,7 @@ class Worker:
                     if not running:
                         break
                     # A running trial elsewhere may still fail and be re-queued as a retry.
-                    time.sleep(POLL_SECONDS)
+                    stopping.sleep(POLL_SECONDS)
                     continue
                 trial, queued = claimed
                 retry_of = queued.system_attrs.get(keys.TRIAL_FAILED_TRIAL)
@@ -176,8 +178,8 @@ class Worker:
         timeout = self.config.execution.trial_timeout
 
         def check() -> None:
-            if self.abandon:
-                raise TrialInterrupted("preempted during a step")
+            if self.stopping:
+                raise TrialInterrupted("stopped during a step")
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TrialTimeout(f"trial ran longer than execution.trial_timeout = {timeout} s")
 
@@ -222,18 +224,8 @@ class Worker:
             if self._tell(trial, state=TrialState.PRUNED):
                 progress_file.unlink(missing_ok=True)
             return
-        except (TrialInterrupted, TrialTimeout, KeyboardInterrupt) as exc:
-            interrupted = not isinstance(exc, TrialTimeout)
-            reason = "interrupted" if interrupted else str(exc)
-            trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
-            frozen = self.study.trials[trial.number]
-            if frozen.state == TrialState.RUNNING:  # else another worker failed and requeued it
-                # Requeued before it is failed: a worker that finds nothing queued or running
-                # in between would stop for good. An interruption is no fault of the trial:
-                # its retry does not count.
-                limit = None if interrupted else self.config.execution.max_retries
-                queue.requeue(self.study, frozen, max_retries=limit)
-            self._fail(trial, run, reason, "KILLED" if interrupted else "FAILED", reporter.curve)
+        except (stopping.Interrupted, TrialTimeout, KeyboardInterrupt) as exc:
+            self._requeue(trial, run, exc, reporter.curve)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return
@@ -314,9 +306,8 @@ class Worker:
                     on_failed=tracking.close_trial_run,
                 )
             check()
-            if self.stopping:
+            if not stopping.sleep(POLL_SECONDS):
                 raise TrialInterrupted("stopped while waiting for the same result elsewhere")
-            time.sleep(POLL_SECONDS)
 
     def _reuse(
         self,
@@ -372,6 +363,37 @@ class Worker:
         pairs = twins.link(self.study, self.config, trial.number, run.link_twin)
         if run.run_id in pairs:
             trial.set_user_attr(keys.TRIAL_TWIN_RUN_ID, pairs[run.run_id])
+
+    def _requeue(
+        self,
+        trial: optuna.Trial,
+        run: TrialRun,
+        cause: BaseException,
+        rows: Sequence[curve.Row],
+    ) -> None:
+        """Queue ``trial`` again and fail it, after a stop (``cause`` a signal's) or a timeout.
+
+        An interruption is no fault of the trial: its retry does not count, its MLflow run
+        ends KILLED, and its storage calls are tried once (the worker is leaving; in an outage
+        the trial stays RUNNING until a worker that reaches the storage fails and retries it,
+        :func:`queue.fail_stale`)."""
+        interrupted = not isinstance(cause, TrialTimeout)
+        reason = "interrupted" if interrupted else str(cause)
+        status = "KILLED" if interrupted else "FAILED"
+        try:
+            with self.storage.patience(0) if interrupted else contextlib.nullcontext():
+                trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
+                frozen = self.study.trials[trial.number]
+                if frozen.state == TrialState.RUNNING:  # else another worker failed it
+                    # Requeued before it is failed: a worker that finds nothing queued or
+                    # running in between would stop for good.
+                    limit = None if interrupted else self.config.execution.max_retries
+                    queue.requeue(self.study, frozen, max_retries=limit)
+                self._fail(trial, run, reason, status, rows)
+        except StorageUnavailable:
+            lost = f"{reason}; study storage unreachable, the trial is retried when it is back"
+            run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: lost})
+            run.end(status)
 
     def _fail(
         self,
@@ -541,10 +563,9 @@ def run_worker(
         # Under the lock, a second worker asking finds the failures already retried.
         with studies.creation_lock(storage_url):
             sweep.retry(worker.study, worker.config)
-    signal.signal(signal.SIGINT, worker.stop)
-    signal.signal(signal.SIGTERM, worker.stop)
-    for preemption in worker.launcher.preemption_signals:
-        signal.signal(preemption, worker.preempt)
+    stopping.clear()
+    for handled in {signal.SIGINT, signal.SIGTERM, *worker.launcher.preemption_signals}:
+        signal.signal(handled, worker.on_signal)
     worker.run()
     if worker.resubmit and worker.task and _work_left(worker.study):
         # The time limit is near: this task goes back to its launcher's queue and resumes the

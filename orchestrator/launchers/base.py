@@ -77,8 +77,9 @@ class Launcher(ABC):
 
     name: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
-    # Signals after which a worker abandons its step and requeues its trial (a preemption);
-    # SIGINT and, outside these, SIGTERM stop it after its current step.
+    # Signals after which a worker abandons its step and requeues its trial (a preemption),
+    # however often they come; SIGINT and SIGTERM do the same, and stop it at once the
+    # second time unless they are listed here.
     preemption_signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGUSR1,)
     # Of those, the signals after which the worker also asks to be started again.
     requeue_signals: ClassVar[tuple[signal.Signals, ...]] = ()

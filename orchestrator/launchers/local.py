@@ -154,6 +154,9 @@ class Supervisor:
     """Runs one worker process per slot, restarts dead ones, stops them on a signal."""
 
     MAX_RESTARTS = 3
+    # After the second signal, workers that have not left (a call that does not return) are
+    # killed; their trials and runs are then closed here.
+    KILL_SECONDS = 10.0
 
     def __init__(
         self,
@@ -173,24 +176,36 @@ class Supervisor:
         self.tracking_uri = tracking_uri
         self.signals = 0
         self.restarts = 0
+        self.kill_at: float | None = None
         self.processes: dict[Slot, subprocess.Popen] = {}
+        self.started: set[str] = set()  # the labels of every worker process started here
 
     def _start(self, slot: Slot) -> None:
-        self.processes[slot] = spawn(
+        process = spawn(
             slot, self.study.study_name, self.storage_url, self.tracking_uri, self.threads
         )
+        self.processes[slot] = process
+        self.started.add(keys.worker_label(socket.gethostname(), process.pid))
 
     STOPPING = (
-        "stopping: running trials finish their current step and are requeued "
+        "stopping: running trials stop at their next training iteration and are requeued "
         "(signal again to stop at once)"
     )
 
     def interrupt(self, *_: object) -> None:
-        """First signal: workers finish their current step; second: they stop at once."""
+        """First signal: workers abandon their step (or wait) and requeue their trial, as on a
+        preemption; second: they stop at once, and are killed after :attr:`KILL_SECONDS`;
+        third: killed now."""
         self.signals += 1
+        if self.signals == 2:
+            self.kill_at = time.monotonic() + self.KILL_SECONDS
+        sent = {1: signal.SIGTERM, 2: signal.SIGINT}.get(self.signals, signal.SIGKILL)
+        self._send(sent)
+
+    def _send(self, sent: signal.Signals) -> None:
         for process in self.processes.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM if self.signals == 1 else signal.SIGKILL)
+                process.send_signal(sent)
 
     def _reap(self, slot: Slot, process: subprocess.Popen) -> None:
         """A worker exited with an error: fail its trials now (no heartbeat wait)."""
@@ -242,6 +257,8 @@ class Supervisor:
                 show(progress.rows(self.study, self.config))
                 if all(p.poll() is not None for p in self.processes.values()):
                     break
+                if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                    self._send(signal.SIGKILL)
                 time.sleep(1.0)
         finally:
             for process in self.processes.values():

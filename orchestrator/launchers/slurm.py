@@ -312,6 +312,7 @@ class SlurmTasks:
         self.config = config
         self.jobs = list(jobs)
         self.signals = 0
+        self.started: set[str] = set()  # its workers run in Slurm tasks, not started here
 
     STOPPING = (
         "stopped following: the Slurm tasks go on (`orchestrate status` shows them, "
