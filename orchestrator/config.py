@@ -18,6 +18,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_orig
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -50,6 +51,7 @@ __all__ = [
     "experiment_hash",
     "flatten",
     "load_config",
+    "numeric_ranges",
     "parse_config",
 ]
 
@@ -70,10 +72,21 @@ class _Section(BaseModel):
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic reads true as 1 in an int field (``batch_size: true``, a batch of 1).
-        named = info.field_name is not None and isinstance(value, bool)
-        if named and not _takes_booleans(cls.model_fields[info.field_name].annotation):
-            raise ValueError("true/false is not a value of this field")
+        if info.field_name is not None and not _takes_booleans(
+            cls.model_fields[info.field_name].annotation
+        ):
+            return _not_boolean(value)
         return value
+
+
+def _not_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("true/false is not a value of this field")
+    return value
+
+
+# The same refusal for the numbers inside a list or a mapping (``milestones: [true]``).
+_NoBoolean = BeforeValidator(_not_boolean)
 
 
 def _takes_booleans(annotation: Any) -> bool:
@@ -88,7 +101,18 @@ def _takes_booleans(annotation: Any) -> bool:
 
 # --------------------------------------------------------------------------- sections
 
-Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+Probability = Annotated[float, _NoBoolean, Field(gt=0.0, lt=1.0)]
+
+# The largest values that mean something in a sweep, far above any real one (docs/config.md
+# "Ranges"): a typo such as 2**70 is refused before it reaches a tensor size, a loop or sbatch.
+MOST_EPOCHS = 10_000
+MOST_ITERATIONS = 100_000_000
+MOST_IMAGES = 100_000_000
+MOST_BATCH = 1_048_576
+MOST_SECONDS = 10_000_000  # about 115 days
+Iteration = Annotated[int, _NoBoolean, Field(ge=1, le=MOST_ITERATIONS)]
+Seed = Annotated[int, _NoBoolean, Field(ge=0, le=2**32 - 1)]  # numpy's seeds
+Split = Annotated[int, _NoBoolean, Field(ge=1, le=4096)]
 
 
 class SyntheticConfig(_Section):
@@ -97,9 +121,9 @@ class SyntheticConfig(_Section):
     image_size: int = Field(16, ge=4, le=256)
     channels: int = Field(3, ge=1, le=16)
     num_classes: int = Field(10, ge=2, le=1000)
-    train_size: int = Field(2048, ge=16)
-    test_size: int = Field(512, ge=16)
-    noise: float = Field(0.5, ge=0.0)
+    train_size: int = Field(2048, ge=16, le=10_000_000)
+    test_size: int = Field(512, ge=16, le=10_000_000)
+    noise: float = Field(0.5, ge=0.0, le=100.0)
 
 
 class DatasetConfig(_Section):
@@ -108,9 +132,11 @@ class DatasetConfig(_Section):
     name: Literal["cifar10", "fashion-mnist", "mnist", "synthetic"] = "synthetic"
     root: str | None = None
     download: bool = False
-    train_subset: int | None = Field(None, ge=1)
-    test_subset: int | None = Field(None, ge=1)
-    validation: int = Field(0, ge=0, description="training images held out for validation")
+    train_subset: int | None = Field(None, ge=1, le=MOST_IMAGES)
+    test_subset: int | None = Field(None, ge=1, le=MOST_IMAGES)
+    validation: int = Field(
+        0, ge=0, le=MOST_IMAGES, description="training images held out for validation"
+    )
     augment: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -119,17 +145,19 @@ class TrainConfig(_Section):
     """Optimiser and schedule of one training run (dense training and each IMP cycle)."""
 
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(3.0e-4, gt=0.0)
+    lr: float = Field(3.0e-4, gt=0.0, le=10.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(60, ge=1)
-    epochs: float | None = Field(None, gt=0.0, description="default 1 when iterations unset")
-    iterations: int | None = Field(None, ge=1)
-    warmup_iterations: int = Field(0, ge=0)
-    milestones: tuple[int, ...] = Field((), description="iterations at which lr *= gamma")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(60, ge=1, le=MOST_BATCH)
+    epochs: float | None = Field(
+        None, gt=0.0, le=MOST_EPOCHS, description="default 1 when iterations unset"
+    )
+    iterations: int | None = Field(None, ge=1, le=MOST_ITERATIONS)
+    warmup_iterations: int = Field(0, ge=0, le=MOST_ITERATIONS)
+    milestones: tuple[Iteration, ...] = Field((), description="iterations at which lr *= gamma")
     gamma: float = Field(0.1, gt=0.0, le=1.0)
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(1000, ge=1, le=MOST_BATCH)
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on the CPU)")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA")
 
@@ -155,8 +183,8 @@ class AldsConfig(_Section):
     rate: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of compressible weights removed")
     mode: Literal["project", "factorize"] = "project"
     error: Literal["bound", "reference", "exact"] = "exact"
-    k_candidates: tuple[int, ...] | None = Field(None, description="None: every divisor")
-    finetune_epochs: float = Field(0.0, ge=0.0)
+    k_candidates: tuple[Split, ...] | None = Field(None, description="None: every divisor")
+    finetune_epochs: float = Field(0.0, ge=0.0, le=MOST_EPOCHS)
 
     @field_validator("k_candidates")
     @classmethod
@@ -188,7 +216,9 @@ class ImpConfig(_Section):
         "factors (reinit, a control), no rewind (none), or θ0 factorized by the plan (theta0: "
         "other coordinates than the trained factors; validate warns)",
     )
-    epochs_per_cycle: float | None = Field(None, gt=0.0, description="None: as train.epochs")
+    epochs_per_cycle: float | None = Field(
+        None, gt=0.0, le=MOST_EPOCHS, description="None: as train.epochs"
+    )
     exclude: tuple[str, ...] = ()
     rates: dict[str, Probability] | None = Field(
         None, description="per-role rates per cycle, roles: conv, fc, output"
@@ -280,11 +310,12 @@ class SearchConfig(_Section):
     """How Optuna explores the space."""
 
     sampler: Literal["tpe", "random", "grid", "nsga2", "cmaes", "qmc"] = "tpe"
-    sampler_seed: int | None = 0
+    sampler_seed: Seed | None = 0
     pruner: Literal["none", "median", "percentile", "hyperband", "successive_halving"] = "none"
     n_trials: int | None = Field(
         None,
         ge=1,
+        le=10_000_000,
         description="total trials over all workers and seeds; default: the whole grid, or 10 "
         "configurations x seeds for the other samplers",
     )
@@ -323,20 +354,26 @@ class SlurmConfig(_Section):
     (docs/slurm.md).
     """
 
-    workers: int = Field(2, ge=1, description="array tasks, each one worker")
+    workers: int = Field(2, ge=1, le=100_000, description="array tasks, each one worker")
     partition: str | None = Field(None, description="--partition; default: the cluster's")
     time: str | None = Field(None, description="--time per task, e.g. '4:00:00' or '2-00:00:00'")
     gpus_per_worker: int | None = Field(
         None,
         ge=0,
+        le=64,
         description="--gres=gpu:N per task; 0: a CPU worker; default: 0 when execution.devices "
         "is cpu, else 1",
     )
-    cpus_per_worker: int = Field(4, ge=1, description="--cpus-per-task (and the worker's threads)")
+    cpus_per_worker: int = Field(
+        4, ge=1, le=1024, description="--cpus-per-task (and the worker's threads)"
+    )
     memory: str | None = Field(None, description="--mem per task, e.g. '16G'")
     account: str | None = Field(None, description="--account")
     signal_seconds: int = Field(
-        300, ge=0, description="USR1 this long before the time limit: the task stops, requeues"
+        300,
+        ge=0,
+        le=65535,  # the most sbatch --signal takes
+        description="USR1 this long before the time limit: the task stops, requeues",
     )
     setup: tuple[str, ...] = Field(
         (), description="shell lines run before the worker (module load, conda activate)"
@@ -377,10 +414,10 @@ class ExecutionConfig(_Section):
     )
 
     devices: str = Field("auto", description="auto, cpu, or GPU indices like '0,1,3'")
-    workers_per_device: int = Field(1, ge=1)
-    max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    workers_per_device: int = Field(1, ge=1, le=64)
+    max_retries: int = Field(2, ge=0, le=100, description="retries of a trial whose worker died")
     trial_timeout: float | None = Field(
-        None, gt=0.0, description="seconds; a longer trial fails (and is retried)"
+        None, gt=0.0, le=MOST_SECONDS, description="seconds; a longer trial fails (and is retried)"
     )
     workspace: str | None = Field(None, description="default: .orchestrate/<name>")
     cache_dir: str | None = Field(
@@ -418,7 +455,7 @@ class SweepConfig(_Section):
     """A whole sweep, as read from its YAML file."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[Seed, ...] = (0,)
     model: str = "conv6"
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
@@ -637,6 +674,48 @@ def flatten(config: BaseModel) -> dict[str, Any]:
             out[prefix] = value
 
     walk("", config.model_dump(mode="json"))
+    return out
+
+
+def numeric_ranges(model: type[BaseModel] = SweepConfig) -> dict[str, str]:
+    """Every number the schema takes, with its range as text: ``{"train.lr": "(0, 10]"}`` (an
+    item of a list or mapping as ``train.milestones[]``; ``∞`` where a side is open). The
+    table of docs/config.md "Ranges", held equal to this by a test.
+
+    Args:
+        model: the schema, or one of its sections.
+    """
+    out: dict[str, str] = {}
+
+    def interval(constraints: list[Any]) -> str:
+        low, high = "(-∞", "∞)"
+        for constraint in constraints:
+            for name, text in (("ge", "[{}"), ("gt", "({}")):
+                if getattr(constraint, name, None) is not None:
+                    low = text.format(getattr(constraint, name))
+            for name, text in (("le", "{}]"), ("lt", "{})")):
+                if getattr(constraint, name, None) is not None:
+                    high = text.format(getattr(constraint, name))
+        return f"{low}, {high}".replace(".0,", ",").replace(".0)", ")").replace(".0]", "]")
+
+    def walk(path: str, annotation: Any, constraints: list[Any]) -> None:
+        origin = get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for name, field in annotation.model_fields.items():
+                walk(f"{path}.{name}" if path else name, field.annotation, field.metadata)
+        elif origin is Annotated:
+            base, *extra = get_args(annotation)
+            held = [c for e in extra for c in getattr(e, "metadata", [e])]
+            walk(path, base, constraints + held)
+        elif annotation in (int, float):
+            out[path] = interval(constraints)
+        elif origin in (tuple, dict):
+            walk(f"{path}[]", get_args(annotation)[0 if origin is tuple else 1], [])
+        elif origin is not Literal:
+            for arg in get_args(annotation):  # a union: each member
+                walk(path, arg, constraints)
+
+    walk("", model, [])
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from orchestrator.config import (
     config_hash,
     flatten,
     load_config,
+    numeric_ranges,
     parse_config,
 )
 
@@ -366,6 +368,7 @@ def test_one_number_changed_loads_finite_or_names_its_field(path: str, value: ob
         loaded = flatten(config)[path]
         assert not isinstance(loaded, bool)
         assert not isinstance(loaded, float) or math.isfinite(loaded)
+        assert abs(loaded) <= 2**32  # every upper end (test below) lies under it
 
 
 @pytest.mark.parametrize(
@@ -380,6 +383,11 @@ def test_one_number_changed_loads_finite_or_names_its_field(path: str, value: ob
         ("train.batch_size", "true", "true/false"),
         ("execution.workers_per_device", "true", "true/false"),
         ("imp.cycles", "false", "true/false"),
+        ("train.batch_size", str(2**70), "less than or equal to 1048576"),
+        ("execution.workers_per_device", str(2**70), "less than or equal to 64"),
+        ("dataset.train_subset", str(2**70), "less than or equal to 100000000"),
+        ("train.lr", "1e308", "less than or equal to 10"),
+        ("train.epochs", "1e308", "less than or equal to 10000"),
     ],
 )
 def test_meaningless_numbers_exit_2_naming_the_field(
@@ -396,3 +404,47 @@ def test_a_long_bad_value_is_quoted_short(tmp_path: Path) -> None:
     message = error_of(tmp_path, "name: x\ndataset: {name: " + "x" * 10_000 + "}\n")
     line = next(line for line in message.splitlines() if "dataset.name" in line)
     assert len(line) < 200 and "…" in line
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "field"),
+    [
+        ("train.milestones", "[100, true]", "train.milestones.1"),
+        ("alds.k_candidates", "[true, 2]", "alds.k_candidates.0"),
+        ("imp.rates", "{conv: false}", "imp.rates.conv"),
+        ("seeds", "[0, true]", "seeds.1"),
+        ("train.milestones", f"[{2**70}]", "train.milestones.0"),
+    ],
+)
+def test_booleans_and_huge_numbers_inside_lists_exit_2_naming_the_item(
+    tmp_path: Path, path: str, text: str, field: str
+) -> None:
+    document = with_field(QUICKSTART, path, "PLACEHOLDER")
+    sweep = write(tmp_path, yaml.safe_dump(document).replace("PLACEHOLDER", text))
+    result = CliRunner().invoke(main, ["validate", str(sweep)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"{field}: " in result.stderr, result.stderr
+
+
+# Checked elsewhere: against the field they replace, and (0, 1) by the objective's validator.
+CHECKED_ELSEWHERE = ("search.space", "search.objective")
+
+
+def test_every_number_of_the_schema_has_both_ends() -> None:
+    open_ended = [
+        path
+        for path, interval in numeric_ranges().items()
+        if "∞" in interval and not path.startswith(CHECKED_ELSEWHERE)
+    ]
+    assert open_ended == []
+
+
+def test_the_ranges_in_the_docs_are_the_schemas() -> None:
+    text = (ROOT / "docs" / "config.md").read_text()
+    documented = dict(re.findall(r"^\| `([^`]+)` \| ([\[(][^|]+[\])]) \|$", text, re.M))
+    expected = {
+        path: interval
+        for path, interval in numeric_ranges().items()
+        if not path.startswith(CHECKED_ELSEWHERE)
+    }
+    assert documented == expected
