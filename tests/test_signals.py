@@ -65,9 +65,12 @@ def test_a_signal_ends_the_wait_for_a_lock_another_process_holds(tmp_path: Path)
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with signal_after(1.0), pytest.raises(stopping.Interrupted, match="dense.lock"):
-            with locks.exclusive(lock_file):
-                pytest.fail("the lock was taken while another process held it")
+        with (
+            signal_after(1.0),
+            pytest.raises(stopping.Interrupted, match=r"dense\.lock"),
+            locks.exclusive(lock_file),
+        ):
+            pytest.fail("the lock was taken while another process held it")
         assert holder.poll() is None  # the wait ended, not the lock
     finally:
         holder.kill()
@@ -106,9 +109,7 @@ def test_a_signal_ends_the_wait_for_the_tracking_store(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signals", [1, 2])
-def test_ctrl_c_stops_a_training_and_a_waiting_worker_at_once(
-    tmp_path: Path, signals: int
-) -> None:
+def test_ctrl_c_stops_a_training_and_a_waiting_worker_at_once(tmp_path: Path, signals: int) -> None:
     # One ALDS trial and its IMP-only twin share seed 0's dense network: one worker trains it
     # (far longer than this test waits), the other waits on its lock.
     document = slow_sweep(
@@ -121,7 +122,8 @@ def test_ctrl_c_stops_a_training_and_a_waiting_worker_at_once(
     name = document["name"]
     storage = study_storage(document)
     cache = workspace.cache_folder(parse_config(document))
-    sweep = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path, background=True)
+    path = write_sweep(tmp_path, document)
+    sweep = orchestrate("sweep", str(path), cwd=tmp_path, background=True)
 
     def both_running() -> bool:
         try:
