@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,56 @@ def test_calls_go_straight_through_while_the_server_answers(tmp_path: Path, mlfl
     assert not spool.exists()
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.params["alds.rate"] == "0.5"
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+from orchestrator.outbox import Outbox
+
+uri, experiment, spool, index, steps = sys.argv[1:]
+outbox = Outbox(MlflowClient(uri), Path(spool), backoff=0.05)
+run = outbox.create_run(experiment, {"writer": index}, f"writer-{index}")
+for step in range(int(steps)):
+    outbox.log_batch(run, metrics=[("accuracy", step / 1000, int(time.time() * 1000), step)])
+outbox.set_terminated(run, "FINISHED")
+sys.exit(0 if outbox.flush(deadline=time.monotonic() + 300) else 3)
+"""
+
+
+def test_many_writers_on_one_sqlite_tracking_file_lose_nothing(tmp_path: Path) -> None:
+    # What a Slurm sweep with a SQLite tracking file does: many processes write one file at
+    # once. A call that finds the database locked waits (SQLite's busy timeout) or is kept by
+    # the outbox and sent again.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = MlflowClient(uri).create_experiment("writers")  # the schema, made once
+    writers, steps = 8, 150
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WRITER,
+                uri,
+                experiment,
+                str(tmp_path / f"{i}.jsonl"),
+                str(i),
+                str(steps),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(writers)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment], max_results=100)
+    assert sorted(run.data.tags["writer"] for run in runs) == sorted(map(str, range(writers)))
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "accuracy")
+        assert sorted(m.step for m in history) == list(range(steps))
+    assert not list(tmp_path.glob("*.jsonl"))  # nothing left unsent
