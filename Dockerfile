@@ -34,10 +34,11 @@ COPY --chmod=0755 docker/gpu-slot.sh docker/stack-orchestrate.sh /usr/local/bin/
 # The folders the compose volumes mount, created here so that a new named volume starts out
 # owned by the unprivileged user: the working directory's .orchestrate/ (workspaces and the
 # checkpoint cache, checkpoints/ beside the workspaces), the datasets (ORCHESTRATE_DATA, which is
-# also the default ~/.cache/orchestrate/data), MLflow's artifacts and the GPU slot locks.
+# also the default ~/.cache/orchestrate/data), MLflow's artifacts and accounts, and the GPU slot
+# locks.
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin orchestrate \
     && mkdir -p /workspace/.orchestrate /home/orchestrate/.cache/orchestrate/data \
-        /srv/mlflow/artifacts /srv/gpu-slots \
+        /srv/mlflow/artifacts /srv/mlflow/auth /srv/gpu-slots \
     && chown -R orchestrate:orchestrate /workspace /home/orchestrate/.cache /srv/mlflow \
         /srv/gpu-slots
 COPY --chown=orchestrate:orchestrate sweeps/ /workspace/sweeps/

@@ -77,7 +77,9 @@ def default_uri(config: SweepConfig) -> str:
 
 
 def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
-    """Raise :class:`ConfigError` unless the tracking store at ``uri`` answers."""
+    """Raise :class:`ConfigError` unless the tracking store at ``uri`` answers, and a server
+    with a login (MLflow's basic-auth app) takes this process's credentials: refused later,
+    every call would be kept by the outbox as if the server were away."""
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as answer:
@@ -88,11 +90,28 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
                 f"cannot reach the MLflow tracking server {uri}: {exc}; start it, or pass "
                 "--tracking-uri (or set MLFLOW_TRACKING_URI) to one that runs"
             ) from None
+        _check_login(uri)
         return
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # the stores raise many kinds of errors for a bad URI
         raise ConfigError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
+
+
+def _check_login(uri: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        if exc.get_http_status_code() in (401, 403):
+            given = "wrong" if os.environ.get("MLFLOW_TRACKING_USERNAME") else "no"
+            raise ConfigError(
+                f"the MLflow tracking server {uri} asks for a login and {given} credentials were "
+                "given: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                "(docs/distributed.md, 'The MLflow login')"
+            ) from None
+        raise
 
 
 def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:

@@ -4,6 +4,7 @@ services as local processes)."""
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import os
 import re
@@ -32,7 +33,11 @@ DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKER = ROOT / "docker"
 PASSWORD = "s3cr3tFromDotEnv"
-"""Stands for the password a user writes into .env."""
+"""Stands for the PostgreSQL password a user writes into .env."""
+MLFLOW_PASSWORD = "mlfl0wL0ginFromDotEnv"
+"""Stands for the MLflow login's password a user writes into .env."""
+SECRET_KEY = "f0rmK3yFromDotEnv"
+"""Stands for the key that signs the MLflow UI's forms."""
 
 TOOL_SERVICES = ("worker", "orchestrate")
 """The services that run the orchestrate CLI."""
@@ -96,7 +101,13 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def compose_env(**overrides: str) -> dict[str, str]:
     """What `cp .env.example .env` and setting the password give Compose to interpolate."""
-    return {**read_env_file(ENV_EXAMPLE), "POSTGRES_PASSWORD": PASSWORD, **overrides}
+    return {
+        **read_env_file(ENV_EXAMPLE),
+        "POSTGRES_PASSWORD": PASSWORD,
+        "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY,
+        **overrides,
+    }
 
 
 def load_compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -212,9 +223,15 @@ def test_worker_takes_nvidia_gpus_scales_and_restarts() -> None:
 
 
 def test_password_comes_only_from_dot_env() -> None:
-    assert read_env_file(ENV_EXAMPLE)["POSTGRES_PASSWORD"] == ""
-    with pytest.raises(InterpolationError, match="POSTGRES_PASSWORD"):
-        load_compose(read_env_file(ENV_EXAMPLE))
+    secrets = {
+        "POSTGRES_PASSWORD": PASSWORD,
+        "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY,
+    }
+    for name in secrets:
+        assert read_env_file(ENV_EXAMPLE)[name] == ""
+        with pytest.raises(InterpolationError, match=name):
+            load_compose(compose_env(**{name: ""}))
 
     resolved = load_compose()
     # Every password in the file, alone or inside a connection URL, is the one from .env.
@@ -228,15 +245,56 @@ def test_password_comes_only_from_dot_env() -> None:
     for service in resolved["services"].values():
         for key, value in service.get("environment", {}).items():
             if re.search(r"PASSWORD|SECRET|TOKEN", key):
-                assert value == PASSWORD, key
+                assert value in secrets.values(), key
 
     services = resolved["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == PASSWORD
     for name in TOOL_SERVICES:
         assert f":{PASSWORD}@" in services[name]["environment"]["ORCHESTRATE_STORAGE"]
     assert f":{PASSWORD}@" in services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
-    for path in (DOCKERFILE, ENV_EXAMPLE, *DOCKER.rglob("*.sh")):
-        assert PASSWORD not in path.read_text()
+    for path in (DOCKERFILE, ENV_EXAMPLE, *DOCKER.rglob("*.sh"), *DOCKER.rglob("*.ini")):
+        assert not any(secret in path.read_text() for secret in secrets.values()), path
+
+
+def test_every_volume_of_our_image_is_a_folder_its_user_owns() -> None:
+    # A named volume mounted where the image has no folder is created owned by root, where
+    # the image's unprivileged user cannot write (MLflow's accounts, the artifacts).
+    (run,) = [line for line in _dockerfile("RUN") if "mkdir" in line]
+    made = set(run.split("mkdir -p")[1].split("&&")[0].split())
+    owned = run.split("chown -R orchestrate:orchestrate")[1].split()
+    volumes = set(load_compose()["volumes"])
+    for name, service in load_compose()["services"].items():
+        if service.get("build") != ".":
+            continue
+        for target, source in _mounts(service).items():
+            if source in volumes:
+                assert target in made, (name, target)
+                assert any(
+                    Path(folder) in (Path(target), *Path(target).parents) for folder in owned
+                )
+
+
+def test_mlflow_asks_for_a_login_that_every_tool_service_gives() -> None:
+    services = load_compose()["services"]
+    mlflow = services["mlflow"]
+    command = argv(mlflow)
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    environment = mlflow["environment"]
+    assert environment["MLFLOW_AUTH_ADMIN_PASSWORD"] == MLFLOW_PASSWORD
+    assert environment["MLFLOW_AUTH_ADMIN_USERNAME"] == "orchestrate"
+    assert environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] == SECRET_KEY
+    # The settings file is the repository's, and its accounts live on a volume of their own.
+    mounts = _mounts(mlflow)
+    assert mounts[environment["MLFLOW_AUTH_CONFIG_PATH"]] == "./docker/mlflow-auth.ini"
+    settings = configparser.ConfigParser()
+    settings.read(DOCKER / "mlflow-auth.ini")
+    auth_db = Path(settings["mlflow"]["database_uri"].removeprefix("sqlite:///"))
+    assert _volume_holding(auth_db, mounts) == "mlflow-auth"
+    assert "mlflow-auth" in load_compose()["volumes"]
+    for name in TOOL_SERVICES:
+        given = services[name]["environment"]
+        assert given["MLFLOW_TRACKING_USERNAME"] == environment["MLFLOW_AUTH_ADMIN_USERNAME"]
+        assert given["MLFLOW_TRACKING_PASSWORD"] == MLFLOW_PASSWORD
 
 
 def test_published_ports_are_on_loopback_and_postgres_is_not_published() -> None:
@@ -253,6 +311,8 @@ def test_published_ports_are_on_loopback_and_postgres_is_not_published() -> None
     # Opening them is a deliberate change of .env, not an edit of the compose file.
     opened = load_compose(compose_env(PUBLISH_ADDRESS="192.0.2.10"))["services"]
     assert opened["mlflow"]["ports"] == ["192.0.2.10:5000:5000"]
+    # optuna-dashboard has no login: it stays on this machine whatever the address says.
+    assert opened["dashboard"]["ports"] == ["127.0.0.1:8080:8080"]
 
 
 def test_dot_env_and_local_state_stay_out_of_git_and_the_image() -> None:
@@ -407,6 +467,7 @@ def test_commands_name_real_cli_options() -> None:
     services = load_compose()["services"]
     mlflow = argv(services["mlflow"])
     assert mlflow[:2] == ["mlflow", "server"]
+    assert "basic-auth" in _help(mlflow_cli, "server")
     mlflow_help = _help(mlflow_cli, "server")
     for option in _options(mlflow):
         assert option in mlflow_help, option

@@ -9,6 +9,8 @@ MLflow server's REST API, as a user of the stack would see them.
 
 from __future__ import annotations
 
+import base64
+import configparser
 import contextlib
 import json
 import os
@@ -35,7 +37,8 @@ from orchestrator.config import load_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.servers import free_port, stop_process_group
 from orchestrator.testing.sweeps import sweep_document, write_sweep
-from tests.test_compose import argv, load_compose
+from tests.conftest import ROOT
+from tests.test_compose import MLFLOW_PASSWORD, argv, load_compose
 
 pytestmark = pytest.mark.slow
 
@@ -107,10 +110,14 @@ def _wait_healthy(
         time.sleep(1.0)
 
 
-def _request(url: str, body: Any = None, host: str | None = None) -> tuple[int, Any]:
+def _request(
+    url: str, body: Any = None, host: str | None = None, login: tuple[str, str] | None = None
+) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
     if host is not None:
         headers["Host"] = host
+    if login is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers=headers)
     try:
@@ -120,8 +127,8 @@ def _request(url: str, body: Any = None, host: str | None = None) -> tuple[int, 
         return error.code, None
 
 
-def _json(url: str, body: Any = None) -> Any:
-    status, payload = _request(url, body)
+def _json(url: str, body: Any = None, login: tuple[str, str] | None = None) -> Any:
+    status, payload = _request(url, body, login=login)
     assert status == 200, (url, status)
     return payload
 
@@ -163,12 +170,30 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
     uri = f"http://127.0.0.1:{mlflow_port}"
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     with contextlib.ExitStack() as stack:
+        # The stack's login: its settings file with the accounts' database moved here.
+        compose_mlflow = services["mlflow"]["environment"]
+        settings = configparser.ConfigParser()
+        settings.read(ROOT / "docker" / "mlflow-auth.ini")
+        settings["mlflow"]["database_uri"] = f"sqlite:///{tmp_path / 'basic_auth.db'}"
+        with open(tmp_path / "basic_auth.ini", "w") as handle:
+            settings.write(handle)
+        login = (compose_mlflow["MLFLOW_AUTH_ADMIN_USERNAME"], MLFLOW_PASSWORD)
         mlflow_env = {
             "MLFLOW_BACKEND_STORE_URI": backend,
             "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "basic_auth.ini"),
+            "MLFLOW_AUTH_ADMIN_USERNAME": login[0],
+            "MLFLOW_AUTH_ADMIN_PASSWORD": compose_mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": compose_mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"],
         }
-        assert set(services["mlflow"]["environment"]) == set(mlflow_env)
+        assert set(compose_mlflow) == set(mlflow_env)
+        # What the tool services log in with (MLflow's own variables).
+        worker_env = services["worker"]["environment"]
+        credentials = {
+            "MLFLOW_TRACKING_USERNAME": worker_env["MLFLOW_TRACKING_USERNAME"],
+            "MLFLOW_TRACKING_PASSWORD": worker_env["MLFLOW_TRACKING_PASSWORD"],
+        }
         mlflow_args = _local_command(argv(services["mlflow"]), mlflow_port)
         mlflow_args[mlflow_args.index("--workers") + 1] = "1"  # a shared 2-core machine
         mlflow = stack.enter_context(
@@ -194,8 +219,11 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
 
         # The compose file's --allowed-hosts lets the workers in by service name, not others.
         probe = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
-        assert _request(probe, host="mlflow:5000")[0] == 200
-        assert _request(probe, host="attacker.example")[0] == 403
+        assert _request(probe, host="mlflow:5000", login=login)[0] == 200
+        assert _request(probe, host="attacker.example", login=login)[0] == 403
+        # Without the login, or with a wrong one, the API is refused.
+        assert _request(probe)[0] == 401
+        assert _request(probe, login=(login[0], "not-the-password"))[0] == 401
 
         name = f"topology_{uuid.uuid4().hex[:8]}"
         sweep = write_sweep(
@@ -207,6 +235,19 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             ),
         )
         config = load_config(sweep)
+        # A worker without the login stops before it runs anything, naming the variables.
+        refused = orchestrate(
+            "worker",
+            "--study",
+            name,
+            "--storage",
+            storage,
+            "--tracking-uri",
+            uri,
+            cwd=tmp_path,
+        )
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in refused.stderr
         enqueued = orchestrate(
             "sweep",
             str(sweep),
@@ -216,6 +257,7 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             "--tracking-uri",
             uri,
             cwd=tmp_path,
+            env=credentials,
         )
         assert enqueued.returncode == 0, enqueued.stderr
         summaries = _json(f"{dashboard_url}/api/studies")["study_summaries"]
@@ -233,6 +275,7 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
                 "--threads",
                 "1",
                 cwd=tmp_path,
+                env=credentials,
             )
 
         with ThreadPoolExecutor(2) as pool:
@@ -248,10 +291,13 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
         assert sorted(t.params["alds.rate"] for t in trials) == [0.0, 0.25, 0.5]
 
         # What the MLflow UI shows, read through the server's REST API.
-        experiment = _json(f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}")
+        experiment = _json(
+            f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}", login=login
+        )
         runs = _json(
             f"{uri}/api/2.0/mlflow/runs/search",
             {"experiment_ids": [experiment["experiment"]["experiment_id"]], "max_results": 100},
+            login=login,
         )["runs"]
 
         def tags(run: Mapping[str, Any]) -> dict[str, str]:
@@ -274,7 +320,8 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             history = {
                 key: sorted(
                     _json(
-                        f"{uri}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={key}"
+                        f"{uri}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={key}",
+                        login=login,
                     )["metrics"],
                     key=lambda metric: metric["step"],
                 )
@@ -284,7 +331,9 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             assert history["accuracy"][-1]["value"] == pytest.approx(trial.value)
             sparsity = [m["value"] for m in history["sparsity"]]
             assert sparsity[2:] == sorted(sparsity[2:]) and sparsity[-1] > 0.5
-            listed = _json(f"{uri}/api/2.0/mlflow/artifacts/list?run_id={run_id}")["files"]
+            listed = _json(f"{uri}/api/2.0/mlflow/artifacts/list?run_id={run_id}", login=login)[
+                "files"
+            ]
             assert "curve.csv" in {entry["path"] for entry in listed}
         # Artifacts went through the server into its destination (a volume in the stack).
         assert len(list(artifacts.rglob("curve.csv"))) == plan.total_trials(config)
