@@ -102,8 +102,9 @@ class Outbox:
 
     # ------------------------------------------------------------------ machinery
 
-    def flush(self, *, deadline: float = 0.0) -> bool:
-        """Replay kept calls; retry until ``deadline`` (``time.monotonic()``) if given.
+    def flush(self, *, deadline: float = 0.0, stoppable: bool = True) -> bool:
+        """Replay kept calls; retry until ``deadline`` (``time.monotonic()``) if given, or
+        until a stop is requested (:mod:`stopping`) unless not ``stoppable``.
 
         Returns whether nothing is left.
         """
@@ -115,11 +116,12 @@ class Outbox:
                     if time.monotonic() >= deadline:
                         logger.debug("tracking store unreachable: %s", exc)
                         return False
-                    # A process asked to stop leaves the rest in its spool (the sweep's parent,
-                    # or the next worker on this host, sends it).
-                    if not stopping.sleep(
-                        min(self.backoff * 4, max(0.0, deadline - time.monotonic()))
-                    ):
+                    pause = min(self.backoff * 4, max(0.0, deadline - time.monotonic()))
+                    if not stoppable:
+                        time.sleep(pause)
+                    elif not stopping.sleep(pause):
+                        # A process asked to stop leaves the rest in its spool (the sweep's
+                        # parent sends it).
                         return False
                     break
                 self.pending.pop(0)

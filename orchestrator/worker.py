@@ -136,7 +136,12 @@ class Worker:
             flush_seconds = float(os.environ.get("ORCHESTRATE_TRACKING_FLUSH_SECONDS", "300"))
             if self.resubmit:  # the time limit is near: what is not sent stays in the spool
                 flush_seconds = min(flush_seconds, RESUBMIT_FLUSH_SECONDS)
-            if not self.tracker.outbox.flush(deadline=time.monotonic() + flush_seconds):
+            # A stop ends the wait at once, but for Slurm's warning before the time limit: the
+            # task has signal_seconds left, and the part of them given to MLflow is bounded.
+            sent = self.tracker.outbox.flush(
+                deadline=time.monotonic() + flush_seconds, stoppable=not self.resubmit
+            )
+            if not sent:
                 logger.warning(
                     "tracking store still unreachable; unsent calls are kept in %s",
                     self.tracker.outbox.spool,

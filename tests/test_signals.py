@@ -100,7 +100,12 @@ def test_a_signal_ends_the_wait_for_the_tracking_store(tmp_path: Path) -> None:
     assert len(outbox.pending) == 2  # the server is away: both kept
     with signal_after(1.0):
         assert outbox.flush(deadline=time.monotonic() + WAIT_SECONDS) is False
-    # Nothing lost: the calls wait in the spool for the next process on this host.
+    # After Slurm's warning the worker gives MLflow a bounded time, signal or not.
+    with signal_after(0.0):
+        started = time.monotonic()
+        assert outbox.flush(deadline=started + 1.5, stoppable=False) is False
+        assert time.monotonic() - started >= 1.5
+    # Nothing lost: the calls wait in the spool for the sweep's parent to send.
     assert [call["op"] for call in Outbox(client, spool).pending] == [
         "log_batch",
         "set_terminated",
