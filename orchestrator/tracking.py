@@ -267,11 +267,14 @@ def _source_tags(config: SweepConfig) -> dict[str, str]:
     return tags
 
 
-def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+def close_trial_run(
+    study: optuna.Study, trial: FrozenTrial, reason: str, *, status: str = "FAILED"
+) -> None:
     """End the MLflow run of a trial whose worker is gone, marked failed with ``reason``.
 
     ``study`` and ``trial`` are the Optuna study and the trial's record; nothing is left
-    RUNNING in MLflow for a trial that no worker runs.
+    RUNNING in MLflow for a trial that no worker runs. ``status``: ``KILLED`` for a worker
+    the user stopped.
     """
     run_id = trial.user_attrs.get(keys.TRIAL_RUN_ID)
     uri = study.user_attrs.get(keys.STUDY_TRACKING_URI)
@@ -281,7 +284,7 @@ def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str) -> Non
     try:
         client.set_tag(run_id, keys.TAG_STATE, "FAIL")
         client.set_tag(run_id, keys.TAG_FAIL_REASON, reason)
-        client.set_terminated(run_id, "FAILED")
+        client.set_terminated(run_id, status)
     except Exception as exc:  # the tracking store may be away too; the trial is what counts
         logger.warning("could not close MLflow run %s of trial %d: %s", run_id, trial.number, exc)
 

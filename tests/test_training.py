@@ -196,7 +196,7 @@ def test_seed_everything_and_make_generator_are_reproducible():
 
 def test_diverging_learning_rate_raises_non_finite_loss_error():
     data = _data()
-    config = TrainConfig(optimizer="sgd", lr=1e10, momentum=0.9, batch_size=32, epochs=20)
+    config = TrainConfig(optimizer="sgd", lr=10.0, momentum=0.9, batch_size=32, epochs=20)
     steps = []
     with pytest.raises(NonFiniteLossError, match=r"non-finite .* at iteration \d+") as info:
         train(

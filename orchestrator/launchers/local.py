@@ -265,5 +265,27 @@ class Supervisor:
                 if process.poll() is None:
                     process.kill()
                 process.wait()
+        if self.signals:
+            self._requeue_stopped()
         show(progress.rows(self.study, self.config))
         return failed
+
+    def _requeue_stopped(self) -> None:
+        """Fail and requeue, without counting a retry, the trials that workers stopped by a
+        signal left RUNNING: a second signal can end a worker between queueing its trial
+        again and failing it, or before either (a retry already queued is not queued twice)."""
+        import functools
+
+        from optuna.trial import TrialState
+
+        from orchestrator import queue, tracking
+
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get(keys.TRIAL_WORKER) in self.started:
+                queue.fail_and_requeue(
+                    self.study,
+                    trial,
+                    "interrupted",
+                    max_retries=None,
+                    on_failed=functools.partial(tracking.close_trial_run, status="KILLED"),
+                )
