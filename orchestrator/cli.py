@@ -560,6 +560,11 @@ def parse_levels(text: str) -> tuple[float, ...]:
     type=click.Path(path_type=Path, file_okay=False),
     help="folder for tables and plots (default: <workspace>/report)",
 )
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=0.0, min_open=True, max=100.0),
+    help="equivalence margin in accuracy points: a TOST verdict for every paired difference",
+)
 def report(
     sweep: Path | None,
     study_name: str | None,
@@ -568,6 +573,7 @@ def report(
     formats: str,
     levels: str,
     output: Path | None,
+    margin: float | None,
 ) -> None:
     """Write a sweep's tables and plots; log them to its parent MLflow run."""
     from orchestrator import report as reports
@@ -579,7 +585,11 @@ def report(
     try:
         chosen = parse_formats(formats)
         result = reports.build(
-            study, config, tracking_uri=tracking_uri, levels=parse_levels(levels)
+            study,
+            config,
+            tracking_uri=tracking_uri,
+            levels=parse_levels(levels),
+            margin=None if margin is None else margin / 100,
         )
     except ConfigError as exc:
         _fail(str(exc))

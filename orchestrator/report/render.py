@@ -55,6 +55,8 @@ def _number(value: Any, kind: str) -> str:
             return f"{round(value):,}"
         case "ratio":
             return f"{value:.2f}"
+        case "p":
+            return f"{value:.3g}"
         case "seconds":
             return f"{value:.0f}"
         case "param":

@@ -115,6 +115,7 @@ class Report:
     tracking_uri: str = ""
     parent_run_id: str | None = None
     tolerance: float = TOLERANCE
+    margin: float | None = None  # the equivalence margin (TOST), in accuracy
 
     def status(self) -> str:
         """One line: how many trials are in which state."""
@@ -137,7 +138,7 @@ class Column:
     header: str
     source: str
     # text, arm (a configuration shown as its arm), param, int, pct, points, ratio, seconds,
-    # flag (yes/no)
+    # p (a p-value), flag (yes/no)
     kind: str = "text"
     std: str | None = None
     paper: bool = True  # shown in LaTeX (run ids and notes are not)
@@ -146,7 +147,7 @@ class Column:
     upper: str | None = None  # the interval's upper end: the cell shows [source, upper]
 
 
-NUMERIC = frozenset({"param", "int", "pct", "points", "ratio", "seconds"})
+NUMERIC = frozenset({"param", "int", "pct", "points", "ratio", "seconds", "p"})
 
 
 @dataclass(frozen=True)

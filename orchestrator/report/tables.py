@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from orchestrator import keys, plan
 from orchestrator.curve import value_at_sparsity
+from orchestrator.report import statistics
 from orchestrator.report.schema import (
     LEVELS,
     METRICS,
@@ -34,10 +34,10 @@ from orchestrator.report.schema import (
     Column,
     Report,
     config_fields,
-    is_missing,
     plain,
     shorten,
 )
+from orchestrator.report.statistics import CONFIDENCE, paired_interval, verdict
 
 __all__ = [
     "CONFIDENCE",
@@ -200,46 +200,53 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-CONFIDENCE = 0.95
 ALDS_PLUS_IMP = "ALDS + IMP"  # the role of an ALDS configuration in the summary
 
 
-def paired_interval(differences: pd.Series | Sequence[float]) -> tuple[float, float]:
-    """The 95% confidence interval of the mean of paired differences (Student's t over the
-    pairs: mean ± t(0.975, n − 1) · s / √n); NaN with fewer than two pairs."""
-    n = len(differences)
-    if n < 2:
-        return math.nan, math.nan
-    mean = float(np.mean(differences))
-    half = _t_quantile(n - 1) * _std(differences) / math.sqrt(n)
-    return mean - half, mean + half
+def _judged(
+    table: pd.DataFrame,
+    margin: float | None,
+    *,
+    prefix: str = "",
+    mean: str = "difference_mean",
+    std: str = "difference_std",
+    n: str = "paired_n",
+    words: tuple[str, str] = ("ALDS better", "ALDS worse"),
+) -> pd.DataFrame:
+    """``table`` with its family-wise columns (:func:`statistics.family`: p-values, Holm's,
+    the simultaneous interval), a ``verdict`` read from the simultaneous interval, and with a
+    ``margin`` the TOST ``equivalence`` of each row; every column name after ``prefix``."""
+    if table.empty:
+        extra = ["p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high", "verdict"]
+        extra += ["equivalence"] if margin is not None else []
+        return table.reindex(columns=[*table.columns, *[prefix + c for c in extra]])
+    table = table.join(statistics.family(table, mean=mean, std=std, n=n, prefix=prefix))
+    rows = zip(table[f"{prefix}adjusted_ci_low"], table[f"{prefix}adjusted_ci_high"], strict=True)
+    table[f"{prefix}verdict"] = [verdict(low, high, *words) for low, high in rows]
+    if margin is not None:
+        said = {"equivalent": f"equivalent within ±{100 * margin:g} pt"}
+        table[f"{prefix}equivalence"] = [
+            said.get(found, found)
+            for found in (
+                statistics.equivalence(*row, margin)
+                for row in zip(
+                    table[mean], table[std], table[n].fillna(0).astype(int), strict=True
+                )
+            )
+        ]
+    return table
 
 
-@functools.lru_cache(maxsize=256)
-def _t_quantile(freedom: int) -> float:
-    # scipy's ppf costs 0.1 ms a call; a report asks it for every configuration and level.
-    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, freedom))
-
-
-def verdict(low: float, high: float, above: str = "ALDS better", below: str = "ALDS worse") -> str:
-    """What an interval of ALDS + IMP minus IMP only says: only one that excludes zero is
-    called a difference (``above`` or ``below`` zero)."""
-    if is_missing(low) or is_missing(high):
-        return "too few seeds"
-    if low > 0:
-        return above
-    if high < 0:
-        return below
-    return "no difference shown"
-
-
-def versus_baseline(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
+def versus_baseline(
+    steps: pd.DataFrame, pairs: Mapping[str, str], margin: float | None = None
+) -> pd.DataFrame:
     """Each ALDS configuration against its baseline at matched sparsity, per compressed step.
 
     The levels are the ALDS configuration's mean sparsities at its steps 1, 2, ...; both arms'
     curves are interpolated there seed by seed. The difference is paired by seed (a seed's two
     arms share θ0 and the dense network): its mean and std over the seeds both arms have. A
-    level beyond the baseline's curve has no baseline value (never extrapolated).
+    level beyond the baseline's curve has no baseline value (never extrapolated). Its rows are
+    one family (:func:`_judged`); ``margin``: the TOST margin, in accuracy (0.006 is 0.6 pt).
     """
     rows = []
     compressed = steps[steps["step"] >= 1]
@@ -262,7 +269,7 @@ def versus_baseline(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
                 }
             )
     columns = ["config", "baseline", "step", "sparsity", "remaining", *_MATCHED]
-    return pd.DataFrame(rows, columns=columns)
+    return _judged(pd.DataFrame(rows, columns=columns), margin)
 
 
 _MATCHED = [
@@ -302,14 +309,18 @@ def _matched(steps: pd.DataFrame, config: str, baseline: str | None, level: floa
 
 
 def at_sparsity(
-    steps: pd.DataFrame, configs: Sequence[str], pairs: Mapping[str, str], levels: Sequence[float]
+    steps: pd.DataFrame,
+    configs: Sequence[str],
+    pairs: Mapping[str, str],
+    levels: Sequence[float],
+    margin: float | None = None,
 ) -> pd.DataFrame:
     """Every configuration at the same fixed sparsity levels, for a table across a paper.
 
     Accuracy per level as in :func:`versus_baseline` (interpolated seed by seed, never
     extrapolated: a configuration that never had a network at a level has no value there), and
-    for ALDS configurations the paired difference to their baseline. Rows by level, then in
-    the order of ``configs``.
+    for ALDS configurations the paired difference to their baseline (the table's differences
+    are one family, :func:`_judged`). Rows by level, then in the order of ``configs``.
     """
     rows = [
         {
@@ -322,7 +333,8 @@ def at_sparsity(
         for level in levels
         for config in configs
     ]
-    return pd.DataFrame(rows, columns=["config", "baseline", "sparsity", "remaining", *_MATCHED])
+    columns = ["config", "baseline", "sparsity", "remaining", *_MATCHED]
+    return _judged(pd.DataFrame(rows, columns=columns), margin)
 
 
 def tolerance_table(steps: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
@@ -388,11 +400,14 @@ def summary_table(
     within: pd.DataFrame,
     pairs: Mapping[str, str],
     params: Sequence[str],
+    margin: float | None = None,
 ) -> pd.DataFrame:
     """One row per configuration: the seed's question answered.
 
     The final accuracy and sparsity, the difference to the baseline at the highest sparsity
-    both curves reach, and the highest sparsity within the tolerance of the dense network.
+    both curves reach (its ALDS rows one family, :func:`_judged`; ``equivalence_bound``: the
+    differences its data exclude), and the highest sparsity within the tolerance of the dense
+    network.
     """
     fields = config_fields(params)
     columns = [
@@ -411,7 +426,13 @@ def summary_table(
         "difference_ci_low",
         "difference_ci_high",
         "paired_n",
+        "p_value",
+        "p_holm",
+        "adjusted_ci_low",
+        "adjusted_ci_high",
         "verdict",
+        "equivalence",
+        "equivalence_bound",
         *_WITHIN,
         "within_lower_bound",
     ]
@@ -447,10 +468,15 @@ def summary_table(
             }
         )
     table = pd.DataFrame(rows).merge(within, on="config", how="left")
-    table["verdict"] = [
-        verdict(low, high) if role == ALDS_PLUS_IMP else ""
-        for low, high, role in zip(
-            table["difference_ci_low"], table["difference_ci_high"], table["role"], strict=True
+    alds = table["role"] == ALDS_PLUS_IMP
+    judged = _judged(table[alds], margin)
+    for column in judged.columns.difference(table.columns):
+        table[column] = judged[column]
+    table["verdict"] = table["verdict"].where(alds, "")
+    table["equivalence_bound"] = [
+        statistics.equivalence_bound(*row) if arm else math.nan
+        for arm, *row in zip(
+            alds, table["difference_mean"], table["difference_std"], table["paired_n"], strict=True
         )
     ]
     # Every seed stayed within the tolerance to its last step: the true value may be higher.
@@ -534,14 +560,33 @@ def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
                 f"{decile}_alds": ours.mean() if len(ours) else math.nan,
                 f"{decile}_baseline": theirs.mean() if len(theirs) else math.nan,
                 f"{decile}_difference_mean": paired.mean() if len(paired) else math.nan,
+                f"{decile}_difference_std": _std(paired),
                 f"{decile}_ci_low": low,
                 f"{decile}_ci_high": high,
-                f"{decile}_verdict": verdict(low, high, "ALDS higher", "ALDS lower"),
                 "paired_n": len(paired),
             }
         rows.append(row)
     # Without a single pair (a sampled sweep without twins) it still names its arms' columns.
-    return pd.DataFrame(rows, columns=None if rows else ["config", "baseline", "paired_n"])
+    table = pd.DataFrame(rows, columns=None if rows else ["config", "baseline", "paired_n"])
+    deciles = [d for d in ("smallest", "largest") if f"{d}_difference_mean" in table]
+    if not deciles:
+        return table
+    # Both tenths of every configuration are one family.
+    stacked = pd.concat(
+        [
+            table[[f"{d}_difference_mean", f"{d}_difference_std", "paired_n"]].set_axis(
+                ["difference_mean", "difference_std", "paired_n"], axis=1
+            )
+            for d in deciles
+        ],
+        ignore_index=True,
+    )
+    judged = _judged(stacked, None, words=("ALDS higher", "ALDS lower"))
+    for number, decile in enumerate(deciles):
+        part = judged.iloc[number * len(table) : (number + 1) * len(table)]
+        for column in ("p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high", "verdict"):
+            table[f"{decile}_{column}"] = part[column].to_numpy()
+    return table
 
 
 COLLAPSED = 0.01  # a layer with at most this share of its weights left is emptied
@@ -681,6 +726,7 @@ class Inputs:
     front: list[int] = field(default_factory=list)  # the Pareto front's trials (several objectives)
     tolerance: float = TOLERANCE
     levels: Sequence[float] = LEVELS
+    margin: float | None = None  # the equivalence margin (TOST), in accuracy; None: no test
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _pending: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -788,13 +834,27 @@ def _outcome(*, mean: bool = False, final: bool = False) -> list[Column]:
     ]
 
 
+# A paired difference judged within its table's family (statistics.family), and by TOST when
+# the report has a margin.
+def _judgement(report: Report) -> list[Column]:
+    equivalence = [Column("TOST", "equivalence")] if report.margin is not None else []
+    return [
+        Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
+        Column("Δ family-wise CI (pt)", "adjusted_ci_low", "points", upper="adjusted_ci_high"),
+        Column("p (Holm)", "p_holm", "p"),
+        Column("verdict", "verdict"),
+        *equivalence,
+    ]
+
+
 # An arm against its baseline at one sparsity (versus_baseline, at_sparsity).
-_AGAINST_BASELINE = (
-    Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
-    Column("Δ (pt)", "difference_mean", "points", "difference_std"),
-    Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
-    Column("seeds", "paired_n", "int"),
-)
+def _against_baseline(report: Report) -> list[Column]:
+    return [
+        Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
+        Column("Δ (pt)", "difference_mean", "points", "difference_std"),
+        *_judgement(report),
+        Column("seeds", "paired_n", "int"),
+    ]
 
 
 def _summary_columns(report: Report) -> list[Column]:
@@ -807,9 +867,9 @@ def _summary_columns(report: Report) -> list[Column]:
         Column("final accuracy (%)", "final_accuracy_mean", "pct", "final_accuracy_std"),
         Column("matched sparsity (%)", "matched_sparsity", "pct"),
         Column("Δ vs IMP only there (pt)", "difference_mean", "points", "difference_std"),
-        Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
+        *_judgement(report),
+        Column("differences beyond (±pt) excluded", "equivalence_bound", "pct"),
         Column("paired seeds", "paired_n", "int"),
-        Column("verdict", "verdict"),
         Column(
             within,
             "max_sparsity_within_mean",
@@ -828,6 +888,12 @@ def _magnitude_columns() -> tuple[Column, ...]:
             Column("after ALDS (%)", f"{decile}_alds", "pct"),
             Column("IMP only (%)", f"{decile}_baseline", "pct"),
             Column("Δ 95% CI (pt)", f"{decile}_ci_low", "points", upper=f"{decile}_ci_high"),
+            Column(
+                "family-wise CI (pt)",
+                f"{decile}_adjusted_ci_low",
+                "points",
+                upper=f"{decile}_adjusted_ci_high",
+            ),
             Column("verdict", f"{decile}_verdict"),
         ]
     return (*columns, Column("seeds", "paired_n", "int"))
@@ -902,32 +968,35 @@ TABLES = (
             inputs.within,
             inputs.pairs,
             inputs.params,
+            inputs.margin,
         ),
         _summary_columns,
     ),
     TableSpec(
         "at_sparsity",
         "At fixed sparsities",
-        lambda inputs: at_sparsity(inputs.complete, inputs.configs, inputs.pairs, inputs.levels),
-        (
+        lambda inputs: at_sparsity(
+            inputs.complete, inputs.configs, inputs.pairs, inputs.levels, inputs.margin
+        ),
+        lambda report: [
             Column("sparsity (%)", "sparsity", "pct"),
             Column("configuration", "config"),
             Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
             Column("n", "n", "int"),
-            *_AGAINST_BASELINE,
-        ),
+            *_against_baseline(report),
+        ],
     ),
     TableSpec(
         "versus_baseline",
         "At matched sparsity, step by step",
-        lambda inputs: versus_baseline(inputs.complete, inputs.pairs),
-        (
+        lambda inputs: versus_baseline(inputs.complete, inputs.pairs, inputs.margin),
+        lambda report: [
             Column("configuration", "config", "arm"),
             Column("step", "step", "int"),
             Column("sparsity (%)", "sparsity", "pct"),
             Column("ALDS + IMP (%)", "accuracy_mean", "pct", "accuracy_std"),
-            *_AGAINST_BASELINE,
-        ),
+            *_against_baseline(report),
+        ],
     ),
     TableSpec(
         "magnitudes",
