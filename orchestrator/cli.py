@@ -565,6 +565,13 @@ def parse_levels(text: str) -> tuple[float, ...]:
     type=click.FloatRange(min=0.0, min_open=True, max=100.0),
     help="equivalence margin in accuracy points: a TOST verdict for every paired difference",
 )
+@click.option(
+    "--target-halfwidth",
+    type=click.FloatRange(min=0.0, min_open=True, max=100.0),
+    default=0.25,
+    show_default=True,
+    help="the seed planner's target: half-width of the 95% interval, in accuracy points",
+)
 def report(
     sweep: Path | None,
     study_name: str | None,
@@ -574,6 +581,7 @@ def report(
     levels: str,
     output: Path | None,
     margin: float | None,
+    target_halfwidth: float,
 ) -> None:
     """Write a sweep's tables and plots; log them to its parent MLflow run."""
     from orchestrator import report as reports
@@ -590,6 +598,7 @@ def report(
             tracking_uri=tracking_uri,
             levels=parse_levels(levels),
             margin=None if margin is None else margin / 100,
+            halfwidth=target_halfwidth / 100,
         )
     except ConfigError as exc:
         _fail(str(exc))

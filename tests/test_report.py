@@ -420,7 +420,9 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     path, workspace = run_sweep(tmp_path, document)
     output = tmp_path / "out"
-    result = orchestrate("report", str(path), "--output", str(output), cwd=tmp_path)
+    result = orchestrate(
+        "report", str(path), "--output", str(output), "--margin", "0.5", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return {
         "document": document,
@@ -468,6 +470,14 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         assert re.fullmatch(r"\|(-{3}:?\|)+", lines[1])
         assert len({line.count(" | ") for line in lines if not line.startswith("|-")}) == 1
     assert "![Accuracy against remaining weights](accuracy_vs_remaining.png)" in markdown
+    # The family-wise columns, and with --margin the TOST verdict, in every format.
+    for name in ("summary", "at_sparsity", "versus_baseline"):
+        csv = pd.read_csv(output / f"{name}.csv")
+        assert {"p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high"} <= set(csv.columns)
+        assert {"verdict", "equivalence"} <= set(csv.columns)
+        assert "TOST" in (output / f"{name}.tex").read_text()
+    assert markdown.count("| TOST |") == 3 and "family-wise CI" in markdown
+    assert "seeds for a 95% interval of ±0.25 pt" in swept["stdout"]
     page = HtmlTables()
     page.feed((output / "report.html").read_text())
     assert len(page.tables) == len(presented) and page.images >= 2

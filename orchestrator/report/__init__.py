@@ -62,13 +62,15 @@ def build(
     levels: Sequence[float] = LEVELS,
     curves: Curves | None = None,
     margin: float | None = None,
+    halfwidth: float = tables.HALFWIDTH,
 ) -> Report:
     """Read the study and its runs and compute every table and figure of the report.
 
     ``tracking_uri`` defaults to the one the sweep recorded. ``curves`` holds what earlier
     reads of ``study`` (the same object, its storage's cache kept) read; without it every
     trial and curve is read, in one pass. ``margin``: the equivalence margin of the paired
-    differences (TOST, in accuracy: 0.005 is half a point); None tests none. Raises
+    differences (TOST, in accuracy: 0.005 is half a point); None tests none. ``halfwidth``: the
+    seed planner's target interval half-width, in accuracy. Raises
     :class:`ConfigError` for an empty study, an unreachable tracking store, or a study none of
     whose runs is found there.
     """
@@ -85,6 +87,7 @@ def build(
         notes=[
             *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
             *tables.collapse_notes(computed["layers"]),
+            *tables.planner_note(computed["summary"], halfwidth),
             *_growth_notes(read.left_out, results.provenance(read.asked)),
         ],
         tables=computed,

@@ -229,9 +229,7 @@ def _judged(
             said.get(found, found)
             for found in (
                 statistics.equivalence(*row, margin)
-                for row in zip(
-                    table[mean], table[std], table[n].fillna(0).astype(int), strict=True
-                )
+                for row in zip(table[mean], table[std], table[n].fillna(0).astype(int), strict=True)
             )
         ]
     return table
@@ -665,6 +663,25 @@ def report_notes(
     if not plan.is_alds(curves[RATE]).any():
         notes.append("every configuration is IMP only (alds.rate 0): nothing to compare")
     return notes
+
+
+HALFWIDTH = 0.0025  # the seed planner's default target: a 95% interval of ±0.25 points
+
+
+def planner_note(summary: pd.DataFrame, halfwidth: float = HALFWIDTH) -> list[str]:
+    """How many seeds the summary's paired difference needs for a 95% interval of
+    ±``halfwidth`` (in accuracy), from the largest paired standard deviation it observed
+    (:func:`statistics.seeds_needed`); nothing before a configuration has two paired seeds."""
+    spread = summary.loc[summary["paired_n"] >= 2, "difference_std"].dropna()
+    if spread.empty:
+        return []
+    largest = float(spread.max())
+    needed = statistics.seeds_needed(largest, halfwidth)
+    have = int(summary.loc[summary["paired_n"] >= 2, "paired_n"].min())
+    return [
+        f"seeds for a 95% interval of ±{100 * halfwidth:g} pt on the summary's difference: "
+        f"{needed} (from the largest paired std, {100 * largest:.2f} pt; the sweep has {have})"
+    ]
 
 
 NOTED = 10  # configurations a note names one by one; a sampled sweep has thousands

@@ -1,0 +1,118 @@
+"""The report's paired statistics against hand computations: Holm's adjustment, simultaneous
+intervals, TOST verdicts on constructed data, the equivalence bound and the seed planner; and
+the tables' verdicts reading the family-wise interval."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from orchestrator.report import statistics, tables
+from tests.test_report import ALDS, BASELINE, hand_built
+
+
+def test_holm_adjusts_by_hand_and_keeps_missing_values_out_of_the_family() -> None:
+    # Sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → kept monotone: 0.06.
+    adjusted = statistics.holm([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[4])
+    assert statistics.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_p_value_is_the_paired_t_test() -> None:
+    differences = [0.012, 0.004, 0.009, -0.002]
+    mean, std = float(np.mean(differences)), float(np.std(differences, ddof=1))
+    expected = stats.ttest_1samp(differences, 0.0).pvalue
+    assert statistics.p_value(mean, std, len(differences)) == pytest.approx(expected)
+    assert math.isnan(statistics.p_value(0.01, math.nan, 1))
+
+
+def test_family_gives_simultaneous_intervals_at_one_minus_alpha_over_m() -> None:
+    table = pd.DataFrame(
+        {
+            "difference_mean": [0.02, -0.01, 0.03],
+            "difference_std": [0.01, 0.02, math.nan],
+            "paired_n": [3, 5, 1],
+        }
+    )
+    found = statistics.family(table)
+    # Two rows have an interval: each at 1 − 0.05/2, i.e. t(1 − 0.0125, n − 1).
+    for row, n in ((0, 3), (1, 5)):
+        half = stats.t.ppf(1 - 0.0125, n - 1) * table["difference_std"][row] / math.sqrt(n)
+        mean = table["difference_mean"][row]
+        assert found["adjusted_ci_low"][row] == pytest.approx(mean - half)
+        assert found["adjusted_ci_high"][row] == pytest.approx(mean + half)
+    assert math.isnan(found["adjusted_ci_low"][2]) and math.isnan(found["p_holm"][2])
+    p = [statistics.p_value(0.02, 0.01, 3), statistics.p_value(-0.01, 0.02, 5)]
+    assert list(found["p_holm"][:2]) == pytest.approx(list(statistics.holm(p)))
+    # Wider than the row's own 95% interval.
+    low, _ = statistics.interval(0.02, 0.01, 3)
+    assert found["adjusted_ci_low"][0] < low
+
+
+@pytest.mark.parametrize(
+    ("differences", "margin", "expected"),
+    [
+        ([0.001, -0.001, 0.0005, 0.0, -0.0005], 0.01, "equivalent"),  # tight, inside ±1 pt
+        ([0.05, 0.051, 0.049, 0.052, 0.05], 0.01, "different"),  # 5 points, clearly apart
+        ([0.03, -0.04, 0.01], 0.01, "inconclusive"),  # wide: neither shown
+    ],
+)
+def test_tost_on_constructed_data(differences: list[float], margin: float, expected: str) -> None:
+    mean, std = float(np.mean(differences)), float(np.std(differences, ddof=1))
+    assert statistics.equivalence(mean, std, len(differences), margin) == expected
+
+
+def test_the_equivalence_bound_is_the_90_percent_interval_by_hand() -> None:
+    mean, std, n = 0.002, 0.004, 4
+    half = stats.t.ppf(0.95, 3) * std / math.sqrt(n)
+    assert statistics.equivalence_bound(mean, std, n) == pytest.approx(mean + half)
+    # TOST calls it equivalent just outside the bound and not just inside.
+    bound = statistics.equivalence_bound(mean, std, n)
+    assert statistics.equivalence(mean, std, n, bound * 1.001) == "equivalent"
+    assert statistics.equivalence(mean, std, n, bound * 0.999) != "equivalent"
+
+
+@pytest.mark.parametrize(("std", "halfwidth"), [(0.005, 0.0025), (0.01, 0.0025), (0.002, 0.01)])
+def test_the_seed_planner_is_the_least_n_of_the_closed_form(std: float, halfwidth: float) -> None:
+    n = statistics.seeds_needed(std, halfwidth)
+
+    def half(seeds: int) -> float:
+        return stats.t.ppf(0.975, seeds - 1) * std / math.sqrt(seeds)
+
+    assert half(n) <= halfwidth
+    assert n == 2 or half(n - 1) > halfwidth
+    with pytest.raises(ValueError):
+        statistics.seeds_needed(std, 0.0)
+
+
+def test_verdicts_read_the_family_wise_interval() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    pairs = tables.baseline_pairs(steps, ["alds.rate"], lambda p: {**p, "alds.rate": 0.0})
+    table = tables.versus_baseline(steps, pairs, margin=0.5)
+    for row in table.to_dict("records"):
+        if row["paired_n"] < 2:
+            assert row["verdict"] == "too few seeds"
+            continue
+        low, high = row["adjusted_ci_low"], row["adjusted_ci_high"]
+        assert low <= row["difference_ci_low"] and high >= row["difference_ci_high"]
+        assert row["verdict"] == tables.verdict(low, high)
+        assert row["equivalence"] in ("equivalent within ±50 pt", "different", "inconclusive")
+    summary = tables.summary_table(
+        tables.curve_table(steps, ["alds.rate"]),
+        table,
+        tables.tolerance_table(steps),
+        pairs,
+        ["alds.rate"],
+    )
+    alds = summary[summary["role"] == tables.ALDS_PLUS_IMP].iloc[0]
+    assert alds["verdict"] == tables.verdict(alds["adjusted_ci_low"], alds["adjusted_ci_high"])
+    assert alds["equivalence_bound"] == pytest.approx(
+        statistics.equivalence_bound(
+            alds["difference_mean"], alds["difference_std"], alds["paired_n"]
+        )
+    )
