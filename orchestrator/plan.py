@@ -39,6 +39,7 @@ __all__ = [
     "fixed_configurations",
     "is_alds",
     "most_sampled_twins",
+    "prunable",
     "rate_of",
     "total_trials",
     "twin_of",
@@ -61,6 +62,22 @@ class Sweep(Protocol):
 
 
 # --------------------------------------------------------------------------- the arm
+
+
+def prunable(config: Sweep, rate: float) -> bool:
+    """Whether the study's pruner may stop a trial at ALDS rate ``rate`` of this sweep.
+
+    Only in a single-objective sweep with a pruner, and never an IMP-only trial: it is the
+    twin its ALDS configurations are paired with (a pruned twin leaves them unpaired, the
+    comparison the sweep exists for lost), and the reference a pruner measures them by.
+
+    Args:
+        config: the sweep.
+        rate: the trial's ALDS rate.
+    """
+    search = config.search
+    return len(search.objective) == 1 and search.pruner != "none" and bool(is_alds(rate))
+
 
 
 def is_alds(rate: Any) -> Any:

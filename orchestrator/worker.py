@@ -188,7 +188,7 @@ class Worker:
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TrialTimeout(f"trial ran longer than execution.trial_timeout = {timeout} s")
 
-        reporter = self._reporter(trial, run)
+        reporter = self._reporter(trial, run, trial_config.alds.rate)
         try:
             data = datasets.load(trial_config.dataset, device=self.device, seed=seed)
             run.log_dataset(
@@ -414,14 +414,14 @@ class Worker:
         run.end(status)
         self._tell(trial, state=TrialState.FAIL)
 
-    def _reporter(self, trial: optuna.Trial, run: TrialRun) -> _StepReporter:
+    def _reporter(self, trial: optuna.Trial, run: TrialRun, rate: float) -> _StepReporter:
         objectives = self.config.search.objective
         return _StepReporter(
             trial,
             run,
             self.storage,
             metric=objectives[0].metric if len(objectives) == 1 else None,
-            prunable=len(objectives) == 1 and self.config.search.pruner != "none",
+            prunable=plan.prunable(self.config, rate),
             stopping=lambda: self.stopping,
         )
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from orchestrator import keys, plan
-from orchestrator.config import SweepConfig
+from orchestrator.config import SweepConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,3 +44,14 @@ def test_no_module_decides_the_arm_again() -> None:
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
     assert pattern.search("if config.alds.rate > 0:") and pattern.search("curves[RATE] == 0")
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile", "hyperband", "successive_halving"])
+def test_no_pruner_ever_stops_an_imp_only_twin(pruner: str) -> None:
+    config = parse_config({"name": "p", "search": {"pruner": pruner}})
+    assert plan.prunable(config, 0.3)
+    assert not plan.prunable(config, 0.0)  # the twin its ALDS configurations are paired with
+
+
+def test_nothing_is_pruned_without_a_pruner() -> None:
+    assert not plan.prunable(parse_config({"name": "p"}), 0.3)
