@@ -79,7 +79,6 @@ def prunable(config: Sweep, rate: float) -> bool:
     return len(search.objective) == 1 and search.pruner != "none" and bool(is_alds(rate))
 
 
-
 def is_alds(rate: Any) -> Any:
     """Whether a configuration at ALDS rate ``rate`` runs ALDS; rate 0 is IMP only, the twin.
 

@@ -171,6 +171,12 @@ def test_tolerance_table_walks_each_seed_until_it_drops() -> None:
         (S3 - S2) / math.sqrt(2)
     )
     assert within.loc["alds.rate=0.5", "within_to_end"] == 1
+    # What the summary shows: the median and the range over the seeds.
+    row = within.loc["alds.rate=0.5"]
+    assert row["max_sparsity_within_median"] == pytest.approx((S2 + S3) / 2)
+    assert (row["max_sparsity_within_min"], row["max_sparsity_within_max"]) == pytest.approx(
+        (S2, S3)
+    )
     loose = tables.tolerance_table(hand_built({0.0: BASELINE}), tolerance=0.05)
     assert loose["max_sparsity_within_mean"].item() == 0.5
 
@@ -206,7 +212,8 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert loose["within_lower_bound"].all()
     report = hand_report({"summary": loose, "curves": curves}, tolerance=0.2)
     shown = render.present(report, "summary").set_index(RATE)
-    assert shown.loc["0.5", "max sparsity within 20 pt of dense (%)"] == "≥ 82.32 ± 0.00"
+    assert shown.loc["0.5", "max sparsity within 20 pt of dense (%), median"] == "≥ 82.32"
+    assert shown.loc["0.5", "range over seeds (%)"] == "[82.32, 82.32]"
     assert shown.loc["0.5", "Δ vs IMP only there (pt)"] == "+6.50 ± 1.70"
     assert shown.loc["0", "Δ vs IMP only there (pt)"] == "–"
 
