@@ -39,6 +39,7 @@ __all__ = [
     "curve_points",
     "grid_values",
     "intermediate_values",
+    "mean_between",
     "measures",
     "objective_value",
     "value_at_sparsity",
@@ -105,6 +106,42 @@ def value_at_sparsity(
         return math.nan
     # np.interp wants increasing positions: log(remaining) falls as sparsity grows.
     return float(np.interp(-_position(level), -_position(x), y))
+
+
+def mean_between(
+    steps: Sequence[int],
+    sparsity: Sequence[float],
+    values: Sequence[float],
+    low: float,
+    high: float,
+    *,
+    first_step: int = 1,
+) -> float:
+    """The curve's mean value from ``low`` to ``high`` sparsity: the area under it against
+    log(remaining), read as :func:`value_at_sparsity` reads it (linear between the steps),
+    over the range's width. The report's primary endpoint: one number per curve that weighs
+    every sparsity of the range alike on the scale IMP prunes on.
+
+    Args:
+        steps, sparsity, values: the curve, one entry per step.
+        low, high: the range of sparsities, ``low <= high``.
+        first_step: as for :func:`value_at_sparsity`.
+
+    Returns:
+        The mean; NaN unless the curve covers the whole range (never extrapolated).
+    """
+    x, y = curve_points(steps, sparsity, values, first_step=first_step)
+    if len(x) == 0 or low > high or x[0] > low + LEVEL_SLACK or x[-1] < high - LEVEL_SLACK:
+        return math.nan
+    low, high = max(low, x[0]), min(high, x[-1])
+    if high <= low:
+        return value_at_sparsity(steps, sparsity, values, low, first_step=first_step)
+    points = np.concatenate([[low], x[(x > low) & (x < high)], [high]])
+    # Increasing positions, as np.interp wants: minus log(remaining).
+    position = -_position(points)
+    curve = np.interp(position, -_position(x), y)
+    area = float(np.sum((curve[1:] + curve[:-1]) / 2 * np.diff(position)))
+    return area / float(position[-1] - position[0])
 
 
 def grid_values(

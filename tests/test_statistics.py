@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from orchestrator.curve import mean_between
 from orchestrator.report import statistics, tables
-from tests.test_report import ALDS, BASELINE, hand_built
+from tests.test_report import ALDS, BASELINE, S1, hand_built
 
 
 def test_holm_adjusts_by_hand_and_keeps_missing_values_out_of_the_family() -> None:
@@ -116,3 +117,36 @@ def test_verdicts_read_the_family_wise_interval() -> None:
             alds["difference_mean"], alds["difference_std"], alds["paired_n"]
         )
     )
+
+
+def test_mean_between_integrates_the_curve_by_hand() -> None:
+    # Remaining 1/2, 1/4, 1/8: equally spaced in log(remaining), so the trapezoids are equal.
+    steps, sparsity, accuracy = [1, 2, 3], [0.5, 0.75, 0.875], [0.9, 0.8, 0.6]
+    assert mean_between(steps, sparsity, accuracy, 0.5, 0.875) == pytest.approx(
+        ((0.9 + 0.8) / 2 + (0.8 + 0.6) / 2) / 2
+    )
+    # A range inside: from remaining 1/2^1.5 (accuracy halfway, 0.85) to 1/4.
+    inside = 1 - 2**-1.5
+    assert mean_between(steps, sparsity, accuracy, inside, 0.75) == pytest.approx(0.825)
+    # A straight line in log(remaining) averages to its value in the middle.
+    line = [0.9, 0.8, 0.7]
+    assert mean_between(steps, sparsity, line, 0.5, 0.875) == pytest.approx(0.8)
+    # Never extrapolated.
+    assert math.isnan(mean_between(steps, sparsity, accuracy, 0.2, 0.875))
+
+
+def test_the_endpoint_pairs_the_mean_over_the_range_both_arms_cover() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    pairs = {"alds.rate=0.5": "alds.rate=0.0"}
+    (row,) = tables.endpoint_table(steps, pairs).to_dict("records")
+    # The baseline's compressed steps cover sparsity 0 to 0.75, ALDS's S1 to S3: S1 to 0.75,
+    # which is 0.5 to 2 halvings of the weights. By hand, per seed (trapezoids in halvings):
+    # IMP only 0.855 and 0.855; ALDS 1.335125 / 1.5 and 1.369375 / 1.5.
+    assert (row["sparsity_low"], row["sparsity_high"]) == pytest.approx((S1, 0.75))
+    alds = [1.335125 / 1.5, 1.369375 / 1.5]
+    assert row["baseline_auc_mean"] == pytest.approx(0.855)
+    assert row["auc_mean"] == pytest.approx(np.mean(alds))
+    assert row["difference_mean"] == pytest.approx(np.mean(alds) - 0.855)
+    assert row["difference_std"] == pytest.approx(np.std(alds, ddof=1))
+    assert row["paired_n"] == 2
+    assert row["verdict"] == tables.verdict(row["adjusted_ci_low"], row["adjusted_ci_high"])

@@ -125,10 +125,12 @@ def test_nan_trial_fails_with_reason_and_the_others_complete(tmp_path: Path) -> 
 
 def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
     # Two good trials first (grid order), then one that cannot learn: lr so small nothing moves.
+    # ALDS trials: an IMP-only one is never pruned (tests/test_plan.py).
     document = sweep_document(
         tmp_path,
         "pruned",
         imp={"cycles": 3},
+        alds={"rate": 0.3},
         search={
             "sampler": "grid",
             "pruner": "median",
