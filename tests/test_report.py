@@ -449,6 +449,7 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         "endpoint",
         "summary",
         "at_sparsity",
+        "at_flops",
         "versus_baseline",
         "magnitudes",
         "layers",
@@ -479,12 +480,13 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         assert len({line.count(" | ") for line in lines if not line.startswith("|-")}) == 1
     assert "![Accuracy against remaining weights](accuracy_vs_remaining.png)" in markdown
     # The family-wise columns, and with --margin the TOST verdict, in every format.
-    for name in ("endpoint", "summary", "at_sparsity", "versus_baseline"):
+    for name in ("endpoint", "summary", "at_sparsity", "at_flops", "versus_baseline"):
         csv = pd.read_csv(output / f"{name}.csv")
         assert {"p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high"} <= set(csv.columns)
         assert {"verdict", "equivalence"} <= set(csv.columns)
         assert "TOST" in (output / f"{name}.tex").read_text()
-    assert markdown.count("| TOST |") == 4 and "family-wise CI" in markdown
+    assert markdown.count("| TOST |") == 5 and "family-wise CI" in markdown
+    assert "![Accuracy against effective FLOPs kept](accuracy_vs_flops.png)" in markdown
     assert "seeds for a 95% interval of ±0.25 pt" in swept["stdout"]
     page = HtmlTables()
     page.feed((output / "report.html").read_text())

@@ -150,3 +150,21 @@ def test_the_endpoint_pairs_the_mean_over_the_range_both_arms_cover() -> None:
     assert row["difference_std"] == pytest.approx(np.std(alds, ddof=1))
     assert row["paired_n"] == 2
     assert row["verdict"] == tables.verdict(row["adjusted_ci_low"], row["adjusted_ci_high"])
+
+
+def test_at_flops_equals_at_sparsity_where_flops_track_weights() -> None:
+    # An all-linear network: every weight costs the same FLOPs, kept FLOPs = kept weights.
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    steps["flops_effective"] = steps["remaining"] * 7e6
+    pairs = {"alds.rate=0.5": "alds.rate=0.0"}
+    configs = ["alds.rate=0.0", "alds.rate=0.5"]
+    by_flops = tables.at_flops(steps, configs, pairs, [0.5, 0.3])
+    by_weights = tables.at_sparsity(steps, configs, pairs, [0.5, 0.7])
+    assert by_flops["flops_kept"].tolist() == pytest.approx([0.5, 0.5, 0.3, 0.3])
+    assert by_flops["speedup"].tolist() == pytest.approx([2, 2, 1 / 0.3, 1 / 0.3])
+    for column in ("accuracy_mean", "baseline_accuracy_mean", "difference_mean", "paired_n"):
+        pd.testing.assert_series_equal(
+            by_flops[column], by_weights[column], check_names=False, check_dtype=False
+        )
+    # Without FLOPs logged, an empty table with its columns.
+    assert tables.at_flops(hand_built({0.0: BASELINE}), configs, pairs).empty

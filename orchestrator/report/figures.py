@@ -19,6 +19,7 @@ from orchestrator.report.schema import FRACTION, RATE, TOLERANCE, FigureSpec, pa
 
 __all__ = [
     "FIGURES",
+    "plot_accuracy_vs_flops",
     "plot_accuracy_vs_rate",
     "plot_accuracy_vs_remaining",
     "plot_heatmap",
@@ -139,6 +140,26 @@ def plot_accuracy_vs_remaining(
     _remaining_ticks(axis, 100 * reference["remaining_mean"])
     axis.set_title(title or "Accuracy against remaining weights")
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure
+
+
+def plot_accuracy_vs_flops(
+    curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
+) -> Figure | None:
+    """Accuracy against the effective FLOPs kept (log, decreasing), relative to each
+    configuration's dense network: the figure of :func:`plot_accuracy_vs_remaining` at equal
+    cost instead of equal sparsity (a convolution's weights are few and its FLOPs many)."""
+    if curves.empty or curves["flops_effective_mean"].isna().all():
+        return None
+    dense = curves["flops_effective_mean"].where(curves["step"] == 0)
+    kept = curves["flops_effective_mean"] / dense.groupby(curves["config"]).transform("max")
+    figure = plot_accuracy_vs_remaining(
+        curves.assign(remaining_mean=kept),
+        params,
+        title=title or "Accuracy against effective FLOPs kept",
+    )
+    if figure is not None:
+        figure.axes[0].set_xlabel("effective FLOPs kept (% of dense, log scale)")
     return figure
 
 
@@ -366,6 +387,12 @@ def _palette(count: int, upper: float = 1.0) -> list[Any]:
 FIGURES = (
     FigureSpec(
         "accuracy_vs_remaining", "Accuracy against remaining weights", plot_accuracy_vs_remaining
+    ),
+    FigureSpec(
+        "accuracy_vs_flops",
+        "Accuracy against effective FLOPs kept",
+        plot_accuracy_vs_flops,
+        after="at_flops",
     ),
     FigureSpec(
         "accuracy_vs_alds_rate",

@@ -26,6 +26,7 @@ from orchestrator import keys, plan
 from orchestrator.curve import curve_points, mean_between, value_at_sparsity
 from orchestrator.report import statistics
 from orchestrator.report.schema import (
+    FLOPS_LEVELS,
     LEVELS,
     METRICS,
     NOTE_LIMIT,
@@ -44,6 +45,7 @@ __all__ = [
     "TABLES",
     "Inputs",
     "TableSpec",
+    "at_flops",
     "at_sparsity",
     "baseline_pairs",
     "best_table",
@@ -334,6 +336,34 @@ def at_sparsity(
     ]
     columns = ["config", "baseline", "sparsity", "remaining", *_MATCHED]
     return _judged(pd.DataFrame(rows, columns=columns), margin)
+
+
+def at_flops(
+    steps: pd.DataFrame,
+    configs: Sequence[str],
+    pairs: Mapping[str, str],
+    levels: Sequence[float] = FLOPS_LEVELS,
+    margin: float | None = None,
+) -> pd.DataFrame:
+    """Every configuration at the same cost: :func:`at_sparsity` with the effective FLOPs
+    kept (``flops_effective`` over the trial's dense network's) in place of the weights kept.
+
+    Equal sparsity is not equal cost: a convolution's weights are few and its FLOPs many, and
+    a low-rank factorization changes FLOPs otherwise than unstructured pruning does. Accuracy
+    is interpolated seed by seed in log(FLOPs kept), never extrapolated, and paired with the
+    twin (the rows one family). ``levels``: the FLOPs kept, relative to dense.
+    """
+    columns = ["config", "baseline", "flops_kept", "speedup", *_MATCHED]
+    if steps.empty or steps["flops_effective"].isna().all():
+        return _judged(pd.DataFrame(columns=columns), margin)
+    dense = steps["flops_effective"].where(steps["step"] == 0).groupby(steps["trial"])
+    kept = steps["flops_effective"] / dense.transform("max")
+    # The sparsity axis of at_sparsity becomes the share of the dense FLOPs removed.
+    costed = steps.assign(sparsity=1.0 - kept)
+    table = at_sparsity(costed, configs, pairs, [1.0 - level for level in levels], margin)
+    table["flops_kept"] = 1.0 - table["sparsity"]
+    table["speedup"] = 1.0 / table["flops_kept"]
+    return table[[*columns, *table.columns.difference([*columns, "sparsity", "remaining"])]]
 
 
 def endpoint_table(
@@ -1090,6 +1120,21 @@ TABLES = (
         ),
         lambda report: [
             Column("sparsity (%)", "sparsity", "pct"),
+            Column("configuration", "config"),
+            Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
+            Column("n", "n", "int"),
+            *_against_baseline(report),
+        ],
+    ),
+    TableSpec(
+        "at_flops",
+        "At fixed effective FLOPs (theoretical speedup over the dense network)",
+        lambda inputs: at_flops(
+            inputs.complete, inputs.configs, inputs.pairs, FLOPS_LEVELS, inputs.margin
+        ),
+        lambda report: [
+            Column("FLOPs kept (%)", "flops_kept", "pct"),
+            Column("speedup (×)", "speedup", "ratio"),
             Column("configuration", "config"),
             Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
             Column("n", "n", "int"),
