@@ -311,7 +311,9 @@ class SearchConfig(_Section):
 
     sampler: Literal["tpe", "random", "grid", "nsga2", "cmaes", "qmc"] = "tpe"
     sampler_seed: Seed | None = 0
-    pruner: Literal["none", "median", "percentile", "hyperband", "successive_halving"] = "none"
+    pruner: Literal["none", "median", "percentile", "hyperband", "successive_halving", "paired"] = (
+        "none"
+    )
     n_trials: int | None = Field(
         None,
         ge=1,

@@ -26,6 +26,7 @@ from orchestrator.config import (
 )
 from orchestrator.curve import PRUNING_GRID
 from orchestrator.locks import exclusive
+from orchestrator.pruning import PairedPruner
 from orchestrator.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
 
 OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"
@@ -176,17 +177,18 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     # Grid points are all enqueued as fixed trials: the sampler only fills their parameters.
     "grid": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
-PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-    "none": optuna.pruners.NopPruner,
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    "percentile": lambda: optuna.pruners.PercentilePruner(
+PRUNERS: dict[str, Callable[[SweepConfig], optuna.pruners.BasePruner]] = {
+    "none": lambda config: optuna.pruners.NopPruner(),
+    "median": lambda config: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    "percentile": lambda config: optuna.pruners.PercentilePruner(
         25.0, n_startup_trials=2, n_warmup_steps=1
     ),
     # The resource is the index on the sparsity grid the trials report on.
-    "hyperband": lambda: optuna.pruners.HyperbandPruner(
+    "hyperband": lambda config: optuna.pruners.HyperbandPruner(
         min_resource=1, max_resource=len(PRUNING_GRID)
     ),
-    "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+    "successive_halving": lambda config: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+    "paired": PairedPruner,
 }
 
 
@@ -200,7 +202,7 @@ def _sampler(config: SweepConfig, worker: int = 0) -> optuna.samplers.BaseSample
 
 
 def _pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
-    return _entry(PRUNERS, "pruner", config.search.pruner)()
+    return _entry(PRUNERS, "pruner", config.search.pruner)(config)
 
 
 def _entry(table: dict[str, Any], field: str, name: str) -> Any:

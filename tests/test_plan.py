@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
+from optuna.trial import FrozenTrial
 
 from orchestrator import keys, plan
 from orchestrator.config import SweepConfig, parse_config
+from orchestrator.pruning import PairedPruner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +58,48 @@ def test_no_pruner_ever_stops_an_imp_only_twin(pruner: str) -> None:
 
 def test_nothing_is_pruned_without_a_pruner() -> None:
     assert not plan.prunable(parse_config({"name": "p"}), 0.3)
+
+
+def _reported(study: optuna.Study, rate: float, values: list[float], seed: int = 0) -> FrozenTrial:
+    """A trial of ``study`` at ALDS ``rate`` that reported ``values`` on grid levels 0, 1, ..."""
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE,
+        value=values[-1],
+        params={"alds.rate": rate},
+        distributions={"alds.rate": optuna.distributions.CategoricalDistribution((0.0, 0.3))},
+        user_attrs={keys.TRIAL_SEED: seed},
+        intermediate_values=dict(enumerate(values)),
+    )
+    study.add_trial(trial)
+    return study.get_trials(deepcopy=False)[-1]
+
+
+def test_the_paired_pruner_stops_a_trial_that_trails_its_own_twin() -> None:
+    config = parse_config(
+        {
+            "name": "p",
+            "search": {
+                "pruner": "paired",
+                "sampler": "grid",
+                "space": {"alds.rate": {"choices": [0.0, 0.3]}},
+            },
+        }
+    )
+    pruner = PairedPruner(config)
+    study = optuna.create_study(direction="maximize")
+    twin = _reported(study, 0.0, [0.90, 0.89, 0.88, 0.86])
+    # Behind by more than a point at its last three levels: pruned.
+    trailing = _reported(study, 0.3, [0.90, 0.87, 0.86, 0.84])
+    assert pruner.prune(study, trailing)
+    # Behind at two of the three only, or by less than a point: goes on.
+    assert not pruner.prune(study, _reported(study, 0.3, [0.90, 0.885, 0.86, 0.84]))
+    assert not pruner.prune(study, _reported(study, 0.3, [0.90, 0.885, 0.875, 0.855]))
+    # Ahead of its twin, however far behind the rest of the study: goes on.
+    assert not pruner.prune(study, _reported(study, 0.3, [0.91, 0.90, 0.89, 0.87]))
+    # The twin of another seed is not its twin; nor is a twin that has not reached its levels.
+    assert not pruner.prune(study, _reported(study, 0.3, [0.90, 0.87, 0.86, 0.84], seed=1))
+    longer = _reported(study, 0.3, [0.90, 0.87, 0.86, 0.84, 0.80, 0.70], seed=0)
+    assert not pruner.prune(study, longer)
+    # The twin itself is never pruned, nor by Optuna's median pruner (plan.prunable).
+    assert not pruner.prune(study, twin)
+    assert not plan.prunable(config, 0.0)
