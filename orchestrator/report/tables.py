@@ -226,6 +226,8 @@ def _judged(
     table = table.join(statistics.family(table, mean=mean, std=std, n=n, prefix=prefix))
     rows = zip(table[f"{prefix}adjusted_ci_low"], table[f"{prefix}adjusted_ci_high"], strict=True)
     table[f"{prefix}verdict"] = [verdict(low, high, *words) for low, high in rows]
+    if "baseline" in table:  # an IMP-only row is compared with nothing
+        table[f"{prefix}verdict"] = table[f"{prefix}verdict"].where(table["baseline"].notna(), "")
     if margin is not None:
         said = {"equivalent": f"equivalent within ±{100 * margin:g} pt"}
         table[f"{prefix}equivalence"] = [
