@@ -175,6 +175,12 @@ def validate(sweep: Path) -> None:
         f"intermediate values (what the pruner compares) at the sparsities {levels}, ... "
         f"({len(PRUNING_GRID)} levels, every trial alike)"
     )
+    # Fixed before any data: what the report's verdict on the sweep's question rests on.
+    console.print(
+        "primary endpoint (report table endpoint): per seed, the mean accuracy over "
+        "log(weights remaining) across the sparsity range both arms reach, ALDS + IMP minus "
+        "its IMP-only twin, judged with family-wise intervals over the configurations"
+    )
     for warning in config.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
 

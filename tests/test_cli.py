@@ -30,6 +30,8 @@ def test_validate_prints_config_and_space() -> None:
     assert "alds.rate" in result.output and "lr: 0.0003" in result.output
     # The plan and the pruner's sparsity grid.
     assert "15 trials" in result.output and "29.29%, 50%," in result.output
+    # The primary endpoint, declared before any data.
+    assert "primary endpoint (report table endpoint)" in " ".join(result.output.split())
 
 
 def test_validate_bad_file_exits_2_with_the_field(tmp_path: Path) -> None:
