@@ -393,11 +393,18 @@ def test_one_number_changed_loads_finite_or_names_its_field(path: str, value: ob
 def test_meaningless_numbers_exit_2_naming_the_field(
     tmp_path: Path, path: str, text: str, said: str
 ) -> None:
+    stderr = refused_with(tmp_path, path, text)
+    assert f"{path}: " in stderr and said in stderr
+
+
+def refused_with(tmp_path: Path, path: str, text: str) -> str:
+    """``orchestrate validate`` on the quickstart with the YAML ``text`` at ``path``: it must
+    exit 2; returns its standard error."""
     document = with_field(QUICKSTART, path, "PLACEHOLDER")
     sweep = write(tmp_path, yaml.safe_dump(document).replace("PLACEHOLDER", text))
     result = CliRunner().invoke(main, ["validate", str(sweep)])
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
-    assert f"{path}: " in result.stderr and said in result.stderr
+    return result.stderr
 
 
 def test_a_long_bad_value_is_quoted_short(tmp_path: Path) -> None:
@@ -419,11 +426,8 @@ def test_a_long_bad_value_is_quoted_short(tmp_path: Path) -> None:
 def test_booleans_and_huge_numbers_inside_lists_exit_2_naming_the_item(
     tmp_path: Path, path: str, text: str, field: str
 ) -> None:
-    document = with_field(QUICKSTART, path, "PLACEHOLDER")
-    sweep = write(tmp_path, yaml.safe_dump(document).replace("PLACEHOLDER", text))
-    result = CliRunner().invoke(main, ["validate", str(sweep)])
-    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
-    assert f"{field}: " in result.stderr, result.stderr
+    stderr = refused_with(tmp_path, path, text)
+    assert f"{field}: " in stderr, stderr
 
 
 # Checked elsewhere: against the field they replace, and (0, 1) by the objective's validator.

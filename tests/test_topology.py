@@ -235,17 +235,9 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             ),
         )
         config = load_config(sweep)
+        worker_command = ("worker", "--study", name, "--storage", storage, "--tracking-uri", uri)
         # A worker without the login stops before it runs anything, naming the variables.
-        refused = orchestrate(
-            "worker",
-            "--study",
-            name,
-            "--storage",
-            storage,
-            "--tracking-uri",
-            uri,
-            cwd=tmp_path,
-        )
+        refused = orchestrate(*worker_command, cwd=tmp_path)
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in refused.stderr
         enqueued = orchestrate(
@@ -264,19 +256,7 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
         assert name in [summary["study_name"] for summary in summaries]
 
         def worker(_: int) -> subprocess.CompletedProcess:
-            return orchestrate(
-                "worker",
-                "--study",
-                name,
-                "--storage",
-                storage,
-                "--tracking-uri",
-                uri,
-                "--threads",
-                "1",
-                cwd=tmp_path,
-                env=credentials,
-            )
+            return orchestrate(*worker_command, "--threads", "1", cwd=tmp_path, env=credentials)
 
         with ThreadPoolExecutor(2) as pool:
             finished = list(pool.map(worker, range(2)))
