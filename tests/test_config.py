@@ -44,6 +44,7 @@ def error_of(tmp_path: Path, text: str) -> str:
     "name",
     [
         "alds_rate",
+        "alds_rate_compressed",
         "quickstart",
         "fashion_mnist_alds_imp",
         "fashion_mnist_global",
