@@ -80,6 +80,8 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
     """Raise :class:`ConfigError` unless the tracking store at ``uri`` answers, and a server
     with a login (MLflow's basic-auth app) takes this process's credentials: refused later,
     every call would be kept by the outbox as if the server were away."""
+    from mlflow.exceptions import MlflowException
+
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as answer:
@@ -90,28 +92,19 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
                 f"cannot reach the MLflow tracking server {uri}: {exc}; start it, or pass "
                 "--tracking-uri (or set MLFLOW_TRACKING_URI) to one that runs"
             ) from None
-        _check_login(uri)
-        return
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as exc:  # the stores raise many kinds of errors for a bad URI
-        raise ConfigError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
-
-
-def _check_login(uri: str) -> None:
-    from mlflow.exceptions import MlflowException
-
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except MlflowException as exc:
-        if exc.get_http_status_code() in (401, 403):
-            given = "wrong" if os.environ.get("MLFLOW_TRACKING_USERNAME") else "no"
-            raise ConfigError(
-                f"the MLflow tracking server {uri} asks for a login and {given} credentials were "
-                "given: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
-                "(docs/distributed.md, 'The MLflow login')"
-            ) from None
-        raise
+        if exc.get_http_status_code() not in (401, 403):
+            raise ConfigError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
+        given = "wrong" if os.environ.get("MLFLOW_TRACKING_USERNAME") else "no"
+        raise ConfigError(
+            f"the MLflow tracking server {uri} asks for a login and {given} credentials were "
+            "given: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(docs/distributed.md, 'The MLflow login')"
+        ) from None
+    except Exception as exc:  # the stores raise many kinds of errors for a bad URI
+        raise ConfigError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
 
 
 def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
@@ -267,14 +260,11 @@ def _source_tags(config: SweepConfig) -> dict[str, str]:
     return tags
 
 
-def close_trial_run(
-    study: optuna.Study, trial: FrozenTrial, reason: str, *, status: str = "FAILED"
-) -> None:
+def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     """End the MLflow run of a trial whose worker is gone, marked failed with ``reason``.
 
     ``study`` and ``trial`` are the Optuna study and the trial's record; nothing is left
-    RUNNING in MLflow for a trial that no worker runs. ``status``: ``KILLED`` for a worker
-    the user stopped.
+    RUNNING in MLflow for a trial that no worker runs.
     """
     run_id = trial.user_attrs.get(keys.TRIAL_RUN_ID)
     uri = study.user_attrs.get(keys.STUDY_TRACKING_URI)
@@ -284,7 +274,7 @@ def close_trial_run(
     try:
         client.set_tag(run_id, keys.TAG_STATE, "FAIL")
         client.set_tag(run_id, keys.TAG_FAIL_REASON, reason)
-        client.set_terminated(run_id, status)
+        client.set_terminated(run_id, "FAILED")
     except Exception as exc:  # the tracking store may be away too; the trial is what counts
         logger.warning("could not close MLflow run %s of trial %d: %s", run_id, trial.number, exc)
 

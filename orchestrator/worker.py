@@ -78,7 +78,6 @@ class Worker:
         self.label = keys.worker_label(socket.gethostname(), os.getpid())
         self.launcher = launchers.hosting()
         self.task = self.launcher.current_task()
-        self.stopping = False
         self.resubmit = False  # requeue this Slurm task when it stops
         self.done = 0  # trials run here
         uri = tracking_uri or self.study.user_attrs.get(keys.STUDY_TRACKING_URI)
@@ -102,12 +101,17 @@ class Worker:
         launcher's requeue signals (Slurm's USR1, the warning before the time limit) the task
         asks to be started again itself. A second SIGINT or SIGTERM that is not a preemption
         signal of the launcher stops at once (the trial is still requeued on the way out)."""
-        again = self.stopping
-        self.stopping = True
+        again = stopping.requested()
         stopping.request(signal.Signals(signum).name)
         self.resubmit = self.resubmit or signum in self.launcher.requeue_signals
         if again and signum not in self.launcher.preemption_signals:
             raise KeyboardInterrupt
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a signal asked this worker to stop: the process's stop request, which every
+        wait honours too (:mod:`orchestrator.stopping`)."""
+        return stopping.requested()
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
@@ -422,7 +426,6 @@ class Worker:
             self.storage,
             metric=objectives[0].metric if len(objectives) == 1 else None,
             prunable=plan.prunable(self.config, rate),
-            stopping=lambda: self.stopping,
         )
 
 
@@ -446,14 +449,12 @@ class _StepReporter:
         *,
         metric: str | None,
         prunable: bool,
-        stopping: Callable[[], bool],
     ) -> None:
         self.trial = trial
         self.run = run
         self.storage = storage
         self.metric = metric
         self.prunable = prunable
-        self.stopping = stopping
         self.curve: list[curve.Row] = []
         self.pending: list[tuple[int, float]] = []  # (grid index, value) not yet reported
         self.next_level = 0
@@ -487,7 +488,7 @@ class _StepReporter:
             prune = False
         if prune:
             raise optuna.TrialPruned(f"pruned at step {step}")
-        if self.stopping():
+        if stopping.requested():
             raise TrialInterrupted(f"stopped after step {step}")
 
     def flush(self) -> None:

@@ -15,7 +15,12 @@ from orchestrator.config import parse_config
 from orchestrator.testing.cli import run_sweep
 from orchestrator.testing.results import load_study, tracking_uri
 from orchestrator.testing.sweeps import sweep_document
-from orchestrator.tracking import SweepTracker, sweep_description, trial_run_name
+from orchestrator.tracking import (
+    SweepTracker,
+    close_left_running,
+    sweep_description,
+    trial_run_name,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -272,3 +277,28 @@ def test_optuna_dashboard_links_a_trial_to_its_run_only_on_an_http_server(tmp_pa
     assert served.run_url("pending-1f") is None  # created during an outage: no real id yet
     local = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", config, experiment_id="7")
     assert local.run_url("abc") is None
+
+
+def test_runs_left_running_by_stopped_workers_are_ended_killed(tmp_path: Path) -> None:
+    # What the sweep's parent does once its workers have exited after a signal.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("stopped")
+    parent = client.create_run(experiment).info.run_id
+
+    def child(worker: str) -> str:
+        tags = {keys.TAG_PARENT_RUN_ID: parent, keys.TAG_WORKER: worker}
+        return client.create_run(experiment, tags=tags).info.run_id
+
+    stopped, finished, elsewhere = child("here:1"), child("here:2"), child("there:3")
+    client.set_terminated(finished, "FINISHED")
+    closed = close_left_running(uri, parent, {"here:1", "here:2"}, "interrupted")
+    assert closed == [stopped]
+    run = client.get_run(stopped)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[keys.TAG_STATE] == "FAIL"
+    assert run.data.tags[keys.TAG_FAIL_REASON] == "interrupted"
+    # A finished run, and a run of a worker that may still be running elsewhere, are left.
+    assert client.get_run(finished).info.status == "FINISHED"
+    assert client.get_run(elsewhere).info.status == "RUNNING"
+    assert close_left_running(uri, parent, set(), "interrupted") == []

@@ -273,19 +273,13 @@ class Supervisor:
     def _requeue_stopped(self) -> None:
         """Fail and requeue, without counting a retry, the trials that workers stopped by a
         signal left RUNNING: a second signal can end a worker between queueing its trial
-        again and failing it, or before either (a retry already queued is not queued twice)."""
-        import functools
-
+        again and failing it, or before either (a retry already queued is not queued twice).
+        Their MLflow runs are ended after, with every run these workers left RUNNING
+        (``sweep.follow``: :func:`tracking.close_left_running`)."""
         from optuna.trial import TrialState
 
-        from orchestrator import queue, tracking
+        from orchestrator import queue
 
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.user_attrs.get(keys.TRIAL_WORKER) in self.started:
-                queue.fail_and_requeue(
-                    self.study,
-                    trial,
-                    "interrupted",
-                    max_retries=None,
-                    on_failed=functools.partial(tracking.close_trial_run, status="KILLED"),
-                )
+                queue.fail_and_requeue(self.study, trial, "interrupted", max_retries=None)

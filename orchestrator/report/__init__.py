@@ -87,7 +87,7 @@ def build(
         notes=[
             *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
             *tables.collapse_notes(computed["layers"]),
-            *tables.planner_note(computed["summary"], halfwidth),
+            *tables.planner_note(computed["endpoint"], halfwidth),
             *_growth_notes(read.left_out, results.provenance(read.asked)),
         ],
         tables=computed,

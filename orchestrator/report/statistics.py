@@ -111,14 +111,12 @@ def family(
     mean: str = "difference_mean",
     std: str = "difference_std",
     n: str = "paired_n",
-    prefix: str = "",
 ) -> pd.DataFrame:
     """The family-wise columns of a table's paired differences, one row each.
 
     Args:
         table: a table with a mean, std and count of paired differences per row.
         mean, std, n: their columns.
-        prefix: put before the new columns' names (``smallest_`` in the magnitude table).
 
     Returns:
         ``p_value``, ``p_holm`` and the simultaneous interval ``adjusted_ci_low``,
@@ -133,10 +131,10 @@ def family(
     bounds = [interval(*row, confidence=level) for row in zip(means, stds, counts, strict=True)]
     return pd.DataFrame(
         {
-            f"{prefix}p_value": p,
-            f"{prefix}p_holm": holm(p) if len(p) else p,
-            f"{prefix}adjusted_ci_low": [low for low, _ in bounds],
-            f"{prefix}adjusted_ci_high": [high for _, high in bounds],
+            "p_value": p,
+            "p_holm": holm(p) if len(p) else p,
+            "adjusted_ci_low": [low for low, _ in bounds],
+            "adjusted_ci_high": [high for _, high in bounds],
         },
         index=table.index,
     )

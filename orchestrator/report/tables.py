@@ -210,32 +210,32 @@ def _judged(
     table: pd.DataFrame,
     margin: float | None,
     *,
-    prefix: str = "",
-    mean: str = "difference_mean",
-    std: str = "difference_std",
-    n: str = "paired_n",
     words: tuple[str, str] = ("ALDS better", "ALDS worse"),
 ) -> pd.DataFrame:
-    """``table`` with its family-wise columns (:func:`statistics.family`: p-values, Holm's,
-    the simultaneous interval), a ``verdict`` read from the simultaneous interval, and with a
-    ``margin`` the TOST ``equivalence`` of each row; every column name after ``prefix``."""
+    """``table`` (a ``difference_mean``, ``difference_std`` and ``paired_n`` per row, one
+    family) with its family-wise columns (:func:`statistics.family`: p-values, Holm's, the
+    simultaneous interval), a ``verdict`` read from the simultaneous interval (none for a row
+    without a ``baseline``), and with a ``margin`` the TOST ``equivalence`` of each row."""
     if table.empty:
         extra = ["p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high", "verdict"]
         extra += ["equivalence"] if margin is not None else []
-        return table.reindex(columns=[*table.columns, *[prefix + c for c in extra]])
-    table = table.join(statistics.family(table, mean=mean, std=std, n=n, prefix=prefix))
-    rows = zip(table[f"{prefix}adjusted_ci_low"], table[f"{prefix}adjusted_ci_high"], strict=True)
-    table[f"{prefix}verdict"] = [verdict(low, high, *words) for low, high in rows]
+        return table.reindex(columns=[*table.columns, *extra])
+    table = table.join(statistics.family(table))
+    rows = zip(table["adjusted_ci_low"], table["adjusted_ci_high"], strict=True)
+    table["verdict"] = [verdict(low, high, *words) for low, high in rows]
     if "baseline" in table:  # an IMP-only row is compared with nothing
-        table[f"{prefix}verdict"] = table[f"{prefix}verdict"].where(table["baseline"].notna(), "")
+        table["verdict"] = table["verdict"].where(table["baseline"].notna(), "")
     if margin is not None:
         said = {"equivalent": f"equivalent within ±{100 * margin:g} pt"}
-        table[f"{prefix}equivalence"] = [
+        summaries = zip(
+            table["difference_mean"],
+            table["difference_std"],
+            table["paired_n"].fillna(0).astype(int),
+            strict=True,
+        )
+        table["equivalence"] = [
             said.get(found, found)
-            for found in (
-                statistics.equivalence(*row, margin)
-                for row in zip(table[mean], table[std], table[n].fillna(0).astype(int), strict=True)
-            )
+            for found in (statistics.equivalence(*row, margin) for row in summaries)
         ]
     return table
 
@@ -402,34 +402,30 @@ def endpoint_table(
         spans = [curve_points(*arm[seed])[0] for arm in (ours, theirs) for seed in seeds]
         if not seeds or any(len(span) == 0 for span in spans):
             continue
-        low, high = max(span[0] for span in spans), min(span[-1] for span in spans)
-        if low > high:  # the arms' curves do not overlap
+        low_level = max(span[0] for span in spans)
+        high_level = min(span[-1] for span in spans)
+        if low_level > high_level:  # the arms' curves do not overlap
             continue
-        alds = [mean_between(*ours[seed], low, high) for seed in seeds]
-        imp = [mean_between(*theirs[seed], low, high) for seed in seeds]
+        alds = [mean_between(*ours[seed], low_level, high_level) for seed in seeds]
+        imp = [mean_between(*theirs[seed], low_level, high_level) for seed in seeds]
         paired = [a - b for a, b in zip(alds, imp, strict=True)]
-        interval = paired_interval(paired)
+        low, high = paired_interval(paired)
         rows.append(
-            dict(
-                zip(
-                    columns,
-                    (
-                        config,
-                        twin,
-                        low,
-                        high,
-                        _mean(alds),
-                        _std(alds),
-                        _mean(imp),
-                        _std(imp),
-                        _mean(paired),
-                        _std(paired),
-                        *interval,
-                        len(paired),
-                    ),
-                    strict=True,
-                )
-            )
+            {
+                "config": config,
+                "baseline": twin,
+                "sparsity_low": low_level,
+                "sparsity_high": high_level,
+                "auc_mean": _mean(alds),
+                "auc_std": _std(alds),
+                "baseline_auc_mean": _mean(imp),
+                "baseline_auc_std": _std(imp),
+                "difference_mean": _mean(paired),
+                "difference_std": _std(paired),
+                "difference_ci_low": low,
+                "difference_ci_high": high,
+                "paired_n": len(paired),
+            }
         )
     return _judged(pd.DataFrame(rows, columns=columns), margin)
 
@@ -776,19 +772,20 @@ def report_notes(
 HALFWIDTH = 0.0025  # the seed planner's default target: a 95% interval of ±0.25 points
 
 
-def planner_note(summary: pd.DataFrame, halfwidth: float = HALFWIDTH) -> list[str]:
-    """How many seeds the summary's paired difference needs for a 95% interval of
-    ±``halfwidth`` (in accuracy), from the largest paired standard deviation it observed
+def planner_note(endpoint: pd.DataFrame, halfwidth: float = HALFWIDTH) -> list[str]:
+    """How many seeds the primary endpoint (:func:`endpoint_table`) needs for a 95% interval
+    of ±``halfwidth`` (in accuracy), from the largest paired standard deviation it observed
     (:func:`statistics.seeds_needed`); nothing before a configuration has two paired seeds."""
-    spread = summary.loc[summary["paired_n"] >= 2, "difference_std"].dropna()
+    paired = endpoint[endpoint["paired_n"] >= 2]
+    spread = paired["difference_std"].dropna()
     if spread.empty:
         return []
     largest = float(spread.max())
     needed = statistics.seeds_needed(largest, halfwidth)
-    have = int(summary.loc[summary["paired_n"] >= 2, "paired_n"].min())
     return [
-        f"seeds for a 95% interval of ±{100 * halfwidth:g} pt on the summary's difference: "
-        f"{needed} (from the largest paired std, {100 * largest:.2f} pt; the sweep has {have})"
+        f"seeds for a 95% interval of ±{100 * halfwidth:g} pt on the primary endpoint: "
+        f"{needed} (from the largest paired std, {100 * largest:.2f} pt; the sweep has "
+        f"{int(paired['paired_n'].min())})"
     ]
 
 
