@@ -15,6 +15,7 @@ only lower the real cost, so the bound holds.
     python benchmarks/estimate_sweep_cost.py sweeps/alds_rate.yaml              # this CPU
     python benchmarks/estimate_sweep_cost.py sweeps/alds_rate.yaml --device cuda # on a GPU host
     python benchmarks/estimate_sweep_cost.py sweeps/fashion_mnist_alds_imp.yaml --model conv6
+    python benchmarks/estimate_sweep_cost.py sweeps/fashion_mnist_conv_full.yaml  # its GPU run
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-import models
-from compression.metrics import count_flops
-from orchestrator import plan
+from orchestrator import network, plan
 from orchestrator.config import SweepConfig, load_config, parse_config
 from orchestrator.data import load
 from orchestrator.training import evaluate, train
@@ -129,9 +128,7 @@ def measure(config: SweepConfig, device: str, steps: int, repeats: int) -> tuple
         ).dataset,
         device=device,
     )
-    model = models.build(
-        config.model, num_classes=classes, in_channels=channels, seed=0, input_size=side
-    )
+    model = network.build(config, network.shape(config), seed=0)
     train(model, data, config.train, device=device, seed=0, iterations=2)  # warm-up
     per_step, per_image = [], []
     for repeat in range(repeats):
@@ -152,6 +149,14 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _tflops_range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    values = (float(low), float(high or low))
+    if not 0 < values[0] <= values[1]:
+        raise argparse.ArgumentTypeError("give LOW,HIGH with 0 < LOW <= HIGH")
+    return values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep")
@@ -161,19 +166,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--devices", type=int, default=8, help="devices of the wall-clock line")
     parser.add_argument("--model", help="time this network instead of the sweep's")
+    parser.add_argument("--width", type=float, help="at this width instead of the sweep's")
+    parser.add_argument(
+        "--gpu-tflops",
+        type=_tflops_range,
+        default=(10.0, 20.0),
+        help="assumed sustained GPU throughput LOW,HIGH for the GPU-hours column (default "
+        "10,20: a batch of 60 keeps an A100-class GPU far from its peak); --device cuda on a "
+        "GPU host times it instead",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.sweep)
     if args.model:
-        config = config.model_copy(update={"model": args.model})
+        config = config.with_params({"model": args.model})
+    if args.width:
+        config = config.with_params({"model.width": args.width})
     work = workload(config)
     step_s, image_s = measure(config, args.device, args.steps, args.repeats)
-    channels, side, classes, _, _ = dataset_shape(config)
-    network = models.build(config.model, num_classes=classes, in_channels=channels, input_size=side)
-    # count_flops counts multiply-accumulates of one forward pass; a training step is about
-    # three forward passes (forward, and backward for inputs and weights), 2 FLOPs per MAC.
-    macs = count_flops(network, (channels, side, side))
+    # A forward pass's multiply-accumulates; a training step is about three forward passes
+    # (forward, and backward for inputs and weights), 2 FLOPs per MAC.
+    macs = network.size(config).macs
     step_flops = 2 * 3 * macs * config.train.batch_size
     print(
         f"{config.name}: {config.model} on {config.dataset.name}, device {args.device}, "
@@ -184,16 +198,23 @@ def main() -> None:
         f"{1e6 * image_s:.1f} µs per evaluated image; {step_flops / 1e9:.2f} GFLOP per step, "
         f"{step_flops / step_s / 1e9:.1f} GFLOP/s achieved"
     )
+    low_tflops, high_tflops = args.gpu_tflops
     for label, steps, images in (
         ("fewest cycles", work.trial_steps_low, work.eval_images_low),
         ("most cycles", work.trial_steps_high, work.eval_images_high),
     ):
         total_steps = work.dense_steps + work.trials * steps
         hours = (total_steps * step_s + work.trials * images * image_s) / 3600
+        # Without a GPU to time: the same work at an assumed sustained throughput, an
+        # evaluated image costing one forward pass (2 FLOPs per multiply-accumulate).
+        flops = total_steps * step_flops + work.trials * images * 2 * macs
+        gpu_low, gpu_high = (flops / (tflops * 1e12) / 3600 for tflops in (high_tflops, low_tflops))
         print(
             f"{label:>13}: {work.trials} trials x {steps:,} steps + {work.dense_steps:,} dense "
             f"= {total_steps:,} steps; {hours:,.1f} device-hours; "
-            f"{hours / args.devices:,.1f} h on {args.devices} devices"
+            f"{hours / args.devices:,.1f} h on {args.devices} devices; on a GPU sustaining "
+            f"{low_tflops:g}-{high_tflops:g} TFLOP/s (assumed, not timed): "
+            f"{gpu_low:,.1f}-{gpu_high:,.1f} GPU-hours"
         )
 
 

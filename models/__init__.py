@@ -6,6 +6,6 @@ modules are imported by the first :func:`build` of one of their networks.
 
 from __future__ import annotations
 
-from models.registry import available, build, register
+from models.registry import available, build, register, scalable
 
-__all__ = ["available", "build", "register"]
+__all__ = ["available", "build", "register", "scalable"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from models.width import scaled
+
 __all__ = ["ConvNet", "LeNet300100", "conv2", "conv4", "conv6", "lenet300100"]
 
 
@@ -27,7 +29,11 @@ def _fully_connected(features: int, hidden: tuple[int, ...], num_classes: int) -
 
 
 class ConvNet(nn.Module):
-    """Conv-x: pairs of 3x3 'same' convs, each pair followed by 2x2 max-pooling, then 3 FCs."""
+    """Conv-x: pairs of 3x3 'same' convs, each pair followed by 2x2 max-pooling, then 3 FCs.
+
+    The fully connected layers keep the paper's 256-256 at every width: the width multiplier
+    scales the convolutions, which are what ALDS's channel splitting acts on.
+    """
 
     def __init__(
         self, widths: tuple[int, ...], num_classes: int, in_channels: int, input_size: int
@@ -58,31 +64,39 @@ class ConvNet(nn.Module):
 class LeNet300100(nn.Module):
     """LeNet-300-100: a fully connected 784-300-100-10 network (any input size)."""
 
-    def __init__(self, num_classes: int, in_channels: int, input_size: int) -> None:
+    def __init__(
+        self, num_classes: int, in_channels: int, input_size: int, width: float = 1.0
+    ) -> None:
         super().__init__()
+        hidden = (scaled(300, width), scaled(100, width))
         self.classifier = _fully_connected(
-            in_channels * input_size * input_size, (300, 100), num_classes
+            in_channels * input_size * input_size, hidden, num_classes
         )
 
     def forward(self, x):
         return self.classifier(x)
 
 
-def conv2(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """Conv-2: one pair of 64-channel convs, Glorot-initialised."""
-    return _glorot(ConvNet((64,), num_classes, in_channels, input_size))
+def conv2(num_classes: int, in_channels: int, input_size: int, width: float = 1.0) -> nn.Module:
+    """Conv-2: one pair of 64-channel convs (times ``width``), Glorot-initialised."""
+    channels = tuple(scaled(c, width) for c in (64,))
+    return _glorot(ConvNet(channels, num_classes, in_channels, input_size))
 
 
-def conv4(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """Conv-4: pairs of 64 and 128 channels, Glorot-initialised."""
-    return _glorot(ConvNet((64, 128), num_classes, in_channels, input_size))
+def conv4(num_classes: int, in_channels: int, input_size: int, width: float = 1.0) -> nn.Module:
+    """Conv-4: pairs of 64 and 128 channels (times ``width``), Glorot-initialised."""
+    channels = tuple(scaled(c, width) for c in (64, 128))
+    return _glorot(ConvNet(channels, num_classes, in_channels, input_size))
 
 
-def conv6(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """Conv-6: pairs of 64, 128 and 256 channels, Glorot-initialised."""
-    return _glorot(ConvNet((64, 128, 256), num_classes, in_channels, input_size))
+def conv6(num_classes: int, in_channels: int, input_size: int, width: float = 1.0) -> nn.Module:
+    """Conv-6: pairs of 64, 128 and 256 channels (times ``width``), Glorot-initialised."""
+    channels = tuple(scaled(c, width) for c in (64, 128, 256))
+    return _glorot(ConvNet(channels, num_classes, in_channels, input_size))
 
 
-def lenet300100(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """LeNet-300-100, Glorot-initialised."""
-    return _glorot(LeNet300100(num_classes, in_channels, input_size))
+def lenet300100(
+    num_classes: int, in_channels: int, input_size: int, width: float = 1.0
+) -> nn.Module:
+    """LeNet-300-100 (hidden widths times ``width``), Glorot-initialised."""
+    return _glorot(LeNet300100(num_classes, in_channels, input_size, width))

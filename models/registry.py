@@ -7,16 +7,18 @@ on first :func:`build`, so listing the names (config validation) does not import
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Builder", "available", "build", "register"]
+__all__ = ["Builder", "available", "build", "register", "scalable"]
 
 Builder = Callable[..., "nn.Module"]
-"""``builder(num_classes=, in_channels=, input_size=) -> nn.Module``."""
+"""``builder(num_classes=, in_channels=, input_size=) -> nn.Module``; a builder that also takes
+``width=`` scales its layers' widths (:func:`scalable`)."""
 
 _BUILTINS: dict[str, tuple[str, str]] = {
     "conv2": ("models.lottery", "conv2"),
@@ -27,6 +29,10 @@ _BUILTINS: dict[str, tuple[str, str]] = {
     "vgg11": ("models.vgg", "vgg11"),
     "vgg16": ("models.vgg", "vgg16"),
 }
+
+# Every built-in but torchvision's networks takes a width multiplier; named here so that config
+# validation knows it without importing torch.
+_SCALABLE = frozenset(_BUILTINS)
 
 _REGISTERED: dict[str, Builder] = {}
 
@@ -60,6 +66,21 @@ def available() -> list[str]:
     return sorted(_BUILTINS.keys() | _REGISTERED.keys())
 
 
+def scalable(name: str) -> bool:
+    """Whether the network ``name`` takes a width multiplier (``build(..., width=)``).
+
+    Args:
+        name: a name :func:`build` accepts.
+
+    Returns:
+        True for the built-in networks and for registered builders with a ``width`` parameter;
+        False for ``torchvision:<name>`` and unknown names.
+    """
+    if name in _REGISTERED:
+        return "width" in inspect.signature(_REGISTERED[name]).parameters
+    return name in _SCALABLE
+
+
 def build(
     name: str,
     num_classes: int = 10,
@@ -67,6 +88,7 @@ def build(
     seed: int | None = 0,
     *,
     input_size: int = 32,
+    width: float = 1.0,
 ) -> nn.Module:
     """Build a network with weights drawn from ``seed``.
 
@@ -77,6 +99,8 @@ def build(
         seed: seed of the initial weights; ``None`` draws them from the global RNG.
         input_size: side of the square input images; networks with a flattening classifier
             (Conv-x, LeNet) size their first linear layer from it.
+        width: multiplier of the layers' widths (Conv-x and VGG: every conv's channels;
+            LeNet-300-100: the hidden layers; ResNet-20: every stage); 1 is the paper's network.
 
     Returns:
         The freshly initialised network.
@@ -84,12 +108,22 @@ def build(
     import torch
 
     builder = _builder(name)
+    arguments: dict[str, Any] = {
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "input_size": input_size,
+    }
+    # Width 1 is not passed, so that registered builders without a width keep working.
+    if width != 1:
+        if not scalable(name):
+            raise ValueError(f"model '{name}' takes no width (width {width} was asked for)")
+        arguments["width"] = width
     if seed is None:
-        return builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+        return builder(**arguments)
     # A forked RNG keeps building a model from changing the caller's random stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
+        return builder(**arguments)
 
 
 def _builder(name: str) -> Builder:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from models.width import scaled
+
 __all__ = ["BasicBlock", "CifarResNet", "resnet20"]
 
 
@@ -55,6 +57,7 @@ class CifarResNet(nn.Module):
         return self.fc(out)
 
 
-def resnet20(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """ResNet-20 for CIFAR (``input_size`` is not needed: the pooling is adaptive)."""
-    return CifarResNet(20, num_classes, in_channels)
+def resnet20(num_classes: int, in_channels: int, input_size: int, width: float = 1.0) -> nn.Module:
+    """ResNet-20 for CIFAR, stage widths 16/32/64 times ``width`` (``input_size`` is not needed:
+    the pooling is adaptive)."""
+    return CifarResNet(20, num_classes, in_channels, scaled(16, width))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from models.width import scaled
+
 __all__ = ["CifarVGG", "vgg11", "vgg16"]
 
 _PLANS: dict[str, tuple[int | str, ...]] = {
@@ -13,7 +15,9 @@ _PLANS: dict[str, tuple[int | str, ...]] = {
 
 
 class CifarVGG(nn.Module):
-    def __init__(self, plan: tuple[int | str, ...], num_classes: int, in_channels: int) -> None:
+    def __init__(
+        self, plan: tuple[int | str, ...], num_classes: int, in_channels: int, width: float = 1.0
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -21,12 +25,13 @@ class CifarVGG(nn.Module):
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
+                out = scaled(int(item), width)
                 layers += [
-                    nn.Conv2d(channels, int(item), 3, padding=1),
-                    nn.BatchNorm2d(int(item)),
+                    nn.Conv2d(channels, out, 3, padding=1),
+                    nn.BatchNorm2d(out),
                     nn.ReLU(inplace=True),
                 ]
-                channels = int(item)
+                channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
@@ -39,11 +44,13 @@ class CifarVGG(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def vgg11(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """VGG-11 with BatchNorm (``input_size`` is not needed: the pooling is adaptive)."""
-    return CifarVGG(_PLANS["vgg11"], num_classes, in_channels)
+def vgg11(num_classes: int, in_channels: int, input_size: int, width: float = 1.0) -> nn.Module:
+    """VGG-11 with BatchNorm, channels times ``width`` (``input_size`` is not needed: the
+    pooling is adaptive)."""
+    return CifarVGG(_PLANS["vgg11"], num_classes, in_channels, width)
 
 
-def vgg16(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    """VGG-16 with BatchNorm (``input_size`` is not needed: the pooling is adaptive)."""
-    return CifarVGG(_PLANS["vgg16"], num_classes, in_channels)
+def vgg16(num_classes: int, in_channels: int, input_size: int, width: float = 1.0) -> nn.Module:
+    """VGG-16 with BatchNorm, channels times ``width`` (``input_size`` is not needed: the
+    pooling is adaptive)."""
+    return CifarVGG(_PLANS["vgg16"], num_classes, in_channels, width)

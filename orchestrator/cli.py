@@ -151,6 +151,10 @@ def validate(sweep: Path) -> None:
         table.add_row(path, space.kind, space.describe())
     table.add_row("seed", "repeat", ", ".join(map(str, config.seeds)))
     console.print(table)
+    from orchestrator import network
+
+    size = network.size(config)
+    console.print(f"network {config.model} on {config.dataset.name}: {size.describe()}")
     objectives = ", ".join(f"{o.direction} {o.metric} at {o.at}" for o in config.search.objective)
     console.print(
         f"sampler {config.search.sampler}, pruner {config.search.pruner}, "

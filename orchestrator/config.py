@@ -21,9 +21,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -36,6 +39,7 @@ __all__ = [
     "DatasetConfig",
     "ExecutionConfig",
     "ImpConfig",
+    "ModelConfig",
     "Objective",
     "PerConfig",
     "SearchConfig",
@@ -110,9 +114,64 @@ MOST_ITERATIONS = 100_000_000
 MOST_IMAGES = 100_000_000
 MOST_BATCH = 1_048_576
 MOST_SECONDS = 10_000_000  # about 115 days
+MOST_WIDTH = 64.0
 Iteration = Annotated[int, _NoBoolean, Field(ge=1, le=MOST_ITERATIONS)]
 Seed = Annotated[int, _NoBoolean, Field(ge=0, le=2**32 - 1)]  # numpy's seeds
 Split = Annotated[int, _NoBoolean, Field(ge=1, le=4096)]
+
+
+# A dump made with this context spells ``model`` as a section at every width (``with_params``,
+# the search space's paths); without it, width 1 is the plain name, as it was before widths.
+EXPANDED = {"expanded": True}
+
+
+class ModelConfig(_Section):
+    """The network: a name ``models.build`` accepts and a width multiplier.
+
+    ``model: conv6`` is ``model: {name: conv6, width: 1}``. At width 1 the section dumps as the
+    plain name, so every hash and trial key of a config written before widths existed stays
+    what it was; at any other width it dumps as the section, and the width is part of the
+    dense checkpoint's and the trial's identity.
+    """
+
+    name: str = "conv6"
+    width: float = Field(
+        1.0,
+        gt=0.0,
+        le=MOST_WIDTH,
+        description="multiplies every conv's channels (Conv-x, VGG, ResNet-20) or the hidden "
+        "widths (LeNet-300-100)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value.startswith("torchvision:") or value in models.available():
+            return value
+        raise ValueError(
+            f"unknown model '{value}'; available: {', '.join(models.available())}, "
+            "or torchvision:<name>"
+        )
+
+    @model_validator(mode="after")
+    def _scalable(self) -> ModelConfig:
+        if self.width != 1 and not models.scalable(self.name):
+            raise ValueError(f"model '{self.name}' takes no width; leave model.width at 1")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        if self.width == 1 and not (info.context or {}).get("expanded"):
+            return self.name
+        return handler(self)
+
+    def __str__(self) -> str:
+        return self.name if self.width == 1 else f"{self.name} (width {self.width:g})"
 
 
 class SyntheticConfig(_Section):
@@ -459,7 +518,7 @@ class SweepConfig(_Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seeds: tuple[Seed, ...] = (0,)
-    model: str = "conv6"
+    model: ModelConfig = ModelConfig()
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
     alds: AldsConfig = AldsConfig()
@@ -477,19 +536,9 @@ class SweepConfig(_Section):
             raise ValueError("seeds must not repeat")
         return value
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if value.startswith("torchvision:") or value in models.available():
-            return value
-        raise ValueError(
-            f"unknown model '{value}'; available: {', '.join(models.available())}, "
-            "or torchvision:<name>"
-        )
-
     def with_params(self, params: Mapping[str, Any]) -> SweepConfig:
         """This config with fields replaced by dotted path (``{"alds.rate": 0.5}``)."""
-        data = self.model_dump(mode="python")
+        data = self.model_dump(mode="python", context=EXPANDED)
         for path, value in params.items():
             node = data
             *parents, leaf = path.split(".")
@@ -497,6 +546,8 @@ class SweepConfig(_Section):
                 if not isinstance(node.get(key), dict):
                     raise ConfigError(f"'{path}' is not a field of the sweep config")
                 node = node[key]
+            if path == "model" and isinstance(value, str):
+                node, leaf = node["model"], "name"  # a searched network keeps the width
             if leaf not in node or isinstance(node[leaf], dict):
                 raise ConfigError(f"'{path}' is not a field of the sweep config")
             node[leaf] = value
@@ -516,7 +567,8 @@ class SweepConfig(_Section):
 
     @model_validator(mode="after")
     def _runnable_plan(self) -> SweepConfig:
-        if set(self.search.space) <= set(flatten(self)):  # else _check_space names the path
+        # else _check_space names the path
+        if set(self.search.space) <= set(flatten(self, expanded=True)) | {"model"}:
             plan.check(self)
         return self
 
@@ -614,7 +666,7 @@ def _check_space(config: SweepConfig, source: str) -> None:
                 detail = str(exc).split("\n  ", 1)[-1]
                 if "is not a field" in detail:
                     detail = "is not a field of the sweep config" + _suggest(
-                        path, list(flatten(config))
+                        path, list(flatten(config, expanded=True))
                     )
                 else:
                     detail = f"value {value!r} is not allowed: {detail.split(': ', 1)[-1]}"
@@ -665,8 +717,14 @@ def load_config(path: str | Path) -> SweepConfig:
 # --------------------------------------------------------------------------- identity
 
 
-def flatten(config: BaseModel) -> dict[str, Any]:
-    """The config as ``{"alds.rate": 0.5, ...}``: MLflow params and search-space paths."""
+def flatten(config: BaseModel, *, expanded: bool = False) -> dict[str, Any]:
+    """The config as ``{"alds.rate": 0.5, ...}``: MLflow params and search-space paths.
+
+    Args:
+        config: the config or one of its sections.
+        expanded: spell ``model`` as ``model.name`` and ``model.width`` at width 1 too (the
+            search space's paths); by default width 1 is ``model``, as in every key.
+    """
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -676,7 +734,7 @@ def flatten(config: BaseModel) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", config.model_dump(mode="json"))
+    walk("", config.model_dump(mode="json", context=EXPANDED if expanded else None))
     return out
 
 

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-import models
 from compression import alds, imp, metrics
 from orchestrator import data as datasets
-from orchestrator import keys, plan
+from orchestrator import keys, network, plan
 from orchestrator.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
 from orchestrator.cache import load as load_checkpoint
 from orchestrator.config import SweepConfig
+from orchestrator.data.specs import DatasetShape
 from orchestrator.training import evaluate, train
 
 logger = logging.getLogger(__name__)
@@ -95,13 +95,8 @@ def _input_shape(data: datasets.Datasets) -> tuple[int, int, int]:
 
 
 def _build(config: SweepConfig, data: datasets.Datasets, seed: int) -> nn.Module:
-    return models.build(
-        config.model,
-        num_classes=data.num_classes,
-        in_channels=data.in_channels,
-        seed=seed,
-        input_size=data.image_size,
-    )
+    data_shape = DatasetShape(data.num_classes, data.in_channels, data.image_size)
+    return network.build(config, data_shape, seed)
 
 
 def _early_iteration(rewind: str) -> int | None:
@@ -121,7 +116,8 @@ def dense_checkpoint(
     Returns (θ0 payload, dense payload, whether the dense network was trained by this call).
     """
     init_key = {
-        "model": config.model,
+        # The plain name at width 1: the keys of dense checkpoints cached before widths.
+        "model": config.model.model_dump(mode="json"),
         "classes": data.num_classes,
         "channels": data.in_channels,
         "size": data.image_size,

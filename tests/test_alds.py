@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -159,6 +160,20 @@ def test_achieved_rate_is_within_half_a_percent(
         assert rate <= plan.achieved_rate <= rate + 0.005, (name, rate, plan.achieved_rate)
         assert plan.compressible_after <= (1 - rate) * plan.compressible_before
         assert 0 < plan.total_rate < plan.achieved_rate  # biases and BatchNorm stay
+
+
+def test_plans_on_the_quarter_width_conv6_meet_their_rate() -> None:
+    # The published conv sweep's network (sweeps/fashion_mnist_conv.yaml): 16/32/64 channels
+    # on 1x28x28, whose first conv has one input channel and so a single split.
+    model = models.build("conv6", in_channels=1, input_size=28, width=0.25).eval()
+    allocator = alds.Allocator(model, input_shape=(1, 28, 28))
+    for rate in (0.3, 0.6):
+        plan = allocator.plan(rate)
+        assert rate <= plan.achieved_rate <= rate + 0.005, (rate, plan.achieved_rate)
+        assert plan.compressible_after <= (1 - rate) * plan.compressible_before
+        compressed = alds.apply(copy.deepcopy(model), plan, mode="factorize")
+        after = sum(p.numel() for n, p in compressed.named_parameters() if n.endswith("weight"))
+        assert after == plan.compressible_after
 
 
 @pytest.mark.parametrize("name", ["conv6", "resnet20"])

@@ -59,11 +59,15 @@ print(" ".join(name for name in ("torch", "mlflow", "optuna") if name in sys.mod
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--help"], ["validate", str(ROOT / "sweeps" / "quickstart.yaml")]],
+    ("args", "imported"),
+    [
+        (["--help"], "-"),
+        # validate builds the network to count it (torch), and reads no study or store.
+        (["validate", str(ROOT / "sweeps" / "quickstart.yaml")], "torch"),
+    ],
     ids=["help", "validate"],
 )
-def test_help_and_validate_import_neither_torch_nor_mlflow_nor_optuna(args: list[str]) -> None:
+def test_help_and_validate_import_neither_mlflow_nor_optuna(args: list[str], imported: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", _IMPORT_PROBE, *args],
         capture_output=True,
@@ -72,7 +76,31 @@ def test_help_and_validate_import_neither_torch_nor_mlflow_nor_optuna(args: list
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "-"
+    assert result.stdout.splitlines()[-1] == imported
+
+
+def test_validate_prints_the_scaled_networks_counts(tmp_path: Path) -> None:
+    path = tmp_path / "conv.yaml"
+    path.write_text(
+        "name: conv\nmodel: {name: conv6, width: 0.25}\ndataset: {name: fashion-mnist}\n"
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    # Channels 16/32/64 on 1x28x28: 71,568 conv weights (3x3 kernels), FC 576-256-256-10.
+    conv = 9 * (1 * 16 + 16 * 16 + 16 * 32 + 32 * 32 + 32 * 64 + 64 * 64)
+    fc = 576 * 256 + 256 * 256 + 256 * 10
+    biases = 2 * (16 + 32 + 64) + 256 + 256 + 10
+    assert "network conv6 (width 0.25) on fashion-mnist" in text
+    assert f"{conv + fc + biases:,} parameters ({conv + fc:,} prunable weights" in text
+    # A conv's multiply-accumulates: its weights times the output positions (28², 14², 7²).
+    macs = (
+        9 * (16 + 16 * 16) * 28 * 28
+        + 9 * (16 * 32 + 32 * 32) * 14 * 14
+        + 9 * (32 * 64 + 64 * 64) * 7 * 7
+        + fc
+    )
+    assert f"{macs:,} FLOPs (multiply-accumulates) per image" in text
 
 
 def test_status_lists_the_latest_trials_of_a_large_study_and_all_with_a_flag(

@@ -59,7 +59,7 @@ def test_shipped_sweeps_are_valid(name: str) -> None:
 
 def test_alds_rate_sweep_describes_the_seed_experiment() -> None:
     config = load_config(ROOT / "sweeps" / "alds_rate.yaml")
-    assert (config.model, config.dataset.name) == ("conv6", "cifar10")
+    assert (config.model.name, config.model.width, config.dataset.name) == ("conv6", 1, "cifar10")
     assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("adam", 3e-4, 60)
     assert (config.train.iterations, config.dataset.validation) == (30000, 5000)
     # The lottery-ticket schedule its comment names: layer-wise, conv 15%, FC 20%, output 10%,
@@ -188,6 +188,10 @@ def test_yaml_tags_are_refused(tmp_path: Path) -> None:
         ("name: x\nimp: {rewind: early}\n", "imp.rewind"),
         ("name: x\nimp: {rates: {deep: 0.2}}\n", "imp.rates"),
         ("name: x\nmodel: conv7\n", "unknown model 'conv7'"),
+        ("name: x\nmodel: {name: conv6, width: 0}\n", "model.width"),
+        ("name: x\nmodel: {name: conv6, width: 100}\n", "model.width"),
+        ("name: x\nmodel: {name: conv6, widht: 0.5}\n", "model.widht: unknown key"),
+        ("name: x\nmodel: {name: 'torchvision:resnet18', width: 0.5}\n", "takes no width"),
         ("name: x\nseeds: []\n", "seeds"),
         ("name: x\ntrain: {epochs: 2, iterations: 100}\n", "not both"),
         ("name: 'bad name'\n", "name"),
@@ -453,3 +457,31 @@ def test_the_ranges_in_the_docs_are_the_schemas() -> None:
         if not path.startswith(CHECKED_ELSEWHERE)
     }
     assert documented == expected
+
+
+def test_the_plain_model_name_is_width_one_in_every_hash_and_dump() -> None:
+    plain = parse_config({"name": "x", "model": "conv4"})
+    spelled = parse_config({"name": "x", "model": {"name": "conv4", "width": 1}})
+    assert config_hash(plain) == config_hash(spelled)
+    assert spelled.model_dump(mode="json")["model"] == "conv4"  # as before widths existed
+    scaled = parse_config({"name": "x", "model": {"name": "conv4", "width": 0.5}})
+    assert config_hash(scaled) != config_hash(plain)
+    assert flatten(scaled)["model.width"] == 0.5 and str(scaled.model) == "conv4 (width 0.5)"
+
+
+def test_the_width_can_be_searched_and_a_searched_name_keeps_it() -> None:
+    config = parse_config(
+        {
+            "name": "x",
+            "model": {"name": "conv4", "width": 0.5},
+            "search": {"space": {"model.width": {"choices": [0.25, 1.0]}}},
+        }
+    )
+    assert config.with_params({"model.width": 0.25}).model.width == 0.25
+    assert (
+        config.with_params({"model": "conv2"}).model
+        == parse_config({"name": "x", "model": {"name": "conv2", "width": 0.5}}).model
+    )
+    # Searched at the default width too, where the section dumps as the plain name.
+    plain = parse_config({"name": "x", "search": {"space": {"model.width": {"choices": [0.5]}}}})
+    assert plain.with_params({"model.width": 0.5}).model.width == 0.5

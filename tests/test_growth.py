@@ -50,6 +50,7 @@ def _merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
 # Fields that say how or where a sweep runs, or that mean nothing for the trial: same key.
 SAME_KEY = [
     {"name": "another"},
+    {"model": {"name": "conv6", "width": 1}},  # the plain name, as before widths
     {"seeds": [0, 1, 2]},
     {"execution": {"devices": "0,1", "workers_per_device": 3, "launcher": "slurm"}},
     {"execution": {"storage": "postgresql://db/optuna", "max_retries": 5}},
@@ -64,6 +65,7 @@ SAME_KEY = [
 # Fields that determine the result: another key each.
 OTHER_KEY = [
     {"model": "conv2"},
+    {"model": {"name": "conv6", "width": 0.5}},
     {"dataset": {"train_subset": 100}},
     {"dataset": {"validation": 64}},
     {"dataset": {"augment": True}},

@@ -81,3 +81,73 @@ def test_unknown_names_list_the_available_ones() -> None:
 def test_input_too_small_for_the_poolings() -> None:
     with pytest.raises(ValueError, match="too small"):
         models.build("conv6", input_size=4)
+
+
+def _channels(model: nn.Module) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_width_scales_the_channels_and_keeps_the_layer_names() -> None:
+    full = models.build("conv6", in_channels=1, input_size=28)
+    quarter = models.build("conv6", in_channels=1, input_size=28, width=0.25)
+    assert _channels(full) == [64, 64, 128, 128, 256, 256]
+    assert _channels(quarter) == [16, 16, 32, 32, 64, 64]
+    assert list(quarter.state_dict()) == list(full.state_dict())
+    # The fully connected layers keep the paper's 256-256; the first one reads 64 x 3 x 3.
+    linears = [m for m in quarter.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(576, 256), (256, 256), (256, 10)]
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "expected"),
+    [
+        ("conv2", 0.5, [32, 32]),
+        ("conv4", 0.125, [8, 8, 16, 16]),
+        ("vgg11", 0.25, [16, 32, 64, 64, 128, 128, 128, 128]),
+        ("resnet20", 2.0, [32] + [32] * 6 + [64] * 6 + [64] + [128] * 6 + [128]),
+    ],
+)
+def test_width_scales_every_conv_of_the_other_networks(
+    name: str, width: float, expected: list[int]
+) -> None:
+    model = models.build(name, width=width)
+    assert sorted(_channels(model)) == sorted(expected)
+    assert list(model.state_dict()) == list(models.build(name).state_dict())
+
+
+def test_width_scales_the_hidden_layers_of_lenet() -> None:
+    model = models.build("lenet300100", in_channels=1, input_size=28, width=0.5)
+    assert weights(model) == 784 * 150 + 150 * 50 + 50 * 10
+
+
+def test_width_one_is_the_papers_network_bit_for_bit() -> None:
+    plain = models.build("conv4", seed=2).state_dict()
+    one = models.build("conv4", seed=2, width=1.0).state_dict()
+    assert all(torch.equal(plain[key], one[key]) for key in plain)
+
+
+def test_networks_without_a_width_refuse_one() -> None:
+    assert models.scalable("conv6") and not models.scalable("torchvision:resnet18")
+    with pytest.raises(ValueError, match="'torchvision:resnet18' takes no width"):
+        models.build("torchvision:resnet18", width=0.5)
+
+
+def test_a_registered_builder_is_scalable_when_it_takes_a_width() -> None:
+    @models.register("test_fixed_mlp")
+    def fixed(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size**2, num_classes))
+
+    @models.register("test_wide_mlp")
+    def wide(num_classes: int, in_channels: int, input_size: int, width: float = 1) -> nn.Module:
+        hidden = round(8 * width)
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * input_size**2, hidden),
+            nn.Linear(hidden, num_classes),
+        )
+
+    assert not models.scalable("test_fixed_mlp") and models.scalable("test_wide_mlp")
+    assert models.build("test_fixed_mlp", input_size=4) is not None  # width 1 is not passed
+    with pytest.raises(ValueError, match="takes no width"):
+        models.build("test_fixed_mlp", input_size=4, width=2)
+    assert models.build("test_wide_mlp", input_size=4, width=2)[1].out_features == 16

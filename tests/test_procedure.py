@@ -111,3 +111,25 @@ def test_a_factorized_network_rewinds_within_its_own_coordinates(tmp_path: Path)
         assert not torch.equal(redrawn[name], ours[name])
     # The ALDS point is the network ALDS made, before fine-tuning moved it.
     assert not all(torch.equal(ours[n], phases.progress.compressed[n]) for n in factors)
+
+
+def test_the_width_is_part_of_the_dense_checkpoints_identity(tmp_path: Path) -> None:
+    from orchestrator import data as datasets
+    from orchestrator import procedure
+
+    cache = CheckpointCache(tmp_path / "cache")
+    plain = parse_config(sweep_document(tmp_path, "plain"))
+    data = datasets.load(plain.dataset, device="cpu", seed=0)
+
+    def dense_files(config) -> set[str]:
+        procedure.dense_checkpoint(config, 0, data, cache, torch.device("cpu"))
+        return {path.name for path in (tmp_path / "cache").rglob("*.pt")}
+
+    first = dense_files(plain)
+    # Width 1 spelled out is the plain name: the same θ0 and dense files, none trained anew.
+    one = plain.with_params({"model.width": 1.0})
+    assert dense_files(one) == first
+    half = plain.with_params({"model.width": 0.5})
+    assert len(dense_files(half) - first) == 2  # its own θ0 and dense network
+    init, _, _ = procedure.dense_checkpoint(half, 0, data, cache, torch.device("cpu"))
+    assert init["state"]["classifier.1.weight"].shape == (150, 64)  # 300 x 0.5 on 8x8 inputs
