@@ -227,6 +227,10 @@ def test_the_layer_table_shows_a_layer_imp_emptied_and_alds_kept() -> None:
     steps.loc[last & (steps[RATE] == 0) & (steps["seed"] == 0), "remaining/out"] = 0.004
     steps.loc[last & (steps[RATE] == 0) & (steps["seed"] == 1), "remaining/out"] = 0.2
     steps.loc[last & (steps[RATE] == 0.5), "remaining/out"] = 0.3
+    # After ALDS (step 1) a factorized layer stores a share of its dense weights.
+    after_alds = (steps["step"] == 1) & (steps[RATE] == 0.5)
+    steps.loc[after_alds & (steps["seed"] == 0), "remaining/hidden"] = 0.4
+    steps.loc[after_alds & (steps["seed"] == 1), "remaining/hidden"] = 0.6
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
     table = tables.layer_table(steps, pairs).set_index(["config", "layer"])
     baseline = table.loc[("alds.rate=0.0", "out")]
@@ -238,6 +242,8 @@ def test_the_layer_table_shows_a_layer_imp_emptied_and_alds_kept() -> None:
     assert ours["baseline_remaining_mean"] == pytest.approx(0.102)
     assert ours["step"] == 3 and ours["sparsity"] == pytest.approx(S3)
     assert not table.loc[("alds.rate=0.5", "hidden"), "collapsed"]
+    assert table.loc[("alds.rate=0.5", "hidden"), "after_alds_mean"] == pytest.approx(0.5)
+    assert table.loc[("alds.rate=0.0", "hidden"), "after_alds_mean"] == pytest.approx(1.0)
     assert tables.collapse_notes(table.reset_index()) == [
         "alds.rate=0.0: IMP emptied out (0.4% left)",
         "alds.rate=0.5 kept layers its IMP-only twin emptied: out",

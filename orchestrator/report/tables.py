@@ -636,6 +636,10 @@ def best_table(
     return table[columns].head(top)
 
 
+DENSE_STEP = 0  # the dense-trained network
+AFTER_ALDS = 1  # after ALDS and the fine-tuning every arm gets, before any pruning
+
+
 def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
     """The seed's first two guesses: does ALDS shrink the insignificant weights and grow the
     significant ones? Per ALDS configuration: the share of the weights' magnitude held by the
@@ -643,8 +647,8 @@ def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
     twin after the same fine-tuning, paired by seed (both start from the same dense network).
     """
     rows = []
-    after = steps[steps["step"] == 1]
-    dense = steps[steps["step"] == 0]
+    after = steps[steps["step"] == AFTER_ALDS]
+    dense = steps[steps["step"] == DENSE_STEP]
     for config, twin in pairs.items():
         row: dict[str, Any] = {"config": config, "baseline": twin, "paired_n": 0}
         for decile in ("smallest", "largest"):
@@ -700,7 +704,10 @@ def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
 
     One row per configuration and layer: the mean and the lowest over seeds of the layer's
     remaining fraction, whether some seed left at most :data:`COLLAPSED` of it, and for an
-    ALDS configuration the same layer in its twin at the twin's last step.
+    ALDS configuration the same layer in its twin at the twin's last step. ``after_alds_mean``
+    is the layer's stored size after ALDS (step 1), relative to its dense weights: ALDS's
+    per-layer compression in factorize mode; 1 in project mode, whose low-rank weights are
+    stored as full matrices (and regain full rank in the fine-tuning).
     """
     prefix = keys.layer_remaining("")
     layers = [c for c in steps if isinstance(c, str) and c.startswith(prefix)]
@@ -713,6 +720,11 @@ def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
     long["column"] = pd.Categorical(long["column"], categories=layers)
     values = long.groupby(["config", "column"], sort=True, observed=True)["value"]
     table = values.agg(remaining_mean="mean", remaining_min="min", n="size").reset_index()
+    after = steps[steps["step"] == AFTER_ALDS].groupby("config")[layers].mean()
+    table["after_alds_mean"] = [
+        after.at[config, column] if config in after.index else math.nan
+        for config, column in zip(table["config"], table["column"].astype(str), strict=True)
+    ]
     table["collapsed"] = table["remaining_min"] <= COLLAPSED
     table["baseline"] = table["config"].map(pairs)
     own = table.set_index(["config", "column"])
@@ -727,6 +739,7 @@ def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
 
 
 _LAYER = [
+    "after_alds_mean",
     "remaining_mean",
     "remaining_min",
     "n",
@@ -1167,6 +1180,7 @@ TABLES = (
             Column("layer", "layer"),
             Column("step", "step", "int"),
             Column("sparsity (%)", "sparsity", "pct"),
+            Column("after ALDS (%)", "after_alds_mean", "pct"),
             Column("remaining (%)", "remaining_mean", "pct"),
             Column("lowest seed (%)", "remaining_min", "pct"),
             Column("emptied", "collapsed", "flag"),
