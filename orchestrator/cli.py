@@ -180,10 +180,16 @@ def validate(sweep: Path) -> None:
         f"({len(PRUNING_GRID)} levels, every trial alike)"
     )
     # Fixed before any data: what the report's verdict on the sweep's question rests on.
+    margin = config.report.margin
     console.print(
-        "primary endpoint (report table endpoint): per seed, the mean accuracy over "
-        "log(weights remaining) across the sparsity range both arms reach, ALDS + IMP minus "
-        "its IMP-only twin, judged with family-wise intervals over the configurations"
+        f"primary endpoint (report.primary: {config.report.primary}; report table endpoint): "
+        f"{config.report.describe_primary()}, ALDS + IMP minus its IMP-only twin, judged with "
+        "family-wise intervals over the configurations; equivalence margin (report.margin): "
+        + (
+            "none, the report states the bound the data give"
+            if margin is None
+            else f"±{margin:g} pt"
+        )
     )
     for warning in config.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
@@ -573,7 +579,8 @@ def parse_levels(text: str) -> tuple[float, ...]:
 @click.option(
     "--margin",
     type=click.FloatRange(min=0.0, min_open=True, max=100.0),
-    help="equivalence margin in accuracy points: a TOST verdict for every paired difference",
+    help="equivalence margin in accuracy points: a TOST verdict for every paired difference "
+    "(default: the sweep's report.margin)",
 )
 @click.option(
     "--target-halfwidth",

@@ -42,6 +42,7 @@ __all__ = [
     "ModelConfig",
     "Objective",
     "PerConfig",
+    "ReportConfig",
     "SearchConfig",
     "SearchRange",
     "SlurmConfig",
@@ -513,6 +514,39 @@ class TrackingConfig(_Section):
     experiment: str | None = Field(None, description="default: the sweep's name")
 
 
+PRIMARY_AUC = "auc"
+
+
+class ReportConfig(_Section):
+    """How ``orchestrate report`` judges the sweep, declared before the data.
+
+    Not part of any trial's identity nor of the study's: changing it changes what the report
+    says of the results, never the results.
+    """
+
+    margin: float | None = Field(
+        None,
+        gt=0.0,
+        le=100.0,
+        description="equivalence margin in accuracy points: a TOST verdict for every paired "
+        "difference (orchestrate report --margin overrides it)",
+    )
+    primary: Literal["auc"] | Probability = Field(
+        PRIMARY_AUC,
+        description="the primary endpoint: auc (mean accuracy over the sparsity range both "
+        "arms reach) or one sparsity (0.9: the paired accuracy difference there)",
+    )
+
+    def describe_primary(self) -> str:
+        """The primary endpoint in words (what ``validate`` prints)."""
+        if self.primary == PRIMARY_AUC:
+            return (
+                "per seed, the mean accuracy over log(weights remaining) across the sparsity "
+                "range both arms reach"
+            )
+        return f"per seed, the accuracy at {100 * self.primary:g}% sparsity"
+
+
 class SweepConfig(_Section):
     """A whole sweep, as read from its YAML file."""
 
@@ -526,6 +560,16 @@ class SweepConfig(_Section):
     search: SearchConfig = SearchConfig()
     execution: ExecutionConfig = ExecutionConfig()
     tracking: TrackingConfig = TrackingConfig()
+    report: ReportConfig = ReportConfig()
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        document = handler(self)
+        # An unset report section is left out, so every hash of a config written before the
+        # section existed stays what it was.
+        if self.report == ReportConfig() and not (info.context or {}).get("expanded"):
+            document.pop("report", None)
+        return document
 
     @field_validator("seeds")
     @classmethod
@@ -834,8 +878,10 @@ _LAUNCH_FIELDS = ("launcher", "slurm", "devices", "workers_per_device", "reuse")
 
 def experiment_hash(config: SweepConfig) -> str:
     """The hash that identifies a sweep's study: :func:`config_hash` without the launch
-    fields of ``execution`` (launcher, slurm, devices, workers_per_device, reuse)."""
+    fields of ``execution`` (launcher, slurm, devices, workers_per_device, reuse) and without
+    ``report``, which judges the results without changing them."""
     document = config.model_dump(mode="json")
     for field in _LAUNCH_FIELDS:
         document["execution"].pop(field)
+    document.pop("report", None)
     return content_hash(document)

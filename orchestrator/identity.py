@@ -19,10 +19,10 @@ the same study storage reuses it (:mod:`orchestrator.results`), as the dense che
   (``factorized_rewind`` only for a factorized ALDS trial; ``epochs_per_cycle`` left unset
   is ``train.epochs``).
 
-Never in it: the sweep's name, its seeds list, ``search``, ``execution`` and ``tracking``
-(how many workers, where, which storage), so the IMP-only twin of every sweep at one schedule
-and seed is one key. A new config field must default to what the code did before it, or every
-existing key changes (a test freezes a key).
+Never in it: the sweep's name, its seeds list, ``search``, ``execution``, ``tracking`` and
+``report`` (how many workers, where, which storage, how the report judges), so the IMP-only
+twin of every sweep at one schedule and seed is one key. A new config field must default to
+what the code did before it, or every existing key changes (a test freezes a key).
 """
 
 from __future__ import annotations
@@ -44,7 +44,16 @@ __all__ = [
     "trial_key",
 ]
 
-_NEVER = ("name", "seeds", "search.", "execution.", "tracking.", "dataset.root", "dataset.download")
+_NEVER = (
+    "name",
+    "seeds",
+    "search.",
+    "execution.",
+    "tracking.",
+    "report.",
+    "dataset.root",
+    "dataset.download",
+)
 _ALDS_ONLY = ("alds.mode", "alds.error", "alds.k_candidates")
 _CUDA_ONLY = ("train.amp", "train.channels_last")
 

@@ -188,6 +188,9 @@ def test_yaml_tags_are_refused(tmp_path: Path) -> None:
         ("name: x\nimp: {rewind: early}\n", "imp.rewind"),
         ("name: x\nimp: {rates: {deep: 0.2}}\n", "imp.rates"),
         ("name: x\nmodel: conv7\n", "unknown model 'conv7'"),
+        ("name: x\nreport: {margin: 0}\n", "report.margin"),
+        ("name: x\nreport: {primary: aoc}\n", "report.primary"),
+        ("name: x\nreport: {primary: 1.0}\n", "report.primary"),
         ("name: x\nmodel: {name: conv6, width: 0}\n", "model.width"),
         ("name: x\nmodel: {name: conv6, width: 100}\n", "model.width"),
         ("name: x\nmodel: {name: conv6, widht: 0.5}\n", "model.widht: unknown key"),
@@ -485,3 +488,11 @@ def test_the_width_can_be_searched_and_a_searched_name_keeps_it() -> None:
     # Searched at the default width too, where the section dumps as the plain name.
     plain = parse_config({"name": "x", "search": {"space": {"model.width": {"choices": [0.5]}}}})
     assert plain.with_params({"model.width": 0.5}).model.width == 0.5
+
+
+def test_an_unset_report_section_leaves_every_hash_as_it_was() -> None:
+    plain = parse_config({"name": "x"})
+    assert "report" not in plain.model_dump(mode="json")
+    assert config_hash(parse_config({"name": "x", "report": {}})) == config_hash(plain)
+    declared = parse_config({"name": "x", "report": {"margin": 0.5}})
+    assert flatten(declared)["report.margin"] == 0.5  # an MLflow param once set

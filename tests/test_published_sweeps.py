@@ -22,7 +22,11 @@ from orchestrator.testing.sweeps import write_sweep
 ROOT = Path(__file__).resolve().parents[1]
 # The rewind control differs from fashion_mnist_alds_imp.yaml only in its rewind settings,
 # whose paths tests/test_procedure.py covers; tests/test_config.py validates it.
-PUBLISHED = ("fashion_mnist_alds_imp.yaml", "fashion_mnist_global.yaml")
+PUBLISHED = (
+    "fashion_mnist_alds_imp.yaml",
+    "fashion_mnist_global.yaml",
+    "fashion_mnist_conv.yaml",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +89,6 @@ def test_published_sweep_runs_and_reports_in_miniature(name: str, tmp_path: Path
     levelled = pd.read_csv(output / "at_sparsity.csv")
     assert set(levelled["config"]) == set(trials["config"])
     assert (output / "accuracy_vs_remaining.png").stat().st_size > 0
+    # Equal cost beside equal sparsity: on Conv-6 FLOPs and weights part ways.
+    assert set(pd.read_csv(output / "at_flops.csv")["config"]) <= set(trials["config"])
+    assert (output / "accuracy_vs_flops.png").stat().st_size > 0

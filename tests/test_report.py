@@ -449,6 +449,24 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.slow
+def test_the_yamls_report_section_sets_the_margin_and_the_primary_endpoint(swept: dict) -> None:
+    from orchestrator import report as reports
+    from orchestrator.config import experiment_hash
+
+    plain = parse_config(swept["document"])
+    declared = parse_config({**swept["document"], "report": {"margin": 0.5, "primary": 0.5}})
+    # The same study: how the report judges is not what the study is keyed by.
+    assert experiment_hash(declared) == experiment_hash(plain)
+    study = optuna.load_study(study_name="reported", storage=swept["storage"])
+    endpoint = reports.build(study, declared).tables["endpoint"]
+    assert len(endpoint) == 2 and endpoint["equivalence"].notna().all()
+    assert (endpoint[["sparsity_low", "sparsity_high"]] == 0.5).all().all()
+    # Without the section: the mean over the range, and no TOST column.
+    endpoint = reports.build(study, plain).tables["endpoint"]
+    assert "equivalence" not in endpoint and (endpoint["sparsity_high"] > 0.5).all()
+
+
+@pytest.mark.slow
 def test_every_format_is_written_and_parses(swept: dict) -> None:
     output = swept["output"]
     presented = (

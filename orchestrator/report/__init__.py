@@ -70,10 +70,13 @@ def build(
     reads of ``study`` (the same object, its storage's cache kept) read; without it every
     trial and curve is read, in one pass. ``margin``: the equivalence margin of the paired
     differences (TOST, in accuracy: 0.005 is half a point); None tests none. ``halfwidth``: the
-    seed planner's target interval half-width, in accuracy. Raises
+    seed planner's target interval half-width, in accuracy. Without a ``margin`` the sweep's
+    ``report.margin`` applies; the primary endpoint is its ``report.primary``. Raises
     :class:`ConfigError` for an empty study, an unreachable tracking store, or a study none of
     whose runs is found there.
     """
+    if margin is None and config.report.margin is not None:
+        margin = config.report.margin / 100
     read = _read(study, config, tracking_uri, tolerance, levels, curves, margin)
     inputs = read.inputs
     computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
@@ -185,6 +188,7 @@ def _read(
         tolerance=tolerance,
         levels=levels,
         margin=margin,
+        primary=config.report.primary,
     )
     return _Read(
         inputs=inputs,

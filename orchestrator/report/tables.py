@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator import keys, plan
-from orchestrator.curve import curve_points, mean_between, value_at_sparsity
+from orchestrator.curve import LEVEL_SLACK, curve_points, mean_between, value_at_sparsity
 from orchestrator.report import statistics
 from orchestrator.report.schema import (
     FLOPS_LEVELS,
@@ -369,15 +369,21 @@ def at_flops(
 
 
 def endpoint_table(
-    steps: pd.DataFrame, pairs: Mapping[str, str], margin: float | None = None
+    steps: pd.DataFrame,
+    pairs: Mapping[str, str],
+    margin: float | None = None,
+    primary: str | float = "auc",
 ) -> pd.DataFrame:
-    """The primary endpoint: each ALDS configuration against its IMP-only twin over the whole
-    range of sparsity both reach, not at one chosen level.
+    """The primary endpoint (``report.primary``): each ALDS configuration against its IMP-only
+    twin, one number per pair and seed.
 
-    Per seed, each arm's mean accuracy over log(weights remaining) between the sparsities
-    that every seed of both arms covers (the area under the curve over the range's width,
-    :func:`curve.mean_between`; the compressed steps, as in :func:`versus_baseline`); the
-    difference paired by seed. The rows are one family (:func:`_judged`).
+    ``auc`` (the default): per seed, each arm's mean accuracy over log(weights remaining)
+    between the sparsities that every seed of both arms covers (the area under the curve over
+    the range's width, :func:`curve.mean_between`; the compressed steps, as in
+    :func:`versus_baseline`), over the whole range rather than at one chosen level. A sparsity
+    (``0.9``): each arm's accuracy there (the range shrinks to that one level; a pair whose
+    seeds do not all reach it has no row). The difference is paired by seed; the rows are one
+    family (:func:`_judged`).
     """
     columns = [
         "config",
@@ -404,6 +410,12 @@ def endpoint_table(
             continue
         low_level = max(span[0] for span in spans)
         high_level = min(span[-1] for span in spans)
+        if primary != "auc":
+            level = float(primary)
+            # Every seed of both arms must reach the level: never extrapolated.
+            if not low_level - LEVEL_SLACK <= level <= high_level + LEVEL_SLACK:
+                continue
+            low_level = high_level = level
         if low_level > high_level:  # the arms' curves do not overlap
             continue
         alds = [mean_between(*ours[seed], low_level, high_level) for seed in seeds]
@@ -862,6 +874,7 @@ class Inputs:
     tolerance: float = TOLERANCE
     levels: Sequence[float] = LEVELS
     margin: float | None = None  # the equivalence margin (TOST), in accuracy; None: no test
+    primary: str | float = "auc"  # the primary endpoint (report.primary)
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _pending: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -1099,7 +1112,7 @@ TABLES = (
     TableSpec(
         "endpoint",
         "The primary endpoint: mean accuracy over the sparsity range both arms reach",
-        lambda inputs: endpoint_table(inputs.complete, inputs.pairs, inputs.margin),
+        lambda inputs: endpoint_table(inputs.complete, inputs.pairs, inputs.margin, inputs.primary),
         lambda report: [
             Column("configuration", "config", "arm"),
             Column("from sparsity (%)", "sparsity_low", "pct"),
