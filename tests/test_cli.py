@@ -31,7 +31,9 @@ def test_validate_prints_config_and_space() -> None:
     # The plan and the pruner's sparsity grid.
     assert "15 trials" in result.output and "29.29%, 50%," in result.output
     # The primary endpoint, declared before any data.
-    assert "primary endpoint (report table endpoint)" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert "primary endpoint (report.primary: auc; report table endpoint)" in text
+    assert "equivalence margin (report.margin): none" in text
 
 
 def test_validate_bad_file_exits_2_with_the_field(tmp_path: Path) -> None:
