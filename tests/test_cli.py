@@ -149,3 +149,14 @@ def test_a_sweep_on_a_missing_dataset_exits_2_before_any_trial(tmp_path: Path) -
     assert str(tmp_path / "empty" / "mnist") in result.stderr
     # Nothing was created: no study, no tracking store, no trial.
     assert not Path(document["execution"]["workspace"]).exists()
+
+
+def test_validate_prints_the_declared_endpoint_and_margin(tmp_path: Path) -> None:
+    path = tmp_path / "declared.yaml"
+    path.write_text("name: declared\nreport: {primary: 0.9, margin: 0.5}\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "primary endpoint (report.primary: 0.9; report table endpoint)" in text
+    assert "per seed, the accuracy at 90% sparsity" in text
+    assert "equivalence margin (report.margin): ±0.5 pt" in text
