@@ -212,7 +212,8 @@ def _study_arguments(command: Callable) -> Callable:
 def _open_study(
     sweep: Path | None, study_name: str | None, storage_url: str | None
 ) -> tuple[optuna.Study, SweepConfig, str]:
-    """The study named by a sweep file or by --study/--storage, with its stored config."""
+    """The study named by a sweep file or by --study/--storage, with its stored config (and a
+    sweep file's ``report`` section)."""
     from orchestrator import study as studies
     from orchestrator.config import ConfigError, load_config
 
@@ -226,8 +227,12 @@ def _open_study(
     else:
         raise ConfigError("give a SWEEP.yaml, or both --study and --storage")
     storage = studies.open_storage(url)
-    study, config = studies.load_study(study_name, storage)
-    return study, config, url
+    study, stored = studies.load_study(study_name, storage)
+    if sweep is not None:
+        # How the report judges is the file's to say now: the study keeps the section it was
+        # created with, and changing it changes no result (config.experiment_hash).
+        stored = stored.model_copy(update={"report": config.report})
+    return study, stored, url
 
 
 def _launcher_options(command: Callable) -> Callable:

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 from matplotlib.image import imread
 from mlflow import MlflowClient
@@ -464,6 +465,13 @@ def test_the_yamls_report_section_sets_the_margin_and_the_primary_endpoint(swept
     # Without the section: the mean over the range, and no TOST column.
     endpoint = reports.build(study, plain).tables["endpoint"]
     assert "equivalence" not in endpoint and (endpoint["sparsity_high"] > 0.5).all()
+    # From the file given to `orchestrate report`, though the study was created without it.
+    path = swept["tmp"] / "declared.yaml"
+    path.write_text(yaml.safe_dump({**swept["document"], "report": {"margin": 0.5}}))
+    output = swept["tmp"] / "declared"
+    result = CliRunner().invoke(main, ["report", str(path), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "equivalence" in pd.read_csv(output / "endpoint.csv")
 
 
 @pytest.mark.slow
