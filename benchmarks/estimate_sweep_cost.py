@@ -33,11 +33,12 @@ from orchestrator.config import SweepConfig, load_config, parse_config
 from orchestrator.data import load
 from orchestrator.training import evaluate, train
 
-# Images per split of the real datasets: (channels, side, classes, train, test).
-SHAPES = {
-    "cifar10": (3, 32, 10, 50_000, 10_000),
-    "fashion-mnist": (1, 28, 10, 60_000, 10_000),
-    "mnist": (1, 28, 10, 60_000, 10_000),
+# Images per split of the real datasets, (train, test); their shapes are the dataset table's
+# (``network.shape``).
+IMAGES = {
+    "cifar10": (50_000, 10_000),
+    "fashion-mnist": (60_000, 10_000),
+    "mnist": (60_000, 10_000),
 }
 
 
@@ -53,18 +54,11 @@ class Workload:
     trials: int
 
 
-def dataset_shape(config: SweepConfig) -> tuple[int, int, int, int, int]:
-    """(channels, side, classes, train images, test images) of the sweep's dataset."""
+def dataset_images(config: SweepConfig) -> tuple[int, int]:
+    """(train images, test images) of the sweep's dataset, before subsets and hold-out."""
     if config.dataset.name == "synthetic":
-        synthetic = config.dataset.synthetic
-        return (
-            synthetic.channels,
-            synthetic.image_size,
-            synthetic.num_classes,
-            synthetic.train_size,
-            synthetic.test_size,
-        )
-    return SHAPES[config.dataset.name]
+        return config.dataset.synthetic.train_size, config.dataset.synthetic.test_size
+    return IMAGES[config.dataset.name]
 
 
 def cycles_needed(config: SweepConfig, fraction: float) -> int:
@@ -77,7 +71,7 @@ def cycles_needed(config: SweepConfig, fraction: float) -> int:
 
 def workload(config: SweepConfig) -> Workload:
     """Steps and evaluated images of the whole sweep, at both ends of a searched fraction."""
-    _, _, _, train_images, test_images = dataset_shape(config)
+    train_images, test_images = dataset_images(config)
     train_images = config.dataset.train_subset or train_images - config.dataset.validation
     test_images = min(test_images, config.dataset.test_subset or test_images)
     per_epoch = math.ceil(train_images / config.train.batch_size)
@@ -113,12 +107,12 @@ def workload(config: SweepConfig) -> Workload:
 
 def measure(config: SweepConfig, device: str, steps: int, repeats: int) -> tuple[float, float]:
     """Seconds per optimizer step and per evaluated image of the sweep's network on ``device``."""
-    channels, side, classes, _, _ = dataset_shape(config)
+    shape = network.shape(config)
     batch = config.train.batch_size
     synthetic = {
-        "image_size": side,
-        "channels": channels,
-        "num_classes": classes,
+        "image_size": shape.image_size,
+        "channels": shape.channels,
+        "num_classes": shape.num_classes,
         "train_size": max(batch * steps, 64),
         "test_size": 2000,
     }
@@ -128,7 +122,7 @@ def measure(config: SweepConfig, device: str, steps: int, repeats: int) -> tuple
         ).dataset,
         device=device,
     )
-    model = network.build(config, network.shape(config), seed=0)
+    model = network.build(config, shape, seed=0)
     train(model, data, config.train, device=device, seed=0, iterations=2)  # warm-up
     per_step, per_image = [], []
     for repeat in range(repeats):

@@ -531,20 +531,25 @@ class ReportConfig(_Section):
         description="equivalence margin in accuracy points: a TOST verdict for every paired "
         "difference (orchestrate report --margin overrides it)",
     )
-    primary: Literal["auc"] | Probability = Field(
+    primary: Literal[PRIMARY_AUC] | Probability = Field(
         PRIMARY_AUC,
         description="the primary endpoint: auc (mean accuracy over the sparsity range both "
         "arms reach) or one sparsity (0.9: the paired accuracy difference there)",
     )
 
+    @property
+    def level(self) -> float | None:
+        """The sparsity the primary endpoint is read at; None for the AUC over the range."""
+        return None if self.primary == PRIMARY_AUC else float(self.primary)
+
     def describe_primary(self) -> str:
         """The primary endpoint in words (what ``validate`` prints)."""
-        if self.primary == PRIMARY_AUC:
+        if self.level is None:
             return (
                 "per seed, the mean accuracy over log(weights remaining) across the sparsity "
                 "range both arms reach"
             )
-        return f"per seed, the accuracy at {100 * self.primary:g}% sparsity"
+        return f"per seed, the accuracy at {100 * self.level:g}% sparsity"
 
 
 class SweepConfig(_Section):

@@ -157,14 +157,14 @@ def test_a_sparsity_as_primary_endpoint_pairs_the_accuracy_there() -> None:
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
     at = tables.at_sparsity(steps, list(pairs) + list(pairs.values()), pairs, [0.7])
     expected = at[at["config"] == "alds.rate=0.5"].iloc[0]
-    (row,) = tables.endpoint_table(steps, pairs, primary=0.7).to_dict("records")
+    (row,) = tables.endpoint_table(steps, pairs, level=0.7).to_dict("records")
     assert (row["sparsity_low"], row["sparsity_high"]) == (0.7, 0.7)
     assert row["auc_mean"] == pytest.approx(expected["accuracy_mean"])
     assert row["baseline_auc_mean"] == pytest.approx(expected["baseline_accuracy_mean"])
     assert row["difference_mean"] == pytest.approx(expected["difference_mean"])
     assert row["paired_n"] == expected["paired_n"] == 2
     # A level the twin never reaches (its curve stops at 0.75): no row, never extrapolated.
-    assert tables.endpoint_table(steps, pairs, primary=0.8).empty
+    assert tables.endpoint_table(steps, pairs, level=0.8).empty
 
 
 def test_at_flops_equals_at_sparsity_where_flops_track_weights() -> None:

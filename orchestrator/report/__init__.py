@@ -188,7 +188,7 @@ def _read(
         tolerance=tolerance,
         levels=levels,
         margin=margin,
-        primary=config.report.primary,
+        primary_level=config.report.level,
     )
     return _Read(
         inputs=inputs,

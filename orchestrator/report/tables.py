@@ -372,18 +372,18 @@ def endpoint_table(
     steps: pd.DataFrame,
     pairs: Mapping[str, str],
     margin: float | None = None,
-    primary: str | float = "auc",
+    level: float | None = None,
 ) -> pd.DataFrame:
     """The primary endpoint (``report.primary``): each ALDS configuration against its IMP-only
     twin, one number per pair and seed.
 
-    ``auc`` (the default): per seed, each arm's mean accuracy over log(weights remaining)
-    between the sparsities that every seed of both arms covers (the area under the curve over
-    the range's width, :func:`curve.mean_between`; the compressed steps, as in
-    :func:`versus_baseline`), over the whole range rather than at one chosen level. A sparsity
-    (``0.9``): each arm's accuracy there (the range shrinks to that one level; a pair whose
-    seeds do not all reach it has no row). The difference is paired by seed; the rows are one
-    family (:func:`_judged`).
+    Without a ``level`` (``auc``, the default): per seed, each arm's mean accuracy over
+    log(weights remaining) between the sparsities that every seed of both arms covers (the
+    area under the curve over the range's width, :func:`curve.mean_between`; the compressed
+    steps, as in :func:`versus_baseline`), over the whole range rather than at one chosen
+    level. At a ``level`` (``0.9``): each arm's accuracy there (the range shrinks to that one
+    sparsity; a pair whose seeds do not all reach it has no row). The difference is paired by
+    seed; the rows are one family (:func:`_judged`).
     """
     columns = [
         "config",
@@ -410,8 +410,7 @@ def endpoint_table(
             continue
         low_level = max(span[0] for span in spans)
         high_level = min(span[-1] for span in spans)
-        if primary != "auc":
-            level = float(primary)
+        if level is not None:
             # Every seed of both arms must reach the level: never extrapolated.
             if not low_level - LEVEL_SLACK <= level <= high_level + LEVEL_SLACK:
                 continue
@@ -874,7 +873,7 @@ class Inputs:
     tolerance: float = TOLERANCE
     levels: Sequence[float] = LEVELS
     margin: float | None = None  # the equivalence margin (TOST), in accuracy; None: no test
-    primary: str | float = "auc"  # the primary endpoint (report.primary)
+    primary_level: float | None = None  # report.primary at one sparsity; None: the AUC
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _pending: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -1112,7 +1111,9 @@ TABLES = (
     TableSpec(
         "endpoint",
         "The primary endpoint: mean accuracy over the sparsity range both arms reach",
-        lambda inputs: endpoint_table(inputs.complete, inputs.pairs, inputs.margin, inputs.primary),
+        lambda inputs: endpoint_table(
+            inputs.complete, inputs.pairs, inputs.margin, inputs.primary_level
+        ),
         lambda report: [
             Column("configuration", "config", "arm"),
             Column("from sparsity (%)", "sparsity_low", "pct"),
