@@ -40,6 +40,7 @@ __all__ = [
     "prune",
     "rewind",
     "roles",
+    "shuffle",
     "sparsity",
 ]
 
@@ -137,6 +138,28 @@ def prune(
         ]
         result.update(zip(names, _select(group_weights, group_masks, rate), strict=True))
     return result
+
+
+def shuffle(masks: Mapping[str, Tensor], *, seed: int) -> Masks:
+    """Random masks with each layer's sparsity: the lottery-ticket paper's random-pruning
+    control (open_lth's layer-wise random pruning).
+
+    Args:
+        masks: masks to match (:data:`Masks`).
+        seed: the seed of the draw; each layer draws from it and its place in ``masks``.
+
+    Returns:
+        New masks of the same shapes, each keeping exactly as many weights as the one it
+        matches, at uniformly random positions.
+    """
+    drawn: Masks = {}
+    for index, (name, mask) in enumerate(masks.items()):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        order = torch.randperm(mask.numel(), generator=generator)
+        flat = torch.zeros(mask.numel(), dtype=torch.bool)
+        flat[order[: int(mask.sum())]] = True
+        drawn[name] = flat.view(mask.shape).to(mask.device)
+    return drawn
 
 
 def excluded(model: nn.Module, exclude: Iterable[str] = ()) -> set[str]:

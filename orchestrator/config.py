@@ -284,6 +284,13 @@ class ImpConfig(_Section):
     rates: dict[str, Probability] | None = Field(
         None, description="per-role rates per cycle, roles: conv, fc, output"
     )
+    controls: tuple[Literal[plan.RANDOM_MASK, plan.REINIT], ...] = Field(
+        (),
+        description="the lottery-ticket controls run for every IMP-only configuration at "
+        "every seed, each a trial paired with it in the report's controls table: "
+        "random_mask (a random mask with its per-layer sparsity at every cycle), reinit (its "
+        "mask at every cycle, a fresh initialisation)",
+    )
 
     @field_validator("rewind")
     @classmethod
@@ -291,6 +298,32 @@ class ImpConfig(_Section):
         if not _REWIND.match(value):
             raise ValueError("rewind must be one of init, early:N, compressed, none")
         return value
+
+    @field_validator("controls")
+    @classmethod
+    def _once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("controls must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _controls_rewind(self) -> ImpConfig:
+        # A control retrains each cycle's mask from the rewind point, as the lottery-ticket
+        # controls do; "compressed" and "none" name no point a control could start from.
+        if self.controls and not (self.rewind == "init" or self.rewind.startswith("early:")):
+            raise ValueError(
+                f"controls need rewind init or early:N (a control trains each cycle's mask "
+                f"from the rewind point), not {self.rewind!r}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        document = handler(self)
+        # Left out when empty: every hash of a config written before controls existed stays.
+        if not self.controls and not (info.context or {}).get("expanded"):
+            document.pop("controls", None)
+        return document
 
     @field_validator("rates")
     @classmethod

@@ -144,6 +144,8 @@ def assess(
     sampled = _sampled(config, trials, fixed)
     twins = [plans.twin_of(config, p) for p in sampled if _paired(config, p)]
     configurations = _unique([*fixed, *sampled, *twins])
+    # Last: a control starts from its IMP-only twin's masks, which its twin then has saved.
+    configurations += plans.control_configurations(config, configurations)
     # As text, once: what each queued trial is (a repeat of a sampled one, a twin of one).
     sampled_texts = {_text(p) for p in sampled}
     twin_texts = {_text(p) for p in twins} - sampled_texts - {_text(p) for p in fixed}
@@ -165,7 +167,7 @@ def assess(
                 growth.enqueue.append(
                     (params, _attributes(params, seed, sampled_texts, twin_texts))
                 )
-    slots = plans.total_trials(config) // len(config.seeds) - len(fixed) - len(sampled)
+    slots = plans.budget(config) // len(config.seeds) - len(fixed) - len(sampled)
     growth.placeholders = max(slots - waiting_placeholders, 0)
     growth.trials += (growth.placeholders + waiting_placeholders) * len(config.seeds)
     return growth
@@ -198,9 +200,9 @@ def _attributes(
     twins: set[str],
 ) -> dict[str, Any]:
     """A queued trial's user attributes: its seed, and what the live display and counts tell
-    apart (a repeat of a sampled configuration, a twin of one)."""
+    apart (a repeat of a sampled configuration, a twin of one or a control of that twin)."""
     attributes: dict[str, Any] = {keys.TRIAL_SEED: seed}
-    text = _text(params)
+    text = _text(plans.without_control(params))  # a twin's control counts as the twin
     # The sampled trial is not known by number here: -1 marks the kind (counts.twins).
     if text in twins:
         attributes[keys.TRIAL_TWIN_OF] = -1

@@ -17,11 +17,14 @@ the same study storage reuses it (:mod:`orchestrator.results`), as the dense che
   ``channels_last`` only on CUDA, where they act), ``alds`` (of an IMP-only trial only
   ``rate`` and ``finetune_epochs``: the rest means nothing without ALDS) and ``imp``
   (``factorized_rewind`` only for a factorized ALDS trial; ``epochs_per_cycle`` left unset
-  is ``train.epochs``).
+  is ``train.epochs``);
+- for a control trial, its control (``imp.control`` in its parameters): an IMP-only trial's
+  key is the same whether or not its sweep runs controls.
 
-Never in it: the sweep's name, its seeds list, ``search``, ``execution``, ``tracking`` and
-``report`` (how many workers, where, which storage, how the report judges), so the IMP-only
-twin of every sweep at one schedule and seed is one key. A new config field must default to
+Never in it: the sweep's name, its seeds list, ``search``, ``execution``, ``tracking``,
+``report`` and ``imp.controls`` (how many workers, where, which storage, how the report
+judges, which controls run beside), so the IMP-only twin of every sweep at one schedule and
+seed is one key. A new config field must default to
 what the code did before it, or every existing key changes (a test freezes a key).
 """
 
@@ -51,6 +54,7 @@ _NEVER = (
     "execution.",
     "tracking.",
     "report.",
+    "imp.controls",  # which controls the sweep adds; a control trial's own is in its params
     "dataset.root",
     "dataset.download",
 )

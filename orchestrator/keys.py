@@ -91,6 +91,7 @@ TAG_DENSE_CHECKPOINT = "dense_checkpoint"
 TAG_ARM = "arm"
 ARM_BASELINE = "baseline"  # IMP only: alds.rate 0
 ARM_ALDS = "alds"
+ARM_CONTROL = "control"  # a lottery-ticket control of an IMP-only configuration (plan.CONTROLS)
 TAG_CONFIG = "config"  # the configuration label its seeds share (the report's)
 TAG_TWIN_RUN_ID = "twin_run_id"  # on an ALDS trial's run: its IMP-only twin's run (twins.py)
 TAG_TRIAL_KEY = "trial_key"

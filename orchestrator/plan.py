@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from orchestrator import keys
@@ -25,24 +25,38 @@ from orchestrator import keys
 ALDS_RATE = "alds.rate"
 PRUNE_FRACTION = "imp.prune_fraction"
 IMP_ONLY = "IMP only"  # the baseline arm, as tables, figures and run names show it
+# The lottery-ticket controls (imp.controls). A control trial's parameters are its IMP-only
+# configuration's plus CONTROL, a path no config field has: its key, label and run differ from
+# the configuration's, and the worker takes it off before it builds the trial's config.
+CONTROL = "imp.control"
+RANDOM_MASK = "random_mask"
+REINIT = "reinit"
+CONTROLS = (RANDOM_MASK, REINIT)
 
 __all__ = [
     "ALDS_RATE",
+    "CONTROL",
+    "CONTROLS",
     "IMP_ONLY",
     "PRUNE_FRACTION",
     "Sweep",
     "arm",
     "arm_label",
     "asks_for",
+    "budget",
     "check",
+    "control_configurations",
+    "control_of",
     "describe",
     "fixed_configurations",
+    "fixed_controls",
     "is_alds",
     "most_sampled_twins",
     "prunable",
     "rate_of",
     "total_trials",
     "twin_of",
+    "without_control",
 ]
 
 
@@ -57,6 +71,9 @@ class Sweep(Protocol):
 
     @property
     def alds(self) -> Any: ...
+
+    @property
+    def imp(self) -> Any: ...
 
     def value_at(self, path: str) -> Any: ...
 
@@ -96,14 +113,45 @@ def rate_of(config: Sweep, params: Mapping[str, Any]) -> float:
     return float(params.get(ALDS_RATE, config.alds.rate))
 
 
-def arm(rate: float) -> str:
-    """The stored arm of a trial at ``rate``: ``keys.ARM_ALDS`` or ``keys.ARM_BASELINE``."""
+def arm(rate: float, control: str | None = None) -> str:
+    """The stored arm of a trial at ``rate``: ``keys.ARM_ALDS``, ``keys.ARM_BASELINE``, or
+    ``keys.ARM_CONTROL`` for a control trial (``control``)."""
+    if control is not None:
+        return keys.ARM_CONTROL
     return keys.ARM_ALDS if is_alds(rate) else keys.ARM_BASELINE
 
 
-def arm_label(rate: float) -> str:
-    """The arm as people read it: ``ALDS 0.3`` or ``IMP only``."""
+def arm_label(rate: float, control: str | None = None) -> str:
+    """The arm as people read it: ``ALDS 0.3``, ``IMP only`` or ``control random_mask``."""
+    if control is not None:
+        return f"control {control}"
     return f"ALDS {rate:g}" if is_alds(rate) else IMP_ONLY
+
+
+# --------------------------------------------------------------------------- the controls
+
+
+def control_of(params: Mapping[str, Any]) -> str | None:
+    """The control a trial's parameters name (:data:`CONTROL`), or None for a plain trial."""
+    return params.get(CONTROL)
+
+
+def without_control(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A control trial's IMP-only configuration: its parameters less :data:`CONTROL`."""
+    return {path: value for path, value in params.items() if path != CONTROL}
+
+
+def control_configurations(
+    config: Sweep, configurations: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The control trials' parameters for ``configurations``: every IMP-only one with each
+    control of ``imp.controls``, in that order (run once per seed, as every configuration)."""
+    return [
+        {**params, CONTROL: control}
+        for params in configurations
+        if not is_alds(rate_of(config, params))
+        for control in config.imp.controls
+    ]
 
 
 # --------------------------------------------------------------------------- configurations
@@ -160,7 +208,16 @@ def twin_of(config: Sweep, params: Mapping[str, Any]) -> dict[str, Any]:
 def asks_for(config: Sweep, params: Mapping[str, Any]) -> bool:
     """Whether the configuration ``params`` is one the sweep plans: it sets exactly the
     searched paths, each inside its space, and for a grid it is one of the grid's
-    configurations (a trial of an earlier YAML may be neither)."""
+    configurations (a trial of an earlier YAML may be neither); a control, of an IMP-only
+    configuration the sweep plans, is one ``imp.controls`` lists."""
+    control = control_of(params)
+    if control is not None:
+        plain = without_control(params)
+        return (
+            control in config.imp.controls
+            and not is_alds(rate_of(config, plain))
+            and asks_for(config, plain)
+        )
     space = config.search.space
     if set(params) != set(space):
         return False
@@ -212,7 +269,14 @@ def _grid(config: Sweep) -> list[tuple[Any, ...]]:
 
 
 def total_trials(config: Sweep) -> int:
-    """Trials the study runs in all: ``search.n_trials`` or, for a grid, the whole grid."""
+    """Trials the study runs in all: ``search.n_trials`` or, for a grid, the whole grid, and
+    the controls of its enqueued IMP-only configurations (:func:`fixed_controls`)."""
+    return budget(config) + fixed_controls(config)
+
+
+def budget(config: Sweep) -> int:
+    """The trials of the sweep's configurations, controls left out: ``search.n_trials``, or
+    the configurations it enqueues (at least 10 when it samples) × seeds."""
     if config.search.n_trials is not None:
         return config.search.n_trials
     fixed = len(fixed_configurations(config))
@@ -220,21 +284,32 @@ def total_trials(config: Sweep) -> int:
     return configurations * len(config.seeds)
 
 
+def fixed_controls(config: Sweep) -> int:
+    """The control trials of the enqueued configurations: each control of ``imp.controls``
+    for every IMP-only configuration, at every seed."""
+    return len(control_configurations(config, fixed_configurations(config))) * len(config.seeds)
+
+
 def most_sampled_twins(config: Sweep) -> int:
     """The most IMP-only twins the sampled configurations can add to :func:`total_trials`
-    (one per seed for each, when its schedule has none yet)."""
+    (one per seed for each, when its schedule has none yet), their controls included."""
     if config.search.sampler == "grid" or not _pairs(config):
         return 0
     seeds = len(config.seeds)
-    sampled = total_trials(config) // seeds - len(fixed_configurations(config))
-    return max(sampled, 0) * seeds
+    sampled = budget(config) // seeds - len(fixed_configurations(config))
+    return max(sampled, 0) * seeds * (1 + len(config.imp.controls))
 
 
 def describe(config: Sweep) -> str:
     """The trials a sweep runs, as its start and ``validate`` print it."""
     extra = most_sampled_twins(config)
-    twins = f" (+ up to {extra} IMP-only twins of sampled configurations)" if extra else ""
-    return f"{total_trials(config)} trials{twins}"
+    controls = fixed_controls(config)
+    parts = [f"{controls} controls"] if controls else []
+    if extra:
+        kinds = "and their controls " if config.imp.controls else ""
+        parts.append(f"+ up to {extra} IMP-only twins {kinds}of sampled configurations")
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return f"{total_trials(config)} trials{detail}"
 
 
 # --------------------------------------------------------------------------- validation

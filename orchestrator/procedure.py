@@ -22,7 +22,7 @@ from torch import nn
 
 from compression import alds, imp, metrics
 from orchestrator import data as datasets
-from orchestrator import keys, network, plan
+from orchestrator import keys, network, plan, workspace
 from orchestrator.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
 from orchestrator.cache import load as load_checkpoint
 from orchestrator.config import SweepConfig
@@ -31,7 +31,7 @@ from orchestrator.training import evaluate, train
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Progress", "Step", "TrialResult", "dense_checkpoint", "run_trial"]
+__all__ = ["Progress", "Step", "TrialResult", "dense_checkpoint", "reinit_seed", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -329,11 +329,16 @@ class _Phases:
         on_step: Callable[[Step], None],
         check: Callable[[], None],
         progress_file: Path | None,
+        masks_folder: Path | None = None,
     ) -> None:
         self.config = config
         self.seed = seed
         self.progress = Progress()
         self.progress_file = progress_file
+        self.masks_folder = masks_folder
+        # What a control's replay of its twin is built from (_TwinMasks): the same trial,
+        # reporting nothing.
+        self.arguments = (config, seed, data, device, dense_state, _ignore, check, None)
         self.data = data
         self.device = device
         self.on_step = on_step
@@ -416,38 +421,54 @@ class _Phases:
             rates=config.imp.rates,
         )
         self.progress.masks = masks
+        if self.masks_folder is not None:
+            self.masks_folder.mkdir(parents=True, exist_ok=True)
+            save_atomically({"masks": _cpu(masks)}, workspace.mask_file(self.masks_folder, cycle))
         if rewind_to is None:
             imp.apply(self.model, masks)
         else:
             imp.rewind(self.model, rewind_to, masks)
+        self._retrain(cycle, masks)
+        self._record("imp", cycle)
+
+    def control_cycle(
+        self, cycle: int, start: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+    ) -> None:
+        """Step 1 + ``cycle`` of a control trial: ``masks`` (its twin's at ``cycle``, or drawn
+        to match them) on the weights ``start``, retrained as the twin retrains that cycle."""
+        self.progress.masks = dict(masks)
+        imp.rewind(self.model, start, self.progress.masks)
+        self._retrain(cycle, self.progress.masks)
+        self._record("imp", cycle, step=1 + cycle)
+
+    def _retrain(self, cycle: int, masks: Mapping[str, torch.Tensor]) -> None:
         train(
             self.model,
             self.data,
-            config.train,
+            self.config.train,
             device=self.device,
             seed=self.seed + 1 + cycle,
-            epochs=config.imp.epochs_per_cycle,
+            epochs=self.config.imp.epochs_per_cycle,
             after_step=functools.partial(imp.apply, masks=masks),
             on_iteration=self.iteration_check,
         )
-        self._record("imp", cycle)
 
-    def _record(self, phase: str, cycle: int) -> None:
-        step = _measure(
+    def _record(self, phase: str, cycle: int, step: int | None = None) -> None:
+        measured = _measure(
             self.model,
             self.data,
             self.reference,
             self.progress.plan,
-            step=len(self.progress.steps),
+            step=len(self.progress.steps) if step is None else step,
             phase=phase,
             cycle=cycle,
             eval_batch_size=self.config.train.eval_batch_size,
         )
-        self.progress.steps.append(step)
+        self.progress.steps.append(measured)
         self.progress.cycle = cycle
-        if self.progress_file is not None and step.step > 0:
+        if self.progress_file is not None and measured.step > 0:
             self.progress.save(self.progress_file, self.model)
-        self.on_step(step)
+        self.on_step(measured)
 
     def result(self, dense_trained: bool) -> TrialResult:
         return TrialResult(
@@ -469,17 +490,29 @@ def run_trial(
     on_step: Callable[[Step], None] = lambda step: None,
     check: Callable[[], None] = lambda: None,
     progress_file: Path | None = None,
+    control: str | None = None,
+    masks_folder: Path | None = None,
 ) -> TrialResult:
     """Run the seed's procedure for ``config`` (with the trial's parameters) at ``seed``.
 
     ``check()`` runs after every training iteration and may raise to abort (a time limit).
     With ``progress_file``, the state after every compressed step is saved there, and a run
     that finds the file resumes after the last step it holds (its steps are reported again).
+
+    ``control`` (``plan.RANDOM_MASK`` or ``plan.REINIT``) runs the lottery-ticket control of
+    this IMP-only configuration instead (:func:`_run_control`). ``masks_folder``: an IMP-only
+    trial saves its masks there after every pruning step; a control reads its twin's there.
     """
     device = torch.device(device)
     data = datasets.load(config.dataset, device=device, seed=seed)
     init, dense, trained = dense_checkpoint(config, seed, data, cache, device, check)
-    trial = _Phases(config, seed, data, device, dense["state"], on_step, check, progress_file)
+    if control is not None:
+        trial = _Phases(config, seed, data, device, dense["state"], on_step, check, None)
+        _run_control(trial, control, _lottery_rewind(config, init, dense), masks_folder)
+        return trial.result(trained)
+    trial = _Phases(
+        config, seed, data, device, dense["state"], on_step, check, progress_file, masks_folder
+    )
     saved = _saved_progress(progress_file)
     if saved is not None:
         trial.resume(*saved)
@@ -492,6 +525,81 @@ def run_trial(
             break
         trial.imp_cycle(cycle, rewind_to)
     return trial.result(trained)
+
+
+def _lottery_rewind(
+    config: SweepConfig, init: Mapping[str, Any], dense: Mapping[str, Any]
+) -> Mapping[str, torch.Tensor]:
+    """The rewind point of an IMP-only trial whose ``imp.rewind`` is ``init`` or ``early:N``
+    (what a sweep with controls has): θ0, or the dense run's weights after N iterations."""
+    return init["state"] if _early_iteration(config.imp.rewind) is None else dense["early"]
+
+
+def _run_control(
+    trial: _Phases, control: str, rewind_point: Mapping[str, torch.Tensor], folder: Path | None
+) -> None:
+    """A lottery-ticket control of an IMP-only configuration, as open_lth branches one off
+    each level: step 0 is the dense network; step 1 + c trains, from the rewind point, the
+    twin's masks of cycle c redrawn at random with each layer's sparsity (``random_mask``), or
+    from a fresh initialisation the twin's masks themselves (``reinit``), for the epochs the
+    twin retrains each cycle, and stops where the twin stopped.
+    """
+    config, seed = trial.config, trial.seed
+    twin = _TwinMasks(folder, lambda: _Phases(*trial.arguments, folder), rewind_point)
+    trial.dense()
+    start = rewind_point
+    if control == plan.REINIT:
+        start = imp.capture(_build(config, trial.data, reinit_seed(seed)))
+    for cycle in range(1, config.imp.cycles + 1):
+        masks = twin.at(cycle)
+        if control == plan.RANDOM_MASK:
+            masks = imp.shuffle(masks, seed=seed * 1_000 + cycle)
+        trial.control_cycle(cycle, start, {k: v.to(trial.device) for k, v in masks.items()})
+        if trial.target_reached():
+            break
+
+
+def reinit_seed(seed: int) -> int:
+    """The seed of a reinit control's fresh initialisation: never the trial's own, so the
+    control never starts from its twin's θ0 (torch seeds with the low 32 bits alone)."""
+    return (seed + 2**31) % 2**32
+
+
+class _TwinMasks:
+    """A control's IMP-only twin's masks at each cycle: as the twin saved them in
+    ``folder``, else computed here by running the twin's cycles (saving them for the next
+    control of the same twin)."""
+
+    def __init__(
+        self,
+        folder: Path | None,
+        make_twin: Callable[[], _Phases],
+        rewind_to: Mapping[str, torch.Tensor],
+    ) -> None:
+        self.folder = folder
+        self.make_twin = make_twin
+        self.rewind_to = rewind_to
+        self.twin: _Phases | None = None
+
+    def at(self, cycle: int) -> dict[str, torch.Tensor]:
+        if self.folder is not None:
+            path = workspace.mask_file(self.folder, cycle)
+            if path.exists():
+                try:
+                    return dict(load_checkpoint(path)["masks"])
+                except CorruptCheckpoint as exc:
+                    logger.warning("corrupt twin masks %s (moved to %s)", exc, move_aside(path))
+        twin = self.twin
+        if twin is None:
+            twin = self.twin = self.make_twin()
+            twin.alds()
+        while twin.progress.cycle < cycle:
+            twin.imp_cycle(twin.progress.cycle + 1, self.rewind_to)
+        return {name: mask.cpu() for name, mask in twin.progress.masks.items()}
+
+
+def _ignore(step: Step) -> None:
+    pass
 
 
 def _saved_progress(

@@ -120,6 +120,8 @@ def suggest(
         path: trial._suggest(path, distribution(space))
         for path, space in config.search.space.items()
     }
+    if plan.CONTROL in trial._fixed_params:  # a control names its control as a parameter
+        params[plan.CONTROL] = trial._suggest(plan.CONTROL, _CONTROLS)
     if keys.TRIAL_SLOT in trial.user_attrs and not trial.user_attrs.get(
         keys.TRIAL_REPEATS_ENQUEUED
     ):
@@ -128,10 +130,17 @@ def suggest(
                 params, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_REPEAT_OF: trial.number}
             )
         if config.search.enqueue_baseline and plan.is_alds(plan.rate_of(config, params)):
+            twin = plan.twin_of(config, params)
             with lock():
-                _enqueue_twins(trial, plan.twin_of(config, params), config.seeds)
+                _enqueue_twins(
+                    trial, [twin, *plan.control_configurations(config, [twin])], config.seeds
+                )
         trial.set_user_attr(keys.TRIAL_REPEATS_ENQUEUED, True)
     return params
+
+
+# Every control, in every sweep: Optuna fixes a parameter's choices within a study.
+_CONTROLS = optuna.distributions.CategoricalDistribution(list(plan.CONTROLS))
 
 
 def distribution(space: SearchRange) -> optuna.distributions.BaseDistribution:
@@ -144,19 +153,21 @@ def distribution(space: SearchRange) -> optuna.distributions.BaseDistribution:
     )
 
 
-def _enqueue_twins(trial: optuna.Trial, twin: dict[str, Any], seeds: Sequence[int]) -> None:
-    """Enqueue ``twin`` at each of ``seeds`` where the study has no such trial yet."""
-    wanted = json.dumps(twin, sort_keys=True)
+def _enqueue_twins(
+    trial: optuna.Trial, twins: Sequence[dict[str, Any]], seeds: Sequence[int]
+) -> None:
+    """Enqueue each of ``twins`` (a twin and its controls) at each of ``seeds`` where the
+    study has no such trial yet."""
     present = set()
     for other in trial.study.get_trials(deepcopy=False):
         chosen = other.params or other.system_attrs.get(keys.TRIAL_FIXED_PARAMS, {})
-        if json.dumps(chosen, sort_keys=True) == wanted:
-            present.add(other.user_attrs.get(keys.TRIAL_SEED))
-    for seed in seeds:
-        if seed not in present:
-            trial.study.enqueue_trial(
-                twin, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_TWIN_OF: trial.number}
-            )
+        present.add((json.dumps(chosen, sort_keys=True), other.user_attrs.get(keys.TRIAL_SEED)))
+    for twin in twins:
+        for seed in seeds:
+            if (json.dumps(twin, sort_keys=True), seed) not in present:
+                trial.study.enqueue_trial(
+                    twin, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_TWIN_OF: trial.number}
+                )
 
 
 def requeue(

@@ -184,12 +184,13 @@ def resolve_pending(
 
 
 def trial_run_name(trial_config: SweepConfig, params: Mapping[str, Any], seed: int) -> str:
-    """What a trial is, as its run's name: ``ALDS 0.3 · prune 0.2 · seed 1`` or
-    ``IMP only · prune 0.2 · seed 1``, other searched fields by their last name."""
-    parts = [plan.arm_label(trial_config.alds.rate)]
+    """What a trial is, as its run's name: ``ALDS 0.3 · prune 0.2 · seed 1``,
+    ``IMP only · prune 0.2 · seed 1`` or ``control reinit · prune 0.2 · seed 1``, other
+    searched fields by their last name."""
+    parts = [plan.arm_label(trial_config.alds.rate, plan.control_of(params))]
     parts.append(f"prune {trial_config.imp.prune_fraction:g}")
     for path, value in params.items():
-        if path not in (plan.ALDS_RATE, plan.PRUNE_FRACTION):
+        if path not in (plan.ALDS_RATE, plan.PRUNE_FRACTION, plan.CONTROL):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             parts.append(f"{path.rsplit('.', 1)[-1]} {shown}")
     parts.append(f"seed {seed}")
@@ -444,7 +445,7 @@ class SweepTracker:
             keys.TAG_TRIAL_NUMBER: trial_number,
             keys.TAG_SEED: seed,
             keys.TAG_HOST: socket.gethostname(),
-            keys.TAG_ARM: plan.arm(trial_config.alds.rate),
+            keys.TAG_ARM: plan.arm(trial_config.alds.rate, plan.control_of(params)),
             keys.TAG_CONFIG: describe_params(params) or "default",
             keys.TAG_NOTE: trial_description(trial_config),
             **_source_tags(self.config),

@@ -157,7 +157,8 @@ class Worker:
         params = queue.suggest(
             trial, self.config, lock=lambda: studies.creation_lock(self.storage_url)
         )
-        trial_config = self.config.with_params(params)
+        control = plan.control_of(params)
+        trial_config = self.config.with_params(plan.without_control(params))
         tags: dict[str, Any] = {keys.TAG_DEVICE: self.device, keys.TAG_WORKER: self.label}
         if retry_of is not None:
             tags[keys.TAG_RETRY_OF] = retry_of
@@ -171,7 +172,7 @@ class Worker:
         )
         # Overwritten on a retry: the copy carries the failed trial's user attributes.
         trial.set_user_attr(keys.TRIAL_RUN_ID, run.run_id)
-        trial.set_user_attr(keys.TRIAL_ARM, plan.arm(trial_config.alds.rate))
+        trial.set_user_attr(keys.TRIAL_ARM, plan.arm(trial_config.alds.rate, control))
         url = self.tracker.run_url(run.run_id)
         if url:
             trial.set_user_attr(keys.TRIAL_RUN_URL, url)
@@ -180,7 +181,9 @@ class Worker:
         if self.task:
             trial.set_user_attr(keys.TRIAL_TASK, self.task)
         self._link_twins(trial, run)
-        progress_file = workspace.progress_file(self.config, config_hash(trial_config), seed)
+        progress_file = workspace.progress_file(
+            self.config, config_hash(trial_config) + (f"-{control}" if control else ""), seed
+        )
         if progress_file.exists():
             run.set_tags({keys.TAG_RESUMED: "true"})
         started = time.monotonic()
@@ -205,6 +208,7 @@ class Worker:
             if found is not None:
                 self._reuse(trial, run, reporter, *found)
                 return
+            masks = self._masks_folder(trial_config, params, seed, data.digest, check)
             result = run_trial(
                 trial_config,
                 seed,
@@ -212,7 +216,9 @@ class Worker:
                 cache=self.cache,
                 on_step=reporter,
                 check=check,
-                progress_file=progress_file,
+                progress_file=None if control else progress_file,
+                control=control,
+                masks_folder=masks,
             )
             rows = [step.row() for step in result.steps]
             values = _objective_values(self.config, rows)
@@ -317,6 +323,29 @@ class Worker:
             check()
             if not stopping.sleep(POLL_SECONDS):
                 raise TrialInterrupted("stopped while waiting for the same result elsewhere")
+
+    def _masks_folder(
+        self,
+        trial_config: SweepConfig,
+        params: dict[str, Any],
+        seed: int,
+        digest: str,
+        check: Callable[[], None],
+    ) -> Any:
+        """Where an IMP-only trial of a sweep with controls keeps its masks, and where a
+        control finds its twin's: the twin's result key names the folder. A control whose twin
+        runs now waits for it to finish (it would otherwise compute the same masks again)."""
+        if plan.is_alds(trial_config.alds.rate) or not self.config.imp.controls:
+            return None
+        device = identity.device_class(self.device)
+        twin = plan.without_control(params)
+        key = identity.trial_key(self.config, twin, seed, device=device, data=digest)
+        if plan.control_of(params) is not None:
+            while self.storage.ride_out(lambda: results.find(self.storage, [key]).running):
+                check()
+                if not stopping.sleep(POLL_SECONDS):
+                    raise TrialInterrupted("stopped while waiting for the twin's masks")
+        return workspace.masks_folder(self.config, key)
 
     def _reuse(
         self,

@@ -27,6 +27,8 @@ __all__ = [
     "journal_url",
     "launcher_folder",
     "lock_file",
+    "mask_file",
+    "masks_folder",
     "progress_file",
     "progress_folder",
     "report_folder",
@@ -109,6 +111,17 @@ def progress_folder(config: SweepConfig) -> Path:
 def progress_file(config: SweepConfig, trial_hash: str, seed: int) -> Path:
     """The per-cycle state of the trial whose config hashes to ``trial_hash``, at ``seed``."""
     return progress_folder(config) / f"{trial_hash}-{seed}.pt"
+
+
+def masks_folder(config: SweepConfig, trial_key: str) -> Path:
+    """The masks an IMP-only trial had at each cycle, by its result's key: what its controls
+    start from, in any sweep that shares the cache."""
+    return cache_folder(config) / "masks" / trial_key
+
+
+def mask_file(folder: Path, cycle: int) -> Path:
+    """The masks after IMP cycle ``cycle`` in a :func:`masks_folder`."""
+    return folder / f"cycle-{cycle}.pt"
 
 
 def checkpoint_file(folder: Path, kind: str, key: str) -> Path:
