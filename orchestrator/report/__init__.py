@@ -36,6 +36,7 @@ from orchestrator.report.sources import (
     objective_names,
     open_tracking,
     read_trials,
+    twin_label,
 )
 from orchestrator.tracking import resolve_pending
 
@@ -80,7 +81,7 @@ def build(
     read = _read(study, config, tracking_uri, tolerance, levels, curves, margin)
     inputs = read.inputs
     computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
-    counts = count_states(inputs.trials["state"])
+    counts = count_states(computed["trials"]["state"])
     return Report(
         study=study.study_name,
         params=inputs.params,
@@ -176,9 +177,17 @@ def _read(
     trials["missing"] = trials["number"].map(missing)
     fixed = {RATE: config.alds.rate} if RATE not in params else {}
     directions = [d.name.lower() for d in study.directions]
+    labelled = label_steps(steps, trials, params, fixed)
+    # The controls (imp.controls) are compared with their twins alone, in their own table.
+    controls = trials[plan.CONTROL].notna()
+    of_controls = labelled["trial"].isin(trials.loc[controls, "number"])
+    control_steps = labelled[of_controls].copy()
+    control_steps["twin"] = [twin_label(row, params) for row in control_steps.to_dict("records")]
     inputs = tables.Inputs(
-        trials=trials,
-        steps=label_steps(steps, trials, params, fixed),
+        trials=trials[~controls],
+        steps=labelled[~of_controls],
+        control_trials=trials[controls],
+        control_steps=control_steps,
         params=params,
         twin_of=functools.partial(plan.twin_of, config),
         label=functools.partial(config_label, params=params),

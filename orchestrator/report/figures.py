@@ -376,6 +376,48 @@ def plot_paired_differences(
     return figure
 
 
+def plot_controls(
+    controls: pd.DataFrame, params: Sequence[str], *, title: str = ""
+) -> Figure | None:
+    """Each IMP-only configuration that ran controls (the report's controls table): its
+    accuracy and that of each control at the control's sparsities, means over the seeds;
+    ``None`` without a control."""
+    rows = controls.dropna(subset=["accuracy_mean"])
+    if rows.empty:
+        return None
+    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
+    axis = figure.add_subplot()
+    twins = list(rows["baseline"].unique())
+    controls = sorted(rows["control"].unique())
+    styles = dict(zip(controls, ("--", ":", "-."), strict=False))
+    for color, twin in zip(_palette(len(twins), 0.8), twins, strict=True):
+        group = rows[rows["baseline"] == twin]
+        # The twin's curve at its controls' sparsities: one line however many controls.
+        ticket = group.drop_duplicates("step").sort_values("step")
+        prefix = f"{twin}: " if len(twins) > 1 else ""
+        axis.plot(
+            100 * ticket["remaining"],
+            100 * ticket["baseline_accuracy_mean"],
+            marker="o",
+            color=color,
+            label=f"{prefix}{plan.IMP_ONLY} (the ticket)",
+        )
+        for control, curve in group.groupby("control", sort=True):
+            axis.plot(
+                100 * curve["remaining"],
+                100 * curve["accuracy_mean"],
+                marker="x",
+                linestyle=styles.get(control, "--"),
+                color=color,
+                label=f"{prefix}control {control}",
+            )
+    _accuracy_against_remaining(axis)
+    _remaining_ticks(axis, 100 * rows["remaining"])
+    axis.set_title(title or "the ticket against its controls")
+    axis.legend(fontsize="small")
+    return figure
+
+
 def _palette(count: int, upper: float = 1.0) -> list[Any]:
     """``count`` distinct colours of the report's colormap, up to ``upper`` along it."""
     import matplotlib
@@ -412,5 +454,12 @@ FIGURES = (
         plot_paired_differences,
         after="versus_baseline",
         table="versus_baseline",
+    ),
+    FigureSpec(
+        "controls",
+        "The IMP-only ticket against its lottery-ticket controls",
+        plot_controls,
+        after="controls",
+        table="controls",
     ),
 )

@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys, results
+from orchestrator import keys, plan, results
 from orchestrator.config import ConfigError, describe_params
 from orchestrator.curve import POSITION
 from orchestrator.report.histories import in_order, read_steps, steps_frame
@@ -31,6 +31,7 @@ __all__ = [
     "objective_names",
     "open_tracking",
     "read_trials",
+    "twin_label",
 ]
 
 
@@ -83,6 +84,7 @@ def read_trials(
                 "state": trial.state.name,
                 "seed": trial.user_attrs.get(keys.TRIAL_SEED),
                 **{path: chosen.get(path, math.nan) for path in params},
+                plan.CONTROL: chosen.get(plan.CONTROL),
                 **{f"value:{name}": value for name, value in zip(names, values, strict=True)},
                 "reported_step": trial.user_attrs.get(keys.TRIAL_STEP),
                 "datetime_start": start.isoformat() if start else None,
@@ -226,7 +228,9 @@ def label_steps(
     ``fixed`` gives parameters that were not searched (the sweep's ``alds.rate`` when only
     other fields are), so every row says which ALDS rate it belongs to.
     """
-    info = trials[["number", "state", "seed", *params]].rename(columns={"number": "trial"})
+    info = trials[["number", "state", "seed", *params, plan.CONTROL]].rename(
+        columns={"number": "trial"}
+    )
     for path, value in fixed.items():
         if path not in info:
             info[path] = value
@@ -236,8 +240,17 @@ def label_steps(
 
 
 def config_label(row: pd.Series | Mapping[str, Any], params: Sequence[str]) -> str:
-    """The configuration a trial ran (its searched parameters), as a short stable text;
-    empty for a queued placeholder that has no parameters yet."""
+    """The configuration a trial ran (its searched parameters, and its control where it is
+    one), as a short stable text; empty for a queued placeholder that has no parameters yet."""
     if any(is_missing(row[p]) for p in params):
         return ""
-    return describe_params({p: plain(row[p]) for p in params}) or "default"
+    values = {p: plain(row[p]) for p in params}
+    control = row.get(plan.CONTROL)
+    if isinstance(control, str):
+        values[plan.CONTROL] = control
+    return describe_params(values) or "default"
+
+
+def twin_label(row: pd.Series | Mapping[str, Any], params: Sequence[str]) -> str:
+    """A control trial's IMP-only twin's configuration label (:func:`config_label`)."""
+    return config_label({**dict(row), plan.CONTROL: None}, params)

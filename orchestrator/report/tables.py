@@ -50,6 +50,7 @@ __all__ = [
     "baseline_pairs",
     "best_table",
     "collapse_notes",
+    "controls_table",
     "curve_table",
     "endpoint_table",
     "layer_table",
@@ -241,7 +242,11 @@ def _judged(
 
 
 def versus_baseline(
-    steps: pd.DataFrame, pairs: Mapping[str, str], margin: float | None = None
+    steps: pd.DataFrame,
+    pairs: Mapping[str, str],
+    margin: float | None = None,
+    *,
+    words: tuple[str, str] = ("ALDS better", "ALDS worse"),
 ) -> pd.DataFrame:
     """Each ALDS configuration against its baseline at matched sparsity, per compressed step.
 
@@ -249,7 +254,8 @@ def versus_baseline(
     curves are interpolated there seed by seed. The difference is paired by seed (a seed's two
     arms share θ0 and the dense network): its mean and std over the seeds both arms have. A
     level beyond the baseline's curve has no baseline value (never extrapolated). Its rows are
-    one family (:func:`_judged`); ``margin``: the TOST margin, in accuracy (0.006 is 0.6 pt).
+    one family (:func:`_judged`); ``margin``: the TOST margin, in accuracy (0.006 is 0.6 pt);
+    ``words``: the verdicts of a difference above and below zero.
     """
     rows = []
     compressed = steps[steps["step"] >= 1]
@@ -272,7 +278,45 @@ def versus_baseline(
                 }
             )
     columns = ["config", "baseline", "step", "sparsity", "remaining", *_MATCHED]
-    return _judged(pd.DataFrame(rows, columns=columns), margin)
+    return _judged(pd.DataFrame(rows, columns=columns), margin, words=words)
+
+
+CONTROL_WORDS = ("control better", "ticket better")  # the controls table's verdicts
+
+
+def controls_table(
+    steps: pd.DataFrame, controls: pd.DataFrame, margin: float | None = None
+) -> pd.DataFrame:
+    """Each lottery-ticket control against its IMP-only twin, at every cycle it ran.
+
+    A control trains, at each of its twin's cycles, a mask of the twin's per-layer sparsity
+    drawn at random (``random_mask``) or the twin's own mask from a fresh initialisation
+    (``reinit``); the twin's curve is read at the control's sparsities seed by seed, as in
+    :func:`versus_baseline` (a seed's control and twin share the data order and, for
+    ``random_mask``, θ0). A negative difference is what lottery tickets predict: the mask and
+    its initial weights matter. The rows are one family (:func:`_judged`).
+
+    Args:
+        steps: the plain trials' labelled steps (the twins among them).
+        controls: the control trials' labelled steps, with ``imp.control`` and ``twin``.
+        margin: the TOST margin, in accuracy.
+    """
+    columns = ["config", "baseline", "control", "step", "sparsity", "remaining", *_MATCHED]
+    if controls.empty:
+        return _judged(pd.DataFrame(columns=columns), margin, words=CONTROL_WORDS)
+    named = controls.drop_duplicates("config").set_index("config")
+    pairs = named["twin"].to_dict()
+    together = pd.concat([steps[steps["config"].isin(set(pairs.values()))], controls])
+    table = versus_baseline(together, pairs, margin, words=CONTROL_WORDS)
+    table["control"] = table["config"].map(named[plan.CONTROL])
+    order = ["baseline", "control", "step"]
+    return table[columns + [c for c in table if c not in columns]].sort_values(
+        order, ignore_index=True
+    )
+
+
+def _complete(steps: pd.DataFrame) -> pd.DataFrame:
+    return steps[steps["state"] == "COMPLETE"] if "state" in steps else steps
 
 
 _MATCHED = [
@@ -874,6 +918,10 @@ class Inputs:
     levels: Sequence[float] = LEVELS
     margin: float | None = None  # the equivalence margin (TOST), in accuracy; None: no test
     primary_level: float | None = None  # report.primary at one sparsity; None: the AUC
+    # The control trials (imp.controls) and their labelled steps, with each one's ``twin``:
+    # kept out of ``trials`` and ``steps``, compared with their twins alone (controls_table).
+    control_trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    control_steps: pd.DataFrame = field(default_factory=pd.DataFrame)
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _pending: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -1100,10 +1148,24 @@ def _trial_columns(report: Report) -> list[Column]:
 
 
 def _listed(inputs: Inputs) -> pd.DataFrame:
-    """The trials table of every trial, each labelled with its configuration."""
-    table = trials_table(inputs.trials, inputs.steps).drop(columns="missing")
+    """The trials table of every trial, controls included, each labelled with its
+    configuration."""
+    table = trials_table(
+        _together(inputs.trials, inputs.control_trials),
+        _together(inputs.steps, inputs.control_steps),
+    ).drop(columns="missing")
     table["config"] = [inputs.label(row) for _, row in table.iterrows()]
     return table
+
+
+def _together(frame: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
+    """A frame of the plain trials and that of the controls, as one."""
+    return frame if controls.empty else pd.concat([frame, controls], ignore_index=True)
+
+
+def _plain_trials(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a trials table that are no control."""
+    return table[table[plan.CONTROL].isna()] if plan.CONTROL in table else table
 
 
 # Every table of the report, in the order it shows them; a table is written as <name>.csv etc.
@@ -1180,6 +1242,24 @@ TABLES = (
         ],
     ),
     TableSpec(
+        "controls",
+        "The lottery-ticket controls against their IMP-only twin, cycle by cycle",
+        lambda inputs: controls_table(
+            inputs.complete, _complete(inputs.control_steps), inputs.margin
+        ),
+        lambda report: [
+            Column("twin", "baseline"),
+            Column("control", "control"),
+            Column("step", "step", "int"),
+            Column("sparsity (%)", "sparsity", "pct"),
+            Column("control (%)", "accuracy_mean", "pct", "accuracy_std"),
+            Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
+            Column("Δ (pt)", "difference_mean", "points", "difference_std"),
+            *_judgement(report),
+            Column("seeds", "paired_n", "int"),
+        ],
+    ),
+    TableSpec(
         "magnitudes",
         "Share of the weights' magnitude in their smallest and largest tenth, after ALDS",
         lambda inputs: magnitude_table(inputs.complete, inputs.pairs),
@@ -1212,7 +1292,7 @@ TABLES = (
         "best",
         "Best configurations",
         lambda inputs: best_table(
-            inputs.table("trials"),
+            _plain_trials(inputs.table("trials")),
             inputs.objectives,
             inputs.directions,
             inputs.params,
@@ -1224,7 +1304,9 @@ TABLES = (
     TableSpec(
         "steps",
         "Every logged step of every trial",
-        lambda inputs: inputs.steps.drop(columns="config"),
+        lambda inputs: _together(inputs.steps, inputs.control_steps).drop(
+            columns=["config", "twin"], errors="ignore"
+        ),
     ),
 )
 
