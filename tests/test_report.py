@@ -424,12 +424,14 @@ def test_unknown_format_is_named() -> None:
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A real sweep: synthetic data, 2 seeds, the IMP-only baseline and ALDS at 0.3 and 0.6."""
+    """A real sweep: synthetic data, 2 seeds, the IMP-only baseline and ALDS at 0.3 and 0.6,
+    and both lottery-ticket controls of the baseline."""
     tmp_path = tmp_path_factory.mktemp("report")
     document = sweep_document(
         tmp_path,
         "reported",
         seeds=[0, 1],
+        imp={"controls": ["random_mask", "reinit"]},
         search={"sampler": "grid", "space": {RATE: {"choices": [0.0, 0.3, 0.6]}}},
     )
     path, workspace = run_sweep(tmp_path, document)
@@ -483,6 +485,7 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         "at_sparsity",
         "at_flops",
         "versus_baseline",
+        "controls",
         "magnitudes",
         "layers",
         "curves",
@@ -512,13 +515,26 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         assert len({line.count(" | ") for line in lines if not line.startswith("|-")}) == 1
     assert "![Accuracy against remaining weights](accuracy_vs_remaining.png)" in markdown
     # The family-wise columns, and with --margin the TOST verdict, in every format.
-    for name in ("endpoint", "summary", "at_sparsity", "at_flops", "versus_baseline"):
+    judged = ("endpoint", "summary", "at_sparsity", "at_flops", "versus_baseline", "controls")
+    for name in judged:
         csv = pd.read_csv(output / f"{name}.csv")
         assert {"p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high"} <= set(csv.columns)
         assert {"verdict", "equivalence"} <= set(csv.columns)
         assert "TOST" in (output / f"{name}.tex").read_text()
-    assert markdown.count("| TOST |") == 5 and "family-wise CI" in markdown
+    assert markdown.count("| TOST |") == len(judged) and "family-wise CI" in markdown
     assert "![Accuracy against effective FLOPs kept](accuracy_vs_flops.png)" in markdown
+    # The controls: each against the IMP-only twin at every cycle, both seeds paired, and
+    # nowhere else but in the trials and steps.
+    controls = pd.read_csv(output / "controls.csv")
+    assert sorted(controls["control"].unique()) == ["random_mask", "reinit"]
+    assert set(controls["baseline"]) == {"alds.rate=0.0"} and (controls["paired_n"] == 2).all()
+    assert set(controls["step"]) == {2, 3}
+    assert "![The IMP-only ticket against its lottery-ticket controls](controls.png)" in markdown
+    assert (output / "controls.png").stat().st_size > 0
+    trials = pd.read_csv(output / "trials.csv")
+    assert len(trials) == 10 and trials["imp.control"].notna().sum() == 4
+    for name in ("curves", "at_sparsity", "summary", "best", "versus_baseline"):
+        assert not pd.read_csv(output / f"{name}.csv")["config"].str.contains("control").any()
     assert "seeds for a 95% interval of ±0.25 pt" in swept["stdout"]
     page = HtmlTables()
     page.feed((output / "report.html").read_text())
@@ -566,7 +582,8 @@ def test_tables_equal_the_values_in_mlflow(swept: dict) -> None:
             key: {m.step: m.value for m in client.get_metric_history(row["mlflow_run_id"], key)}
             for key in ("accuracy", "sparsity", "params_nonzero", "compression_ratio")
         }
-        curve[(row[RATE], row["seed"])] = history
+        if not isinstance(row["imp.control"], str):  # a control is compared in its own table
+            curve[(row[RATE], row["seed"])] = history
         last = swept["document"]["imp"]["cycles"] + 1
         assert row["last_step"] == max(history["accuracy"]) == last
         for key in history:
@@ -597,8 +614,9 @@ def test_tables_equal_the_values_in_mlflow(swept: dict) -> None:
         assert row["sparsity"] == curve[(rate, 0)]["sparsity"][row["step"]]
 
     steps = pd.read_csv(output / "steps.csv")
-    assert len(steps) == 6 * 4
-    for _, row in steps.iterrows():
+    assert len(steps) == 6 * 4 + 4 * 3  # a control has no step 1: it runs no ALDS
+    plain = steps[steps["imp.control"].isna()]
+    for _, row in plain.iterrows():
         assert row["accuracy"] == curve[(row[RATE], row["seed"])]["accuracy"][row["step"]]
 
 
@@ -646,19 +664,20 @@ def test_running_queued_and_failed_trials_are_shown(swept: dict) -> None:
     assert "1 trial(s) still running" in result.output
     trials = pd.read_csv(output / "trials.csv").set_index("number")
     assert trials["state"].value_counts().to_dict() == {
-        "COMPLETE": 6,
+        "COMPLETE": 10,  # the 4 controls among them
         "FAIL": 1,
         "RUNNING": 1,
         "WAITING": 1,
     }
-    assert "NonFiniteLossError" in trials.loc[6, "note"]
-    assert trials.loc[7, "note"].startswith("running, no step yet")
-    assert trials.loc[8, "note"] == "queued"
+    assert "NonFiniteLossError" in trials.loc[10, "note"]
+    assert trials.loc[11, "note"].startswith("running, no step yet")
+    assert trials.loc[12, "note"] == "queued"
     # Queued and just-claimed trials show the parameters they were enqueued with.
-    assert trials.loc[[7, 8], RATE].tolist() == [0.6, 0.6]
+    assert trials.loc[[11, 12], RATE].tolist() == [0.6, 0.6]
     markdown = (output / "report.md").read_text()
-    assert "7 of 9 trials finished: 6 complete, 0 pruned, 1 failed; 1 running, 1 queued" in markdown
-    assert "1 trial(s) failed, not in the aggregates: 6 (NonFiniteLossError" in markdown
+    counted = "11 of 13 trials finished: 10 complete, 0 pruned, 1 failed; 1 running, 1 queued"
+    assert counted in markdown
+    assert "1 trial(s) failed, not in the aggregates: 10 (NonFiniteLossError" in markdown
     # The aggregates are the complete trials' only.
     assert pd.read_csv(output / "curves.csv")["n"].eq(2).all()
     assert not (output / "report.html").exists() and not (output / "curves.json").exists()
@@ -824,7 +843,7 @@ def test_bulk_reads_equal_the_run_by_run_reads(swept: dict) -> None:
             step = bulk.set_index(["trial", "step"])
             assert step.loc[(0, 1), "accuracy"] == 0.123  # the latest value of the step
             assert step.loc[(1, 3), extra] == 0.125 and step[extra].drop(1, level=0).isna().all()
-            assert len(bulk) == 6 * 4 and set(bulk["trial"]) == set(range(6))
+            assert len(bulk) == 6 * 4 + 4 * 3 and set(bulk["trial"]) == set(range(10))
 
 
 @pytest.mark.slow

@@ -228,7 +228,8 @@ def label_steps(
     ``fixed`` gives parameters that were not searched (the sweep's ``alds.rate`` when only
     other fields are), so every row says which ALDS rate it belongs to.
     """
-    info = trials[["number", "state", "seed", *params, plan.CONTROL]].rename(
+    control = [plan.CONTROL] if plan.CONTROL in trials else []
+    info = trials[["number", "state", "seed", *params, *control]].rename(
         columns={"number": "trial"}
     )
     for path, value in fixed.items():
