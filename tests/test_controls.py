@@ -3,6 +3,7 @@ how a sweep plans, keys and queues them, and that they never stand in for a twin
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ import pytest
 import torch
 
 from compression import imp
-from orchestrator import growth, identity, plan, workspace
+from orchestrator import counts, growth, identity, keys, plan, workspace
+from orchestrator import queue as queues
 from orchestrator.cache import CheckpointCache
 from orchestrator.config import ConfigError, experiment_hash, parse_config
 from orchestrator.procedure import dense_checkpoint, reinit_seed, run_trial
 from orchestrator.queue import fill_queue
 from orchestrator.testing.sweeps import sweep_document
+from tests.conftest import config_of, drain, open_study
 
 RATE = plan.ALDS_RATE
 
@@ -219,3 +222,26 @@ def test_controls_leave_every_hash_and_the_twins_key_as_they_were(tmp_path: Path
 def test_bad_controls_are_named(tmp_path: Path, imp_fields: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         parse_config(_document(tmp_path, **imp_fields))
+
+
+def test_a_sampled_configurations_twin_brings_its_controls(tmp_path: Path) -> None:
+    config = config_of(tmp_path).model_copy(
+        update={"imp": parse_config({"name": "x", "imp": {"controls": ["reinit"]}}).imp}
+    )
+    study, storage = open_study(tmp_path, config)
+    queues.fill_queue(study, config)
+    trials = drain(study, storage, config)
+    plain = [t for t in trials if plan.CONTROL not in t.params]
+    controls = [t for t in trials if plan.CONTROL in t.params]
+    twins = {
+        (json.dumps(t.params, sort_keys=True), t.user_attrs[keys.TRIAL_SEED])
+        for t in plain
+        if not plan.is_alds(t.params[RATE])
+    }
+    # One reinit control for every IMP-only configuration at every seed, and no other.
+    assert sorted(
+        (json.dumps(plan.without_control(t.params), sort_keys=True), t.user_attrs["seed"])
+        for t in controls
+    ) == sorted(twins)
+    assert all(t.params[plan.CONTROL] == plan.REINIT for t in controls)
+    assert len(trials) == counts.expected(study, config) == len(plain) + len(twins)
