@@ -87,8 +87,15 @@ def test_published_sweep_runs_and_reports_in_miniature(name: str, tmp_path: Path
             assert by_config.loc[baseline, "alds.rate"] == 0
             assert by_config.loc[baseline, fraction] == by_config.loc[config_label, fraction]
     levelled = pd.read_csv(output / "at_sparsity.csv")
-    assert set(levelled["config"]) == set(trials["config"])
+    plain = trials[trials["imp.control"].isna()]
+    assert set(levelled["config"]) == set(plain["config"])
+    # The controls a sweep asks for, each against its twin at every cycle it ran.
+    controls = pd.read_csv(output / "controls.csv")
+    assert sorted(controls["control"].unique()) == sorted(config.imp.controls)
+    assert len(trials) - len(plain) == len(config.imp.controls)
+    if config.imp.controls:
+        assert controls["baseline_accuracy_mean"].notna().all()
     assert (output / "accuracy_vs_remaining.png").stat().st_size > 0
     # Equal cost beside equal sparsity: on Conv-6 FLOPs and weights part ways.
-    assert set(pd.read_csv(output / "at_flops.csv")["config"]) <= set(trials["config"])
+    assert set(pd.read_csv(output / "at_flops.csv")["config"]) <= set(plain["config"])
     assert (output / "accuracy_vs_flops.png").stat().st_size > 0
