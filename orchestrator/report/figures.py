@@ -52,6 +52,12 @@ def trial_figure(remaining: Sequence[float], accuracy: Sequence[float]) -> Figur
     return figure
 
 
+def _wide() -> tuple[Figure, Any]:
+    """A figure of the report's curves against the weights remaining, and its one axis."""
+    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
+    return figure, figure.add_subplot()
+
+
 def _colors(rates: Iterable[float]) -> dict[float, Any]:
     compressed = sorted({float(r) for r in rates if plan.is_alds(r)})
     return dict(zip(compressed, _palette(len(compressed), upper=0.85), strict=True))
@@ -94,8 +100,7 @@ def plot_accuracy_vs_remaining(
     """
     if curves.empty:
         return None
-    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
-    axis = figure.add_subplot()
+    figure, axis = _wide()
     if curves["config"].nunique() > LEGEND_LIMIT:
         _many_curves(figure, axis, curves)
         axis.set_title(title or "Accuracy against remaining weights")
@@ -354,8 +359,7 @@ def plot_paired_differences(
     rows = versus.dropna(subset=["difference_mean"])
     if rows.empty:
         return None
-    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
-    axis = figure.add_subplot()
+    figure, axis = _wide()
     configs = list(rows["config"].unique())
     colors = _palette(len(configs))
     for color, (config, group) in zip(colors, rows.groupby("config", sort=False), strict=True):
@@ -385,8 +389,7 @@ def plot_controls(
     rows = controls.dropna(subset=["accuracy_mean"])
     if rows.empty:
         return None
-    figure = Figure(figsize=(9.0, 4.8), layout="constrained")
-    axis = figure.add_subplot()
+    figure, axis = _wide()
     twins = list(rows["baseline"].unique())
     controls = sorted(rows["control"].unique())
     styles = dict(zip(controls, ("--", ":", "-."), strict=False))

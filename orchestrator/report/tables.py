@@ -1253,10 +1253,7 @@ TABLES = (
             Column("step", "step", "int"),
             Column("sparsity (%)", "sparsity", "pct"),
             Column("control (%)", "accuracy_mean", "pct", "accuracy_std"),
-            Column("IMP only (%)", "baseline_accuracy_mean", "pct", "baseline_accuracy_std"),
-            Column("Δ (pt)", "difference_mean", "points", "difference_std"),
-            *_judgement(report),
-            Column("seeds", "paired_n", "int"),
+            *_against_baseline(report),
         ],
     ),
     TableSpec(
