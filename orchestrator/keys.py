@@ -38,7 +38,7 @@ TRIAL_STEP = "step"  # the last compression step reported
 TRIAL_FAIL_REASON = "fail_reason"
 TRIAL_ARM = "arm"  # ARM_BASELINE or ARM_ALDS: the label optuna-dashboard shows
 TRIAL_RUN_URL = "mlflow_run_url"  # a link to the trial's run, where MLflow is an HTTP server
-TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's IMP-only twin's run (twins.py)
+TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's or a control's IMP-only twin's run
 TRIAL_TASK = "slurm_task"  # the launcher's task running it (a Slurm array task "<job>_<task>")
 # A trial's result identity (identity.py): set when a worker claims it, under the storage's
 # creation lock, so a worker that needs the same key finds it running.
@@ -93,7 +93,7 @@ ARM_BASELINE = "baseline"  # IMP only: alds.rate 0
 ARM_ALDS = "alds"
 ARM_CONTROL = "control"  # a lottery-ticket control of an IMP-only configuration (plan.CONTROLS)
 TAG_CONFIG = "config"  # the configuration label its seeds share (the report's)
-TAG_TWIN_RUN_ID = "twin_run_id"  # on an ALDS trial's run: its IMP-only twin's run (twins.py)
+TAG_TWIN_RUN_ID = "twin_run_id"  # on an ALDS trial's or a control's run: its twin's (twins.py)
 TAG_TRIAL_KEY = "trial_key"
 TAG_REUSED_FROM = "reused_from"  # on a reused trial's run: the run whose result it copies
 TAG_RESULTS_VERSION = "results_version"

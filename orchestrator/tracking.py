@@ -488,9 +488,10 @@ class TrialRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.outbox.log_batch(self.run_id, tags={k: str(v) for k, v in tags.items()})
 
-    def link_twin(self, alds_run_id: str, baseline_run_id: str) -> None:
-        """Tag an ALDS trial's run (this one or another) with its IMP-only twin's run."""
-        self.outbox.log_batch(alds_run_id, tags={keys.TAG_TWIN_RUN_ID: baseline_run_id})
+    def link_twin(self, run_id: str, baseline_run_id: str) -> None:
+        """Tag an ALDS trial's or a control's run (this one or another) with its IMP-only
+        twin's run."""
+        self.outbox.log_batch(run_id, tags={keys.TAG_TWIN_RUN_ID: baseline_run_id})
 
     def log_tables(self, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
         """Each table (rows of dicts) as ``<name>.csv``."""

@@ -1,6 +1,8 @@
 """Paired trials: an ALDS trial's twin is the IMP-only trial (ALDS rate 0) with the same seed
 and the parameters :func:`plan.twin_of` gives (the same IMP schedule and training), so
-the two differ only by ALDS. The queue enqueues the twins; this module links their runs."""
+the two differ only by ALDS; a lottery-ticket control's twin is the IMP-only trial it controls
+(its parameters less :data:`plan.CONTROL`). The queue enqueues the twins; this module links
+their runs."""
 
 from __future__ import annotations
 
@@ -24,12 +26,19 @@ _PREFERENCE = {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
 
 def _key(trial: FrozenTrial, config: SweepConfig) -> tuple[Any, str]:
     """What a trial shares with its twin: the seed and the twin's parameters."""
-    params = plan.twin_of(config, trial.params) if _alds(trial, config) else trial.params
+    params = plan.without_control(trial.params)
+    if _alds(trial, config):
+        params = plan.twin_of(config, params)
     return (trial.user_attrs.get(keys.TRIAL_SEED), json.dumps(params, sort_keys=True))
 
 
 def _alds(trial: FrozenTrial, config: SweepConfig) -> bool:
     return plan.is_alds(plan.rate_of(config, trial.params))
+
+
+def _paired(trial: FrozenTrial, config: SweepConfig) -> bool:
+    """Whether a trial is compared with a twin: an ALDS trial, or a control."""
+    return _alds(trial, config) or plan.control_of(trial.params) is not None
 
 
 def _run_id(trial: FrozenTrial) -> str | None:
@@ -51,17 +60,18 @@ def link(
     number: int,
     tag: Callable[[str, str], None],
 ) -> dict[str, str]:
-    """Pair trial ``number`` with its twins: an ALDS trial with its baseline, a baseline with
-    every ALDS trial it is the twin of. Call it when the trial starts and when it ends.
+    """Pair trial ``number`` with its twins: an ALDS trial or a control with its baseline, a
+    baseline with every ALDS trial and control it is the twin of. Call it when the trial
+    starts and when it ends.
 
     Args:
         study: the sweep's study.
         config: the sweep's config (the ALDS rate of trials that do not search it).
         number: the trial whose pairs to link.
-        tag: called as ``tag(alds_run_id, baseline_run_id)`` for each pair found.
+        tag: called as ``tag(run_id, baseline_run_id)`` for each pair found.
 
     Returns:
-        The pairs linked, ALDS run id → baseline run id.
+        The pairs linked, ALDS or control run id → baseline run id.
     """
     trials = _tracked(study.get_trials(deepcopy=False))
     current = next((t for t in trials if t.number == number), None)
@@ -69,17 +79,17 @@ def link(
         return {}
     key = _key(current, config)
     same = [t for t in trials if _key(t, config) == key]
-    baselines = [t for t in same if not _alds(t, config)]
+    baselines = [t for t in same if not _paired(t, config)]
     if not baselines:
         return {}
     baseline = baselines[-1]  # the most preferred
     baseline_run = str(_run_id(baseline))
-    if _alds(current, config):
+    if _paired(current, config):
         pairs = {str(_run_id(current)): baseline_run}
     elif current.number == baseline.number:
-        pairs = {str(_run_id(t)): baseline_run for t in same if _alds(t, config)}
+        pairs = {str(_run_id(t)): baseline_run for t in same if _paired(t, config)}
     else:
         pairs = {}
-    for alds_run, baseline_run in pairs.items():
-        tag(alds_run, baseline_run)
+    for paired_run, baseline_run in pairs.items():
+        tag(paired_run, baseline_run)
     return pairs

@@ -957,3 +957,24 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
     memory = optuna.create_study()
     memory.add_trial(optuna.trial.create_trial(value=1.0))
     assert snapshot.trials(memory) == memory.get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_a_controls_run_names_its_imp_only_twin(swept: dict) -> None:
+    study = optuna.load_study(study_name="reported", storage=swept["storage"])
+    by_run = {t.user_attrs[keys.TRIAL_RUN_ID]: t for t in study.trials}
+    twin_runs = {
+        t.user_attrs[keys.TRIAL_SEED]: t.user_attrs[keys.TRIAL_RUN_ID]
+        for t in study.trials
+        if t.params[RATE] == 0.0 and "imp.control" not in t.params
+    }
+    controls = [t for t in study.trials if "imp.control" in t.params]
+    assert len(controls) == 4
+    for trial in controls:
+        run = swept["client"].get_run(trial.user_attrs[keys.TRIAL_RUN_ID])
+        expected = twin_runs[trial.user_attrs[keys.TRIAL_SEED]]
+        assert run.data.tags[keys.TAG_TWIN_RUN_ID] == expected
+        assert trial.user_attrs[keys.TRIAL_TWIN_RUN_ID] == expected
+        assert run.data.tags[keys.TAG_ARM] == keys.ARM_CONTROL
+        assert run.info.run_name.startswith(f"control {trial.params['imp.control']} · ")
+        assert "imp.control" not in by_run[expected].params
