@@ -21,31 +21,6 @@ from orchestrator import workspace
 from orchestrator.config import SweepConfig, parse_config
 from orchestrator.testing.servers import ThrowawayMlflow
 
-# The test files that take longest, longest first. xdist hands a whole file to a test process
-# at a time (`--dist loadfile`), in collection order when `--no-loadscope-reorder` keeps it
-# from putting the files with most tests first: there, the chaos check and the resilience
-# tests (few tests, minutes each) started last and ran alone at the end of the suite. Longest
-# first keeps both processes busy to the end. The rest follow in their usual order.
-LONGEST_FIRST = (
-    "test_resilience.py",
-    "test_slurm.py",
-    "test_faults.py",
-    "test_chaos.py",
-    "test_published_sweeps.py",
-    "test_report.py",
-    "test_gpu_check.py",
-    "test_signals.py",
-    "test_growth.py",
-    "test_topology.py",
-    "test_sweep.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 ROOT = Path(__file__).resolve().parent.parent
 
 # Two cores, shared with worker subprocesses and servers: one intra-op thread per process keeps
