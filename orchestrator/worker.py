@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -331,7 +332,7 @@ class Worker:
         seed: int,
         digest: str,
         check: Callable[[], None],
-    ) -> Any:
+    ) -> Path | None:
         """Where an IMP-only trial of a sweep with controls keeps its masks, and where a
         control finds its twin's: the twin's result key names the folder. A control whose twin
         runs now waits for it to finish (it would otherwise compute the same masks again)."""

@@ -315,10 +315,6 @@ def controls_table(
     )
 
 
-def _complete(steps: pd.DataFrame) -> pd.DataFrame:
-    return steps[steps["state"] == "COMPLETE"] if "state" in steps else steps
-
-
 _MATCHED = [
     "accuracy_mean",
     "accuracy_std",
@@ -950,7 +946,7 @@ class Inputs:
     @functools.cached_property
     def complete(self) -> pd.DataFrame:
         """The steps of the complete trials: what every aggregate is computed from."""
-        return self.steps[self.steps["state"] == "COMPLETE"]
+        return _of_complete(self.steps)
 
     @functools.cached_property
     def pairs(self) -> dict[str, str]:
@@ -1147,6 +1143,11 @@ def _trial_columns(report: Report) -> list[Column]:
     ]
 
 
+def _of_complete(steps: pd.DataFrame) -> pd.DataFrame:
+    """The steps of the complete trials among ``steps`` (none in a frame without trials)."""
+    return steps[steps["state"] == "COMPLETE"] if "state" in steps else steps
+
+
 def _listed(inputs: Inputs) -> pd.DataFrame:
     """The trials table of every trial, controls included, each labelled with its
     configuration."""
@@ -1245,7 +1246,7 @@ TABLES = (
         "controls",
         "The lottery-ticket controls against their IMP-only twin, cycle by cycle",
         lambda inputs: controls_table(
-            inputs.complete, _complete(inputs.control_steps), inputs.margin
+            inputs.complete, _of_complete(inputs.control_steps), inputs.margin
         ),
         lambda report: [
             Column("twin", "baseline"),
