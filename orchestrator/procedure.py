@@ -508,7 +508,10 @@ def run_trial(
     init, dense, trained = dense_checkpoint(config, seed, data, cache, device, check)
     if control is not None:
         trial = _Phases(config, seed, data, device, dense["state"], on_step, check, None)
-        _run_control(trial, control, _lottery_rewind(config, init, dense), masks_folder)
+        # The twin's rewind point: θ0 or θ_N, which a sweep with controls must rewind to.
+        start = _rewind_state(config, data, init["state"], dense, Progress(), seed)
+        assert start is not None
+        _run_control(trial, control, start, masks_folder)
         return trial.result(trained)
     trial = _Phases(
         config, seed, data, device, dense["state"], on_step, check, progress_file, masks_folder
@@ -525,14 +528,6 @@ def run_trial(
             break
         trial.imp_cycle(cycle, rewind_to)
     return trial.result(trained)
-
-
-def _lottery_rewind(
-    config: SweepConfig, init: Mapping[str, Any], dense: Mapping[str, Any]
-) -> Mapping[str, torch.Tensor]:
-    """The rewind point of an IMP-only trial whose ``imp.rewind`` is ``init`` or ``early:N``
-    (what a sweep with controls has): θ0, or the dense run's weights after N iterations."""
-    return init["state"] if _early_iteration(config.imp.rewind) is None else dense["early"]
 
 
 def _run_control(
