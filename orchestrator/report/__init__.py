@@ -182,7 +182,9 @@ def _read(
     controls = trials[plan.CONTROL].notna()
     of_controls = labelled["trial"].isin(trials.loc[controls, "number"])
     control_steps = labelled[of_controls].copy()
-    control_steps["twin"] = [twin_label(row, params) for row in control_steps.to_dict("records")]
+    # Labelled per trial, not per step, as label_steps does.
+    twins = {row["number"]: twin_label(row, params) for row in trials[controls].to_dict("records")}
+    control_steps["twin"] = control_steps["trial"].map(twins)
     inputs = tables.Inputs(
         trials=trials[~controls],
         steps=labelled[~of_controls],
