@@ -20,8 +20,9 @@ import optuna
 import torch
 
 import models
-from orchestrator import keys, queue, study
-from orchestrator.cache import load, save_atomically
+from orchestrator import stored_names
+from orchestrator.study import queue, study
+from orchestrator.trial.cache import load, save_atomically
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -37,7 +38,7 @@ def storage_workload(storage: optuna.storages.BaseStorage, name: str) -> Callabl
         trial = created.ask()
         for step in range(5):
             trial.report(0.1 * step, step)
-            trial.set_user_attr(keys.TRIAL_STEP, step)
+            trial.set_user_attr(stored_names.TRIAL_STEP, step)
         created.get_trials(deepcopy=False)
         created.tell(trial, 1.0)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from orchestrator import keys, plan, results
+from orchestrator import curve, plan, stored_names
 from orchestrator.config import parse_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import load_study
@@ -51,7 +51,9 @@ def run(folder: Path, pruner: str, trials: int, seeds: int) -> tuple[float, int,
     ended = load_study(document).get_trials()
     pruned = [t for t in ended if t.state == TrialState.PRUNED]
     twins = [t for t in pruned if not plan.is_alds(plan.rate_of(config, t.params))]
-    steps = sum(len(results.curve_of(t) or []) for t in ended if keys.TRIAL_CURVE in t.system_attrs)
+    steps = sum(
+        len(curve.curve_of(t) or []) for t in ended if stored_names.TRIAL_CURVE in t.system_attrs
+    )
     line = (
         f"{pruner}: {seconds:.1f} s, {len(ended)} trials ({len(pruned)} pruned, of them "
         f"{len(twins)} twins), {steps} steps trained"

@@ -39,12 +39,14 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import identity, keys, queue, results, tracking, workspace
-from orchestrator import study as studies
+from orchestrator import curve, stored_names, tracking, workspace
 from orchestrator.config import parse_config
 from orchestrator.report.schema import METRICS
+from orchestrator.study import queue
+from orchestrator.study import study as studies
 from orchestrator.testing.servers import free_port, start_mlflow_server, stop_process_group
 from orchestrator.testing.sweeps import sweep_document, write_sweep
+from orchestrator.trial import identity
 
 SEEDS = 5
 DIGEST = "fabricated"  # the data digest every fabricated trial was keyed with
@@ -83,7 +85,9 @@ def curve_rows(rng: random.Random, steps: int, layers: int) -> list[dict]:
             remaining=remaining,
             params_nonzero=int(266_610 * remaining),
         )
-        row.update({keys.layer_remaining(f"layer{i}.weight"): remaining for i in range(layers)})
+        row.update(
+            {stored_names.layer_remaining(f"layer{i}.weight"): remaining for i in range(layers)}
+        )
         rows.append(row)
     return rows
 
@@ -97,9 +101,9 @@ def fabricate(folder: Path, trials: int, steps: int, metrics: int) -> Path:
     study = studies.create_or_resume(config, storage)
     uri = tracking.default_uri(config)
     tracker = tracking.SweepTracker(uri, config)
-    study.set_user_attr(keys.STUDY_PARENT_RUN_ID, tracker.create_parent_run())
-    study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
-    study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
+    study.set_user_attr(stored_names.STUDY_PARENT_RUN_ID, tracker.create_parent_run())
+    study.set_user_attr(stored_names.STUDY_TRACKING_URI, uri)
+    study.set_user_attr(stored_names.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     finish(study, tracker, range(trials), steps, metrics)
     return path
 
@@ -113,7 +117,7 @@ def finish(
 ) -> None:
     """Trials ``numbers`` finished, in the study and in their MLflow runs."""
     config = tracker.config
-    parent = study.user_attrs[keys.STUDY_PARENT_RUN_ID]
+    parent = study.user_attrs[stored_names.STUDY_PARENT_RUN_ID]
     distributions = {p: queue.distribution(r) for p, r in config.search.space.items()}
     rng = random.Random(numbers.start)
     layers = max(0, metrics - len(METRICS))
@@ -130,7 +134,7 @@ def finish(
         trial_config = config.with_params(params)
         run = tracker.start_trial(
             parent, trial_number=number, seed=seed, trial_config=trial_config, params=params,
-            tags={keys.TAG_DEVICE: "cpu", keys.TAG_WORKER: "bench"},
+            tags={stored_names.TAG_DEVICE: "cpu", stored_names.TAG_WORKER: "bench"},
         )  # fmt: skip
         every = [
             (name, float(value), 0, int(row["step"]))
@@ -140,7 +144,7 @@ def finish(
         ]
         for chunk in range(0, len(every), 1000):  # MLflow's limit of metrics a batch
             tracker.outbox.log_batch(run.run_id, metrics=every[chunk : chunk + 1000])
-        run.set_tags({keys.TAG_STATE: "COMPLETE"})
+        run.set_tags({stored_names.TAG_STATE: "COMPLETE"})
         run.end("FINISHED")
         key = identity.trial_key(config, params, seed, device="cpu", data=DIGEST)
         batch.append(
@@ -151,18 +155,18 @@ def finish(
                 value=rows[-1]["accuracy"],
                 intermediate_values={k: r["accuracy"] for k, r in enumerate(rows)},
                 user_attrs={
-                    keys.TRIAL_SEED: seed,
-                    keys.TRIAL_RUN_ID: run.run_id,
-                    keys.TRIAL_WORKER: "bench",
-                    keys.TRIAL_DEVICE: "cpu",
-                    keys.TRIAL_STEP: steps - 1,
-                    keys.TRIAL_KEY: key,
-                    keys.TRIAL_DATA_DIGEST: DIGEST,
-                    keys.TRIAL_DEVICE_CLASS: "cpu",
-                    keys.TRIAL_RESULTS_VERSION: identity.RESULTS_VERSION,
-                    keys.TRIAL_PACKAGE_VERSION: identity.package_version(),
+                    stored_names.TRIAL_SEED: seed,
+                    stored_names.TRIAL_RUN_ID: run.run_id,
+                    stored_names.TRIAL_WORKER: "bench",
+                    stored_names.TRIAL_DEVICE: "cpu",
+                    stored_names.TRIAL_STEP: steps - 1,
+                    stored_names.TRIAL_KEY: key,
+                    stored_names.TRIAL_DATA_DIGEST: DIGEST,
+                    stored_names.TRIAL_DEVICE_CLASS: "cpu",
+                    stored_names.TRIAL_RESULTS_VERSION: identity.RESULTS_VERSION,
+                    stored_names.TRIAL_PACKAGE_VERSION: identity.package_version(),
                 },
-                system_attrs={keys.TRIAL_CURVE: results.encode_curve(rows)},
+                system_attrs={stored_names.TRIAL_CURVE: curve.encode_curve(rows)},
             )
         )
         batch[-1].datetime_start = start

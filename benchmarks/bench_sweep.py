@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
-from orchestrator.procedure import run_trial
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.sweeps import sweep_document, write_sweep
+from orchestrator.trial.cache import CheckpointCache
+from orchestrator.trial.procedure import run_trial
 
 
 def document(folder: Path, name: str, rates: list[float]) -> dict:

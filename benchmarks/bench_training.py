@@ -41,7 +41,7 @@ import torch.nn.functional as F
 import models
 from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
 from orchestrator.data import load
-from orchestrator.training import train
+from orchestrator.trial.training import train
 
 PIPELINES = ("bare", "train", "train+aug", "dataloader+aug")
 

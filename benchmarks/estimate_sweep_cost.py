@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 import torch
 
-from orchestrator import network, plan
+from orchestrator import plan
 from orchestrator.config import SweepConfig, load_config, parse_config
 from orchestrator.data import load
-from orchestrator.training import evaluate, train
+from orchestrator.trial import network
+from orchestrator.trial.training import evaluate, train
 
 # Images per split of the real datasets, (train, test); their shapes are the dataset table's
 # (``network.shape``).

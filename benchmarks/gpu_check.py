@@ -44,7 +44,7 @@ from orchestrator.data import load
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import load_study
 from orchestrator.testing.sweeps import sweep_document, write_sweep
-from orchestrator.training import train
+from orchestrator.trial.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAM_LR = 1e-3

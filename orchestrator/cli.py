@@ -53,15 +53,16 @@ def _fail(message: str, code: int = USAGE) -> None:
 
 def _check_failures(study: optuna.Study, config: SweepConfig, allow_failures: bool) -> None:
     """Print the trials that failed after their retries, and why; exit 1 unless allowed."""
-    from orchestrator import counts, keys
+    from orchestrator import stored_names
     from orchestrator.config import describe_params
+    from orchestrator.study import counts
 
     failed = counts.failed_for_good(study, config)
     if not failed:
         return
     for trial in failed:
-        seed = trial.user_attrs.get(keys.TRIAL_SEED, "-")
-        reason = trial.user_attrs.get(keys.TRIAL_FAIL_REASON) or "no reason recorded"
+        seed = trial.user_attrs.get(stored_names.TRIAL_SEED, "-")
+        reason = trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON) or "no reason recorded"
         click.echo(
             f"trial {trial.number} ({describe_params(trial.params) or 'default'}, seed {seed}) "
             f"failed: {reason}",
@@ -134,8 +135,9 @@ def validate(sweep: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator import growth, plan, workspace
+    from orchestrator import plan, workspace
     from orchestrator.config import experiment_hash, load_config
+    from orchestrator.study import growth
 
     config = load_config(sweep)
     console = Console()
@@ -151,7 +153,7 @@ def validate(sweep: Path) -> None:
         table.add_row(path, space.kind, space.describe())
     table.add_row("seed", "repeat", ", ".join(map(str, config.seeds)))
     console.print(table)
-    from orchestrator import network
+    from orchestrator.trial import network
 
     size = network.size(config)
     console.print(f"network {config.model} on {config.dataset.name}: {size.describe()}")
@@ -165,7 +167,7 @@ def validate(sweep: Path) -> None:
     if workspace.holds_nothing(url):  # read nothing, import nothing heavy
         found = growth.assess(config, [], lambda params, seed: [], ())
     else:
-        from orchestrator import sweep as sweeps
+        from orchestrator.execution import sweep as sweeps
 
         found = sweeps.preview(config, url, launcher.device_class)
     console.print(f"against its study storage {url}: {found.describe()}")
@@ -214,8 +216,8 @@ def _open_study(
 ) -> tuple[optuna.Study, SweepConfig, str]:
     """The study named by a sweep file or by --study/--storage, with its stored config (and a
     sweep file's ``report`` section)."""
-    from orchestrator import study as studies
     from orchestrator.config import ConfigError, load_config
+    from orchestrator.study import study as studies
 
     _quiet_optuna()
     if sweep is not None:
@@ -295,9 +297,10 @@ def sweep(
     submit them as a Slurm job array (--launcher slurm)."""
     from rich.console import Console
 
-    from orchestrator import plan, progress
-    from orchestrator import sweep as sweeps
-    from orchestrator.retrying_storage import StorageUnavailable
+    from orchestrator import plan
+    from orchestrator.execution import progress
+    from orchestrator.execution import sweep as sweeps
+    from orchestrator.study.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
     config = _load_sweep(sweep)
@@ -381,7 +384,7 @@ def _launch_config(config: SweepConfig, given: dict[str, object]) -> SweepConfig
 
 
 def _load_study(config: SweepConfig, storage_url: str) -> optuna.Study:
-    from orchestrator import study as studies
+    from orchestrator.study import study as studies
 
     study, _ = studies.load_study(config.name, studies.open_storage(storage_url))
     return study
@@ -428,8 +431,8 @@ def worker(
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
     from orchestrator import stopping, tracking
-    from orchestrator import worker as workers
-    from orchestrator.retrying_storage import StorageUnavailable
+    from orchestrator.execution import worker as workers
+    from orchestrator.study.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
     if tracking_uri:
@@ -456,7 +459,7 @@ def worker(
         click.echo("interrupted: its trial was requeued", err=True)
         sys.exit(INTERRUPTED)
     if close_sweep:
-        from orchestrator import sweep as sweeps
+        from orchestrator.execution import sweep as sweeps
 
         sweeps.close(done.study, done.config, done.tracker.uri)
     _check_failures(done.study, done.config, allow_failures)
@@ -477,12 +480,13 @@ def status(
     trials, and the tasks of the launcher that runs its workers."""
     from rich.console import Console
 
-    from orchestrator import progress, results, snapshot
+    from orchestrator.execution import progress
+    from orchestrator.study import growth, snapshot
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
     # One read of the study serves every table.
     stored = snapshot.trials(study)
-    asked = results.in_sweep(config, stored)
+    asked = growth.in_sweep(config, stored)
     console = Console()
     console.print(progress.render(progress.rows(study, config, asked), config))
     limit = None if every else STATUS_TRIALS
@@ -609,7 +613,7 @@ def report(
     from orchestrator import report as reports
     from orchestrator import workspace
     from orchestrator.config import ConfigError
-    from orchestrator.tracking import log_artifacts
+    from orchestrator.tracking.runs import log_artifacts
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
     try:

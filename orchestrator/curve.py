@@ -13,13 +13,18 @@ one pruning 10% are networks of very different sizes.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from orchestrator import stored_names
+
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from orchestrator.config import Objective
 
 # A level within this of a curve's end is that end: a mean of equal sparsities can differ from
@@ -216,3 +221,32 @@ def measures(row: Row) -> dict[str, float]:
 
 POSITION = ("step", "phase", "cycle")
 """What a row says of where a step is, beside what it measured."""
+
+
+def encode_curve(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A curve (rows of ``curve.Row``) as one compact record: the column names once, then
+    each row's values (``None`` where a step did not measure a metric)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [name for name in row if name not in columns]
+    return {"columns": columns, "rows": [[row.get(name) for name in columns] for row in rows]}
+
+
+def curve_of(trial: FrozenTrial) -> list[dict[str, Any]] | None:
+    """The curve a finished trial kept, as rows; ``None`` for one that kept none (a trial of
+    a version before results were kept, or one that did not complete)."""
+    stored = trial.system_attrs.get(stored_names.TRIAL_CURVE)
+    if stored is None:
+        return None
+    record = curve_record(stored)
+    columns = record["columns"]
+    return [
+        {name: value for name, value in zip(columns, row, strict=True) if value is not None}
+        for row in record["rows"]
+    ]
+
+
+def curve_record(stored: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A kept curve as stored (:func:`encode_curve`; text where a storage kept it so) as the
+    record: ``columns``, and ``rows`` of values in their order."""
+    return json.loads(stored) if isinstance(stored, str) else stored

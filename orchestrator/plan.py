@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from orchestrator import keys
+from orchestrator import stored_names
 
 # The seed's two knobs, by the dotted path a search space, a trial's params and MLflow use.
 ALDS_RATE = "alds.rate"
@@ -114,11 +114,12 @@ def rate_of(config: Sweep, params: Mapping[str, Any]) -> float:
 
 
 def arm(rate: float, control: str | None = None) -> str:
-    """The stored arm of a trial at ``rate``: ``keys.ARM_ALDS``, ``keys.ARM_BASELINE``, or
-    ``keys.ARM_CONTROL`` for a control trial (``control``)."""
+    """The stored arm of a trial at ``rate``: ``stored_names.ARM_ALDS``,
+    ``stored_names.ARM_BASELINE``, or ``stored_names.ARM_CONTROL`` for a control trial
+    (``control``)."""
     if control is not None:
-        return keys.ARM_CONTROL
-    return keys.ARM_ALDS if is_alds(rate) else keys.ARM_BASELINE
+        return stored_names.ARM_CONTROL
+    return stored_names.ARM_ALDS if is_alds(rate) else stored_names.ARM_BASELINE
 
 
 def arm_label(rate: float, control: str | None = None) -> str:

@@ -50,16 +50,16 @@ import psycopg
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import keys
 from orchestrator import report as reports
-from orchestrator import study as studies
+from orchestrator import stored_names
 from orchestrator.config import ConfigError, load_config
 from orchestrator.report.schema import METRICS
+from orchestrator.study import study as studies
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import completed_once, running_at_step, tracking_uri
 from orchestrator.testing.servers import ThrowawayMlflow, ThrowawayPostgres
 from orchestrator.testing.sweeps import slow_sweep, write_sweep
-from orchestrator.tracking import resolve_pending
+from orchestrator.tracking.runs import resolve_pending
 
 # Heartbeats are an experimental Optuna feature, used knowingly (as the CLI does).
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -116,7 +116,7 @@ def inject_faults(
 ) -> None:
     trial = wait_running(sweep, url)
     if check(trial is not None, "a trial was running to kill its worker"):
-        label = trial.user_attrs[keys.TRIAL_WORKER]
+        label = trial.user_attrs[stored_names.TRIAL_WORKER]
         os.kill(int(label.rsplit(":", 1)[1]), signal.SIGKILL)
         print(f"      killed worker {label} running trial {trial.number}", flush=True)
         trial = wait_running(sweep, url, exclude_worker=label)
@@ -153,8 +153,8 @@ def verify_curves(study: optuna.Study, tracking_uri: str, check: Checks) -> None
     client = MlflowClient(tracking_uri)
     runs = resolve_pending(
         client,
-        study.user_attrs[keys.STUDY_PARENT_RUN_ID],
-        {t.number: t.user_attrs.get(keys.TRIAL_RUN_ID) for t in study.get_trials()},
+        study.user_attrs[stored_names.STUDY_PARENT_RUN_ID],
+        {t.number: t.user_attrs.get(stored_names.TRIAL_RUN_ID) for t in study.get_trials()},
     )
     problems = []
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):

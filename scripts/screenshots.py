@@ -80,12 +80,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import keys, runs_view
+from orchestrator import stored_names
 from orchestrator.plan import ALDS_RATE
+from orchestrator.tracking import runs_view
 
-TAG_ROLE = keys.TAG_ROLE
+TAG_ROLE = stored_names.TAG_ROLE
 RATE_PARAM = ALDS_RATE
-VIEW_TAG = keys.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY
+VIEW_TAG = stored_names.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY
 PLOTLY_MARKER = 'class="main-svg"'  # Plotly's chart <svg>, present once a chart is drawn
 UI_HOST = "mlflow.localhost"
 # Colour per ALDS rate, lowest first (matplotlib's tab10: the IMP-only baseline is blue).

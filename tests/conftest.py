@@ -15,10 +15,10 @@ import optuna
 import pytest
 import torch
 
-from orchestrator import queue as queues
-from orchestrator import study as studies
 from orchestrator import workspace
 from orchestrator.config import SweepConfig, parse_config
+from orchestrator.study import queue as queues
+from orchestrator.study import study as studies
 from orchestrator.testing.servers import ThrowawayMlflow
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -110,9 +110,9 @@ def test_status_lists_the_latest_trials_of_a_large_study_and_all_with_a_flag(
 ) -> None:
     import optuna
 
-    from orchestrator import keys
+    from orchestrator import stored_names
     from orchestrator.config import parse_config
-    from orchestrator.study import create_or_resume, open_storage
+    from orchestrator.study.study import create_or_resume, open_storage
     from orchestrator.testing.sweeps import sweep_document
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -125,7 +125,7 @@ def test_status_lists_the_latest_trials_of_a_large_study_and_all_with_a_flag(
                 params={"alds.rate": 0.5},
                 distributions={"alds.rate": rate},
                 value=0.5 + n / 1000,
-                user_attrs={keys.TRIAL_SEED: 0},
+                user_attrs={stored_names.TRIAL_SEED: 0},
             )
             for n in range(60)
         ]

@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from compression import imp
-from orchestrator import counts, growth, identity, keys, plan, workspace
-from orchestrator import queue as queues
-from orchestrator.cache import CheckpointCache
+from orchestrator import plan, stored_names, workspace
 from orchestrator.config import ConfigError, experiment_hash, parse_config
-from orchestrator.procedure import dense_checkpoint, reinit_seed, run_trial
-from orchestrator.queue import fill_queue
+from orchestrator.study import counts, growth
+from orchestrator.study import queue as queues
+from orchestrator.study.queue import fill_queue
 from orchestrator.testing.sweeps import sweep_document
+from orchestrator.trial import identity
+from orchestrator.trial.cache import CheckpointCache
+from orchestrator.trial.procedure import dense_checkpoint, reinit_seed, run_trial
 from tests.conftest import config_of, drain, open_study
 
 RATE = plan.ALDS_RATE
@@ -234,7 +236,7 @@ def test_a_sampled_configurations_twin_brings_its_controls(tmp_path: Path) -> No
     plain = [t for t in trials if plan.CONTROL not in t.params]
     controls = [t for t in trials if plan.CONTROL in t.params]
     twins = {
-        (json.dumps(t.params, sort_keys=True), t.user_attrs[keys.TRIAL_SEED])
+        (json.dumps(t.params, sort_keys=True), t.user_attrs[stored_names.TRIAL_SEED])
         for t in plain
         if not plan.is_alds(t.params[RATE])
     }

@@ -25,13 +25,14 @@ import torch
 
 import models
 from compression import alds, imp
-from orchestrator import cache, keys
+from orchestrator import stored_names
 from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
 from orchestrator.data import load
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import load_study
 from orchestrator.testing.sweeps import sweep_document, write_sweep
-from orchestrator.training import train
+from orchestrator.trial import cache
+from orchestrator.trial.training import train
 
 DEVICES = [
     "cpu",
@@ -161,5 +162,5 @@ def test_two_workers_share_one_gpu_in_a_sweep(tmp_path: Path, device: str) -> No
     assert f"2 worker(s): {slot}, {slot}" in done.stdout
     trials = load_study(document).trials
     assert {t.state.name for t in trials} == {"COMPLETE"} and len(trials) == 4
-    assert {t.user_attrs[keys.TRIAL_DEVICE] for t in trials} == {slot}
-    assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) == 2
+    assert {t.user_attrs[stored_names.TRIAL_DEVICE] for t in trials} == {slot}
+    assert len({t.user_attrs[stored_names.TRIAL_WORKER] for t in trials}) == 2

@@ -15,10 +15,9 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import keys
-from orchestrator import study as studies
-from orchestrator.cache import CheckpointCache, CorruptCheckpoint, load, save_atomically
-from orchestrator.retrying_storage import StorageUnavailable
+from orchestrator import stored_names
+from orchestrator.study import study as studies
+from orchestrator.study.retrying_storage import StorageUnavailable
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import (
     completed_once,
@@ -30,6 +29,7 @@ from orchestrator.testing.results import (
 )
 from orchestrator.testing.servers import ThrowawayPostgres
 from orchestrator.testing.sweeps import slow_sweep, sweep_document, write_sweep
+from orchestrator.trial.cache import CheckpointCache, CorruptCheckpoint, load, save_atomically
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def own_postgres() -> ThrowawayPostgres:
 
 def curves_complete(client: MlflowClient, trials: list, steps: int) -> None:
     for trial in trials:
-        logged = [step for step, _ in curve(client, trial.user_attrs[keys.TRIAL_RUN_ID])]
+        logged = [step for step, _ in curve(client, trial.user_attrs[stored_names.TRIAL_RUN_ID])]
         assert logged == list(range(steps)), trial.number
 
 
@@ -216,5 +216,5 @@ def test_four_first_starts_at_once_run_each_configuration_once(
     assert sorted(completed_once(trials).values()) == [1] * 6
     client = MlflowClient(tracking_uri(document))
     runs = client.search_runs([client.get_experiment_by_name("together").experiment_id])
-    roles = Counter(r.data.tags[keys.TAG_ROLE] for r in runs)
-    assert roles == {keys.ROLE_SWEEP: 1, keys.ROLE_TRIAL: 6}
+    roles = Counter(r.data.tags[stored_names.TAG_ROLE] for r in runs)
+    assert roles == {stored_names.ROLE_SWEEP: 1, stored_names.ROLE_TRIAL: 6}

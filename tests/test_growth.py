@@ -12,13 +12,16 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import growth, identity, keys, queue, results
 from orchestrator import report as reports
-from orchestrator import sweep as sweeps
+from orchestrator import stored_names
 from orchestrator.config import parse_config
+from orchestrator.curve import curve_of, encode_curve
+from orchestrator.execution import sweep as sweeps
+from orchestrator.study import growth, queue
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import curve, load_study
 from orchestrator.testing.sweeps import sweep_document, write_sweep
+from orchestrator.trial import identity
 
 # --------------------------------------------------------------------------- the key
 
@@ -145,7 +148,7 @@ def test_a_sampled_sweep_given_more_trials_keeps_what_it_sampled(tmp_path: Path)
         trial, _ = queue.claim_trial(study)
         assert trial.number == number
         params = queue.suggest(trial, config)
-        trial.set_user_attr(keys.TRIAL_KEY, _text(params, 0))
+        trial.set_user_attr(stored_names.TRIAL_KEY, _text(params, 0))
         study.tell(trial, params["imp.prune_fraction"])
     grown = parse_config({**document, "search": {**document["search"], "n_trials": 5}})
     found = growth.assess(grown, study.get_trials(), lambda p, s: [_text(p, s)], ())
@@ -181,7 +184,7 @@ def _trials(document: dict[str, Any]) -> list[optuna.trial.FrozenTrial]:
 
 
 def _trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in trials if keys.TRIAL_REUSED_FROM not in t.user_attrs]
+    return [t for t in trials if stored_names.TRIAL_REUSED_FROM not in t.user_attrs]
 
 
 def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
@@ -213,7 +216,7 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
     assert len(trials) == 6
     for trial in trials[:4]:  # the first four as they were
         assert trial.datetime_complete == first[trial.number].datetime_complete
-    assert {t.user_attrs[keys.TRIAL_SEED] for t in trials[4:]} == {2}
+    assert {t.user_attrs[stored_names.TRIAL_SEED] for t in trials[4:]} == {2}
     study = load_study(document, url)
     built = reports.build(study, parse_config(document))
     assert built.tables["versus_baseline"]["paired_n"].max() == 3
@@ -229,22 +232,22 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
 
     # A reused trial's curve in the sweep's experiment is the original's, value for value.
     client = MlflowClient(f"sqlite:///{tmp_path / 'ws' / 'grows' / 'mlflow.db'}")
-    reused = next(t for t in trials if keys.TRIAL_REUSED_FROM in t.user_attrs)
-    original = reused.user_attrs[keys.TRIAL_REUSED_FROM]
-    assert reused.user_attrs[keys.TRIAL_RUN_ID] != original
+    reused = next(t for t in trials if stored_names.TRIAL_REUSED_FROM in t.user_attrs)
+    original = reused.user_attrs[stored_names.TRIAL_REUSED_FROM]
+    assert reused.user_attrs[stored_names.TRIAL_RUN_ID] != original
     for metric in ("accuracy", "sparsity", "loss", "params_effective"):
-        assert curve(client, reused.user_attrs[keys.TRIAL_RUN_ID], metric) == curve(
+        assert curve(client, reused.user_attrs[stored_names.TRIAL_RUN_ID], metric) == curve(
             client, original, metric
         )
-    run = client.get_run(reused.user_attrs[keys.TRIAL_RUN_ID])
-    assert run.data.tags[keys.TAG_REUSED_FROM] == original
+    run = client.get_run(reused.user_attrs[stored_names.TRIAL_RUN_ID])
+    assert run.data.tags[stored_names.TAG_REUSED_FROM] == original
 
     # Back to two seeds: the third seed's trials stay in the storage, out of the report.
     document["seeds"] = [0, 1]
     built = reports.build(load_study(document, url), parse_config(document))
     table = built.tables["trials"]
-    assert len(table) == 6 and table[keys.TRIAL_KEY].notna().all()
-    assert table[keys.TRIAL_REUSED_FROM].notna().sum() == 4  # the two earlier rates
+    assert len(table) == 6 and table[stored_names.TRIAL_KEY].notna().all()
+    assert table[stored_names.TRIAL_REUSED_FROM].notna().sum() == 4  # the two earlier rates
     assert any("3 trial(s) of the study are left out" in note for note in built.notes)
 
     # A second sweep sharing the IMP-only twin trains it zero times.
@@ -257,7 +260,7 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
     shared = _trials(other)
     assert sorted(t.params["alds.rate"] for t in _trained(shared)) == [0.75, 0.75]
     twins = [t for t in shared if t.params["alds.rate"] == 0.0]
-    assert all(t.user_attrs[keys.TRIAL_REUSED_TRIAL].startswith("grows") for t in twins)
+    assert all(t.user_attrs[stored_names.TRIAL_REUSED_TRIAL].startswith("grows") for t in twins)
 
 
 def test_two_sweeps_started_at_once_train_a_shared_result_once(tmp_path: Path) -> None:
@@ -274,10 +277,10 @@ def test_two_sweeps_started_at_once_train_a_shared_result_once(tmp_path: Path) -
     assert all(t.state == TrialState.COMPLETE for t in trials)
     twins = [t for t in trials if t.params["alds.rate"] == 0.0]
     assert len(twins) == 2
-    assert len({t.user_attrs[keys.TRIAL_KEY] for t in twins}) == 1
+    assert len({t.user_attrs[stored_names.TRIAL_KEY] for t in twins}) == 1
     # One trained it; the other waited for it, or found it done, and copied it.
     assert len(_trained(twins)) == 1
-    assert results.curve_of(twins[0]) == results.curve_of(twins[1])
+    assert curve_of(twins[0]) == curve_of(twins[1])
 
 
 def test_the_compact_curve_gives_back_the_rows() -> None:
@@ -286,9 +289,9 @@ def test_the_compact_curve_gives_back_the_rows() -> None:
         {"step": 1, "phase": "alds", "cycle": 0, "accuracy": 0.8, "sparsity": 0.3, "x": 1.5},
     ]
     trial = optuna.trial.create_trial(
-        value=0.8, system_attrs={keys.TRIAL_CURVE: results.encode_curve(rows)}
+        value=0.8, system_attrs={stored_names.TRIAL_CURVE: encode_curve(rows)}
     )
-    assert results.curve_of(trial) == rows
+    assert curve_of(trial) == rows
 
 
 def test_a_trial_from_before_keys_is_kept_only_while_its_yaml_is_unchanged(
@@ -312,7 +315,7 @@ def test_reuse_of_older_results_versions_is_an_explicit_opt_in(
     older = _key(version=1)
     monkeypatch.setattr(identity, "RESULTS_VERSION", 2)
     config = parse_config(BASE)
-    own = results.acceptable_keys(config, {}, 0, device="cpu", data="d0")
+    own = identity.acceptable_keys(config, {}, 0, device="cpu", data="d0")
     assert own == [_key(version=2)] and older not in own
     opted = parse_config(_merged(BASE, {"execution": {"reuse": "any_version"}}))
-    assert results.acceptable_keys(opted, {}, 0, device="cpu", data="d0") == [own[0], older]
+    assert identity.acceptable_keys(opted, {}, 0, device="cpu", data="d0") == [own[0], older]

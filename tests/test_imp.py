@@ -14,9 +14,9 @@ from torch import nn
 import models
 from compression import alds, imp, metrics
 from compression.factorized import FactorizedLinear
-from orchestrator import training
 from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
 from orchestrator.data import DEBIAN_FASHION_MNIST, load
+from orchestrator.trial import training
 
 CLASSES = 4
 

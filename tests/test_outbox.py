@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator import keys
-from orchestrator.outbox import PENDING, Outbox, replay_spool
+from orchestrator import stored_names
+from orchestrator.stored_names import PENDING_RUN_ID as PENDING
 from orchestrator.testing.servers import ThrowawayMlflow
-from orchestrator.tracking import trial_runs
+from orchestrator.tracking.outbox import Outbox, replay_spool
+from orchestrator.tracking.runs import trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,9 @@ def test_calls_during_an_outage_reach_the_server_after_it_returns(
     spool = tmp_path / "spool" / "worker.jsonl"
     outbox = Outbox(client, spool, attempts=2, backoff=0.05)
     run_id = outbox.create_run(
-        experiment, {keys.TAG_PARENT_RUN_ID: parent, keys.TAG_TRIAL_NUMBER: "0"}, "trial-0"
+        experiment,
+        {stored_names.TAG_PARENT_RUN_ID: parent, stored_names.TAG_TRIAL_NUMBER: "0"},
+        "trial-0",
     )
     assert run_id.startswith(PENDING)
     for step in range(3):
@@ -41,7 +44,7 @@ def test_calls_during_an_outage_reach_the_server_after_it_returns(
     artifact.write_text("step,accuracy\n0,0.5\n")
     outbox.log_file(run_id, artifact)
     artifact.unlink()  # the caller's temporary file is gone; the outbox kept a copy
-    outbox.log_batch(run_id, tags={keys.TAG_STATE: "COMPLETE"})
+    outbox.log_batch(run_id, tags={stored_names.TAG_STATE: "COMPLETE"})
     outbox.set_terminated(run_id, "FINISHED")
     kept = [json.loads(line) for line in spool.read_text().splitlines()]
     assert [call["op"] for call in kept] == [
@@ -61,7 +64,7 @@ def test_calls_during_an_outage_reach_the_server_after_it_returns(
         real = trial_runs(client, parent)[0]
         run = client.get_run(real)
         assert run.info.status == "FINISHED"
-        assert run.data.tags[keys.TAG_STATE] == "COMPLETE"
+        assert run.data.tags[stored_names.TAG_STATE] == "COMPLETE"
         history = client.get_metric_history(real, "accuracy")
         assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.6), (2, 0.7)]
         assert [a.path for a in client.list_artifacts(real)] == ["curve.csv"]
@@ -72,7 +75,7 @@ def test_calls_go_straight_through_while_the_server_answers(tmp_path: Path, mlfl
     experiment = client.create_experiment("direct")
     spool = tmp_path / "spool.jsonl"
     outbox = Outbox(client, spool)
-    run_id = outbox.create_run(experiment, {keys.TAG_TRIAL_NUMBER: "3"}, "trial-3")
+    run_id = outbox.create_run(experiment, {stored_names.TAG_TRIAL_NUMBER: "3"}, "trial-3")
     assert not run_id.startswith(PENDING)
     outbox.log_batch(run_id, metrics=[("loss", 1.0, 1, 0)], params={"alds.rate": "0.5"})
     outbox.set_terminated(run_id, "KILLED")

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from optuna.trial import FrozenTrial
 
-from orchestrator import keys, plan
+from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig, parse_config
-from orchestrator.pruning import PairedPruner
+from orchestrator.trial.twins import PairedPruner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def test_a_positive_rate_is_alds_and_zero_is_imp_only() -> None:
     rates = pd.Series([0.0, 0.5, 0.8])
     assert plan.is_alds(rates).tolist() == [False, True, True]
     assert plan.is_alds(np.array([0.0, 0.2])).tolist() == [False, True]
-    assert (plan.arm(0.0), plan.arm(0.2)) == (keys.ARM_BASELINE, keys.ARM_ALDS)
+    assert (plan.arm(0.0), plan.arm(0.2)) == (stored_names.ARM_BASELINE, stored_names.ARM_ALDS)
     assert (plan.arm_label(0.0), plan.arm_label(0.25)) == ("IMP only", "ALDS 0.25")
 
 
@@ -67,7 +67,7 @@ def _reported(study: optuna.Study, rate: float, values: list[float], seed: int =
         value=values[-1],
         params={"alds.rate": rate},
         distributions={"alds.rate": optuna.distributions.CategoricalDistribution((0.0, 0.3))},
-        user_attrs={keys.TRIAL_SEED: seed},
+        user_attrs={stored_names.TRIAL_SEED: seed},
         intermediate_values=dict(enumerate(values)),
     )
     study.add_trial(trial)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.cache import CheckpointCache
 from orchestrator.config import parse_config
 from orchestrator.curve import objective_value
-from orchestrator.procedure import Step, run_trial
 from orchestrator.testing.sweeps import sweep_document
+from orchestrator.trial.cache import CheckpointCache
+from orchestrator.trial.procedure import Step, run_trial
 
 
 def step(index: int, sparsity: float, accuracy: float) -> Step:
@@ -76,7 +76,7 @@ def test_a_factorized_network_rewinds_within_its_own_coordinates(tmp_path: Path)
     point (the same coordinates), not of θ0 factorized by the plan (other coordinates)."""
     from compression import imp
     from orchestrator import data as datasets
-    from orchestrator import procedure
+    from orchestrator.trial import procedure
 
     document = sweep_document(tmp_path, "rewind", alds={"mode": "factorize", "finetune_epochs": 1})
     config = parse_config(document).with_params({"alds.rate": 0.5})
@@ -115,7 +115,7 @@ def test_a_factorized_network_rewinds_within_its_own_coordinates(tmp_path: Path)
 
 def test_the_width_is_part_of_the_dense_checkpoints_identity(tmp_path: Path) -> None:
     from orchestrator import data as datasets
-    from orchestrator import procedure
+    from orchestrator.trial import procedure
 
     cache = CheckpointCache(tmp_path / "cache")
     plain = parse_config(sweep_document(tmp_path, "plain"))

@@ -11,10 +11,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from orchestrator import counts, keys, plan, workspace
-from orchestrator import queue as queues
-from orchestrator import study as studies
+from orchestrator import plan, stored_names, workspace
 from orchestrator.config import parse_config
+from orchestrator.study import counts
+from orchestrator.study import queue as queues
+from orchestrator.study import study as studies
 from tests.conftest import config_of, drain, open_study
 
 
@@ -25,14 +26,14 @@ def test_queue_holds_every_trial_and_repeats_each_configuration_per_seed(tmp_pat
     assert queues.fill_queue(study, config) == 0  # a resumed sweep adds nothing
     trials = drain(study, storage, config)
     # Each sampled ALDS configuration brought its IMP-only twin at both seeds.
-    twins = [t for t in trials if keys.TRIAL_TWIN_OF in t.user_attrs]
+    twins = [t for t in trials if stored_names.TRIAL_TWIN_OF in t.user_attrs]
     assert len(twins) == 4
     assert len(trials) == plan.total_trials(config) + 4 == counts.expected(study, config) == 10
     assert all(t.state == TrialState.COMPLETE for t in trials)
     seeds_by_params: dict[tuple, list[int]] = {}
     for trial in trials:
         key = (trial.params["alds.rate"], trial.params["imp.prune_fraction"])
-        seeds_by_params.setdefault(key, []).append(trial.user_attrs[keys.TRIAL_SEED])
+        seeds_by_params.setdefault(key, []).append(trial.user_attrs[stored_names.TRIAL_SEED])
     assert len(seeds_by_params) == 5
     assert all(sorted(seeds) == [0, 1] for seeds in seeds_by_params.values())
     assert seeds_by_params[(0.0, 0.2)] == [0, 1]  # the IMP-only baseline
@@ -59,7 +60,7 @@ def test_grid_sampler_enqueues_the_whole_grid(tmp_path: Path) -> None:
     study, storage = open_study(tmp_path, config)
     queues.fill_queue(study, config)
     trials = drain(study, storage, config)
-    rates = sorted((t.params["alds.rate"], t.user_attrs[keys.TRIAL_SEED]) for t in trials)
+    rates = sorted((t.params["alds.rate"], t.user_attrs[stored_names.TRIAL_SEED]) for t in trials)
     assert rates == [(r, s) for r in (0.0, 0.2, 0.4, 0.6) for s in (0, 1, 2)]
 
 
@@ -81,11 +82,11 @@ def test_stale_trial_is_failed_with_its_reason_and_retried_with_its_parameters(
     assert closed == [(trial.number, "worker stopped sending heartbeats")]
     stale = study.trials[trial.number]
     assert stale.state == TrialState.FAIL
-    assert stale.user_attrs[keys.TRIAL_FAIL_REASON] == "worker stopped sending heartbeats"
+    assert stale.user_attrs[stored_names.TRIAL_FAIL_REASON] == "worker stopped sending heartbeats"
     retry = study.get_trials(states=(TrialState.WAITING,))[-1]
-    assert retry.system_attrs[keys.TRIAL_FAILED_TRIAL] == trial.number
+    assert retry.system_attrs[stored_names.TRIAL_FAILED_TRIAL] == trial.number
     assert retry.params == params
-    assert retry.user_attrs[keys.TRIAL_SEED] == trial.user_attrs[keys.TRIAL_SEED]
+    assert retry.user_attrs[stored_names.TRIAL_SEED] == trial.user_attrs[stored_names.TRIAL_SEED]
     assert queues.fail_stale(study, max_retries=1) == []  # once
 
 
@@ -165,17 +166,21 @@ def test_sampled_configurations_get_their_twin_once_per_seed_however_many_worker
     trials = optuna.load_study(study_name="queue", storage=url).get_trials()
     assert all(t.state == TrialState.COMPLETE for t in trials)
     runs = Counter(
-        (t.params["alds.rate"], t.params["imp.prune_fraction"], t.user_attrs[keys.TRIAL_SEED])
+        (
+            t.params["alds.rate"],
+            t.params["imp.prune_fraction"],
+            t.user_attrs[stored_names.TRIAL_SEED],
+        )
         for t in trials
     )
     schedules = {(f, s) for r, f, s in runs if r > 0}
     # Every schedule an ALDS trial ran has an IMP-only trial at that seed ...
     assert schedules and all(runs[(0.0, f, s)] >= 1 for f, s in schedules)
     # ... and no twin was enqueued twice, nor where the study already had one.
-    twins = [t for t in trials if keys.TRIAL_TWIN_OF in t.user_attrs]
+    twins = [t for t in trials if stored_names.TRIAL_TWIN_OF in t.user_attrs]
     assert all(t.params["alds.rate"] == 0.0 for t in twins)
     enqueued = Counter(
-        (t.params["imp.prune_fraction"], t.user_attrs[keys.TRIAL_SEED]) for t in twins
+        (t.params["imp.prune_fraction"], t.user_attrs[stored_names.TRIAL_SEED]) for t in twins
     )
     assert all(count == 1 for count in enqueued.values())
     assert len(trials) == 16 + len(twins)
@@ -195,6 +200,8 @@ def test_a_trial_whose_retry_is_queued_is_failed_without_a_second_retry(tmp_path
     assert len(study.trials) == before
     assert study.trials[trial.number].state == TrialState.FAIL
     retries = [
-        t for t in study.trials if t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) == trial.number
+        t
+        for t in study.trials
+        if t.system_attrs.get(stored_names.TRIAL_FAILED_TRIAL) == trial.number
     ]
     assert len(retries) == 1

@@ -18,11 +18,11 @@ from click.testing import CliRunner, Result
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
-from orchestrator import keys, plan
+from orchestrator import plan, stored_names
 from orchestrator.cli import main, parse_formats, parse_levels
 from orchestrator.config import ConfigError, parse_config
 from orchestrator.report import figures, render, schema, sources, tables
-from orchestrator.study import create_or_resume, open_storage
+from orchestrator.study.study import create_or_resume, open_storage
 from orchestrator.testing.cli import orchestrate, run_sweep
 from orchestrator.testing.sweeps import sweep_document
 
@@ -324,12 +324,12 @@ def test_baseline_pairs_only_equal_schedules() -> None:
 
 def test_metrics_are_the_numeric_fields_a_step_logs() -> None:
     # Imported here: procedure imports torch, which the report itself never needs.
-    from orchestrator.procedure import Step
+    from orchestrator.trial.procedure import Step
 
     # Every field set, so that metrics() leaves out none (it skips a None or NaN value).
     values = {f.name: 1 for f in dataclasses.fields(Step)}
     step = Step(**(values | {"phase": "imp", "layers": {"fc1": 0.5}}))
-    logged = {k for k in step.metrics() if not k.startswith(keys.layer_remaining(""))}
+    logged = {k for k in step.metrics() if not k.startswith(stored_names.layer_remaining(""))}
     assert set(schema.METRICS) == logged
     assert len(schema.METRICS) == len(set(schema.METRICS))
 
@@ -342,9 +342,9 @@ def hand_inputs(levels: tuple[float, ...] = schema.LEVELS) -> tables.Inputs:
         **{
             "value:accuracy": [0.8, 0.78, 0.85, 0.911],
             "duration_s": 60.0,
-            keys.TRIAL_RUN_ID: [f"run{n}" for n in range(4)],
-            keys.TRIAL_KEY: [f"key{n}" for n in range(4)],
-            keys.TRIAL_REUSED_FROM: [None, None, None, "run0"],
+            stored_names.TRIAL_RUN_ID: [f"run{n}" for n in range(4)],
+            stored_names.TRIAL_KEY: [f"key{n}" for n in range(4)],
+            stored_names.TRIAL_REUSED_FROM: [None, None, None, "run0"],
             "missing": None,
         }
     )
@@ -640,7 +640,7 @@ def test_plots_exist_and_are_logged_to_the_parent_run(swept: dict) -> None:
 def test_running_queued_and_failed_trials_are_shown(swept: dict) -> None:
     # A copy of the finished study plus a failed trial, one trial claimed by a worker that has
     # not logged a step yet, and one still queued.
-    from orchestrator import queue as queues
+    from orchestrator.study import queue as queues
 
     tmp = swept["tmp"]
     storage_url = copied_study(swept, "partial")
@@ -824,13 +824,13 @@ def test_bulk_reads_equal_the_run_by_run_reads(swept: dict) -> None:
     uri = copied_store(swept, "bulk")
     client = MlflowClient(uri)
     study = optuna.load_study(study_name="reported", storage=swept["storage"])
-    runs = {t.number: t.user_attrs[keys.TRIAL_RUN_ID] for t in study.trials}
+    runs = {t.number: t.user_attrs[stored_names.TRIAL_RUN_ID] for t in study.trials}
     first, second = runs[0], runs[1]
     # A retried step (a batch logged again, later, with another value), a trial whose run
     # logged a layer no other has, and a trial whose run the store does not hold.
     later = max(m.timestamp for m in client.get_metric_history(first, "accuracy")) + 1000
     client.log_batch(first, metrics=[Metric("accuracy", 0.123, later, 1)])
-    extra = keys.layer_remaining("extra.weight")
+    extra = stored_names.layer_remaining("extra.weight")
     client.log_batch(second, metrics=[Metric(extra, 0.5 / (s + 1), later, s) for s in range(4)])
     runs[99] = "f" * 32
     with ThrowawayMlflow(swept["tmp"], backend=uri) as server:
@@ -850,14 +850,14 @@ def test_bulk_reads_equal_the_run_by_run_reads(swept: dict) -> None:
 def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one(
     swept: dict,
 ) -> None:
-    from orchestrator import queue as queues
-    from orchestrator import results, tracking
+    from orchestrator import curve, tracking
     from orchestrator.report import histories
+    from orchestrator.study import queue as queues
 
     client = swept["client"]
     study = optuna.load_study(study_name="reported", storage=swept["storage"])
     trials = study.get_trials()
-    runs = {t.number: t.user_attrs[keys.TRIAL_RUN_ID] for t in trials}
+    runs = {t.number: t.user_attrs[stored_names.TRIAL_RUN_ID] for t in trials}
     # Every trial of the swept sweep ended and kept its curve: none is read from MLflow.
     kept, missing = sources.Curves().read(trials, runs, "no client: nothing to read there")
     logged, _ = histories.read_steps(client, runs)
@@ -875,9 +875,9 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
     def both() -> tuple[pd.DataFrame, pd.DataFrame]:
         now = copy.get_trials(deepcopy=False)
         numbers = {
-            t.number: t.user_attrs[keys.TRIAL_RUN_ID]
+            t.number: t.user_attrs[stored_names.TRIAL_RUN_ID]
             for t in now
-            if keys.TRIAL_RUN_ID in t.user_attrs
+            if stored_names.TRIAL_RUN_ID in t.user_attrs
         }
         return held.read(now, numbers, writer)[0], sources.Curves().read(now, numbers, writer)[0]
 
@@ -886,7 +886,7 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
     live, _ = queues.claim_trial(copy)
     experiment = writer.get_run(runs[0]).info.experiment_id
     run = writer.create_run(experiment).info.run_id
-    live.set_user_attr(keys.TRIAL_RUN_ID, run)
+    live.set_user_attr(stored_names.TRIAL_RUN_ID, run)
     rows = [
         {"step": s, "phase": "imp", "cycle": s, "accuracy": 0.9 - s / 10, "sparsity": s / 4}
         for s in range(3)
@@ -900,7 +900,7 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
     pd.testing.assert_frame_equal(running, reference)
     assert running[running["trial"] == live.number]["step"].tolist() == [0, 1]
     tracking.TrialRun(outbox, run).log_step(2, {"accuracy": 0.7, "sparsity": 0.5})
-    queues.set_system_attr(live, keys.TRIAL_CURVE, results.encode_curve(rows))
+    queues.set_system_attr(live, stored_names.TRIAL_CURVE, curve.encode_curve(rows))
     copy.tell(live, 0.7)
     ended, reference = both()
     pd.testing.assert_frame_equal(ended, reference)
@@ -911,8 +911,9 @@ def test_kept_curves_equal_the_curves_in_mlflow_and_a_held_read_equals_a_new_one
 def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_values(
     swept: dict,
 ) -> None:
-    from orchestrator import queue as queues
-    from orchestrator import results, snapshot
+    from orchestrator import curve
+    from orchestrator.study import queue as queues
+    from orchestrator.study import snapshot
 
     # The swept study, and a copy with a failed, a queued and a running trial (no values).
     storage_url = copied_study(swept, "snapshot")
@@ -936,9 +937,9 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
         assert [t.number for t in taken] == [t.number for t in expected]
         for mine, theirs in zip(taken, expected, strict=True):
             system = dict(theirs.system_attrs)
-            kept = system.pop(keys.TRIAL_CURVE, None)
+            kept = system.pop(stored_names.TRIAL_CURVE, None)
             if curves and kept is not None:
-                assert results.curve_record(mine.system_attrs.pop(keys.TRIAL_CURVE)) == kept
+                assert curve.curve_record(mine.system_attrs.pop(stored_names.TRIAL_CURVE)) == kept
             assert mine.intermediate_values == {}
             assert mine.system_attrs == system and mine.user_attrs == theirs.user_attrs
             assert (mine.state, mine.values, mine.params) == (
@@ -952,7 +953,9 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
                 theirs.datetime_start,
                 theirs.datetime_complete,
             )
-    assert any(keys.TRIAL_CURVE in t.system_attrs for t in snapshot.trials(read, curves=True))
+    assert any(
+        stored_names.TRIAL_CURVE in t.system_attrs for t in snapshot.trials(read, curves=True)
+    )
     # Any other storage is read as Optuna reads it.
     memory = optuna.create_study()
     memory.add_trial(optuna.trial.create_trial(value=1.0))
@@ -962,19 +965,19 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
 @pytest.mark.slow
 def test_a_controls_run_names_its_imp_only_twin(swept: dict) -> None:
     study = optuna.load_study(study_name="reported", storage=swept["storage"])
-    by_run = {t.user_attrs[keys.TRIAL_RUN_ID]: t for t in study.trials}
+    by_run = {t.user_attrs[stored_names.TRIAL_RUN_ID]: t for t in study.trials}
     twin_runs = {
-        t.user_attrs[keys.TRIAL_SEED]: t.user_attrs[keys.TRIAL_RUN_ID]
+        t.user_attrs[stored_names.TRIAL_SEED]: t.user_attrs[stored_names.TRIAL_RUN_ID]
         for t in study.trials
         if t.params[RATE] == 0.0 and "imp.control" not in t.params
     }
     controls = [t for t in study.trials if "imp.control" in t.params]
     assert len(controls) == 4
     for trial in controls:
-        run = swept["client"].get_run(trial.user_attrs[keys.TRIAL_RUN_ID])
-        expected = twin_runs[trial.user_attrs[keys.TRIAL_SEED]]
-        assert run.data.tags[keys.TAG_TWIN_RUN_ID] == expected
-        assert trial.user_attrs[keys.TRIAL_TWIN_RUN_ID] == expected
-        assert run.data.tags[keys.TAG_ARM] == keys.ARM_CONTROL
+        run = swept["client"].get_run(trial.user_attrs[stored_names.TRIAL_RUN_ID])
+        expected = twin_runs[trial.user_attrs[stored_names.TRIAL_SEED]]
+        assert run.data.tags[stored_names.TAG_TWIN_RUN_ID] == expected
+        assert trial.user_attrs[stored_names.TRIAL_TWIN_RUN_ID] == expected
+        assert run.data.tags[stored_names.TAG_ARM] == stored_names.ARM_CONTROL
         assert run.info.run_name.startswith(f"control {trial.params['imp.control']} · ")
         assert "imp.control" not in by_run[expected].params

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import keys
+from orchestrator import stored_names
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import (
     completed_once,
@@ -65,8 +65,8 @@ def test_workers_on_many_hosts_share_a_postgres_study(
     counts = completed_once(trials)
     assert all(count == 1 for count in counts.values()), counts
     baseline = [t for t in trials if t.params["alds.rate"] == 0.0]
-    assert sorted(t.user_attrs[keys.TRIAL_SEED] for t in baseline) == [0, 1]
-    assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) >= 2
+    assert sorted(t.user_attrs[stored_names.TRIAL_SEED] for t in baseline) == [0, 1]
+    assert len({t.user_attrs[stored_names.TRIAL_WORKER] for t in trials}) >= 2
 
 
 def test_killed_worker_trial_is_retried_and_its_run_closed(tmp_path: Path) -> None:
@@ -86,15 +86,15 @@ def test_killed_worker_trial_is_retried_and_its_run_closed(tmp_path: Path) -> No
     assert code == 0, err[-3000:]
     trials = optuna.load_study(study_name="killed", storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[1].system_attrs[keys.TRIAL_FAILED_TRIAL] == 0
+    assert trials[1].system_attrs[stored_names.TRIAL_FAILED_TRIAL] == 0
     client = MlflowClient(tracking_uri(document))
-    killed_run = client.get_run(trials[0].user_attrs[keys.TRIAL_RUN_ID])
-    retry_run = client.get_run(trials[1].user_attrs[keys.TRIAL_RUN_ID])
+    killed_run = client.get_run(trials[0].user_attrs[stored_names.TRIAL_RUN_ID])
+    retry_run = client.get_run(trials[1].user_attrs[stored_names.TRIAL_RUN_ID])
     assert killed_run.info.status == "FAILED"
     assert retry_run.info.status == "FINISHED"
-    assert retry_run.data.tags[keys.TAG_RETRY_OF] == "0"
+    assert retry_run.data.tags[stored_names.TAG_RETRY_OF] == "0"
     # The retry resumed after the last finished cycle and still logged the whole curve.
-    assert retry_run.data.tags[keys.TAG_RESUMED] == "true"
+    assert retry_run.data.tags[stored_names.TAG_RESUMED] == "true"
     steps = [step for step, _ in curve(client, retry_run.info.run_id)]
     assert steps == list(range(document["imp"]["cycles"] + 2))
 
@@ -111,13 +111,15 @@ def test_supervisor_restarts_a_killed_local_worker(tmp_path: Path) -> None:
     running = wait_for(
         lambda: running_at_step("restart", storage, 1), what="the trial to reach step 1"
     )
-    os.kill(int(running.user_attrs[keys.TRIAL_WORKER].split(":")[1]), signal.SIGKILL)
+    os.kill(int(running.user_attrs[stored_names.TRIAL_WORKER].split(":")[1]), signal.SIGKILL)
     code, _, err = finish(sweep)
     assert code == 0, err[-3000:]
     trials = optuna.load_study(study_name="restart", storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert "exited with code -9" in trials[0].user_attrs[keys.TRIAL_FAIL_REASON]
-    run = MlflowClient(tracking_uri(document)).get_run(trials[0].user_attrs[keys.TRIAL_RUN_ID])
+    assert "exited with code -9" in trials[0].user_attrs[stored_names.TRIAL_FAIL_REASON]
+    run = MlflowClient(tracking_uri(document)).get_run(
+        trials[0].user_attrs[stored_names.TRIAL_RUN_ID]
+    )
     assert run.info.status == "FAILED"
 
 
@@ -139,7 +141,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
         if t.state == TrialState.FAIL
     ]
     assert interrupted
-    assert all(t.user_attrs[keys.TRIAL_FAIL_REASON] == "interrupted" for t in interrupted)
+    assert all(t.user_attrs[stored_names.TRIAL_FAIL_REASON] == "interrupted" for t in interrupted)
     rerun = orchestrate("sweep", str(path), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     trials = optuna.load_study(study_name="ctrlc", storage=storage).get_trials()
@@ -189,7 +191,9 @@ def test_trial_timeout_fails_and_retries(tmp_path: Path) -> None:
     trials = optuna.load_study(study_name="timeout", storage=study_storage(document)).get_trials()
     # The first try and its one retry both ran out of time; no third try.
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all("execution.trial_timeout" in t.user_attrs[keys.TRIAL_FAIL_REASON] for t in trials)
+    assert all(
+        "execution.trial_timeout" in t.user_attrs[stored_names.TRIAL_FAIL_REASON] for t in trials
+    )
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import keys
+from orchestrator import stored_names
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "screenshots.py"
@@ -44,7 +44,9 @@ def make_store(path: Path, experiment: str) -> str:
     uri = f"sqlite:///{path}"
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.create_experiment(experiment)
-    parent = client.create_run(exp_id, run_name=experiment, tags={keys.TAG_ROLE: keys.ROLE_SWEEP})
+    parent = client.create_run(
+        exp_id, run_name=experiment, tags={stored_names.TAG_ROLE: stored_names.ROLE_SWEEP}
+    )
     for rate, name, accuracies in (
         (0.0, "IMP only · prune 0.5 · seed 0", (0.61, 0.66, 0.64)),
         (0.5, "ALDS 0.5 · prune 0.5 · seed 0", (0.61, 0.65, 0.67)),
@@ -52,7 +54,10 @@ def make_store(path: Path, experiment: str) -> str:
         run = client.create_run(
             exp_id,
             run_name=name,
-            tags={keys.TAG_ROLE: keys.ROLE_TRIAL, keys.TAG_PARENT_RUN_ID: parent.info.run_id},
+            tags={
+                stored_names.TAG_ROLE: stored_names.ROLE_TRIAL,
+                stored_names.TAG_PARENT_RUN_ID: parent.info.run_id,
+            },
         )
         client.log_param(run.info.run_id, "alds.rate", rate)
         for step, value in enumerate(accuracies):

@@ -20,14 +20,14 @@ import sqlalchemy
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import keys, locks, stopping, tracking, workspace
+from orchestrator import locks, stopping, stored_names, tracking, workspace
 from orchestrator.config import parse_config
-from orchestrator.outbox import Outbox
-from orchestrator.retrying_storage import RetryingStorage, StorageUnavailable
+from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import runs_of, study_storage, tracking_uri, wait_for
 from orchestrator.testing.servers import free_port
 from orchestrator.testing.sweeps import slow_sweep, write_sweep
+from orchestrator.tracking.outbox import Outbox
 
 # Far longer than any wait below may last once its signal has come.
 WAIT_SECONDS = 300.0
@@ -136,7 +136,7 @@ def test_ctrl_c_stops_a_training_and_a_waiting_worker_at_once(tmp_path: Path, si
         except Exception:  # not created yet
             return False
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return len(running) == 2 and all(keys.TRIAL_KEY in t.user_attrs for t in running)
+        return len(running) == 2 and all(stored_names.TRIAL_KEY in t.user_attrs for t in running)
 
     # The lock first: the study's schema exists by then (reading earlier would create it).
     wait_for(lambda: list(cache.glob("dense-*.flock")), what="the dense lock", process=sweep)
@@ -154,7 +154,7 @@ def test_ctrl_c_stops_a_training_and_a_waiting_worker_at_once(tmp_path: Path, si
     assert len(stopped) == 2
     # Both queued again, as new attempts that do not count as retries.
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert sorted(t.system_attrs[keys.TRIAL_FAILED_TRIAL] for t in waiting) == sorted(
+    assert sorted(t.system_attrs[stored_names.TRIAL_FAILED_TRIAL] for t in waiting) == sorted(
         t.number for t in stopped
     )
     client = MlflowClient(tracking_uri(document))
@@ -162,5 +162,5 @@ def test_ctrl_c_stops_a_training_and_a_waiting_worker_at_once(tmp_path: Path, si
     assert len(runs) == 2
     for run in runs:
         assert run.info.status == "KILLED", run.data.tags
-        assert run.data.tags[keys.TAG_STATE] == "FAIL"
-        assert "interrupted" in run.data.tags[keys.TAG_FAIL_REASON]
+        assert run.data.tags[stored_names.TAG_STATE] == "FAIL"
+        assert "interrupted" in run.data.tags[stored_names.TAG_FAIL_REASON]

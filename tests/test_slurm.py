@@ -18,11 +18,11 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import keys, workspace
-from orchestrator import study as studies
+from orchestrator import stored_names, workspace
 from orchestrator.cli import worker as worker_cli
 from orchestrator.config import parse_config
 from orchestrator.launchers import slurm
+from orchestrator.study import study as studies
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import (
     completed_once,
@@ -171,8 +171,8 @@ def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) 
     counts = completed_once(trials)
     assert len(counts) == 4 and set(counts.values()) == {1}
     # Both workers ran trials, and each trial beat into the journal while it ran.
-    assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) == 2
-    assert all(keys.TRIAL_HEARTBEAT in t.system_attrs for t in trials)
+    assert len({t.user_attrs[stored_names.TRIAL_WORKER] for t in trials}) == 2
+    assert all(stored_names.TRIAL_HEARTBEAT in t.system_attrs for t in trials)
 
 
 def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
@@ -181,11 +181,11 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
     url = workspace.journal_url(tmp_path / "study.journal")
     storage = studies.open_storage(url)
     study = studies.create_or_resume(config, storage)
-    from orchestrator import queue
+    from orchestrator.study import queue
 
     queue.fill_queue(study, config)
     trial, _ = queue.claim_trial(study)
-    trial.set_user_attr(keys.TRIAL_TASK, "17_0")
+    trial.set_user_attr(stored_names.TRIAL_TASK, "17_0")
     os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
     try:
         with queue.Heartbeat(storage, trial):
@@ -198,13 +198,13 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
         del os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"]
     failed = study.trials[trial.number]
     assert failed.state == TrialState.FAIL
-    assert failed.user_attrs[keys.TRIAL_FAIL_REASON] == queue.STALE_REASON
-    retry = [t for t in study.trials if t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) == 0]
+    assert failed.user_attrs[stored_names.TRIAL_FAIL_REASON] == queue.STALE_REASON
+    retry = [t for t in study.trials if t.system_attrs.get(stored_names.TRIAL_FAILED_TRIAL) == 0]
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING
     # The retry carries the trial, not its dead try: no old beat (it would look stale the
     # moment it is claimed), no Slurm task (cancel would requeue it while it runs elsewhere).
-    assert keys.TRIAL_HEARTBEAT not in retry[0].system_attrs
-    assert keys.TRIAL_TASK not in retry[0].user_attrs
+    assert stored_names.TRIAL_HEARTBEAT not in retry[0].system_attrs
+    assert stored_names.TRIAL_TASK not in retry[0].user_attrs
     claimed = [queue.claim_trial(study)[0].number for _ in range(2)]  # trial 1, then the retry
     assert claimed[-1] == retry[0].number
     os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
@@ -230,7 +230,7 @@ def journal_study(document: dict) -> optuna.Study:
 
 def accuracy(document: dict, trial: optuna.trial.FrozenTrial) -> list[tuple[int, float]]:
     """The trial's accuracy curve in the sweep's own MLflow store."""
-    return curve(MlflowClient(tracking_uri(document)), trial.user_attrs[keys.TRIAL_RUN_ID])
+    return curve(MlflowClient(tracking_uri(document)), trial.user_attrs[stored_names.TRIAL_RUN_ID])
 
 
 @pytest.mark.slow
@@ -258,7 +258,7 @@ def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
     # first): the other worker finds the trial stale (no beats for four heartbeats) and
     # retries it.
     running = wait_for(lambda: running_at_step("array", journal, 1), what="a trial at step 1")
-    victim = running.user_attrs[keys.TRIAL_WORKER]
+    victim = running.user_attrs[stored_names.TRIAL_WORKER]
     os.kill(int(victim.rsplit(":", 1)[1]), signal.SIGKILL)
     code, out, err = finish(sweep)
     assert code == 0, err[-3000:] + out[-3000:]
@@ -268,10 +268,10 @@ def test_wait_runs_a_two_task_array_that_survives_a_killed_task(
     assert len(counts) == 3 and set(counts.values()) == {1}
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     killed = [t for t in trials if t.state == TrialState.FAIL]
-    assert [t.user_attrs[keys.TRIAL_FAIL_REASON] for t in killed] == [
+    assert [t.user_attrs[stored_names.TRIAL_FAIL_REASON] for t in killed] == [
         "worker stopped sending heartbeats"
     ]
-    assert len({t.user_attrs[keys.TRIAL_TASK] for t in trials}) == 2
+    assert len({t.user_attrs[stored_names.TRIAL_TASK] for t in trials}) == 2
     # The batch script is in the workspace; status shows the tasks next to the trials.
     config = parse_config(document)
     assert slurm.batch_script_file(config).read_text().startswith("#!/bin/bash")
@@ -312,15 +312,15 @@ def test_usr1_requeues_the_task_and_the_trial_resumes_at_its_last_cycle(
     wait_for(restarted_and_done, timeout=600, what="the requeued task to finish")
     trials = journal_study(document).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[0].user_attrs[keys.TRIAL_FAIL_REASON] == "interrupted"
-    assert trials[1].system_attrs[keys.TRIAL_FAILED_TRIAL] == 0
+    assert trials[0].user_attrs[stored_names.TRIAL_FAIL_REASON] == "interrupted"
+    assert trials[1].system_attrs[stored_names.TRIAL_FAILED_TRIAL] == 0
     # An interruption is not a failure of the trial: no retry was spent on it.
-    assert trials[1].system_attrs[keys.TRIAL_RETRY_HISTORY] == []
+    assert trials[1].system_attrs[stored_names.TRIAL_RETRY_HISTORY] == []
     uri = tracking_uri(document)
-    resumed = MlflowClient(uri).get_run(trials[1].user_attrs[keys.TRIAL_RUN_ID])
-    assert resumed.data.tags[keys.TAG_RESUMED] == "true"
+    resumed = MlflowClient(uri).get_run(trials[1].user_attrs[stored_names.TRIAL_RUN_ID])
+    assert resumed.data.tags[stored_names.TAG_RESUMED] == "true"
     # Without --wait no sweep process waits for the end: the last worker closes the parent.
-    parent = journal_study(document).user_attrs[keys.STUDY_PARENT_RUN_ID]
+    parent = journal_study(document).user_attrs[stored_names.STUDY_PARENT_RUN_ID]
     assert MlflowClient(uri).get_run(parent).info.status == "FINISHED"
     # Every step exactly once, equal to the same trial run without preemption.
     preempted = accuracy(document, trials[1])
@@ -372,7 +372,10 @@ def test_cancel_stops_the_tasks_and_requeues_their_trials(
     trials = journal_study(document).trials
     # Nothing is left RUNNING; the trial waits in the queue for the next workers.
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
-    assert trials[0].user_attrs[keys.TRIAL_FAIL_REASON] in ("interrupted", slurm.CANCELLED_REASON)
+    assert trials[0].user_attrs[stored_names.TRIAL_FAIL_REASON] in (
+        "interrupted",
+        slurm.CANCELLED_REASON,
+    )
     (job,) = slurm.job_ids(parse_config(document))
     assert all(not task.active for task in slurm_tasks(cluster.env(), job))
     # Submitting again resumes it.

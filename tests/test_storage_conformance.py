@@ -16,8 +16,8 @@ from optuna.storages import BaseStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
 from orchestrator import workspace
-from orchestrator.retrying_storage import RetryingStorage
-from orchestrator.study import open_storage
+from orchestrator.study.retrying_storage import RetryingStorage
+from orchestrator.study.study import open_storage
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "journal"])

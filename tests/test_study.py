@@ -12,9 +12,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import keys
-from orchestrator import queue as queues
-from orchestrator import study as studies
+from orchestrator import stored_names
 from orchestrator.cli import main
 from orchestrator.config import (
     ConfigError,
@@ -23,6 +21,8 @@ from orchestrator.config import (
     experiment_hash,
     parse_config,
 )
+from orchestrator.study import queue as queues
+from orchestrator.study import study as studies
 from tests.conftest import config_of, open_study
 
 
@@ -34,7 +34,7 @@ def test_a_changed_config_becomes_the_studys_and_fresh_starts_over(tmp_path: Pat
     grown = studies.create_or_resume(changed, storage)
     assert len(grown.get_trials()) == len(study.get_trials()) > 0
     assert studies.stored_config(grown) == changed
-    assert grown.user_attrs[keys.STUDY_CONFIG_HISTORY] == [experiment_hash(config)]
+    assert grown.user_attrs[stored_names.STUDY_CONFIG_HISTORY] == [experiment_hash(config)]
     other_objective = changed.with_params({"search.objective": [{"metric": "loss"}]})
     with pytest.raises(ConfigError, match=r"search\.objective"):
         studies.create_or_resume(other_objective, storage)
@@ -59,7 +59,7 @@ def test_a_sweep_resumed_with_other_launch_fields_keeps_its_study(tmp_path: Path
 
 
 def test_a_hung_storage_call_counts_as_an_outage(tmp_path: Path, monkeypatch) -> None:
-    from orchestrator import retrying_storage
+    from orchestrator.study import retrying_storage
 
     config = config_of(tmp_path)
     _, storage = open_study(tmp_path, config)

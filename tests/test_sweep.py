@@ -8,8 +8,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator import keys, results
-from orchestrator.curve import PRUNING_GRID, value_at_sparsity
+from orchestrator import stored_names
+from orchestrator.curve import PRUNING_GRID, curve_of, value_at_sparsity
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import curve, load_study, runs_of, study_storage, tracking_uri
 from orchestrator.testing.sweeps import sweep_document, write_sweep
@@ -55,29 +55,31 @@ def test_two_workers_finish_exactly_the_study(tmp_path: Path) -> None:
         t.user_attrs for t in trials
     ]
     # Two workers shared the work.
-    assert len({t.user_attrs[keys.TRIAL_WORKER] for t in trials}) == 2
+    assert len({t.user_attrs[stored_names.TRIAL_WORKER] for t in trials}) == 2
     # The IMP-only baseline ran exactly once per seed; every configuration once per seed.
     baseline = [t for t in trials if t.params["alds.rate"] == 0.0]
-    assert sorted(t.user_attrs[keys.TRIAL_SEED] for t in baseline) == [0, 1]
+    assert sorted(t.user_attrs[stored_names.TRIAL_SEED] for t in baseline) == [0, 1]
     by_config: dict[float, list[int]] = {}
     for t in trials:
-        by_config.setdefault(t.params["alds.rate"], []).append(t.user_attrs[keys.TRIAL_SEED])
+        by_config.setdefault(t.params["alds.rate"], []).append(
+            t.user_attrs[stored_names.TRIAL_SEED]
+        )
     assert all(sorted(seeds) == [0, 1] for seeds in by_config.values())
 
     client, runs = trial_runs(document)
     assert len(runs) == 6
-    parents = {run.data.tags[keys.TAG_PARENT_RUN_ID] for run in runs}
+    parents = {run.data.tags[stored_names.TAG_PARENT_RUN_ID] for run in runs}
     assert len(parents) == 1
     steps = document["imp"]["cycles"] + 2
     for run in runs:
         assert run.info.status == "FINISHED"
         for key in CURVE_METRICS:
             assert [s for s, _ in curve(client, run.info.run_id, key)] == list(range(steps))
-        number = int(run.data.tags[keys.TAG_TRIAL_NUMBER])
+        number = int(run.data.tags[stored_names.TAG_TRIAL_NUMBER])
         trial = next(t for t in trials if t.number == number)
         assert run.data.params["alds.rate"] == str(trial.params["alds.rate"])
     # The dense network was trained once per seed; every other trial loaded it.
-    tags = sorted(run.data.tags[keys.TAG_DENSE_CHECKPOINT] for run in runs)
+    tags = sorted(run.data.tags[stored_names.TAG_DENSE_CHECKPOINT] for run in runs)
     assert tags == ["cached"] * 4 + ["trained"] * 2
 
 
@@ -89,8 +91,11 @@ def test_second_sweep_reuses_dense_checkpoint_and_curves_repeat(tmp_path: Path) 
         assert result.returncode == 0, result.stderr[-3000:]
     client1, runs1 = trial_runs(first)
     client2, runs2 = trial_runs(second)
-    assert sorted(r.data.tags[keys.TAG_DENSE_CHECKPOINT] for r in runs1) == ["cached", "trained"]
-    assert [r.data.tags[keys.TAG_DENSE_CHECKPOINT] for r in runs2] == ["cached", "cached"]
+    assert sorted(r.data.tags[stored_names.TAG_DENSE_CHECKPOINT] for r in runs1) == [
+        "cached",
+        "trained",
+    ]
+    assert [r.data.tags[stored_names.TAG_DENSE_CHECKPOINT] for r in runs2] == ["cached", "cached"]
     # Same seed and config give identical curves.
     curves1 = {r.data.params["alds.rate"]: curve(client1, r.info.run_id) for r in runs1}
     curves2 = {r.data.params["alds.rate"]: curve(client2, r.info.run_id) for r in runs2}
@@ -116,11 +121,11 @@ def test_nan_trial_fails_with_reason_and_the_others_complete(tmp_path: Path) -> 
     assert states[0.003].state == optuna.trial.TrialState.COMPLETE
     failed = states[10.0]
     assert failed.state == optuna.trial.TrialState.FAIL
-    assert "NonFiniteLossError" in failed.user_attrs[keys.TRIAL_FAIL_REASON]
+    assert "NonFiniteLossError" in failed.user_attrs[stored_names.TRIAL_FAIL_REASON]
     _, runs = trial_runs(document)
     statuses = {r.data.params["train.lr"]: r for r in runs}
     assert statuses["10.0"].info.status == "FAILED"
-    assert "NonFiniteLossError" in statuses["10.0"].data.tags[keys.TAG_FAIL_REASON]
+    assert "NonFiniteLossError" in statuses["10.0"].data.tags[stored_names.TAG_FAIL_REASON]
 
 
 def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
@@ -151,7 +156,7 @@ def test_pruner_stops_a_hopeless_trial(tmp_path: Path) -> None:
     run = next(r for r in runs if r.data.params["train.lr"] == "1e-09")
     assert run.info.status == "KILLED"
     # The pruned trial keeps the part of its curve it ran, as its run logged it.
-    kept = results.curve_of(hopeless)
+    kept = curve_of(hopeless)
     logged = curve(client, run.info.run_id)
     assert [(row["step"], row["accuracy"]) for row in kept] == logged
 
@@ -298,6 +303,6 @@ def test_retry_failed_runs_the_failed_trials_again_once_the_cause_is_fixed(
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.params["alds.rate"] for t in complete) == [0.0, 0.5]
-    assert all(keys.TRIAL_FAIL_REASON not in t.user_attrs for t in complete)
+    assert all(stored_names.TRIAL_FAIL_REASON not in t.user_attrs for t in complete)
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert all("trial_timeout" in t.user_attrs[keys.TRIAL_FAIL_REASON] for t in failed)
+    assert all("trial_timeout" in t.user_attrs[stored_names.TRIAL_FAIL_REASON] for t in failed)

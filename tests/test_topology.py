@@ -32,7 +32,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from orchestrator import keys, plan
+from orchestrator import plan, stored_names
 from orchestrator.config import load_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.servers import free_port, stop_process_group
@@ -284,19 +284,19 @@ def test_stack_topology_runs_a_sweep_on_postgres_and_an_mlflow_server(
             return {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
 
         by_trial = {
-            int(tags(run)[keys.TAG_TRIAL_NUMBER]): run
+            int(tags(run)[stored_names.TAG_TRIAL_NUMBER]): run
             for run in runs
-            if tags(run).get(keys.TAG_ROLE) == keys.ROLE_TRIAL
+            if tags(run).get(stored_names.TAG_ROLE) == stored_names.ROLE_TRIAL
         }
         assert sorted(by_trial) == sorted(t.number for t in trials)
         steps = list(range(config.imp.cycles + 2))  # dense, alds, one per IMP cycle
         for trial in trials:
             run = by_trial[trial.number]
             run_id = run["info"]["run_id"]
-            assert run_id == trial.user_attrs[keys.TRIAL_RUN_ID]
+            assert run_id == trial.user_attrs[stored_names.TRIAL_RUN_ID]
             assert run["info"]["status"] == "FINISHED"
-            parent = study.user_attrs[keys.STUDY_PARENT_RUN_ID]
-            assert tags(run)[keys.TAG_PARENT_RUN_ID] == parent
+            parent = study.user_attrs[stored_names.STUDY_PARENT_RUN_ID]
+            assert tags(run)[stored_names.TAG_PARENT_RUN_ID] == parent
             history = {
                 key: sorted(
                     _json(

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator import keys
+from orchestrator import stored_names
 from orchestrator.config import parse_config
 from orchestrator.testing.cli import run_sweep
 from orchestrator.testing.results import load_study, tracking_uri
 from orchestrator.testing.sweeps import sweep_document
-from orchestrator.tracking import (
+from orchestrator.tracking.runs import (
     SweepTracker,
     close_left_running,
     sweep_description,
@@ -47,17 +47,21 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {
         "client": client,
         "experiment": experiment,
-        "parent": next(r for r in runs if r.data.tags[keys.TAG_ROLE] == keys.ROLE_SWEEP),
-        "trials": [r for r in runs if r.data.tags[keys.TAG_ROLE] == keys.ROLE_TRIAL],
+        "parent": next(
+            r for r in runs if r.data.tags[stored_names.TAG_ROLE] == stored_names.ROLE_SWEEP
+        ),
+        "trials": [
+            r for r in runs if r.data.tags[stored_names.TAG_ROLE] == stored_names.ROLE_TRIAL
+        ],
         "study": study,
     }
 
 
 def test_experiment_opens_in_the_training_views_with_a_description(tracked: dict) -> None:
     tags = tracked["experiment"].tags
-    assert tags[keys.TAG_EXPERIMENT_KIND] == keys.EXPERIMENT_KIND_TRAINING
-    assert "`alds.rate`: choice 0.0, 0.5" in tags[keys.TAG_NOTE]
-    assert "orchestrate report" in tags[keys.TAG_NOTE]
+    assert tags[stored_names.TAG_EXPERIMENT_KIND] == stored_names.EXPERIMENT_KIND_TRAINING
+    assert "`alds.rate`: choice 0.0, 0.5" in tags[stored_names.TAG_NOTE]
+    assert "orchestrate report" in tags[stored_names.TAG_NOTE]
 
 
 def test_the_description_links_a_view_of_accuracy_against_weights_remaining(
@@ -68,9 +72,9 @@ def test_the_description_links_a_view_of_accuracy_against_weights_remaining(
         f"#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=orchestrate"
         "&workflowType=machine_learning&compareRunsMode=CHART"
     )
-    assert f"]({link})" in experiment.tags[keys.TAG_NOTE]
-    view = json.loads(experiment.tags[f"{keys.TAG_SHARED_VIEW_PREFIX}orchestrate"])
-    assert view["searchFilter"] == f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_TRIAL}'"
+    assert f"]({link})" in experiment.tags[stored_names.TAG_NOTE]
+    view = json.loads(experiment.tags[f"{stored_names.TAG_SHARED_VIEW_PREFIX}orchestrate"])
+    assert view["searchFilter"] == f"tags.`{stored_names.TAG_ROLE}` = '{stored_names.ROLE_TRIAL}'"
     assert view["selectedColumns"][:2] == ["params.`alds.rate`", "params.`alds.mode`"]
     lines = {
         (chart["metricSectionId"], chart["metricKey"], chart["selectedXAxisMetricKey"])
@@ -104,14 +108,16 @@ def test_runs_are_named_for_what_they_are_and_the_baseline_is_marked(tracked: di
     for run in tracked["trials"]:
         tags = run.data.tags
         baseline = run.info.run_name.startswith("IMP only")
-        assert tags[keys.TAG_ARM] == (keys.ARM_BASELINE if baseline else keys.ARM_ALDS)
-        assert tags[keys.TAG_CONFIG] == f"alds.mode={run.data.params['alds.mode']},alds.rate=" + (
-            "0.0" if baseline else "0.5"
+        assert tags[stored_names.TAG_ARM] == (
+            stored_names.ARM_BASELINE if baseline else stored_names.ARM_ALDS
         )
-        assert tags[keys.TAG_SOURCE_NAME] == "orchestrate · tracked"
+        assert tags[
+            stored_names.TAG_CONFIG
+        ] == f"alds.mode={run.data.params['alds.mode']},alds.rate=" + ("0.0" if baseline else "0.5")
+        assert tags[stored_names.TAG_SOURCE_NAME] == "orchestrate · tracked"
     # optuna-dashboard shows the same label on each trial.
-    arms = sorted(t.user_attrs[keys.TRIAL_ARM] for t in tracked["study"].trials)
-    assert arms == [keys.ARM_ALDS, keys.ARM_ALDS, keys.ARM_BASELINE]
+    arms = sorted(t.user_attrs[stored_names.TRIAL_ARM] for t in tracked["study"].trials)
+    assert arms == [stored_names.ARM_ALDS, stored_names.ARM_ALDS, stored_names.ARM_BASELINE]
 
 
 def test_parent_run_holds_the_fixed_config_and_the_sweeps_progress(tracked: dict) -> None:
@@ -124,7 +130,7 @@ def test_parent_run_holds_the_fixed_config_and_the_sweeps_progress(tracked: dict
     assert parent.data.metrics["trials_complete"] == 3
     assert parent.data.metrics["trials_fail"] == 0
     best = max(t.value for t in tracked["study"].trials)
-    assert parent.data.metrics[keys.SWEEP_METRIC_BEST] == pytest.approx(best)
+    assert parent.data.metrics[stored_names.SWEEP_METRIC_BEST] == pytest.approx(best)
     history = tracked["client"].get_metric_history(parent.info.run_id, "trials_complete")
     assert [m.value for m in sorted(history, key=lambda m: m.step)][-1] == 3
     assert len(history) >= 2  # logged while the sweep ran, not only at its end
@@ -136,7 +142,7 @@ def test_every_trial_records_the_data_it_trained_on(tracked: dict) -> None:
         (record,) = run.inputs.dataset_inputs
         assert record.dataset.name == "synthetic"
         tags = {tag.key: tag.value for tag in record.tags}
-        assert tags == {keys.INPUT_TAG_CONTEXT: keys.INPUT_CONTEXT_TRAIN}
+        assert tags == {stored_names.INPUT_TAG_CONTEXT: stored_names.INPUT_CONTEXT_TRAIN}
         profile = json.loads(record.dataset.profile)
         assert profile == {
             "train": 256,
@@ -178,7 +184,7 @@ def test_the_curves_show_what_alds_changes_in_either_mode(tracked: dict) -> None
         effective = _history(client, run.info.run_id, "params_effective")
         layer = _history(client, run.info.run_id, "remaining/classifier.1")
         assert effective[0] == nonzero[0] and layer[0] == 1.0  # dense: no zeros, full rank
-        if run.data.tags[keys.TAG_ARM] == keys.ARM_BASELINE:
+        if run.data.tags[stored_names.TAG_ARM] == stored_names.ARM_BASELINE:
             assert effective[1] == nonzero[1] == nonzero[0]
         elif run.data.params["alds.mode"] == "project":
             # Same shapes and no zeros, but each projected layer has a low rank per block.
@@ -192,11 +198,11 @@ def test_the_curves_show_what_alds_changes_in_either_mode(tracked: dict) -> None
 
 def test_each_run_says_which_phase_each_step_is(tracked: dict) -> None:
     for run in tracked["trials"]:
-        note = run.data.tags[keys.TAG_NOTE]
+        note = run.data.tags[stored_names.TAG_NOTE]
         assert "step 0: the dense-trained network" in note
         assert "steps 2–3: IMP cycles 1–2" in note
         mode = run.data.params["alds.mode"]
-        baseline = run.data.tags[keys.TAG_ARM] == keys.ARM_BASELINE
+        baseline = run.data.tags[stored_names.TAG_ARM] == stored_names.ARM_BASELINE
         compressed = "no ALDS" if baseline else f"ALDS at rate 0.5 ({mode} mode)"
         assert f"step 1: {compressed}" in note
         curve = tracked["client"].download_artifacts(run.info.run_id, "curve.csv")
@@ -207,20 +213,20 @@ def test_each_run_says_which_phase_each_step_is(tracked: dict) -> None:
 def test_alds_runs_name_their_imp_only_twin(tracked: dict) -> None:
     runs = {run.info.run_id: run for run in tracked["trials"]}
     twins = {
-        run.info.run_name: runs[run.data.tags[keys.TAG_TWIN_RUN_ID]].info.run_name
+        run.info.run_name: runs[run.data.tags[stored_names.TAG_TWIN_RUN_ID]].info.run_name
         for run in tracked["trials"]
-        if keys.TAG_TWIN_RUN_ID in run.data.tags
+        if stored_names.TAG_TWIN_RUN_ID in run.data.tags
     }
     # optuna-dashboard shows the same pairs.
     study_pairs = {
-        t.user_attrs[keys.TRIAL_RUN_ID]: t.user_attrs[keys.TRIAL_TWIN_RUN_ID]
+        t.user_attrs[stored_names.TRIAL_RUN_ID]: t.user_attrs[stored_names.TRIAL_TWIN_RUN_ID]
         for t in tracked["study"].trials
-        if keys.TRIAL_TWIN_RUN_ID in t.user_attrs
+        if stored_names.TRIAL_TWIN_RUN_ID in t.user_attrs
     }
     assert study_pairs == {
-        run.info.run_id: run.data.tags[keys.TAG_TWIN_RUN_ID]
+        run.info.run_id: run.data.tags[stored_names.TAG_TWIN_RUN_ID]
         for run in tracked["trials"]
-        if keys.TAG_TWIN_RUN_ID in run.data.tags
+        if stored_names.TAG_TWIN_RUN_ID in run.data.tags
     }
     # The ALDS mode means nothing at rate 0: both modes share the one twin.
     twin = "IMP only · prune 0.5 · mode project · seed 0"
@@ -240,11 +246,11 @@ def test_parent_run_holds_the_sweeps_comparison_figure(tracked: dict) -> None:
 def test_an_existing_experiment_is_opened_in_the_training_views(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    made = client.create_experiment("older", tags={keys.TAG_NOTE: "kept"})
+    made = client.create_experiment("older", tags={stored_names.TAG_NOTE: "kept"})
     SweepTracker(uri, parse_config({"name": "older"}))
     tags = client.get_experiment(made).tags
-    assert tags[keys.TAG_EXPERIMENT_KIND] == keys.EXPERIMENT_KIND_TRAINING
-    assert tags[keys.TAG_NOTE] == "kept"  # a description someone wrote stays
+    assert tags[stored_names.TAG_EXPERIMENT_KIND] == stored_names.EXPERIMENT_KIND_TRAINING
+    assert tags[stored_names.TAG_NOTE] == "kept"  # a description someone wrote stays
 
 
 def test_run_names_and_description_of_a_sampled_sweep() -> None:
@@ -287,7 +293,7 @@ def test_runs_left_running_by_stopped_workers_are_ended_killed(tmp_path: Path) -
     parent = client.create_run(experiment).info.run_id
 
     def child(worker: str) -> str:
-        tags = {keys.TAG_PARENT_RUN_ID: parent, keys.TAG_WORKER: worker}
+        tags = {stored_names.TAG_PARENT_RUN_ID: parent, stored_names.TAG_WORKER: worker}
         return client.create_run(experiment, tags=tags).info.run_id
 
     stopped, finished, elsewhere = child("here:1"), child("here:2"), child("there:3")
@@ -296,8 +302,8 @@ def test_runs_left_running_by_stopped_workers_are_ended_killed(tmp_path: Path) -
     assert closed == [stopped]
     run = client.get_run(stopped)
     assert run.info.status == "KILLED"
-    assert run.data.tags[keys.TAG_STATE] == "FAIL"
-    assert run.data.tags[keys.TAG_FAIL_REASON] == "interrupted"
+    assert run.data.tags[stored_names.TAG_STATE] == "FAIL"
+    assert run.data.tags[stored_names.TAG_FAIL_REASON] == "interrupted"
     # A finished run, and a run of a worker that may still be running elsewhere, are left.
     assert client.get_run(finished).info.status == "FINISHED"
     assert client.get_run(elsewhere).info.status == "RUNNING"

@@ -12,7 +12,7 @@ from torch import nn
 import models
 from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
 from orchestrator.data import DEBIAN_FASHION_MNIST, ImageSplit, load
-from orchestrator.training import (
+from orchestrator.trial.training import (
     CHECK_EVERY,
     Evaluation,
     NonFiniteLossError,

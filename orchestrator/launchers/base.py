@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import optuna
     from rich.console import Console, RenderableType
 
-    from orchestrator.sweep import Prepared
+    from orchestrator.execution.sweep import Prepared
 
 __all__ = ["Launcher", "Option", "Outcome"]
 

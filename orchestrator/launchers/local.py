@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator import keys
+from orchestrator import stored_names
 from orchestrator.config import SweepConfig
 from orchestrator.exit_codes import INTERRUPTED
 from orchestrator.launchers.base import Launcher, Outcome
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
-    from orchestrator.sweep import Prepared
+    from orchestrator.execution.sweep import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class LocalLauncher(Launcher):
         self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
     ) -> Outcome:
         """Supervise one worker per slot until the queue is done or a signal stops them."""
-        from orchestrator import counts, sweep
+        from orchestrator.execution import sweep
+        from orchestrator.study import counts
 
         execution = self.config.execution
         slots = device_slots(execution.devices, execution.workers_per_device)
@@ -185,7 +186,7 @@ class Supervisor:
             slot, self.study.study_name, self.storage_url, self.tracking_uri, self.threads
         )
         self.processes[slot] = process
-        self.started.add(keys.worker_label(socket.gethostname(), process.pid))
+        self.started.add(stored_names.worker_label(socket.gethostname(), process.pid))
 
     STOPPING = (
         "stopping: running trials stop at their next training iteration and are requeued "
@@ -211,11 +212,12 @@ class Supervisor:
         """A worker exited with an error: fail its trials now (no heartbeat wait)."""
         from optuna.trial import TrialState
 
-        from orchestrator import queue, tracking
+        from orchestrator import tracking
+        from orchestrator.study import queue
 
-        label = keys.worker_label(socket.gethostname(), process.pid)
+        label = stored_names.worker_label(socket.gethostname(), process.pid)
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get(keys.TRIAL_WORKER) == label:
+            if trial.user_attrs.get(stored_names.TRIAL_WORKER) == label:
                 reason = f"worker {label} exited with code {process.returncode}"
                 # A worker stopped by the user's second signal did nothing wrong.
                 limit = None if self.signals else self.config.execution.max_retries
@@ -238,7 +240,7 @@ class Supervisor:
 
     def run(self, show: Callable[[dict[str, Any]], None] = lambda rows: None) -> int:
         """Supervise until every worker has exited; returns how many ended with an error."""
-        from orchestrator import progress
+        from orchestrator.execution import progress
 
         for slot in self.slots:
             self._start(slot)
@@ -278,8 +280,8 @@ class Supervisor:
         (``sweep.follow``: :func:`tracking.close_left_running`)."""
         from optuna.trial import TrialState
 
-        from orchestrator import queue
+        from orchestrator.study import queue
 
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get(keys.TRIAL_WORKER) in self.started:
+            if trial.user_attrs.get(stored_names.TRIAL_WORKER) in self.started:
                 queue.fail_and_requeue(self.study, trial, "interrupted", max_retries=None)

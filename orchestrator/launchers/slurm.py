@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator import keys, workspace
+from orchestrator import stored_names, workspace
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.launchers.base import Launcher, Option, Outcome
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator.sweep import Prepared
+    from orchestrator.execution.sweep import Prepared
 
 POLL_SECONDS = 5.0
 logger = logging.getLogger(__name__)
@@ -275,12 +275,13 @@ def cancel_and_requeue(
             raise ConfigError(f"Slurm tasks of {still} still active after {timeout:.0f} s")
     from optuna.trial import TrialState
 
-    from orchestrator import queue, tracking
+    from orchestrator import tracking
+    from orchestrator.study import queue
 
     ours = tuple(f"{job}_" for job in jobs)
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        task = trial.user_attrs.get(keys.TRIAL_TASK, "")
+        task = trial.user_attrs.get(stored_names.TRIAL_TASK, "")
         if (task in jobs or task.startswith(ours)) and queue.fail_and_requeue(
             study, trial, CANCELLED_REASON, max_retries=None, on_failed=tracking.close_trial_run
         ):
@@ -325,7 +326,7 @@ class SlurmTasks:
 
     def run(self, show: Callable[[dict[str, Any]], None] = lambda rows: None) -> int:
         """Follow until every task has ended; returns how many ended in a failed state."""
-        from orchestrator import progress
+        from orchestrator.execution import progress
 
         seen: dict[str, Task] = {}
         while not self.signals:
@@ -350,7 +351,7 @@ def tasks_table(tasks: Sequence[Task], jobs: Sequence[str], study: optuna.Study)
     from rich.table import Table
 
     running = {
-        t.user_attrs.get(keys.TRIAL_TASK): t.number
+        t.user_attrs.get(stored_names.TRIAL_TASK): t.number
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     }
     table = Table(title=f"Slurm job(s) {', '.join(jobs)}")
@@ -411,7 +412,8 @@ class SlurmLauncher(Launcher):
         self, prepared: Prepared, console: Console, *, wait: bool, sweep_file: Path
     ) -> Outcome:
         """Submit the job array; with ``wait``, follow it until no task is active."""
-        from orchestrator import counts, sweep
+        from orchestrator.execution import sweep
+        from orchestrator.study import counts
 
         warning = tracking_warning(self.config, prepared.tracking_uri)
         if warning:

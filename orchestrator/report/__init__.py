@@ -15,9 +15,8 @@ from typing import Any
 
 import optuna
 
-from orchestrator import keys, plan, results, snapshot
+from orchestrator import plan, stored_names
 from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.counts import count_states
 from orchestrator.report import tables
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.render import present, write
@@ -38,7 +37,9 @@ from orchestrator.report.sources import (
     read_trials,
     twin_label,
 )
-from orchestrator.tracking import resolve_pending
+from orchestrator.study import growth, snapshot
+from orchestrator.study.counts import count_states
+from orchestrator.tracking.runs import resolve_pending
 
 __all__ = [
     "FORMATS",
@@ -92,7 +93,7 @@ def build(
             *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
             *tables.collapse_notes(computed["layers"]),
             *tables.planner_note(computed["endpoint"], halfwidth),
-            *_growth_notes(read.left_out, results.provenance(read.asked)),
+            *_growth_notes(read.left_out, growth.provenance(read.asked)),
         ],
         tables=computed,
         figures=_draw(inputs, read.title),
@@ -143,7 +144,7 @@ def _read(
         curves = Curves()
     else:  # a reader held across reads: Optuna's cache reads what changed since
         stored = study.get_trials(deepcopy=False)
-    asked = results.in_sweep(config, stored)
+    asked = growth.in_sweep(config, stored)
     trials = read_trials(asked, study, params)
     if trials.empty:
         raise ConfigError(
@@ -153,14 +154,14 @@ def _read(
     # The trials table names its column of run ids as the attribute it holds.
     runs = {
         int(number): run_id
-        for number, run_id in zip(trials["number"], trials[keys.TRIAL_RUN_ID], strict=True)
+        for number, run_id in zip(trials["number"], trials[stored_names.TRIAL_RUN_ID], strict=True)
         if isinstance(run_id, str)
     }
-    parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+    parent = study.user_attrs.get(stored_names.STUDY_PARENT_RUN_ID)
     resolved = resolve_pending(client, parent, runs)
     if resolved != runs:
         runs = resolved
-        trials[keys.TRIAL_RUN_ID] = trials["number"].map(lambda n: runs.get(int(n)))
+        trials[stored_names.TRIAL_RUN_ID] = trials["number"].map(lambda n: runs.get(int(n)))
     steps, missing = curves.read(asked, runs, client)
     if runs and len(missing) == len(runs):
         raise ConfigError(
@@ -229,7 +230,10 @@ def _growth_notes(left_out: int, provenance: dict[str, set[str]]) -> list[str]:
             f"{left_out} trial(s) of the study are left out: earlier versions of the YAML asked "
             "for them (another seed, configuration or field value)"
         )
-    names = {keys.TRIAL_PACKAGE_VERSION: "package", keys.TRIAL_RESULTS_VERSION: "results"}
+    names = {
+        stored_names.TRIAL_PACKAGE_VERSION: "package",
+        stored_names.TRIAL_RESULTS_VERSION: "results",
+    }
     for attribute, name in names.items():
         if len(provenance[attribute]) > 1:
             versions = ", ".join(sorted(provenance[attribute]))

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator import keys
+from orchestrator import stored_names
 from orchestrator.report.schema import METRICS
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def in_order(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def _own_keys(metrics: Iterable[str]) -> list[str]:
-    prefix = keys.layer_remaining("")
+    prefix = stored_names.layer_remaining("")
     return [key for key in metrics if key.startswith(prefix)]
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.counts import finished_count
 from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
+from orchestrator.study.counts import finished_count
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -16,12 +16,12 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys, plan, results
+from orchestrator import curve, plan, stored_names
 from orchestrator.config import ConfigError, describe_params
 from orchestrator.curve import POSITION
 from orchestrator.report.histories import in_order, read_steps, steps_frame
 from orchestrator.report.schema import is_missing, plain
-from orchestrator.tracking import check_reachable
+from orchestrator.tracking.runs import check_reachable
 from orchestrator.workspace import sqlite_file
 
 __all__ = [
@@ -43,7 +43,7 @@ def open_tracking(study: optuna.Study, tracking_uri: str | None) -> tuple[Any, s
     """
     from mlflow import MlflowClient
 
-    uri = tracking_uri or study.user_attrs.get(keys.STUDY_TRACKING_URI)
+    uri = tracking_uri or study.user_attrs.get(stored_names.STUDY_TRACKING_URI)
     if not uri:
         raise ConfigError(
             f"study '{study.study_name}' records no MLflow tracking URI (no sweep has run on "
@@ -77,30 +77,32 @@ def read_trials(
         values = trial.values or [math.nan] * len(names)
         start, end = trial.datetime_start, trial.datetime_complete
         # A queued trial (or one claimed but not started) has only its enqueued parameters.
-        chosen = trial.params or trial.system_attrs.get(keys.TRIAL_FIXED_PARAMS, {})
+        chosen = trial.params or trial.system_attrs.get(stored_names.TRIAL_FIXED_PARAMS, {})
         rows.append(
             {
                 "number": trial.number,
                 "state": trial.state.name,
-                "seed": trial.user_attrs.get(keys.TRIAL_SEED),
+                "seed": trial.user_attrs.get(stored_names.TRIAL_SEED),
                 **{path: chosen.get(path, math.nan) for path in params},
                 plan.CONTROL: chosen.get(plan.CONTROL),
                 **{f"value:{name}": value for name, value in zip(names, values, strict=True)},
-                "reported_step": trial.user_attrs.get(keys.TRIAL_STEP),
+                "reported_step": trial.user_attrs.get(stored_names.TRIAL_STEP),
                 "datetime_start": start.isoformat() if start else None,
                 "datetime_complete": end.isoformat() if end else None,
                 "duration_s": (end - start).total_seconds() if start and end else math.nan,
                 "elapsed_s": (now - start).total_seconds()
                 if start and trial.state == TrialState.RUNNING
                 else math.nan,
-                "worker": trial.user_attrs.get(keys.TRIAL_WORKER),
-                "device": trial.user_attrs.get(keys.TRIAL_DEVICE),
-                keys.TRIAL_RUN_ID: trial.user_attrs.get(keys.TRIAL_RUN_ID),
-                "retry_of": trial.system_attrs.get(keys.TRIAL_FAILED_TRIAL),
-                "fail_reason": trial.user_attrs.get(keys.TRIAL_FAIL_REASON),
-                keys.TRIAL_KEY: trial.user_attrs.get(keys.TRIAL_KEY),
-                keys.TRIAL_REUSED_FROM: trial.user_attrs.get(keys.TRIAL_REUSED_FROM),
-                "reused_trial": trial.user_attrs.get(keys.TRIAL_REUSED_TRIAL),
+                "worker": trial.user_attrs.get(stored_names.TRIAL_WORKER),
+                "device": trial.user_attrs.get(stored_names.TRIAL_DEVICE),
+                stored_names.TRIAL_RUN_ID: trial.user_attrs.get(stored_names.TRIAL_RUN_ID),
+                "retry_of": trial.system_attrs.get(stored_names.TRIAL_FAILED_TRIAL),
+                "fail_reason": trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON),
+                stored_names.TRIAL_KEY: trial.user_attrs.get(stored_names.TRIAL_KEY),
+                stored_names.TRIAL_REUSED_FROM: trial.user_attrs.get(
+                    stored_names.TRIAL_REUSED_FROM
+                ),
+                "reused_trial": trial.user_attrs.get(stored_names.TRIAL_REUSED_TRIAL),
             }
         )
     return pd.DataFrame(rows)
@@ -111,9 +113,9 @@ class Curves:
     allow and kept across reads.
 
     A trial that has ended (complete, pruned or failed) kept its curve in the study, one record
-    (:data:`keys.TRIAL_CURVE`) that comes with the trials themselves: no MLflow call. The rest
-    (running trials, and trials that ended under a version that kept none) are read from their
-    MLflow runs, in bulk (:func:`histories.read_steps`). An ended trial's curve never changes,
+    (:data:`stored_names.TRIAL_CURVE`) that comes with the trials themselves: no MLflow call.
+    The rest (running trials, and trials that ended under a version that kept none) are read
+    from their MLflow runs, in bulk (:func:`histories.read_steps`). An ended trial's curve never changes,
     so one instance held across reads (the sweep's parent, refreshing its figures) reads each
     once: a read costs the trials that changed since the last, not the sweep.
     """
@@ -144,9 +146,9 @@ class Curves:
             if number in self._read:
                 continue
             if trial.state in _ENDED:
-                record = trial.system_attrs.get(keys.TRIAL_CURVE)
+                record = trial.system_attrs.get(stored_names.TRIAL_CURVE)
                 if record is not None:
-                    kept.add(number, results.curve_record(record))
+                    kept.add(number, curve.curve_record(record))
                     self._read.add(number)
                 elif number in runs:
                     ended[number] = runs[number]
@@ -179,7 +181,7 @@ class _Columns:
         self.length = 0
 
     def add(self, trial: int, record: Mapping[str, Any]) -> None:
-        """One trial's kept curve (:func:`results.curve_record`): its measurements, by step."""
+        """One trial's kept curve (:func:`curve.curve_record`): its measurements, by step."""
         names, rows = record["columns"], record["rows"]
         if not rows:
             return

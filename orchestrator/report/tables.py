@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator import keys, plan
+from orchestrator import plan, stored_names
 from orchestrator.curve import LEVEL_SLACK, curve_points, mean_between, value_at_sparsity
 from orchestrator.report import statistics
 from orchestrator.report.schema import (
@@ -760,7 +760,7 @@ def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
     per-layer compression in factorize mode; 1 in project mode, whose low-rank weights are
     stored as full matrices (and regain full rank in the fine-tuning).
     """
-    prefix = keys.layer_remaining("")
+    prefix = stored_names.layer_remaining("")
     layers = [c for c in steps if isinstance(c, str) and c.startswith(prefix)]
     columns = ["config", "baseline", "step", "sparsity", "layer", *_LAYER]
     if steps.empty or not layers:
@@ -1136,9 +1136,9 @@ def _trial_columns(report: Report) -> list[Column]:
         *_outcome(),
         Column("compression (×)", "compression_ratio", "ratio"),
         Column("duration (s)", "duration_s", "seconds"),
-        Column("MLflow run", keys.TRIAL_RUN_ID, paper=False),
-        Column("trial key", keys.TRIAL_KEY, paper=False),
-        Column("reused from (run)", keys.TRIAL_REUSED_FROM, paper=False),
+        Column("MLflow run", stored_names.TRIAL_RUN_ID, paper=False),
+        Column("trial key", stored_names.TRIAL_KEY, paper=False),
+        Column("reused from (run)", stored_names.TRIAL_REUSED_FROM, paper=False),
         Column("note", "note", paper=False, limit=NOTE_LIMIT),
     ]
 

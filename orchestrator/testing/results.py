@@ -19,9 +19,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys, workspace
-from orchestrator import study as studies
+from orchestrator import stored_names, workspace
 from orchestrator.config import parse_config
+from orchestrator.study import study as studies
 
 __all__ = [
     "completed_once",
@@ -99,8 +99,8 @@ def running_at_step(
     Args:
         study_name: the study.
         storage: its storage URL.
-        step: the least step the trial has reported (its ``keys.TRIAL_STEP``).
-        exclude_worker: skip the trials of this worker (a ``keys.worker_label``).
+        step: the least step the trial has reported (its ``stored_names.TRIAL_STEP``).
+        exclude_worker: skip the trials of this worker (a ``stored_names.worker_label``).
 
     Returns:
         The first such trial, or None (also while the sweep has not created the study yet).
@@ -110,8 +110,8 @@ def running_at_step(
     except KeyError:  # the sweep has not created it yet
         return None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(keys.TRIAL_WORKER)
-        if trial.user_attrs.get(keys.TRIAL_STEP, -1) >= step and worker != exclude_worker:
+        worker = trial.user_attrs.get(stored_names.TRIAL_WORKER)
+        if trial.user_attrs.get(stored_names.TRIAL_STEP, -1) >= step and worker != exclude_worker:
             return trial
     return None
 
@@ -127,26 +127,29 @@ def completed_once(trials: Iterable[FrozenTrial]) -> Counter:
         (sorted parameter items, seed) → the number of its COMPLETE trials.
     """
     return Counter(
-        (tuple(sorted(t.params.items())), t.user_attrs[keys.TRIAL_SEED])
+        (tuple(sorted(t.params.items())), t.user_attrs[stored_names.TRIAL_SEED])
         for t in trials
         if t.state == TrialState.COMPLETE
     )
 
 
-def runs_of(client: MlflowClient, experiment: str, role: str = keys.ROLE_TRIAL) -> list[Run]:
+def runs_of(
+    client: MlflowClient, experiment: str, role: str = stored_names.ROLE_TRIAL
+) -> list[Run]:
     """A sweep's runs of one role.
 
     Args:
         client: a client of the sweep's tracking store.
         experiment: the experiment's name (the sweep's).
-        role: ``keys.ROLE_TRIAL`` (a run per trial) or ``keys.ROLE_SWEEP`` (the parent).
+        role: ``stored_names.ROLE_TRIAL`` (a run per trial) or ``stored_names.ROLE_SWEEP``
+            (the parent).
 
     Returns:
         Every such run of the experiment.
     """
     found = client.get_experiment_by_name(experiment)
     return client.search_runs(
-        [found.experiment_id], f"tags.`{keys.TAG_ROLE}` = '{role}'", max_results=1000
+        [found.experiment_id], f"tags.`{stored_names.TAG_ROLE}` = '{role}'", max_results=1000
     )
 
 
@@ -155,7 +158,7 @@ def curve(client: MlflowClient, run_id: str, key: str = "accuracy") -> list[tupl
 
     Args:
         client: a client of the run's tracking store.
-        run_id: the run (a trial's ``keys.TRIAL_RUN_ID``).
+        run_id: the run (a trial's ``stored_names.TRIAL_RUN_ID``).
         key: the metric.
 
     Returns:

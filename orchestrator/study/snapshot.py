@@ -23,7 +23,7 @@ import optuna
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import FrozenTrial
 
-from orchestrator import keys
+from orchestrator import stored_names
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def trials(study: optuna.Study, *, curves: bool = False) -> list[FrozenTrial]:
 
     Args:
         study: a study on any storage.
-        curves: also read each ended trial's kept curve (:data:`keys.TRIAL_CURVE`), as the
+        curves: also read each ended trial's kept curve (:data:`stored_names.TRIAL_CURVE`), as the
             stored text (``results.curve_record`` reads it).
 
     Returns:
@@ -111,7 +111,7 @@ def _read(database: optuna.storages.RDBStorage, study_id: int, curves: bool) -> 
         system.trial_id,
         system.key,
         system.value_json,
-        where=None if curves else system.key != keys.TRIAL_CURVE,
+        where=None if curves else system.key != stored_names.TRIAL_CURVE,
     )
 
     by_id: dict[int, dict[str, Any]] = {
@@ -132,7 +132,7 @@ def _read(database: optuna.storages.RDBStorage, study_id: int, curves: bool) -> 
         # A kept curve stays text (``results.curve_record`` reads either): decoded, a large
         # sweep's curves would hold millions of numbers in memory as objects.
         text = row.value_json
-        decoded = text if row.key == keys.TRIAL_CURVE else json.loads(text)
+        decoded = text if row.key == stored_names.TRIAL_CURVE else json.loads(text)
         by_id[row.trial_id]["system"][row.key] = decoded
     built = []
     for row in sorted(found, key=lambda r: r.number):

@@ -73,6 +73,9 @@ TRIAL_CURVE = "orchestrate:curve"
 
 # MLflow run tags
 
+# A run created while the tracking server is unreachable has a provisional id with this prefix
+# until the outbox sends it (a trial's TRIAL_RUN_ID may hold one meanwhile).
+PENDING_RUN_ID = "pending-"
 TAG_ROLE = "orchestrate.role"
 ROLE_SWEEP = "sweep"
 ROLE_TRIAL = "trial"

@@ -20,16 +20,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import keys
 from orchestrator import plan as plans
-from orchestrator.config import SweepConfig
+from orchestrator import stored_names
+from orchestrator.config import PerConfig, SweepConfig
+from orchestrator.trial import identity
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 KeysOf = Callable[[Mapping[str, Any], int], Sequence[str]]
 """``keys_of(params, seed)``: the keys whose results stand for that trial
-(:func:`results.acceptable_keys`)."""
+(:func:`identity.acceptable_keys`)."""
 
 __all__ = ["Growth", "KeysOf", "assess"]
 
@@ -123,17 +124,17 @@ def assess(
     pending: set[tuple[str, Any]] = set()
     waiting_placeholders = 0
     for trial in trials:
-        key = trial.user_attrs.get(keys.TRIAL_KEY)
-        chosen = trial.params or trial.system_attrs.get(keys.TRIAL_FIXED_PARAMS)
+        key = trial.user_attrs.get(stored_names.TRIAL_KEY)
+        chosen = trial.params or trial.system_attrs.get(stored_names.TRIAL_FIXED_PARAMS)
         if trial.state.name == "COMPLETE":
             growth.finished_before += 1
         if trial.state.name in ("WAITING", "RUNNING"):
             if chosen:
-                pending.add((_text(chosen), trial.user_attrs.get(keys.TRIAL_SEED)))
-            elif keys.TRIAL_SLOT in trial.user_attrs:
+                pending.add((_text(chosen), trial.user_attrs.get(stored_names.TRIAL_SEED)))
+            elif stored_names.TRIAL_SLOT in trial.user_attrs:
                 waiting_placeholders += 1
         elif key is None and chosen and keyless_match:
-            where = (_text(chosen), trial.user_attrs.get(keys.TRIAL_SEED))
+            where = (_text(chosen), trial.user_attrs.get(stored_names.TRIAL_SEED))
             if trial.state.name == "COMPLETE" or where not in keyless:
                 keyless[where] = trial
         elif key is not None and trial.state.name != "COMPLETE":
@@ -181,7 +182,7 @@ def _sampled(
     known = {_text(p) for p in fixed}
     found: dict[str, dict[str, Any]] = {}
     for trial in sorted(trials, key=lambda t: t.number):
-        if keys.TRIAL_SLOT not in trial.user_attrs or not trial.params:
+        if stored_names.TRIAL_SLOT not in trial.user_attrs or not trial.params:
             continue
         text = _text(trial.params)
         if text not in known and plans.asks_for(config, trial.params):
@@ -201,13 +202,13 @@ def _attributes(
 ) -> dict[str, Any]:
     """A queued trial's user attributes: its seed, and what the live display and counts tell
     apart (a repeat of a sampled configuration, a twin of one or a control of that twin)."""
-    attributes: dict[str, Any] = {keys.TRIAL_SEED: seed}
+    attributes: dict[str, Any] = {stored_names.TRIAL_SEED: seed}
     text = _text(plans.without_control(params))  # a twin's control counts as the twin
     # The sampled trial is not known by number here: -1 marks the kind (counts.twins).
     if text in twins:
-        attributes[keys.TRIAL_TWIN_OF] = -1
+        attributes[stored_names.TRIAL_TWIN_OF] = -1
     elif text in sampled:
-        attributes[keys.TRIAL_REPEAT_OF] = -1
+        attributes[stored_names.TRIAL_REPEAT_OF] = -1
     return attributes
 
 
@@ -220,3 +221,76 @@ def _unique(configurations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def _text(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True)
+
+
+def asks_for(config: SweepConfig, trial: FrozenTrial) -> bool:
+    """Whether the sweep's YAML, as it is now, asks for ``trial``: its seed is one of the
+    sweep's, its configuration one it plans (:func:`plan.asks_for`), and a trial that ran has
+    the key this YAML gives it (a change of ``train.lr`` leaves every earlier trial out).
+
+    A placeholder the sampler is still to fill belongs to the sweep.
+    """
+    if trial.user_attrs.get(stored_names.TRIAL_SEED) not in config.seeds:
+        return False
+    params = trial.params or trial.system_attrs.get(stored_names.TRIAL_FIXED_PARAMS)
+    if not params:
+        return stored_names.TRIAL_SLOT in trial.user_attrs
+    if not plans.asks_for(config, params):
+        return False
+    key = trial.user_attrs.get(stored_names.TRIAL_KEY)
+    digest = trial.user_attrs.get(stored_names.TRIAL_DATA_DIGEST)
+    if key is None or digest is None:
+        return key is None  # queued, or claimed but not yet keyed
+    return key in identity.acceptable_keys(
+        config,
+        params,
+        trial.user_attrs[stored_names.TRIAL_SEED],
+        device=trial.user_attrs.get(stored_names.TRIAL_DEVICE_CLASS, "cpu"),
+        data=digest,
+    )
+
+
+def in_sweep(config: SweepConfig, trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials the sweep's YAML asks for (:func:`asks_for`), each result once: of two
+    COMPLETE trials with one key (two workers that raced), the first."""
+    decided = _decided(config)
+    seen: set[str] = set()
+    kept = []
+    for trial in trials:
+        if trial.state.is_finished():
+            mark = (trial._trial_id, trial.number, trial.datetime_start)
+            belongs = decided.get(mark)
+            if belongs is None:
+                belongs = decided[mark] = asks_for(config, trial)
+        else:
+            belongs = asks_for(config, trial)
+        if not belongs:
+            continue
+        key = trial.user_attrs.get(stored_names.TRIAL_KEY)
+        if trial.state.name == "COMPLETE" and key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(trial)
+    return kept
+
+
+# Whether a finished trial belongs to a config's sweep, by config: a finished trial never
+# changes, and the live display and the parent's figures ask again every few seconds, of
+# every trial (a key is a hash of the whole config, 0.1 ms).
+_decided: PerConfig[dict[tuple, bool]] = PerConfig(lambda config: {}, limit=8)
+
+
+def provenance(trials: Iterable[FrozenTrial]) -> dict[str, set[str]]:
+    """The package versions and results versions the COMPLETE ``trials`` were computed with."""
+    found: dict[str, set[str]] = {
+        stored_names.TRIAL_PACKAGE_VERSION: set(),
+        stored_names.TRIAL_RESULTS_VERSION: set(),
+    }
+    for trial in trials:
+        if trial.state.name != "COMPLETE":
+            continue
+        for name, values in found.items():
+            if name in trial.user_attrs:
+                values.add(str(trial.user_attrs[name]))
+    return found

@@ -22,9 +22,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
-from orchestrator import keys, stopping
+from orchestrator import stopping, stored_names
 
-PENDING = "pending-"
 logger = logging.getLogger(__name__)
 
 __all__ = ["Outbox", "replay_spool"]
@@ -56,7 +55,7 @@ class Outbox:
 
     def create_run(self, experiment_id: str, tags: dict[str, str], run_name: str) -> str:
         """A run id: the real one, or a provisional one while the server is away."""
-        run_id = f"{PENDING}{uuid.uuid4().hex}"
+        run_id = f"{stored_names.PENDING_RUN_ID}{uuid.uuid4().hex}"
         self._submit(
             {
                 "op": "create_run",
@@ -201,7 +200,8 @@ class Outbox:
                 shutil.rmtree(Path(call["path"]).parent, ignore_errors=True)
         elif op == "log_input":
             dataset = DatasetInput(
-                Dataset(**call["dataset"]), tags=[InputTag(keys.INPUT_TAG_CONTEXT, call["context"])]
+                Dataset(**call["dataset"]),
+                tags=[InputTag(stored_names.INPUT_TAG_CONTEXT, call["context"])],
             )
             self.client.log_inputs(run_id, datasets=[dataset])
         elif op == "set_terminated":

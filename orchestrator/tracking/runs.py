@@ -25,7 +25,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from orchestrator import keys, plan, runs_view, workspace
+from orchestrator import plan, stored_names, workspace
 from orchestrator.config import (
     ConfigError,
     SweepConfig,
@@ -33,8 +33,9 @@ from orchestrator.config import (
     describe_params,
     flatten,
 )
-from orchestrator.counts import finished_count
-from orchestrator.outbox import PENDING, Outbox
+from orchestrator.study.counts import finished_count
+from orchestrator.tracking import runs_view
+from orchestrator.tracking.outbox import Outbox
 
 if TYPE_CHECKING:
     import optuna
@@ -119,12 +120,12 @@ def trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, str]:
     while True:
         page = client.search_runs(
             [parent.info.experiment_id],
-            f"tags.`{keys.TAG_PARENT_RUN_ID}` = '{parent_run_id}'",
+            f"tags.`{stored_names.TAG_PARENT_RUN_ID}` = '{parent_run_id}'",
             max_results=1000,
             page_token=token,
         )
         for run in page:
-            number = run.data.tags.get(keys.TAG_TRIAL_NUMBER)
+            number = run.data.tags.get(stored_names.TAG_TRIAL_NUMBER)
             if number is not None:
                 start = run.info.start_time or 0
                 if int(number) not in found or found[int(number)][0] < start:
@@ -140,7 +141,7 @@ def close_left_running(
     """End the parent's child runs still RUNNING that ``workers`` started: KILLED, tagged
     failed with ``reason``.
 
-    ``workers`` are labels (:func:`keys.worker_label`) of processes that have exited; a
+    ``workers`` are labels (:func:`stored_names.worker_label`) of processes that have exited; a
     worker killed in the middle of a call, or whose closing call never reached the server,
     leaves no run RUNNING. Other workers' runs are left alone (they may still run).
 
@@ -156,15 +157,15 @@ def close_left_running(
     while True:
         page = client.search_runs(
             [experiment],
-            f"tags.`{keys.TAG_PARENT_RUN_ID}` = '{parent_run_id}' "
+            f"tags.`{stored_names.TAG_PARENT_RUN_ID}` = '{parent_run_id}' "
             "and attributes.status = 'RUNNING'",
             max_results=1000,
             page_token=token,
         )
         for run in page:
-            if run.data.tags.get(keys.TAG_WORKER) in workers:
-                client.set_tag(run.info.run_id, keys.TAG_STATE, "FAIL")
-                client.set_tag(run.info.run_id, keys.TAG_FAIL_REASON, reason)
+            if run.data.tags.get(stored_names.TAG_WORKER) in workers:
+                client.set_tag(run.info.run_id, stored_names.TAG_STATE, "FAIL")
+                client.set_tag(run.info.run_id, stored_names.TAG_FAIL_REASON, reason)
                 client.set_terminated(run.info.run_id, "KILLED")
                 closed.append(run.info.run_id)
         token = page.token
@@ -177,10 +178,15 @@ def resolve_pending(
 ) -> dict[int, str | None]:
     """``runs`` (trial number → run id, as the study recorded them) with each provisional id
     of a run created during a tracking outage replaced by the run's real id."""
-    if not parent_run_id or not any(r and r.startswith(PENDING) for r in runs.values()):
+    if not parent_run_id or not any(
+        r and r.startswith(stored_names.PENDING_RUN_ID) for r in runs.values()
+    ):
         return dict(runs)
     created = trial_runs(client, parent_run_id)
-    return {n: created.get(n, r) if r and r.startswith(PENDING) else r for n, r in runs.items()}
+    return {
+        n: created.get(n, r) if r and r.startswith(stored_names.PENDING_RUN_ID) else r
+        for n, r in runs.items()
+    }
 
 
 def trial_run_name(trial_config: SweepConfig, params: Mapping[str, Any], seed: int) -> str:
@@ -244,20 +250,23 @@ def trial_description(trial_config: SweepConfig) -> str:
         f"pruning {imp.prune_fraction:g} per cycle, rewind `{imp.rewind}`",
         "",
         "Against sparsity: this run's figure is the artifact "
-        f"`{keys.ARTIFACT_TRIAL_FIGURE}`; in the chart view set a line chart's x-axis to the "
-        "metric `remaining`. `params_effective` and `flops_effective` count each weight in "
+        f"`{stored_names.ARTIFACT_TRIAL_FIGURE}`; in the chart view set a line chart's x-axis to "
+        "the metric `remaining`. `params_effective` and `flops_effective` count each weight in "
         "its cheaper exact form (nonzeros, or rank factors); `remaining/<layer>` is a layer's "
-        f"share left. Per-step table with the phases: `{keys.ARTIFACT_CURVE}.csv`.",
+        f"share left. Per-step table with the phases: `{stored_names.ARTIFACT_CURVE}.csv`.",
     ]
     return "\n".join(lines)
 
 
 def _source_tags(config: SweepConfig) -> dict[str, str]:
     """The standard source tags, so MLflow's Source column says what made the run."""
-    tags = {keys.TAG_SOURCE_NAME: f"orchestrate · {config.name}", keys.TAG_SOURCE_TYPE: "LOCAL"}
+    tags = {
+        stored_names.TAG_SOURCE_NAME: f"orchestrate · {config.name}",
+        stored_names.TAG_SOURCE_TYPE: "LOCAL",
+    }
     commit = _git_commit()
     if commit:
-        tags[keys.TAG_GIT_COMMIT] = commit
+        tags[stored_names.TAG_GIT_COMMIT] = commit
     return tags
 
 
@@ -267,14 +276,14 @@ def close_trial_run(study: optuna.Study, trial: FrozenTrial, reason: str) -> Non
     ``study`` and ``trial`` are the Optuna study and the trial's record; nothing is left
     RUNNING in MLflow for a trial that no worker runs.
     """
-    run_id = trial.user_attrs.get(keys.TRIAL_RUN_ID)
-    uri = study.user_attrs.get(keys.STUDY_TRACKING_URI)
-    if not run_id or not uri or run_id.startswith(PENDING):
+    run_id = trial.user_attrs.get(stored_names.TRIAL_RUN_ID)
+    uri = study.user_attrs.get(stored_names.STUDY_TRACKING_URI)
+    if not run_id or not uri or run_id.startswith(stored_names.PENDING_RUN_ID):
         return
     client = MlflowClient(uri)
     try:
-        client.set_tag(run_id, keys.TAG_STATE, "FAIL")
-        client.set_tag(run_id, keys.TAG_FAIL_REASON, reason)
+        client.set_tag(run_id, stored_names.TAG_STATE, "FAIL")
+        client.set_tag(run_id, stored_names.TAG_FAIL_REASON, reason)
         client.set_terminated(run_id, "FAILED")
     except Exception as exc:  # the tracking store may be away too; the trial is what counts
         logger.warning("could not close MLflow run %s of trial %d: %s", run_id, trial.number, exc)
@@ -350,8 +359,8 @@ class SweepTracker:
         # views; a kind or a description someone already chose stays. The view is the
         # sweep's own and follows its current search space.
         defaults = {
-            keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING,
-            keys.TAG_NOTE: sweep_description(self.config, experiment_id),
+            stored_names.TAG_EXPERIMENT_KIND: stored_names.EXPERIMENT_KIND_TRAINING,
+            stored_names.TAG_NOTE: sweep_description(self.config, experiment_id),
         }
         for key, value in defaults.items():
             if key not in experiment.tags:
@@ -368,13 +377,13 @@ class SweepTracker:
         """
         layers = []
         if run_id is not None:
-            prefix = keys.layer_remaining("")
+            prefix = stored_names.layer_remaining("")
             metrics = self.client.get_run(run_id).data.metrics
             layers = [key.removeprefix(prefix) for key in metrics if key.startswith(prefix)]
         view = runs_view.view_state(list(self.config.search.space), layers)
         self.client.set_experiment_tag(
             experiment_id or self.experiment_id,
-            keys.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY,
+            stored_names.TAG_SHARED_VIEW_PREFIX + runs_view.VIEW_KEY,
             json.dumps(view),
         )
         return bool(layers)
@@ -383,10 +392,10 @@ class SweepTracker:
         """Start the sweep's parent run: the fixed config and the search space as params (a
         searched field has no value of its own), hash, description and source as tags."""
         tags = {
-            keys.TAG_ROLE: keys.ROLE_SWEEP,
-            keys.TAG_SWEEP: self.config.name,
-            keys.TAG_CONFIG_HASH: config_hash(self.config),
-            keys.TAG_NOTE: sweep_description(self.config, self.experiment_id),
+            stored_names.TAG_ROLE: stored_names.ROLE_SWEEP,
+            stored_names.TAG_SWEEP: self.config.name,
+            stored_names.TAG_CONFIG_HASH: config_hash(self.config),
+            stored_names.TAG_NOTE: sweep_description(self.config, self.experiment_id),
             **_source_tags(self.config),
         }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.config.name)
@@ -398,12 +407,14 @@ class SweepTracker:
         for batch in _param_batches(fixed):
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in batch.items()])
         document = self.config.model_dump(mode="json")
-        self.client.log_dict(run_id, document, keys.ARTIFACT_SWEEP_CONFIG)
+        self.client.log_dict(run_id, document, stored_names.ARTIFACT_SWEEP_CONFIG)
         return run_id
 
     def run_url(self, run_id: str) -> str | None:
         """A link to a run in the MLflow UI, where the tracking store is an HTTP server."""
-        if not self.uri.startswith(("http://", "https://")) or run_id.startswith(PENDING):
+        if not self.uri.startswith(("http://", "https://")) or run_id.startswith(
+            stored_names.PENDING_RUN_ID
+        ):
             return None
         return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
@@ -419,9 +430,11 @@ class SweepTracker:
         """Trial counts by state (``trials_complete``, ...) and the best value so far as
         metrics of the parent run, at the step of how many trials have finished."""
         finished = finished_count(counts)
-        values = {f"{keys.SWEEP_METRIC_PREFIX}{state.lower()}": n for state, n in counts.items()}
+        values = {
+            f"{stored_names.SWEEP_METRIC_PREFIX}{state.lower()}": n for state, n in counts.items()
+        }
         if best is not None:
-            values[keys.SWEEP_METRIC_BEST] = best
+            values[stored_names.SWEEP_METRIC_BEST] = best
         timestamp = _now_ms()
         metrics = [Metric(k, float(v), timestamp, finished) for k, v in values.items()]
         self.client.log_batch(run_id, metrics=metrics)
@@ -440,14 +453,14 @@ class SweepTracker:
         for what it is (``ALDS 0.3 · prune 0.2 · seed 1``), tagged with its arm and the
         configuration its seeds share."""
         all_tags = {
-            keys.TAG_PARENT_RUN_ID: parent_run_id,
-            keys.TAG_ROLE: keys.ROLE_TRIAL,
-            keys.TAG_TRIAL_NUMBER: trial_number,
-            keys.TAG_SEED: seed,
-            keys.TAG_HOST: socket.gethostname(),
-            keys.TAG_ARM: plan.arm(trial_config.alds.rate, plan.control_of(params)),
-            keys.TAG_CONFIG: describe_params(params) or "default",
-            keys.TAG_NOTE: trial_description(trial_config),
+            stored_names.TAG_PARENT_RUN_ID: parent_run_id,
+            stored_names.TAG_ROLE: stored_names.ROLE_TRIAL,
+            stored_names.TAG_TRIAL_NUMBER: trial_number,
+            stored_names.TAG_SEED: seed,
+            stored_names.TAG_HOST: socket.gethostname(),
+            stored_names.TAG_ARM: plan.arm(trial_config.alds.rate, plan.control_of(params)),
+            stored_names.TAG_CONFIG: describe_params(params) or "default",
+            stored_names.TAG_NOTE: trial_description(trial_config),
             **_source_tags(self.config),
             **tags,
         }
@@ -457,7 +470,7 @@ class SweepTracker:
             run_name=trial_run_name(trial_config, params, seed),
         )
         run = TrialRun(self.outbox, run_id)
-        for batch in _param_batches({**flatten(trial_config), keys.PARAM_SEED: seed}):
+        for batch in _param_batches({**flatten(trial_config), stored_names.PARAM_SEED: seed}):
             self.outbox.log_batch(run_id, params=batch)
         return run
 
@@ -483,7 +496,7 @@ class TrialRun:
             "source": json.dumps({"uri": source}),
             "profile": json.dumps(dict(profile)),
         }
-        self.outbox.log_input(self.run_id, dataset, keys.INPUT_CONTEXT_TRAIN)
+        self.outbox.log_input(self.run_id, dataset, stored_names.INPUT_CONTEXT_TRAIN)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.outbox.log_batch(self.run_id, tags={k: str(v) for k, v in tags.items()})
@@ -491,7 +504,7 @@ class TrialRun:
     def link_twin(self, run_id: str, baseline_run_id: str) -> None:
         """Tag an ALDS trial's or a control's run (this one or another) with its IMP-only
         twin's run."""
-        self.outbox.log_batch(run_id, tags={keys.TAG_TWIN_RUN_ID: baseline_run_id})
+        self.outbox.log_batch(run_id, tags={stored_names.TAG_TWIN_RUN_ID: baseline_run_id})
 
     def log_tables(self, tables: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
         """Each table (rows of dicts) as ``<name>.csv``."""
@@ -526,6 +539,6 @@ def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path]) -> None
     client = MlflowClient(tracking_uri)
     try:
         for path in paths:
-            client.log_artifact(run_id, str(path), keys.ARTIFACT_REPORT_FOLDER)
+            client.log_artifact(run_id, str(path), stored_names.ARTIFACT_REPORT_FOLDER)
     except (mlflow.exceptions.MlflowException, OSError) as exc:
         raise ConfigError(f"could not log the report to MLflow run {run_id}: {exc}") from None

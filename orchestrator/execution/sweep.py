@@ -16,11 +16,14 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator import counts, growth, keys, progress, queue, results, tracking, workspace
-from orchestrator import study as studies
+from orchestrator import stored_names, tracking, workspace
 from orchestrator.config import SweepConfig
-from orchestrator.growth import Growth
-from orchestrator.outbox import replay_spool
+from orchestrator.execution import progress
+from orchestrator.study import counts, growth, queue, reuse
+from orchestrator.study import study as studies
+from orchestrator.study.growth import Growth
+from orchestrator.tracking.outbox import replay_spool
+from orchestrator.trial import identity
 
 logger = logging.getLogger(__name__)
 
@@ -70,25 +73,15 @@ def prepare(
         found.renewed = renewed
         enqueued = queue.fill_queue(study, config, found)
         if retry_failed:
-            enqueued += retry(study, config)
+            enqueued += queue.retry(study, config)
         tracker = tracking.SweepTracker(uri, config)
-        parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+        parent = study.user_attrs.get(stored_names.STUDY_PARENT_RUN_ID)
         if parent is None:
             parent = tracker.create_parent_run()
-            study.set_user_attr(keys.STUDY_PARENT_RUN_ID, parent)
-        study.set_user_attr(keys.STUDY_TRACKING_URI, uri)
-        study.set_user_attr(keys.STUDY_EXPERIMENT_ID, tracker.experiment_id)
+            study.set_user_attr(stored_names.STUDY_PARENT_RUN_ID, parent)
+        study.set_user_attr(stored_names.STUDY_TRACKING_URI, uri)
+        study.set_user_attr(stored_names.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     return Prepared(study, url, uri, parent, enqueued, found)
-
-
-def retry(study: optuna.Study, config: SweepConfig) -> int:
-    """Queue a new attempt of every configuration and seed whose trials failed for good
-    (``--retry-failed``, once what made them fail is fixed); the failed trials stay, with their
-    reasons. Returns how many were queued. Run under the storage's creation lock."""
-    failed = counts.failed_for_good(study, config)
-    for trial in failed:
-        queue.requeue(study, trial, max_retries=None, anew=True)
-    return len(failed)
 
 
 def _check_data(config: SweepConfig) -> None:
@@ -121,12 +114,12 @@ def assess(
         searched_data = any(path.startswith("dataset.") for path in params)
         section = config.with_params(params).dataset if searched_data else config.dataset
         digest = datasets.digest(section, seed)
-        return results.acceptable_keys(config, params, seed, device=device(), data=digest)
+        return identity.acceptable_keys(config, params, seed, device=device(), data=digest)
 
     elsewhere: set[str] = set()
     if storage is not None and config.execution.reuse != "off":
         own = config.name if besides == "" else besides
-        elsewhere = results.finished_keys(storage, besides=own)
+        elsewhere = reuse.finished_keys(storage, besides=own)
     return growth.assess(config, trials, keys_of, elsewhere, keyless_match=keyless_match)
 
 
@@ -154,7 +147,7 @@ class Workers(Protocol):
 
     signals: int
     STOPPING: str  # what the console says on the first signal
-    # Labels (keys.worker_label) of the worker processes it started on this host; once they
+    # Labels (stored_names.worker_label) of the worker processes it started on this host; once they
     # have exited, none of their MLflow runs may stay RUNNING.
     started: set[str]
 
@@ -188,7 +181,7 @@ def follow(
     tracker = tracking.SweepTracker(
         prepared.tracking_uri,
         config,
-        experiment_id=prepared.study.user_attrs.get(keys.STUDY_EXPERIMENT_ID),
+        experiment_id=prepared.study.user_attrs.get(stored_names.STUDY_EXPERIMENT_ID),
     )
     summarize = _Summary(tracker, prepared)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -215,11 +208,11 @@ def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
     Slurm job array without ``--wait``): once every trial has finished, log the comparison
     figures and the final counts to the parent run and end it. The workers that exit after
     the last trial has finished do it (the first one or two, as they notice)."""
-    parent = study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+    parent = study.user_attrs.get(stored_names.STUDY_PARENT_RUN_ID)
     if parent is None or counts.finished(study, config) < counts.expected(study, config):
         return  # a worker that runs out of queue while others still run trials
     tracker = tracking.SweepTracker(
-        tracking_uri, config, experiment_id=study.user_attrs.get(keys.STUDY_EXPERIMENT_ID)
+        tracking_uri, config, experiment_id=study.user_attrs.get(stored_names.STUDY_EXPERIMENT_ID)
     )
     prepared = Prepared(study, "", tracking_uri, parent, enqueued=0)
     summarize = _Summary(tracker, prepared)
@@ -293,7 +286,7 @@ class _Summary:
                 complete = self.prepared.study.get_trials(
                     deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
                 )
-                run = next((t.user_attrs.get(keys.TRIAL_RUN_ID) for t in complete), None)
+                run = next((t.user_attrs.get(stored_names.TRIAL_RUN_ID) for t in complete), None)
                 if run is not None:
                     self.view_has_layers = self.tracker.set_view(run_id=run)
         except Exception as exc:  # the figures are a view; the sweep goes on without them

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
-from orchestrator import keys, queue, workspace
+from orchestrator import stored_names, workspace
 from orchestrator.config import (
     ConfigError,
     Objective,
@@ -26,8 +26,9 @@ from orchestrator.config import (
 )
 from orchestrator.curve import PRUNING_GRID
 from orchestrator.locks import exclusive
-from orchestrator.pruning import PairedPruner
-from orchestrator.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
+from orchestrator.study import queue
+from orchestrator.study.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
+from orchestrator.trial.twins import PairedPruner
 
 OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"
 
@@ -236,7 +237,7 @@ def create_or_resume(
         directions=directions,
         load_if_exists=True,
     )
-    stored = study.user_attrs.get(keys.STUDY_CONFIG_HASH)
+    stored = study.user_attrs.get(stored_names.STUDY_CONFIG_HASH)
     new = experiment_hash(config)
     renewed = stored is not None and needs_new_generation(study, config)
     if stored == new and not renewed:
@@ -246,10 +247,10 @@ def create_or_resume(
     if renewed:
         study = _new_generation(study, config, storage, str(stored))
     if stored not in (None, new):
-        history = [*study.user_attrs.get(keys.STUDY_CONFIG_HISTORY, []), stored]
-        study.set_user_attr(keys.STUDY_CONFIG_HISTORY, history)
-    study.set_user_attr(keys.STUDY_CONFIG, config.model_dump(mode="json"))
-    study.set_user_attr(keys.STUDY_CONFIG_HASH, new)
+        history = [*study.user_attrs.get(stored_names.STUDY_CONFIG_HISTORY, []), stored]
+        study.set_user_attr(stored_names.STUDY_CONFIG_HISTORY, history)
+    study.set_user_attr(stored_names.STUDY_CONFIG, config.model_dump(mode="json"))
+    study.set_user_attr(stored_names.STUDY_CONFIG_HASH, new)
     study.set_metric_names([_metric_name(o) for o in config.search.objective])
     return study
 
@@ -261,7 +262,7 @@ def _delete_with_generations(storage: optuna.storages.BaseStorage, name: str) ->
     study = existing(storage, name)
     if study is None:
         return
-    for archive in study.user_attrs.get(keys.STUDY_EARLIER, []):
+    for archive in study.user_attrs.get(stored_names.STUDY_EARLIER, []):
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=archive, storage=storage)
     optuna.delete_study(study_name=name, storage=storage)
@@ -277,14 +278,14 @@ def existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | 
 
 def holds(study: optuna.Study | None, config: SweepConfig) -> bool:
     """Whether ``study`` is the sweep's study with this very config (a plain resume)."""
-    return study is not None and study.user_attrs.get(keys.STUDY_CONFIG_HASH) == experiment_hash(
-        config
-    )
+    return study is not None and study.user_attrs.get(
+        stored_names.STUDY_CONFIG_HASH
+    ) == experiment_hash(config)
 
 
 def stored_config(study: optuna.Study) -> SweepConfig | None:
     """The config a study holds (``None`` for one orchestrate did not create)."""
-    document = study.user_attrs.get(keys.STUDY_CONFIG)
+    document = study.user_attrs.get(stored_names.STUDY_CONFIG)
     return None if document is None else parse_config(document, f"study '{study.study_name}'")
 
 
@@ -313,7 +314,7 @@ def _new_generation(
     """Move the study's trials to an archive study ``<name>@<old hash>`` and start the sweep's
     study afresh under its name, with its tracking and history: the new YAML's trials reuse
     the archived results by key, as they would another sweep's."""
-    earlier = list(study.user_attrs.get(keys.STUDY_EARLIER, []))
+    earlier = list(study.user_attrs.get(stored_names.STUDY_EARLIER, []))
     archive = f"{config.name}@{stored}.{len(earlier) + 1}"
     optuna.copy_study(
         from_study_name=config.name,
@@ -322,7 +323,7 @@ def _new_generation(
         to_study_name=archive,
     )
     held = study.user_attrs
-    kept = {key: held[key] for key in keys.STUDY_KEPT_BY_A_NEW_GENERATION if key in held}
+    kept = {key: held[key] for key in stored_names.STUDY_KEPT_BY_A_NEW_GENERATION if key in held}
     optuna.delete_study(study_name=config.name, storage=storage)
     fresh = optuna.create_study(
         study_name=config.name,
@@ -331,7 +332,7 @@ def _new_generation(
         pruner=_pruner(config),
         directions=[objective.direction for objective in config.search.objective],
     )
-    for key, value in {**kept, keys.STUDY_EARLIER: [*earlier, archive]}.items():
+    for key, value in {**kept, stored_names.STUDY_EARLIER: [*earlier, archive]}.items():
         fresh.set_user_attr(key, value)
     return fresh
 
@@ -368,7 +369,7 @@ def load_study(
         raise ConfigError(f"no study '{study_name}' in this storage (studies: {known})") from None
     except Exception as exc:  # SQLAlchemy errors of an unreachable or foreign database
         raise ConfigError(f"cannot read study '{study_name}' from the storage: {exc}") from None
-    document = study.user_attrs.get(keys.STUDY_CONFIG)
+    document = study.user_attrs.get(stored_names.STUDY_CONFIG)
     if document is None:
         raise ConfigError(f"study '{study_name}' was not created by orchestrate (no stored config)")
     config = parse_config(document, f"study '{study_name}'")

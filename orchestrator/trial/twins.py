@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import optuna
+from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys, plan
+from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig
-from orchestrator.outbox import PENDING
 
 __all__ = ["link"]
 
@@ -29,7 +30,7 @@ def _key(trial: FrozenTrial, config: SweepConfig) -> tuple[Any, str]:
     params = plan.without_control(trial.params)
     if _alds(trial, config):
         params = plan.twin_of(config, params)
-    return (trial.user_attrs.get(keys.TRIAL_SEED), json.dumps(params, sort_keys=True))
+    return (trial.user_attrs.get(stored_names.TRIAL_SEED), json.dumps(params, sort_keys=True))
 
 
 def _alds(trial: FrozenTrial, config: SweepConfig) -> bool:
@@ -42,14 +43,14 @@ def _paired(trial: FrozenTrial, config: SweepConfig) -> bool:
 
 
 def _run_id(trial: FrozenTrial) -> str | None:
-    run_id = trial.user_attrs.get(keys.TRIAL_RUN_ID)
+    run_id = trial.user_attrs.get(stored_names.TRIAL_RUN_ID)
     # A run created during a tracking outage has only a provisional id until it is sent.
-    return None if not run_id or run_id.startswith(PENDING) else run_id
+    return None if not run_id or run_id.startswith(stored_names.PENDING_RUN_ID) else run_id
 
 
 def _tracked(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return sorted(
-        (t for t in trials if _run_id(t) and keys.TRIAL_SEED in t.user_attrs),
+        (t for t in trials if _run_id(t) and stored_names.TRIAL_SEED in t.user_attrs),
         key=lambda t: (_PREFERENCE.get(t.state, 0), t.number),
     )
 
@@ -93,3 +94,55 @@ def link(
     for paired_run, baseline_run in pairs.items():
         tag(paired_run, baseline_run)
     return pairs
+
+
+MARGIN = 0.01  # one accuracy point: the objective's unit
+
+
+PATIENCE = 3  # consecutive grid levels the trial must trail at
+
+
+class PairedPruner(BasePruner):
+    """Prunes an ALDS trial that trails its own twin by more than ``margin`` at each of its
+    last ``patience`` reported levels.
+
+    Args:
+        config: the sweep (its searched paths and fixed ALDS rate find the twin).
+        margin: how far behind, in the objective's unit, counts as trailing.
+        patience: how many consecutive levels it must trail at.
+    """
+
+    def __init__(
+        self, config: SweepConfig, margin: float = MARGIN, patience: int = PATIENCE
+    ) -> None:
+        self.config = config
+        self.margin = margin
+        self.patience = patience
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if not plan.is_alds(plan.rate_of(self.config, trial.params)):
+            return False
+        levels = sorted(trial.intermediate_values)[-self.patience :]
+        if len(levels) < self.patience:
+            return False
+        twin = self._twin(study, trial)
+        if twin is None or not set(levels) <= set(twin.intermediate_values):
+            return False
+        behind = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        return all(
+            behind * (twin.intermediate_values[level] - trial.intermediate_values[level])
+            > self.margin
+            for level in levels
+        )
+
+    def _twin(self, study: optuna.Study, trial: FrozenTrial) -> FrozenTrial | None:
+        """The trial's twin that has reported most (a retry's or the first try's)."""
+        params = plan.twin_of(self.config, trial.params)
+        seed = trial.user_attrs.get(stored_names.TRIAL_SEED)
+        states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)
+        found = [
+            t
+            for t in study.get_trials(deepcopy=False, states=states)
+            if t.params == params and t.user_attrs.get(stored_names.TRIAL_SEED) == seed
+        ]
+        return max(found, key=lambda t: len(t.intermediate_values), default=None)

@@ -27,10 +27,11 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import growth, keys, plan
+from orchestrator import plan, stored_names
 from orchestrator.config import SearchRange, SweepConfig
-from orchestrator.growth import Growth
-from orchestrator.retrying_storage import LONGEST_PAUSE_SECONDS
+from orchestrator.study import counts, growth
+from orchestrator.study.growth import Growth
+from orchestrator.study.retrying_storage import LONGEST_PAUSE_SECONDS
 
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
 STALE_REASON = "worker stopped sending heartbeats"
@@ -69,7 +70,10 @@ def fill_queue(study: optuna.Study, config: SweepConfig, found: Growth | None = 
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING,
-                user_attrs={keys.TRIAL_SEED: config.seeds[0], keys.TRIAL_SLOT: slot},
+                user_attrs={
+                    stored_names.TRIAL_SEED: config.seeds[0],
+                    stored_names.TRIAL_SLOT: slot,
+                },
             )
         )
     return len(found.enqueue) + found.placeholders
@@ -77,7 +81,7 @@ def fill_queue(study: optuna.Study, config: SweepConfig, found: Growth | None = 
 
 def set_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
     """Store ``value`` under ``key`` in the running ``trial``'s system attributes, which
-    optuna-dashboard does not list (a trial's whole curve, :data:`keys.TRIAL_CURVE`)."""
+    optuna-dashboard does not list (a trial's whole curve, :data:`stored_names.TRIAL_CURVE`)."""
     trial.study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 
@@ -122,12 +126,16 @@ def suggest(
     }
     if plan.CONTROL in trial._fixed_params:  # a control names its control as a parameter
         params[plan.CONTROL] = trial._suggest(plan.CONTROL, _CONTROLS)
-    if keys.TRIAL_SLOT in trial.user_attrs and not trial.user_attrs.get(
-        keys.TRIAL_REPEATS_ENQUEUED
+    if stored_names.TRIAL_SLOT in trial.user_attrs and not trial.user_attrs.get(
+        stored_names.TRIAL_REPEATS_ENQUEUED
     ):
         for seed in config.seeds[1:]:
             trial.study.enqueue_trial(
-                params, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_REPEAT_OF: trial.number}
+                params,
+                user_attrs={
+                    stored_names.TRIAL_SEED: seed,
+                    stored_names.TRIAL_REPEAT_OF: trial.number,
+                },
             )
         if config.search.enqueue_baseline and plan.is_alds(plan.rate_of(config, params)):
             twin = plan.twin_of(config, params)
@@ -135,7 +143,7 @@ def suggest(
                 _enqueue_twins(
                     trial, [twin, *plan.control_configurations(config, [twin])], config.seeds
                 )
-        trial.set_user_attr(keys.TRIAL_REPEATS_ENQUEUED, True)
+        trial.set_user_attr(stored_names.TRIAL_REPEATS_ENQUEUED, True)
     return params
 
 
@@ -160,13 +168,19 @@ def _enqueue_twins(
     study has no such trial yet."""
     present = set()
     for other in trial.study.get_trials(deepcopy=False):
-        chosen = other.params or other.system_attrs.get(keys.TRIAL_FIXED_PARAMS, {})
-        present.add((json.dumps(chosen, sort_keys=True), other.user_attrs.get(keys.TRIAL_SEED)))
+        chosen = other.params or other.system_attrs.get(stored_names.TRIAL_FIXED_PARAMS, {})
+        present.add(
+            (json.dumps(chosen, sort_keys=True), other.user_attrs.get(stored_names.TRIAL_SEED))
+        )
     for twin in twins:
         for seed in seeds:
             if (json.dumps(twin, sort_keys=True), seed) not in present:
                 trial.study.enqueue_trial(
-                    twin, user_attrs={keys.TRIAL_SEED: seed, keys.TRIAL_TWIN_OF: trial.number}
+                    twin,
+                    user_attrs={
+                        stored_names.TRIAL_SEED: seed,
+                        stored_names.TRIAL_TWIN_OF: trial.number,
+                    },
                 )
 
 
@@ -181,16 +195,20 @@ def requeue(
     attempt the user asked for (``--retry-failed``): its retries count from zero and it does
     not carry the failure's reason (the failed trial keeps it).
     """
-    history = [] if anew else list(failed.system_attrs.get(keys.TRIAL_RETRY_HISTORY, []))
+    history = [] if anew else list(failed.system_attrs.get(stored_names.TRIAL_RETRY_HISTORY, []))
     if max_retries is not None:
         history.append(failed.number)
         if len(history) > max_retries:
             return False
     # What belonged to the try that ran, not to the trial: its worker's Slurm task, beats and
     # the steps it measured.
-    dropped = (keys.TRIAL_TASK, keys.TRIAL_FAIL_REASON) if anew else (keys.TRIAL_TASK,)
+    dropped = (
+        (stored_names.TRIAL_TASK, stored_names.TRIAL_FAIL_REASON)
+        if anew
+        else (stored_names.TRIAL_TASK,)
+    )
     user_attrs = {k: v for k, v in failed.user_attrs.items() if k not in dropped}
-    ran = (keys.TRIAL_HEARTBEAT, keys.TRIAL_CURVE)
+    ran = (stored_names.TRIAL_HEARTBEAT, stored_names.TRIAL_CURVE)
     system_attrs = {k: v for k, v in failed.system_attrs.items() if k not in ran}
     study.add_trial(
         optuna.trial.create_trial(
@@ -200,8 +218,8 @@ def requeue(
             user_attrs=user_attrs,
             system_attrs={
                 **system_attrs,
-                keys.TRIAL_FAILED_TRIAL: failed.number,
-                keys.TRIAL_RETRY_HISTORY: history,
+                stored_names.TRIAL_FAILED_TRIAL: failed.number,
+                stored_names.TRIAL_RETRY_HISTORY: history,
             },
         )
     )
@@ -227,7 +245,7 @@ def fail_and_requeue(
     """
     storage = study._storage
     try:
-        storage.set_trial_user_attr(trial._trial_id, keys.TRIAL_FAIL_REASON, reason)
+        storage.set_trial_user_attr(trial._trial_id, stored_names.TRIAL_FAIL_REASON, reason)
         if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
@@ -244,7 +262,7 @@ def fail_and_requeue(
 
 def _retry_queued(study: optuna.Study, number: int) -> bool:
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return any(t.system_attrs.get(keys.TRIAL_FAILED_TRIAL) == number for t in waiting)
+    return any(t.system_attrs.get(stored_names.TRIAL_FAILED_TRIAL) == number for t in waiting)
 
 
 def fail_stale(
@@ -281,14 +299,15 @@ def fail_stale(
 
 
 def _stale_by_attribute(study: optuna.Study, grace: float) -> list[FrozenTrial]:
-    """The running trials whose last beat (:data:`keys.TRIAL_HEARTBEAT`, else their start) is
-    older than ``grace`` seconds, on a storage without Optuna's heartbeat (a journal file).
+    """The running trials whose last beat (:data:`stored_names.TRIAL_HEARTBEAT`, else their
+    start) is older than ``grace`` seconds, on a storage without Optuna's heartbeat (a journal
+    file).
     The beats are wall-clock times of the workers' hosts: their clocks must agree to within a
     fraction of the grace period, as NTP keeps them."""
     now = time.time()
     stale = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beats = [float(trial.system_attrs.get(keys.TRIAL_HEARTBEAT, 0.0))]
+        beats = [float(trial.system_attrs.get(stored_names.TRIAL_HEARTBEAT, 0.0))]
         if trial.datetime_start is not None:
             beats.append(trial.datetime_start.timestamp())
         if now - max(beats) > grace:
@@ -328,7 +347,9 @@ class Heartbeat:
         if self._native:
             self._storage.record_heartbeat(self._trial_id)
         else:
-            self._storage.set_trial_system_attr(self._trial_id, keys.TRIAL_HEARTBEAT, time.time())
+            self._storage.set_trial_system_attr(
+                self._trial_id, stored_names.TRIAL_HEARTBEAT, time.time()
+            )
 
     def _beat(self, interval: int) -> None:
         while not self._stop.wait(interval):
@@ -348,3 +369,13 @@ class Heartbeat:
 
 def _has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
     return isinstance(storage, BaseHeartbeat) and bool(storage.get_heartbeat_interval())
+
+
+def retry(study: optuna.Study, config: SweepConfig) -> int:
+    """Queue a new attempt of every configuration and seed whose trials failed for good
+    (``--retry-failed``, once what made them fail is fixed); the failed trials stay, with their
+    reasons. Returns how many were queued. Run under the storage's creation lock."""
+    failed = counts.failed_for_good(study, config)
+    for trial in failed:
+        requeue(study, trial, max_retries=None, anew=True)
+    return len(failed)

@@ -12,9 +12,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator import counts as counts_of
-from orchestrator import keys, plan, results
+from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig, describe_params
+from orchestrator.study import counts as counts_of
+from orchestrator.study import growth
 
 __all__ = ["render", "rows", "summary"]
 
@@ -23,19 +24,19 @@ def rows(
     study: optuna.Study, config: SweepConfig, trials: Sequence[FrozenTrial] | None = None
 ) -> dict[str, Any]:
     """Counts by state, the best value and the running trials of the sweep: of ``trials``
-    (by default the trials of ``study`` its YAML asks for, :func:`results.in_sweep`)."""
+    (by default the trials of ``study`` its YAML asks for, :func:`growth.in_sweep`)."""
     if trials is None:
-        trials = results.in_sweep(config, study.get_trials(deepcopy=False))
+        trials = growth.in_sweep(config, study.get_trials(deepcopy=False))
     counts = counts_of.count_states(trial.state.name for trial in trials)
     now = dt.datetime.now()
     running = [
         {
             "trial": t.number,
             "worker": _worker(t),
-            "device": t.user_attrs.get(keys.TRIAL_DEVICE, "?"),
-            "seed": t.user_attrs.get(keys.TRIAL_SEED),
+            "device": t.user_attrs.get(stored_names.TRIAL_DEVICE, "?"),
+            "seed": t.user_attrs.get(stored_names.TRIAL_SEED),
             "params": describe_params(t.params),
-            "step": t.user_attrs.get(keys.TRIAL_STEP, "-"),
+            "step": t.user_attrs.get(stored_names.TRIAL_STEP, "-"),
             "elapsed": str(now - t.datetime_start).split(".")[0] if t.datetime_start else "-",
         }
         for t in trials
@@ -50,8 +51,8 @@ def rows(
 
 
 def _worker(trial: FrozenTrial) -> str:
-    label = trial.user_attrs.get(keys.TRIAL_WORKER, "?")
-    task = trial.user_attrs.get(keys.TRIAL_TASK)
+    label = trial.user_attrs.get(stored_names.TRIAL_WORKER, "?")
+    task = trial.user_attrs.get(stored_names.TRIAL_TASK)
     return f"{label} (task {task})" if task else label
 
 
@@ -99,7 +100,7 @@ def summary(
     """
     if asked is None:
         trials = study.get_trials(deepcopy=False)
-        asked = results.in_sweep(config, trials)
+        asked = growth.in_sweep(config, trials)
         left_out = len(trials) - len(asked)
     captions = []
     if left_out:
@@ -118,7 +119,7 @@ def summary(
         table.add_row(
             str(trial.number),
             trial.state.name,
-            str(trial.user_attrs.get(keys.TRIAL_SEED, "-")),
+            str(trial.user_attrs.get(stored_names.TRIAL_SEED, "-")),
             describe_params(trial.params),
             values,
             _note(trial),
@@ -127,7 +128,7 @@ def summary(
 
 
 def _note(trial: FrozenTrial) -> str:
-    reused = trial.user_attrs.get(keys.TRIAL_REUSED_TRIAL)
+    reused = trial.user_attrs.get(stored_names.TRIAL_REUSED_TRIAL)
     if reused:
         return f"reused from {reused}"
-    return str(trial.user_attrs.get(keys.TRIAL_FAIL_REASON, ""))[:60]
+    return str(trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON, ""))[:60]

@@ -21,27 +21,17 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import (
-    curve,
-    identity,
-    keys,
-    launchers,
-    plan,
-    queue,
-    results,
-    stopping,
-    tracking,
-    twins,
-    workspace,
-)
+from orchestrator import curve, launchers, plan, stopping, stored_names, tracking, workspace
 from orchestrator import data as datasets
-from orchestrator import study as studies
-from orchestrator.cache import CheckpointCache
 from orchestrator.config import ConfigError, SweepConfig, config_hash
 from orchestrator.curve import objective_value
-from orchestrator.procedure import Step, TrialResult, run_trial
-from orchestrator.retrying_storage import RetryingStorage, StorageUnavailable
-from orchestrator.tracking import SweepTracker, TrialRun
+from orchestrator.study import queue, reuse
+from orchestrator.study import study as studies
+from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
+from orchestrator.tracking.runs import SweepTracker, TrialRun
+from orchestrator.trial import identity, twins
+from orchestrator.trial.cache import CheckpointCache
+from orchestrator.trial.procedure import Step, TrialResult, run_trial
 
 POLL_SECONDS = 2.0
 RESUBMIT_FLUSH_SECONDS = 30.0  # MLflow sending before a task requeues itself
@@ -76,21 +66,21 @@ class Worker:
         worker = index if index is not None else os.getpid()
         self.study, self.config = studies.load_study(study_name, self.storage, worker=worker)
         self.device = device
-        self.label = keys.worker_label(socket.gethostname(), os.getpid())
+        self.label = stored_names.worker_label(socket.gethostname(), os.getpid())
         self.launcher = launchers.hosting()
         self.task = self.launcher.current_task()
         self.resubmit = False  # requeue this Slurm task when it stops
         self.done = 0  # trials run here
-        uri = tracking_uri or self.study.user_attrs.get(keys.STUDY_TRACKING_URI)
+        uri = tracking_uri or self.study.user_attrs.get(stored_names.STUDY_TRACKING_URI)
         if uri is None:
             raise ConfigError("no tracking URI: pass --tracking-uri")
         self.tracker = SweepTracker(
             uri,
             self.config,
-            experiment_id=self.study.user_attrs.get(keys.STUDY_EXPERIMENT_ID),
+            experiment_id=self.study.user_attrs.get(stored_names.STUDY_EXPERIMENT_ID),
             spool=workspace.spool_file(self.config, socket.gethostname(), os.getpid()),
         )
-        self.parent_run_id = self.study.user_attrs.get(keys.STUDY_PARENT_RUN_ID)
+        self.parent_run_id = self.study.user_attrs.get(stored_names.STUDY_PARENT_RUN_ID)
         self.cache = CheckpointCache(workspace.cache_folder(self.config))
         workspace.progress_folder(self.config).mkdir(parents=True, exist_ok=True)
 
@@ -133,7 +123,7 @@ class Worker:
                     stopping.sleep(POLL_SECONDS)
                     continue
                 trial, queued = claimed
-                retry_of = queued.system_attrs.get(keys.TRIAL_FAILED_TRIAL)
+                retry_of = queued.system_attrs.get(stored_names.TRIAL_FAILED_TRIAL)
                 with queue.Heartbeat(self.storage, trial):
                     self._run_one(trial, retry_of=retry_of)
                 done = self.done = done + 1
@@ -154,15 +144,18 @@ class Worker:
         return done
 
     def _run_one(self, trial: optuna.Trial, retry_of: int | None) -> None:
-        seed = int(trial.user_attrs[keys.TRIAL_SEED])
+        seed = int(trial.user_attrs[stored_names.TRIAL_SEED])
         params = queue.suggest(
             trial, self.config, lock=lambda: studies.creation_lock(self.storage_url)
         )
         control = plan.control_of(params)
         trial_config = self.config.with_params(plan.without_control(params))
-        tags: dict[str, Any] = {keys.TAG_DEVICE: self.device, keys.TAG_WORKER: self.label}
+        tags: dict[str, Any] = {
+            stored_names.TAG_DEVICE: self.device,
+            stored_names.TAG_WORKER: self.label,
+        }
         if retry_of is not None:
-            tags[keys.TAG_RETRY_OF] = retry_of
+            tags[stored_names.TAG_RETRY_OF] = retry_of
         run = self.tracker.start_trial(
             self.parent_run_id,
             trial_number=trial.number,
@@ -172,21 +165,21 @@ class Worker:
             tags=tags,
         )
         # Overwritten on a retry: the copy carries the failed trial's user attributes.
-        trial.set_user_attr(keys.TRIAL_RUN_ID, run.run_id)
-        trial.set_user_attr(keys.TRIAL_ARM, plan.arm(trial_config.alds.rate, control))
+        trial.set_user_attr(stored_names.TRIAL_RUN_ID, run.run_id)
+        trial.set_user_attr(stored_names.TRIAL_ARM, plan.arm(trial_config.alds.rate, control))
         url = self.tracker.run_url(run.run_id)
         if url:
-            trial.set_user_attr(keys.TRIAL_RUN_URL, url)
-        trial.set_user_attr(keys.TRIAL_WORKER, self.label)
-        trial.set_user_attr(keys.TRIAL_DEVICE, self.device)
+            trial.set_user_attr(stored_names.TRIAL_RUN_URL, url)
+        trial.set_user_attr(stored_names.TRIAL_WORKER, self.label)
+        trial.set_user_attr(stored_names.TRIAL_DEVICE, self.device)
         if self.task:
-            trial.set_user_attr(keys.TRIAL_TASK, self.task)
+            trial.set_user_attr(stored_names.TRIAL_TASK, self.task)
         self._link_twins(trial, run)
         progress_file = workspace.progress_file(
             self.config, config_hash(trial_config) + (f"-{control}" if control else ""), seed
         )
         if progress_file.exists():
-            run.set_tags({keys.TAG_RESUMED: "true"})
+            run.set_tags({stored_names.TAG_RESUMED: "true"})
         started = time.monotonic()
         timeout = self.config.execution.trial_timeout
 
@@ -229,13 +222,15 @@ class Worker:
         except StorageUnavailable:
             # The study cannot be told: the trial stays RUNNING without heartbeats, and the
             # first worker to reach the storage again fails and retries it (queue.fail_stale).
-            run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: "study storage lost"})
+            run.set_tags(
+                {stored_names.TAG_STATE: "FAIL", stored_names.TAG_FAIL_REASON: "study storage lost"}
+            )
             run.end("KILLED")
             raise
         except optuna.TrialPruned:
             reporter.flush()
             _keep_curve(trial, reporter.curve)
-            run.set_tags({keys.TAG_STATE: "PRUNED"})
+            run.set_tags({stored_names.TAG_STATE: "PRUNED"})
             run.end("KILLED")
             if self._tell(trial, state=TrialState.PRUNED):
                 progress_file.unlink(missing_ok=True)
@@ -250,7 +245,10 @@ class Worker:
             progress_file.unlink(missing_ok=True)
             return
         run.set_tags(
-            {keys.TAG_STATE: "COMPLETE", keys.TAG_DENSE_CHECKPOINT: result.dense_checkpoint}
+            {
+                stored_names.TAG_STATE: "COMPLETE",
+                stored_names.TAG_DENSE_CHECKPOINT: result.dense_checkpoint,
+            }
         )
         run.end("FINISHED")
         # Its twins may have started after it, and a baseline that completes is the one to
@@ -278,32 +276,32 @@ class Worker:
         device = identity.device_class(self.device)
         own = identity.trial_key(self.config, params, seed, device=device, data=digest)
         provenance = {
-            keys.TRIAL_DATA_DIGEST: digest,
-            keys.TRIAL_DEVICE_CLASS: device,
-            keys.TRIAL_RESULTS_VERSION: identity.RESULTS_VERSION,
-            keys.TRIAL_PACKAGE_VERSION: identity.package_version(),
+            stored_names.TRIAL_DATA_DIGEST: digest,
+            stored_names.TRIAL_DEVICE_CLASS: device,
+            stored_names.TRIAL_RESULTS_VERSION: identity.RESULTS_VERSION,
+            stored_names.TRIAL_PACKAGE_VERSION: identity.package_version(),
         }
         for name, value in provenance.items():
             trial.set_user_attr(name, value)
         run.set_tags(
             {
-                keys.TAG_TRIAL_KEY: own,
-                keys.TAG_RESULTS_VERSION: identity.RESULTS_VERSION,
-                keys.TAG_PACKAGE_VERSION: identity.package_version(),
+                stored_names.TAG_TRIAL_KEY: own,
+                stored_names.TAG_RESULTS_VERSION: identity.RESULTS_VERSION,
+                stored_names.TAG_PACKAGE_VERSION: identity.package_version(),
             }
         )
         wanted = []
         if self.config.execution.reuse != "off":
-            wanted = results.acceptable_keys(self.config, params, seed, device=device, data=digest)
+            wanted = identity.acceptable_keys(self.config, params, seed, device=device, data=digest)
         here = (self.study.study_name, trial.number)
 
-        def look_or_take() -> results.Found:
+        def look_or_take() -> reuse.Found:
             # The lock's connection is the database's too: an outage is ridden out here
             # as in any storage call, and the look runs again.
             with studies.creation_lock(self.storage_url):
-                found = results.find(self.storage, wanted, exclude=here)
+                found = reuse.find(self.storage, wanted, exclude=here)
                 if found.complete is None and not found.running:
-                    trial.set_user_attr(keys.TRIAL_KEY, own)
+                    trial.set_user_attr(stored_names.TRIAL_KEY, own)
                 return found
 
         while True:
@@ -342,7 +340,7 @@ class Worker:
         twin = plan.without_control(params)
         key = identity.trial_key(self.config, twin, seed, device=device, data=digest)
         if plan.control_of(params) is not None:
-            while self.storage.ride_out(lambda: results.find(self.storage, [key]).running):
+            while self.storage.ride_out(lambda: reuse.find(self.storage, [key]).running):
                 check()
                 if not stopping.sleep(POLL_SECONDS):
                     raise TrialInterrupted("stopped while waiting for the twin's masks")
@@ -359,30 +357,36 @@ class Worker:
         """Finish ``trial`` with the result of ``original`` (of study ``study_name``): its
         curve into this trial's run and study (the values and intermediate values of this
         sweep's objectives), its key, provenance and the run it came from."""
-        rows = results.curve_of(original) or []
+        rows = curve.curve_of(original) or []
         reporter.prunable = False  # a finished result is not stopped halfway
         for row in rows:
             reporter.record(row)
         values = _objective_values(self.config, rows)
-        run.log_tables({keys.ARTIFACT_CURVE: rows})
+        run.log_tables({stored_names.ARTIFACT_CURVE: rows})
         reporter.flush()
-        source_run = original.user_attrs.get(keys.TRIAL_RUN_ID, "")
+        source_run = original.user_attrs.get(stored_names.TRIAL_RUN_ID, "")
         held = original.user_attrs
-        copied = {name: held[name] for name in keys.TRIAL_RESULT_ATTRS if name in held}
+        copied = {name: held[name] for name in stored_names.TRIAL_RESULT_ATTRS if name in held}
         for name, value in {
             **copied,
-            keys.TRIAL_REUSED_FROM: source_run,
-            keys.TRIAL_REUSED_TRIAL: f"{study_name}#{original.number}",
+            stored_names.TRIAL_REUSED_FROM: source_run,
+            stored_names.TRIAL_REUSED_TRIAL: f"{study_name}#{original.number}",
         }.items():
             trial.set_user_attr(name, value)
-        queue.set_system_attr(trial, keys.TRIAL_CURVE, original.system_attrs[keys.TRIAL_CURVE])
+        queue.set_system_attr(
+            trial, stored_names.TRIAL_CURVE, original.system_attrs[stored_names.TRIAL_CURVE]
+        )
         run.set_tags(
             {
-                keys.TAG_STATE: "COMPLETE",
-                keys.TAG_REUSED_FROM: source_run,
-                keys.TAG_TRIAL_KEY: copied.get(keys.TRIAL_KEY, ""),
-                keys.TAG_RESULTS_VERSION: copied.get(keys.TRIAL_RESULTS_VERSION, ""),
-                keys.TAG_PACKAGE_VERSION: copied.get(keys.TRIAL_PACKAGE_VERSION, ""),
+                stored_names.TAG_STATE: "COMPLETE",
+                stored_names.TAG_REUSED_FROM: source_run,
+                stored_names.TAG_TRIAL_KEY: copied.get(stored_names.TRIAL_KEY, ""),
+                stored_names.TAG_RESULTS_VERSION: copied.get(
+                    stored_names.TRIAL_RESULTS_VERSION, ""
+                ),
+                stored_names.TAG_PACKAGE_VERSION: copied.get(
+                    stored_names.TRIAL_PACKAGE_VERSION, ""
+                ),
             }
         )
         run.end("FINISHED")
@@ -401,7 +405,7 @@ class Worker:
         ALDS trial also names its twin's run for optuna-dashboard."""
         pairs = twins.link(self.study, self.config, trial.number, run.link_twin)
         if run.run_id in pairs:
-            trial.set_user_attr(keys.TRIAL_TWIN_RUN_ID, pairs[run.run_id])
+            trial.set_user_attr(stored_names.TRIAL_TWIN_RUN_ID, pairs[run.run_id])
 
     def _requeue(
         self,
@@ -421,7 +425,7 @@ class Worker:
         status = "KILLED" if interrupted else "FAILED"
         try:
             with self.storage.patience(0) if interrupted else contextlib.nullcontext():
-                trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
+                trial.set_user_attr(stored_names.TRIAL_FAIL_REASON, reason[:1000])
                 frozen = self.study.trials[trial.number]
                 if frozen.state == TrialState.RUNNING:  # else another worker failed it
                     # Requeued before it is failed: a worker that finds nothing queued or
@@ -431,7 +435,7 @@ class Worker:
                 self._fail(trial, run, reason, status, rows)
         except StorageUnavailable:
             lost = f"{reason}; study storage unreachable, the trial is retried when it is back"
-            run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: lost})
+            run.set_tags({stored_names.TAG_STATE: "FAIL", stored_names.TAG_FAIL_REASON: lost})
             run.end(status)
 
     def _fail(
@@ -442,9 +446,9 @@ class Worker:
         status: str,
         rows: Sequence[curve.Row] = (),
     ) -> None:
-        trial.set_user_attr(keys.TRIAL_FAIL_REASON, reason[:1000])
+        trial.set_user_attr(stored_names.TRIAL_FAIL_REASON, reason[:1000])
         _keep_curve(trial, rows)
-        run.set_tags({keys.TAG_STATE: "FAIL", keys.TAG_FAIL_REASON: reason[:5000]})
+        run.set_tags({stored_names.TAG_STATE: "FAIL", stored_names.TAG_FAIL_REASON: reason[:5000]})
         run.end(status)
         self._tell(trial, state=TrialState.FAIL)
 
@@ -531,7 +535,7 @@ class _StepReporter:
             self.trial.report(value, level)
             self.pending.pop(0)
         if self.last_step is not None:
-            self.trial.set_user_attr(keys.TRIAL_STEP, self.last_step)
+            self.trial.set_user_attr(stored_names.TRIAL_STEP, self.last_step)
             self.last_step = None
 
 
@@ -540,7 +544,7 @@ def _keep_curve(trial: optuna.Trial, rows: Sequence[curve.Row]) -> None:
     when it completes, the part it ran when pruned or failed): the report reads every ended
     trial's curve from the study in one pass, and a complete one is a result to reuse."""
     if rows:
-        queue.set_system_attr(trial, keys.TRIAL_CURVE, results.encode_curve(rows))
+        queue.set_system_attr(trial, stored_names.TRIAL_CURVE, curve.encode_curve(rows))
 
 
 def _objective_values(config: SweepConfig, rows: list[dict[str, Any]]) -> list[float]:
@@ -559,16 +563,16 @@ def _log_result(run: TrialRun, result: TrialResult, rows: list[dict[str, Any]]) 
     from orchestrator.report.figures import trial_figure
 
     tables: dict[str, list[dict[str, Any]]] = {
-        keys.ARTIFACT_CURVE: rows,
-        keys.ARTIFACT_LAYERS: result.layers,
+        stored_names.ARTIFACT_CURVE: rows,
+        stored_names.ARTIFACT_LAYERS: result.layers,
     }
     if result.plan is not None:
-        tables[keys.ARTIFACT_ALDS_PLAN] = result.plan.to_rows()
+        tables[stored_names.ARTIFACT_ALDS_PLAN] = result.plan.to_rows()
     run.log_tables(tables)
     figure = trial_figure([s.remaining for s in result.steps], [s.accuracy for s in result.steps])
-    run.log_figure(figure, keys.ARTIFACT_TRIAL_FIGURE)
+    run.log_figure(figure, stored_names.ARTIFACT_TRIAL_FIGURE)
     weights = {"state_dict": result.model.state_dict(), "masks": result.masks}
-    run.log_torch(weights, keys.ARTIFACT_FINAL_WEIGHTS)
+    run.log_torch(weights, stored_names.ARTIFACT_FINAL_WEIGHTS)
 
 
 def run_worker(
@@ -594,7 +598,7 @@ def run_worker(
         torch.set_num_threads(threads)
     worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
     if retry_failed:
-        from orchestrator import sweep
+        from orchestrator.execution import sweep
 
         # Under the lock, a second worker asking finds the failures already retried.
         with studies.creation_lock(storage_url):

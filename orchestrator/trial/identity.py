@@ -41,6 +41,7 @@ KEY_LENGTH = 16
 __all__ = [
     "KEY_LENGTH",
     "RESULTS_VERSION",
+    "acceptable_keys",
     "device_class",
     "key_document",
     "package_version",
@@ -150,3 +151,16 @@ def package_version() -> str:
     import orchestrator
 
     return str(orchestrator.__version__)
+
+
+def acceptable_keys(
+    config: SweepConfig, params: Mapping[str, Any], seed: int, *, device: str, data: str
+) -> list[str]:
+    """The keys whose results stand for the trial at ``params`` and ``seed``: its own (this
+    results version), and with ``execution.reuse: any_version`` those of every earlier one."""
+    newest = RESULTS_VERSION
+    versions = range(newest, 0, -1) if config.execution.reuse == "any_version" else [newest]
+    return [
+        trial_key(config, params, seed, device=device, data=data, version=version)
+        for version in versions
+    ]

@@ -4,7 +4,7 @@ Read by the live display, the launchers (is the study finished?), tracking (the 
 counts) and the report; every count reads the study alone, in one pass where it can. A study
 that grew holds trials its YAML no longer asks for (another seed list, a narrower space, a
 changed field): the counts of a sweep count only the trials it asks for
-(:func:`results.in_sweep`).
+(:func:`growth.in_sweep`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from collections.abc import Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import keys, plan, results
+from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig
+from orchestrator.study import growth
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -53,7 +54,8 @@ def twins(trials: Iterable[FrozenTrial]) -> int:
     return sum(
         1
         for t in trials
-        if keys.TRIAL_TWIN_OF in t.user_attrs and keys.TRIAL_FAILED_TRIAL not in t.system_attrs
+        if stored_names.TRIAL_TWIN_OF in t.user_attrs
+        and stored_names.TRIAL_FAILED_TRIAL not in t.system_attrs
     )
 
 
@@ -78,11 +80,11 @@ def failed_for_good(study: optuna.Study, config: SweepConfig) -> list[FrozenTria
 def _retried(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of the trials that a retry repeats."""
     return {
-        t.system_attrs[keys.TRIAL_FAILED_TRIAL]
+        t.system_attrs[stored_names.TRIAL_FAILED_TRIAL]
         for t in trials
-        if keys.TRIAL_FAILED_TRIAL in t.system_attrs
+        if stored_names.TRIAL_FAILED_TRIAL in t.system_attrs
     }
 
 
 def _asked(study: optuna.Study, config: SweepConfig) -> list[FrozenTrial]:
-    return results.in_sweep(config, study.get_trials(deepcopy=False))
+    return growth.in_sweep(config, study.get_trials(deepcopy=False))

@@ -22,12 +22,13 @@ from torch import nn
 
 from compression import alds, imp, metrics
 from orchestrator import data as datasets
-from orchestrator import keys, network, plan, workspace
-from orchestrator.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
-from orchestrator.cache import load as load_checkpoint
+from orchestrator import plan, stored_names, workspace
 from orchestrator.config import SweepConfig
 from orchestrator.data.specs import DatasetShape
-from orchestrator.training import evaluate, train
+from orchestrator.trial import network
+from orchestrator.trial.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
+from orchestrator.trial.cache import load as load_checkpoint
+from orchestrator.trial.training import evaluate, train
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Step:
         for key in ("step", "phase", "cycle", "layers"):
             values.pop(key)
         flat = {k: float(v) for k, v in values.items() if v is not None and not math.isnan(v)}
-        flat.update({keys.layer_remaining(name): v for name, v in self.layers.items()})
+        flat.update({stored_names.layer_remaining(name): v for name, v in self.layers.items()})
         return flat
 
     def row(self) -> dict[str, Any]:

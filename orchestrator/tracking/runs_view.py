@@ -15,7 +15,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Sequence
 
-from orchestrator import keys
+from orchestrator import stored_names
 from orchestrator.plan import ALDS_RATE
 
 __all__ = [
@@ -83,7 +83,7 @@ def view_state(searched: Sequence[str], layers: Sequence[str] = ()) -> dict[str,
         "metrics.`accuracy`",
         "metrics.`remaining`",
         "metrics.`params_effective`",
-        f"tags.`{keys.TAG_ARM}`",
+        f"tags.`{stored_names.TAG_ARM}`",
     ]
     charts: list[dict[str, object]] = [
         {
@@ -98,11 +98,14 @@ def view_state(searched: Sequence[str], layers: Sequence[str] = ()) -> dict[str,
         },
         _line("accuracy", "remaining"),
         _line("params_effective", "remaining"),
-        *(_line(keys.layer_remaining(layer), "remaining", LAYER_SECTION) for layer in layers),
+        *(
+            _line(stored_names.layer_remaining(layer), "remaining", LAYER_SECTION)
+            for layer in layers
+        ),
     ]
     sections = [(VIEW_KEY, CHART_SECTION)] + ([(LAYER_SECTION, LAYER_SECTION)] if layers else [])
     return {
-        "searchFilter": f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_TRIAL}'",
+        "searchFilter": f"tags.`{stored_names.TAG_ROLE}` = '{stored_names.ROLE_TRIAL}'",
         "orderByKey": columns[0],
         "orderByAsc": True,
         "selectedColumns": columns,

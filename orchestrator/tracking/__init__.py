@@ -1,0 +1,61 @@
+"""MLflow: a sweep's parent run and its trials' child runs, calls that ride out a server
+outage, the runs page's view."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.tracking.outbox import Outbox, replay_spool
+    from orchestrator.tracking.runs import (
+        SweepTracker,
+        TrialRun,
+        check_reachable,
+        close_left_running,
+        close_trial_run,
+        default_uri,
+        fail_fast_http,
+        log_artifacts,
+        trial_runs,
+    )
+    from orchestrator.tracking.runs_view import view_link, view_state
+
+# Each name is imported on first use: importing any module of the package runs this face
+# first, and `orchestrate --help`, `validate` and `status` must not pay for MLflow.
+_EXPORTS = {
+    "SweepTracker": "runs",
+    "TrialRun": "runs",
+    "check_reachable": "runs",
+    "close_left_running": "runs",
+    "close_trial_run": "runs",
+    "default_uri": "runs",
+    "fail_fast_http": "runs",
+    "log_artifacts": "runs",
+    "trial_runs": "runs",
+    "Outbox": "outbox",
+    "replay_spool": "outbox",
+    "view_link": "runs_view",
+    "view_state": "runs_view",
+}
+__all__ = [
+    "Outbox",
+    "SweepTracker",
+    "TrialRun",
+    "check_reachable",
+    "close_left_running",
+    "close_trial_run",
+    "default_uri",
+    "fail_fast_http",
+    "log_artifacts",
+    "replay_spool",
+    "trial_runs",
+    "view_link",
+    "view_state",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
