@@ -116,8 +116,8 @@ class Curves:
     (:data:`stored_names.TRIAL_CURVE`) that comes with the trials themselves: no MLflow call.
     The rest (running trials, and trials that ended under a version that kept none) are read
     from their MLflow runs, in bulk (:func:`histories.read_steps`). An ended trial's curve never
-    changes, so one instance held across reads (the sweep's parent, refreshing its figures) reads each
-    once: a read costs the trials that changed since the last, not the sweep.
+    changes, so one instance held across reads (the sweep's parent, refreshing its figures)
+    reads each once: a read costs the trials that changed since the last, not the sweep.
     """
 
     def __init__(self) -> None:
