@@ -136,8 +136,9 @@ def validate(sweep: Path) -> None:
     from rich.table import Table
 
     from orchestrator import plan, workspace
-    from orchestrator.config import experiment_hash, load_config
+    from orchestrator.config import load_config
     from orchestrator.study import growth
+    from orchestrator.trial.identity import experiment_hash
 
     config = load_config(sweep)
     console = Console()
@@ -232,7 +233,7 @@ def _open_study(
     study, stored = studies.load_study(study_name, storage)
     if sweep is not None:
         # How the report judges is the file's to say now: the study keeps the section it was
-        # created with, and changing it changes no result (config.experiment_hash).
+        # created with, and changing it changes no result (identity.experiment_hash).
         stored = stored.model_copy(update={"report": config.report})
     return study, stored, url
 

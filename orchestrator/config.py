@@ -8,7 +8,6 @@ raises anything but :class:`ConfigError` for bad input.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -50,10 +49,7 @@ __all__ = [
     "SyntheticConfig",
     "TrackingConfig",
     "TrainConfig",
-    "config_hash",
-    "content_hash",
     "describe_params",
-    "experiment_hash",
     "flatten",
     "load_config",
     "numeric_ranges",
@@ -892,34 +888,5 @@ class PerConfig(Generic[T]):
         return held[1]
 
 
-def content_hash(document: Any, *, length: int = 12) -> str:
-    """A stable hash of a JSON-serialisable document (keys sorted, compact separators).
-
-    Values JSON cannot hold are hashed by their ``str``.
-    """
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
-
-
 def _choices(space: SearchRange | None) -> tuple[Any, ...]:
     return () if space is None or space.choices is None else tuple(space.choices)
-
-
-def config_hash(config: BaseModel, *, length: int = 12) -> str:
-    """A stable content hash of a config (or of one section)."""
-    return content_hash(config.model_dump(mode="json"), length=length)
-
-
-# How many workers run where: a resumed sweep may change them without changing its results.
-_LAUNCH_FIELDS = ("launcher", "slurm", "devices", "workers_per_device", "reuse")
-
-
-def experiment_hash(config: SweepConfig) -> str:
-    """The hash that identifies a sweep's study: :func:`config_hash` without the launch
-    fields of ``execution`` (launcher, slurm, devices, workers_per_device, reuse) and without
-    ``report``, which judges the results without changing them."""
-    document = config.model_dump(mode="json")
-    for field in _LAUNCH_FIELDS:
-        document["execution"].pop(field)
-    document.pop("report", None)
-    return content_hash(document)

@@ -18,12 +18,12 @@ from orchestrator.cli import main
 from orchestrator.config import (
     ConfigError,
     SweepConfig,
-    config_hash,
     flatten,
     load_config,
     numeric_ranges,
     parse_config,
 )
+from orchestrator.trial.identity import config_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 

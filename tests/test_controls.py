@@ -13,13 +13,14 @@ import torch
 
 from compression import imp
 from orchestrator import plan, stored_names, workspace
-from orchestrator.config import ConfigError, experiment_hash, parse_config
+from orchestrator.config import ConfigError, parse_config
 from orchestrator.study import counts, growth
 from orchestrator.study import queue as queues
 from orchestrator.study.queue import fill_queue
 from orchestrator.testing.sweeps import sweep_document
 from orchestrator.trial import identity
 from orchestrator.trial.cache import CheckpointCache
+from orchestrator.trial.identity import experiment_hash
 from orchestrator.trial.procedure import dense_checkpoint, reinit_seed, run_trial
 from tests.conftest import config_of, drain, open_study
 

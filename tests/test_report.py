@@ -454,7 +454,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.mark.slow
 def test_the_yamls_report_section_sets_the_margin_and_the_primary_endpoint(swept: dict) -> None:
     from orchestrator import report as reports
-    from orchestrator.config import experiment_hash
+    from orchestrator.trial.identity import experiment_hash
 
     plain = parse_config(swept["document"])
     declared = parse_config({**swept["document"], "report": {"margin": 0.5, "primary": 0.5}})

@@ -18,11 +18,11 @@ from orchestrator.config import (
     ConfigError,
     SearchConfig,
     SweepConfig,
-    experiment_hash,
     parse_config,
 )
 from orchestrator.study import queue as queues
 from orchestrator.study import study as studies
+from orchestrator.trial.identity import experiment_hash
 from tests.conftest import config_of, open_study
 
 

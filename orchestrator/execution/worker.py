@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import curve, launchers, plan, stopping, stored_names, tracking, workspace
 from orchestrator import data as datasets
-from orchestrator.config import ConfigError, SweepConfig, config_hash
+from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.curve import objective_value
 from orchestrator.study import queue, reuse
 from orchestrator.study import study as studies
@@ -31,6 +31,7 @@ from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavaila
 from orchestrator.tracking.runs import SweepTracker, TrialRun
 from orchestrator.trial import identity, twins
 from orchestrator.trial.cache import CheckpointCache
+from orchestrator.trial.identity import config_hash
 from orchestrator.trial.procedure import Step, TrialResult, run_trial
 
 POLL_SECONDS = 2.0
@@ -586,7 +587,7 @@ def run_worker(
     retry_failed: bool = False,
 ) -> Worker:
     """The worker entry point (``orchestrate worker``); ``retry_failed`` first queues again
-    what failed for good (``sweep.retry``; once, however many workers ask).
+    what failed for good (``queue.retry``; once, however many workers ask).
 
     Returns:
         The worker, done: its ``done`` trials, its ``study``, whether a signal stopped it.
@@ -598,11 +599,9 @@ def run_worker(
         torch.set_num_threads(threads)
     worker = Worker(study_name, storage_url, device=device, tracking_uri=tracking_uri, index=index)
     if retry_failed:
-        from orchestrator.execution import sweep
-
         # Under the lock, a second worker asking finds the failures already retried.
         with studies.creation_lock(storage_url):
-            sweep.retry(worker.study, worker.config)
+            queue.retry(worker.study, worker.config)
     stopping.clear()
     for handled in {signal.SIGINT, signal.SIGTERM, *worker.launcher.preemption_signals}:
         signal.signal(handled, worker.on_signal)

@@ -21,13 +21,13 @@ from orchestrator.config import (
     ConfigError,
     Objective,
     SweepConfig,
-    experiment_hash,
     parse_config,
 )
 from orchestrator.curve import PRUNING_GRID
 from orchestrator.locks import exclusive
 from orchestrator.study import queue
 from orchestrator.study.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
+from orchestrator.trial.identity import experiment_hash
 from orchestrator.trial.twins import PairedPruner
 
 OUTAGE_LIMIT_ENV = "ORCHESTRATE_STORAGE_OUTAGE_LIMIT"

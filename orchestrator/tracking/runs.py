@@ -29,13 +29,13 @@ from orchestrator import plan, stored_names, workspace
 from orchestrator.config import (
     ConfigError,
     SweepConfig,
-    config_hash,
     describe_params,
     flatten,
 )
 from orchestrator.study.counts import finished_count
 from orchestrator.tracking import runs_view
 from orchestrator.tracking.outbox import Outbox
+from orchestrator.trial.identity import config_hash
 
 if TYPE_CHECKING:
     import optuna

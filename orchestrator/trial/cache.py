@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from orchestrator import workspace
-from orchestrator.config import content_hash
 from orchestrator.locks import exclusive
+from orchestrator.trial.identity import content_hash
 
 KEY_LENGTH = 20
 logger = logging.getLogger(__name__)

@@ -30,10 +30,14 @@ what the code did before it, or every existing key changes (a test freezes a key
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.config import PerConfig, SweepConfig, content_hash, flatten
+from pydantic import BaseModel
+
+from orchestrator.config import PerConfig, SweepConfig, flatten
 
 RESULTS_VERSION = 1
 KEY_LENGTH = 16
@@ -42,7 +46,10 @@ __all__ = [
     "KEY_LENGTH",
     "RESULTS_VERSION",
     "acceptable_keys",
+    "config_hash",
+    "content_hash",
     "device_class",
+    "experiment_hash",
     "key_document",
     "package_version",
     "trial_key",
@@ -164,3 +171,32 @@ def acceptable_keys(
         trial_key(config, params, seed, device=device, data=data, version=version)
         for version in versions
     ]
+
+
+def content_hash(document: Any, *, length: int = 12) -> str:
+    """A stable hash of a JSON-serialisable document (keys sorted, compact separators).
+
+    Values JSON cannot hold are hashed by their ``str``.
+    """
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def config_hash(config: BaseModel, *, length: int = 12) -> str:
+    """A stable content hash of a config (or of one section)."""
+    return content_hash(config.model_dump(mode="json"), length=length)
+
+
+# How many workers run where: a resumed sweep may change them without changing its results.
+_LAUNCH_FIELDS = ("launcher", "slurm", "devices", "workers_per_device", "reuse")
+
+
+def experiment_hash(config: SweepConfig) -> str:
+    """The hash that identifies a sweep's study: :func:`config_hash` without the launch
+    fields of ``execution`` (launcher, slurm, devices, workers_per_device, reuse) and without
+    ``report``, which judges the results without changing them."""
+    document = config.model_dump(mode="json")
+    for field in _LAUNCH_FIELDS:
+        document["execution"].pop(field)
+    document.pop("report", None)
+    return content_hash(document)
