@@ -26,15 +26,13 @@ import torch
 
 from orchestrator import workspace
 from orchestrator.locks import exclusive
-from orchestrator.trial.identity import content_hash
+from orchestrator.trial.identity import checkpoint_key
 
-KEY_LENGTH = 20
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointCache",
     "CorruptCheckpoint",
-    "key_of",
     "load",
     "move_aside",
     "save_atomically",
@@ -43,11 +41,6 @@ __all__ = [
 
 class CorruptCheckpoint(Exception):
     """A checkpoint file that does not match its digest or does not load."""
-
-
-def key_of(description: Mapping[str, Any]) -> str:
-    """A stable hash of a JSON-serialisable description."""
-    return content_hash(description, length=KEY_LENGTH)
 
 
 def save_atomically(payload: Mapping[str, Any], path: Path) -> None:
@@ -115,7 +108,7 @@ class CheckpointCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, kind: str, description: Mapping[str, Any]) -> Path:
-        return workspace.checkpoint_file(self.root, kind, key_of(description))
+        return workspace.checkpoint_file(self.root, kind, checkpoint_key(description))
 
     def get_or_make(
         self,

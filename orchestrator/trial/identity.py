@@ -1,7 +1,11 @@
-"""A trial's identity: one key for everything that determines its result.
+"""Every hash the tool names things by: the sweep's and its study's, a trial's result key, the
+cached checkpoints' keys and a trial's progress file, all one canonical-JSON-then-SHA-256 rule
+(:func:`content_hash`). A changed value orphans a study, a cache or a reused result, so each
+is pinned for the published sweeps by a test (tests/test_identity.py).
 
-Two trials with one key compute the same curve, so a result is computed once and any sweep in
-the same study storage reuses it (:mod:`orchestrator.results`), as the dense checkpoint
+**A trial's key** is one hash for everything that determines its result. Two trials with one
+key compute the same curve, so a result is computed once and any sweep in the same study
+storage reuses it (:mod:`orchestrator.study.reuse`), as the dense checkpoint
 ``dense-<hash>.pt`` is trained once and shared one level down. The key hashes:
 
 - the results version (:data:`RESULTS_VERSION`), bumped whenever the numerics of training,
@@ -37,12 +41,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestrator import plan
 from orchestrator.config import PerConfig, SweepConfig, flatten
 
 RESULTS_VERSION = 1
 KEY_LENGTH = 16
+CHECKPOINT_KEY_LENGTH = 20
 
 __all__ = [
+    "CHECKPOINT_KEY_LENGTH",
     "KEY_LENGTH",
     "RESULTS_VERSION",
     "acceptable_keys",
@@ -128,7 +135,7 @@ def _acts(path: str, flat: Mapping[str, Any], device: str) -> bool:
         return False
     if path.startswith("dataset.synthetic."):
         return flat["dataset.name"] == "synthetic"
-    alds = float(flat["alds.rate"]) > 0  # plan.is_alds, on the flat document
+    alds = bool(plan.is_alds(float(flat["alds.rate"])))
     if path in _ALDS_ONLY:
         return alds
     if path == "imp.factorized_rewind":
@@ -200,3 +207,44 @@ def experiment_hash(config: SweepConfig) -> str:
         document["execution"].pop(field)
     document.pop("report", None)
     return content_hash(document)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def progress_name(trial_config: SweepConfig, control: str | None) -> str:
+    """The name a trial's progress file is kept under (``workspace.progress_file``): its
+    config's hash, and its control's name for a control (which runs its twin's config)."""
+    return config_hash(trial_config) + (f"-{control}" if control else "")
+
+
+def init_key(
+    config: SweepConfig, *, classes: int, channels: int, size: Any, seed: int
+) -> dict[str, Any]:
+    """What names a cached θ0: the network (name and width) for a dataset's classes, channels
+    and image size, at ``seed``. Every trial of every sweep with these shares it."""
+    return {
+        # The plain name at width 1: the keys of checkpoints cached before widths existed.
+        "model": config.model.model_dump(mode="json"),
+        "classes": classes,
+        "channels": channels,
+        "size": size,
+        "seed": seed,
+    }
+
+
+def dense_key(config: SweepConfig, init: dict[str, Any], early: int | None) -> dict[str, Any]:
+    """What names a cached dense-trained network: its θ0 (:func:`init_key`), the data and
+    training it had, and the iteration of an early rewind point it keeps (``imp.rewind:
+    early:N``)."""
+    return {
+        "init": init,
+        "dataset": config.dataset.model_dump(mode="json"),
+        "train": config.train.model_dump(mode="json"),
+        "early": early,
+    }
+
+
+def checkpoint_key(description: Mapping[str, Any]) -> str:
+    """A cached checkpoint's key, of its description (:func:`init_key`, :func:`dense_key`)."""
+    return content_hash(description, length=CHECKPOINT_KEY_LENGTH)

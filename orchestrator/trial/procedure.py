@@ -25,7 +25,7 @@ from orchestrator import data as datasets
 from orchestrator import plan, stored_names, workspace
 from orchestrator.config import SweepConfig
 from orchestrator.data.specs import DatasetShape
-from orchestrator.trial import network
+from orchestrator.trial import identity, network
 from orchestrator.trial.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
 from orchestrator.trial.cache import load as load_checkpoint
 from orchestrator.trial.training import evaluate, train
@@ -116,24 +116,18 @@ def dense_checkpoint(
 
     Returns (θ0 payload, dense payload, whether the dense network was trained by this call).
     """
-    init_key = {
-        # The plain name at width 1: the keys of dense checkpoints cached before widths.
-        "model": config.model.model_dump(mode="json"),
-        "classes": data.num_classes,
-        "channels": data.in_channels,
-        "size": data.image_size,
-        "seed": seed,
-    }
+    init_key = identity.init_key(
+        config,
+        classes=data.num_classes,
+        channels=data.in_channels,
+        size=data.image_size,
+        seed=seed,
+    )
     init, _ = cache.get_or_make(
         "init", init_key, lambda: {"state": imp.capture(_build(config, data, seed))}
     )
     early = _early_iteration(config.imp.rewind)
-    dense_key = {
-        "init": init_key,
-        "dataset": config.dataset.model_dump(mode="json"),
-        "train": config.train.model_dump(mode="json"),
-        "early": early,
-    }
+    dense_key = identity.dense_key(config, init_key, early)
 
     def make() -> dict[str, Any]:
         model = _build(config, data, seed)
