@@ -47,6 +47,7 @@ from orchestrator.study import study as studies
 from orchestrator.testing.servers import free_port, start_mlflow_server, stop_process_group
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 from orchestrator.trial import identity
+from orchestrator.trial.spec import TrialSpec
 
 SEEDS = 5
 DIGEST = "fabricated"  # the data digest every fabricated trial was keyed with
@@ -131,9 +132,8 @@ def finish(
             "imp.scope": rng.choice(["global", "layer"]),
         }
         rows = curve_rows(rng, steps, layers)
-        trial_config = config.with_params(params)
         run = tracker.start_trial(
-            parent, trial_number=number, seed=seed, trial_config=trial_config, params=params,
+            parent, trial_number=number, spec=TrialSpec(config, params, seed),
             tags={stored_names.TAG_DEVICE: "cpu", stored_names.TAG_WORKER: "bench"},
         )  # fmt: skip
         every = [

@@ -431,7 +431,7 @@ def worker(
     allow_failures: bool,
 ) -> None:
     """Run trials of an existing study until its queue is done (on any host)."""
-    from orchestrator import stopping, tracking
+    from orchestrator import launchers, stopping, tracking
     from orchestrator.execution import worker as workers
     from orchestrator.study.retrying_storage import StorageUnavailable
 
@@ -447,6 +447,7 @@ def worker(
             threads=threads,
             index=index,
             retry_failed=retry_failed,
+            host=launchers.hosting().host(),
         )
     except KeyboardInterrupt:  # a second SIGINT/SIGTERM: its trial was requeued on the way
         click.echo("interrupted at once: its trial was requeued", err=True)

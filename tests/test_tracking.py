@@ -21,6 +21,7 @@ from orchestrator.tracking.runs import (
     sweep_description,
     trial_run_name,
 )
+from orchestrator.trial.spec import TrialSpec
 
 pytestmark = pytest.mark.slow
 
@@ -266,11 +267,11 @@ def test_run_names_and_description_of_a_sampled_sweep() -> None:
         }
     )
     params = {"alds.rate": 0.3, "imp.prune_fraction": 0.15}
-    assert trial_run_name(config.with_params(params), params, 2) == "ALDS 0.3 · prune 0.15 · seed 2"
+    assert trial_run_name(TrialSpec(config, params, 2)) == "ALDS 0.3 · prune 0.15 · seed 2"
     baseline = {"alds.rate": 0.0, "imp.prune_fraction": 0.2}
-    assert (
-        trial_run_name(config.with_params(baseline), baseline, 0) == "IMP only · prune 0.2 · seed 0"
-    )
+    assert trial_run_name(TrialSpec(config, baseline, 0)) == "IMP only · prune 0.2 · seed 0"
+    control = {**baseline, "imp.control": "reinit"}
+    assert trial_run_name(TrialSpec(config, control, 0)) == "control reinit · prune 0.2 · seed 0"
     text = sweep_description(config)
     assert "`alds.rate`: range [0.0, 0.8], step 0.1" in text
     assert "`imp.prune_fraction`: range (log) [0.1, 0.3]" in text

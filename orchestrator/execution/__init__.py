@@ -6,8 +6,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orchestrator.execution.lifecycle import WorkerContext, run_claimed
     from orchestrator.execution.sweep import Prepared, close, follow, prepare, preview
-    from orchestrator.execution.worker import Worker, run_worker
+    from orchestrator.execution.worker import Host, Worker, run_worker
 
 # Each name is imported on first use: importing any module of the package runs this face
 # first, and `orchestrate --help`, `validate` and `status` must not pay for torch, Optuna
@@ -18,16 +19,22 @@ _EXPORTS = {
     "follow": "sweep",
     "prepare": "sweep",
     "preview": "sweep",
+    "Host": "worker",
     "Worker": "worker",
+    "WorkerContext": "lifecycle",
+    "run_claimed": "lifecycle",
     "run_worker": "worker",
 }
 __all__ = [
+    "Host",
     "Prepared",
     "Worker",
+    "WorkerContext",
     "close",
     "follow",
     "prepare",
     "preview",
+    "run_claimed",
     "run_worker",
 ]
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from orchestrator.execution.sweep import Prepared
+    from orchestrator.execution.worker import Host
 
 __all__ = ["Launcher", "Option", "Outcome"]
 
@@ -140,6 +141,19 @@ class Launcher(ABC):
     def current_task(cls) -> str | None:
         """The task of this launcher the calling process runs in, if any."""
         return None
+
+    @classmethod
+    def host(cls) -> Host:
+        """What a worker running in this launcher's task needs of it: the task, the signals
+        it reacts to, and how to requeue the task (handed to ``execution.worker``)."""
+        from orchestrator.execution.worker import Host
+
+        return Host(
+            task=cls.current_task(),
+            preemption_signals=tuple(cls.preemption_signals),
+            requeue_signals=tuple(cls.requeue_signals),
+            requeue_task=cls.requeue_task,
+        )
 
     @classmethod
     def requeue_task(cls, task: str) -> None:

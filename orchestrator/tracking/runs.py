@@ -36,6 +36,7 @@ from orchestrator.study.counts import finished_count
 from orchestrator.tracking import runs_view
 from orchestrator.tracking.outbox import Outbox
 from orchestrator.trial.identity import config_hash
+from orchestrator.trial.spec import TrialSpec
 
 if TYPE_CHECKING:
     import optuna
@@ -189,17 +190,16 @@ def resolve_pending(
     }
 
 
-def trial_run_name(trial_config: SweepConfig, params: Mapping[str, Any], seed: int) -> str:
+def trial_run_name(spec: TrialSpec) -> str:
     """What a trial is, as its run's name: ``ALDS 0.3 · prune 0.2 · seed 1``,
     ``IMP only · prune 0.2 · seed 1`` or ``control reinit · prune 0.2 · seed 1``, other
     searched fields by their last name."""
-    parts = [plan.arm_label(trial_config.alds.rate, plan.control_of(params))]
-    parts.append(f"prune {trial_config.imp.prune_fraction:g}")
-    for path, value in params.items():
-        if path not in (plan.ALDS_RATE, plan.PRUNE_FRACTION, plan.CONTROL):
+    parts = [spec.label, f"prune {spec.config.imp.prune_fraction:g}"]
+    for path, value in spec.configuration.items():
+        if path not in (plan.ALDS_RATE, plan.PRUNE_FRACTION):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             parts.append(f"{path.rsplit('.', 1)[-1]} {shown}")
-    parts.append(f"seed {seed}")
+    parts.append(f"seed {spec.seed}")
     return " · ".join(parts)
 
 
@@ -444,9 +444,7 @@ class SweepTracker:
         parent_run_id: str,
         *,
         trial_number: int,
-        seed: int,
-        trial_config: SweepConfig,
-        params: Mapping[str, Any],
+        spec: TrialSpec,
         tags: Mapping[str, Any],
     ) -> TrialRun:
         """A child run of the parent with the trial's whole resolved config as params, named
@@ -456,21 +454,22 @@ class SweepTracker:
             stored_names.TAG_PARENT_RUN_ID: parent_run_id,
             stored_names.TAG_ROLE: stored_names.ROLE_TRIAL,
             stored_names.TAG_TRIAL_NUMBER: trial_number,
-            stored_names.TAG_SEED: seed,
+            stored_names.TAG_SEED: spec.seed,
             stored_names.TAG_HOST: socket.gethostname(),
-            stored_names.TAG_ARM: plan.arm(trial_config.alds.rate, plan.control_of(params)),
-            stored_names.TAG_CONFIG: describe_params(params) or "default",
-            stored_names.TAG_NOTE: trial_description(trial_config),
+            stored_names.TAG_ARM: spec.arm,
+            stored_names.TAG_CONFIG: describe_params(spec.params) or "default",
+            stored_names.TAG_NOTE: trial_description(spec.config),
             **_source_tags(self.config),
             **tags,
         }
         run_id = self.outbox.create_run(
             self.experiment_id,
             tags={k: str(v) for k, v in all_tags.items()},
-            run_name=trial_run_name(trial_config, params, seed),
+            run_name=trial_run_name(spec),
         )
         run = TrialRun(self.outbox, run_id)
-        for batch in _param_batches({**flatten(trial_config), stored_names.PARAM_SEED: seed}):
+        resolved = {**flatten(spec.config), stored_names.PARAM_SEED: spec.seed}
+        for batch in _param_batches(resolved):
             self.outbox.log_batch(run_id, params=batch)
         return run
 

@@ -10,11 +10,13 @@ if TYPE_CHECKING:
     from orchestrator.trial.cache import CheckpointCache
     from orchestrator.trial.identity import RESULTS_VERSION, device_class, trial_key
     from orchestrator.trial.procedure import Step, TrialResult, run_trial
+    from orchestrator.trial.spec import TrialSpec
     from orchestrator.trial.twins import PairedPruner, link
 
 # Each name is imported on first use: importing any module of the package runs this face
 # first, and `orchestrate --help`, `validate` and `status` must not pay for torch.
 _EXPORTS = {
+    "TrialSpec": "spec",
     "RESULTS_VERSION": "identity",
     "device_class": "identity",
     "trial_key": "identity",
@@ -31,6 +33,7 @@ __all__ = [
     "PairedPruner",
     "Step",
     "TrialResult",
+    "TrialSpec",
     "device_class",
     "link",
     "run_trial",

@@ -1,45 +1,36 @@
-"""Paired trials: an ALDS trial's twin is the IMP-only trial (ALDS rate 0) with the same seed
-and the parameters :func:`plan.twin_of` gives (the same IMP schedule and training), so
-the two differ only by ALDS; a lottery-ticket control's twin is the IMP-only trial it controls
-(its parameters less :data:`plan.CONTROL`). The queue enqueues the twins; this module links
-their runs."""
+"""Paired trials: each ALDS trial and each control is compared with its IMP-only twin
+(:attr:`TrialSpec.twin`: the same seed, schedule and training, so the two differ only by ALDS,
+or by the control). The queue enqueues the twins; this module links their runs (:func:`link`)
+and stops an ALDS trial that trails its own twin (:class:`PairedPruner`).
+
+**The paired pruner** (``search.pruner: paired``). Optuna's median and percentile pruners
+compare a trial with every other trial at the same step: with several prune fractions, rates
+and scopes in one sweep that is a comparison with other experiments. The question of the sweep
+is one pair, so this pruner reads an ALDS trial and its twin at the same levels of the sparsity
+grid (the steps trials report, :data:`curve.PRUNING_GRID`) and stops the ALDS trial once it
+trails its twin by more than :data:`MARGIN` at each of its last :data:`PATIENCE` levels. Twins
+are never pruned (:func:`plan.prunable`), and a trial whose twin has not reached its levels
+yet goes on.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import optuna
 from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import plan, stored_names
+from orchestrator import stored_names
 from orchestrator.config import SweepConfig
+from orchestrator.trial.spec import TrialSpec
 
-__all__ = ["link"]
+__all__ = ["MARGIN", "PATIENCE", "PairedPruner", "link"]
 
 # Of several baseline trials with the twin's key (a failed one and its retry), the run of the
 # one that completed wins, then the one running.
 _PREFERENCE = {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
-
-
-def _key(trial: FrozenTrial, config: SweepConfig) -> tuple[Any, str]:
-    """What a trial shares with its twin: the seed and the twin's parameters."""
-    params = plan.without_control(trial.params)
-    if _alds(trial, config):
-        params = plan.twin_of(config, params)
-    return (trial.user_attrs.get(stored_names.TRIAL_SEED), json.dumps(params, sort_keys=True))
-
-
-def _alds(trial: FrozenTrial, config: SweepConfig) -> bool:
-    return plan.is_alds(plan.rate_of(config, trial.params))
-
-
-def _paired(trial: FrozenTrial, config: SweepConfig) -> bool:
-    """Whether a trial is compared with a twin: an ALDS trial, or a control."""
-    return _alds(trial, config) or plan.control_of(trial.params) is not None
 
 
 def _run_id(trial: FrozenTrial) -> str | None:
@@ -74,21 +65,26 @@ def link(
     Returns:
         The pairs linked, ALDS or control run id → baseline run id.
     """
-    trials = _tracked(study.get_trials(deepcopy=False))
-    current = next((t for t in trials if t.number == number), None)
+    tracked = _tracked(study.get_trials(deepcopy=False))
+    runs = {trial.number: _run_id(trial) for trial in tracked}
+    specs = {
+        trial.number: spec
+        for trial in tracked
+        if (spec := TrialSpec.of_trial(config, trial)) is not None
+    }
+    current = specs.get(number)
     if current is None:
         return {}
-    key = _key(current, config)
-    same = [t for t in trials if _key(t, config) == key]
-    baselines = [t for t in same if not _paired(t, config)]
+    same = [(n, spec) for n, spec in specs.items() if spec.pairing == current.pairing]
+    baselines = [n for n, spec in same if not spec.is_paired]
     if not baselines:
         return {}
     baseline = baselines[-1]  # the most preferred
-    baseline_run = str(_run_id(baseline))
-    if _paired(current, config):
-        pairs = {str(_run_id(current)): baseline_run}
-    elif current.number == baseline.number:
-        pairs = {str(_run_id(t)): baseline_run for t in same if _paired(t, config)}
+    baseline_run = str(runs[baseline])
+    if current.is_paired:
+        pairs = {str(runs[number]): baseline_run}
+    elif number == baseline:
+        pairs = {str(runs[n]): baseline_run for n, spec in same if spec.is_paired}
     else:
         pairs = {}
     for paired_run, baseline_run in pairs.items():
@@ -120,12 +116,13 @@ class PairedPruner(BasePruner):
         self.patience = patience
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if not plan.is_alds(plan.rate_of(self.config, trial.params)):
+        spec = TrialSpec.of_trial(self.config, trial)
+        if spec is None or not spec.is_alds:
             return False
         levels = sorted(trial.intermediate_values)[-self.patience :]
         if len(levels) < self.patience:
             return False
-        twin = self._twin(study, trial)
+        twin = self._twin(study, spec)
         if twin is None or not set(levels) <= set(twin.intermediate_values):
             return False
         behind = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
@@ -135,14 +132,15 @@ class PairedPruner(BasePruner):
             for level in levels
         )
 
-    def _twin(self, study: optuna.Study, trial: FrozenTrial) -> FrozenTrial | None:
+    def _twin(self, study: optuna.Study, spec: TrialSpec) -> FrozenTrial | None:
         """The trial's twin that has reported most (a retry's or the first try's)."""
-        params = plan.twin_of(self.config, trial.params)
-        seed = trial.user_attrs.get(stored_names.TRIAL_SEED)
+        twin = spec.twin
+        if twin is None:
+            return None
         states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)
         found = [
             t
             for t in study.get_trials(deepcopy=False, states=states)
-            if t.params == params and t.user_attrs.get(stored_names.TRIAL_SEED) == seed
+            if t.params == twin.params and t.user_attrs.get(stored_names.TRIAL_SEED) == spec.seed
         ]
         return max(found, key=lambda t: len(t.intermediate_values), default=None)
