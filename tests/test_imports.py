@@ -1,5 +1,6 @@
 """The import structure: no circle, the three layers point one way, and the orchestrator's
-modules import only modules above them in docs/ARCHITECTURE.md's table.
+modules import only modules below them in docs/ARCHITECTURE.md's tables (bottom first: the
+root's rows, modules and packages, and each package's own table).
 
 Every import counts, wherever it is written: at the top of a module, under
 ``if TYPE_CHECKING:`` and inside functions (the CLI and the launchers import heavy modules
@@ -102,36 +103,79 @@ def test_the_layers_point_one_way() -> None:
         assert not wrong, f"{name} imports {wrong}: {layer} may import only {below}"
 
 
-def _table_order() -> list[str]:
-    """The orchestrator's modules in the order of docs/ARCHITECTURE.md's table, bottom first."""
+def _table(section: str) -> list[str]:
+    """The rows of the table under heading ``### `section` `` of docs/ARCHITECTURE.md, bottom
+    first: each a module (``plan.py``) or a package (``report/``)."""
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
-    section = text.split("### `orchestrator/`", 1)[1].split("\n### ", 1)[0]
-    return re.findall(r"^\| `([a-z_]+(?:\.py|/))` \|", section, flags=re.MULTILINE)
+    body = text.split(f"### `{section}`", 1)[1].split("\n### ", 1)[0]
+    return re.findall(r"^\| `([a-z_]+(?:\.py|/))` \|", body, flags=re.MULTILINE)
 
 
-def _row(module: str, rows: list[str]) -> str | None:
-    """The table row of an orchestrator module: its package's row (``report/``), or its own."""
-    parts = module.split(".")
+def _place(module: str) -> tuple[str, str] | None:
+    """Where an orchestrator module sits: its row at the root (``report/`` or ``plan.py``) and
+    its row inside its package (``figures.py``; ``__init__.py`` for a package's face)."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return None  # the root's face, orchestrator/__init__.py
     if len(parts) == 1:
-        return None  # the package's face: orchestrator/__init__.py
-    if f"{parts[1]}/" in rows:
-        return f"{parts[1]}/"
-    return f"{parts[1]}.py"
+        path = ROOT / "orchestrator" / parts[0]
+        return (f"{parts[0]}/", "__init__.py") if path.is_dir() else (f"{parts[0]}.py", "")
+    return f"{parts[0]}/", f"{parts[1]}.py"
 
 
-def test_orchestrator_modules_import_only_modules_above_them_in_the_table() -> None:
-    rows = _table_order()
-    graph = _graph()
-    listed = {_row(m, rows) for m in graph if m.startswith("orchestrator.")} - {None}
-    assert listed - {"__main__.py"} <= set(rows), f"not in the table: {listed - set(rows)}"
-    for name, targets in graph.items():
-        row = _row(name, rows)
-        if not name.startswith("orchestrator.") or row not in rows:
+def _backward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of an orchestrator module that does not point to a row below it: at the
+    root across rows, and inside a package across its own table (its face sits on top)."""
+    root = _table("orchestrator/")
+    found = []
+    for name, targets in sorted(graph.items()):
+        here = _place(name) if name.startswith("orchestrator.") else None
+        if here is None or here[0] not in root:
             continue  # __main__ (runs the CLI) and the other layers
-        for target in targets:
-            other = _row(target, rows)
-            if not target.startswith("orchestrator.") or other == row or other is None:
+        for target in sorted(targets):
+            there = _place(target) if target.startswith("orchestrator.") else None
+            if there is None:
                 continue
-            assert rows.index(other) < rows.index(row), (
-                f"{name} imports {target}, which is not above {row} in docs/ARCHITECTURE.md"
-            )
+            if there[0] != here[0]:
+                ok = there[0] in root and root.index(there[0]) < root.index(here[0])
+            else:
+                rows = [*_table(f"orchestrator/{here[0]}"), "__init__.py"]
+                ok = (
+                    there[1] in rows
+                    and here[1] in rows
+                    and (rows.index(there[1]) < rows.index(here[1]))
+                )
+            if not ok:
+                found.append(f"{name} imports {target}")
+    return found
+
+
+def test_every_module_has_its_row() -> None:
+    root = _table("orchestrator/")
+    missing = []
+    for name in _graph():
+        place = _place(name) if name.startswith("orchestrator.") else None
+        if place is None or place[0] == "__main__.py":
+            continue
+        if place[0] not in root:
+            missing.append(place[0])
+        elif place[1] not in ("", "__init__.py") and place[1] not in _table(
+            f"orchestrator/{place[0]}"
+        ):
+            missing.append(f"{place[0]}{place[1]}")
+    assert not missing, f"not in docs/ARCHITECTURE.md's tables: {sorted(set(missing))}"
+
+
+def test_orchestrator_modules_import_only_modules_below_them_in_the_tables() -> None:
+    backward = _backward(_graph())
+    assert not backward, "imports running back up docs/ARCHITECTURE.md's tables:\n" + "\n".join(
+        backward
+    )
+
+
+def test_the_root_holds_few_modules_and_each_a_docstring() -> None:
+    root = sorted(p.name for p in (ROOT / "orchestrator").glob("*.py"))
+    assert len(root) <= 12, root
+    for path in (ROOT / "orchestrator").rglob("*.py"):
+        module = ast.parse(path.read_text())
+        assert ast.get_docstring(module), f"{path.relative_to(ROOT)} has no module docstring"

@@ -238,7 +238,8 @@ def train(
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     memory_format = torch.channels_last if cuda and config.channels_last else torch.preserve_format
-    model.to(device=device, memory_format=memory_format)
+    model.to(device)
+    model.to(memory_format=memory_format)
     model.train()
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
