@@ -26,13 +26,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from orchestrator import plan, stored_names, workspace
-from orchestrator.config import (
-    ConfigError,
-    SweepConfig,
-    describe_params,
-    flatten,
-)
+from orchestrator.config import ConfigError, SweepConfig
+from orchestrator.schema_tools import flatten
 from orchestrator.study.counts import finished_count
+from orchestrator.sweep_file import describe_params
 from orchestrator.tracking import runs_view
 from orchestrator.tracking.outbox import Outbox
 from orchestrator.trial.identity import config_hash
@@ -441,7 +438,7 @@ class SweepTracker:
 
     def start_trial(
         self,
-        parent_run_id: str,
+        parent_run_id: str | None,
         *,
         trial_number: int,
         spec: TrialSpec,
