@@ -35,7 +35,7 @@ Why the script does what it does (MLflow 3.17's UI, read from its bundled JavaSc
   ``runsHidden``, ``runsVisibilityMap`` and ``autoRefreshEnabled``. So parent runs cannot be
   shown expanded without a click; instead the view filters on ``orchestrate.role = 'trial'``,
   which (like any search filter or sort other than by date) lists the trials flat, by name.
-  A sweep writes that view (``orchestrator/runs_view.py``) when it creates its experiment;
+  A sweep writes that view (``orchestrator/tracking/runs_view.py``) when it creates its experiment;
   for a store made before that, the script writes it into a *copy* of a SQLite store, so the
   store given is never changed, and into other stores in place (as "Share" would).
 * On that copy it also sets each trial's ``mlflow.runColor`` tag (the UI's run colour) from a

@@ -20,9 +20,20 @@ from mlflow import MlflowClient
 
 from orchestrator import plan, stored_names
 from orchestrator.cli import main, parse_formats, parse_levels
-from orchestrator.config import ConfigError, parse_config
-from orchestrator.report import figures, render, schema, sources, tables
+from orchestrator.config import ConfigError
+from orchestrator.report import (
+    compare,
+    describe,
+    figures,
+    notes,
+    render,
+    schema,
+    sources,
+    statistics,
+    tables,
+)
 from orchestrator.study.study import create_or_resume, open_storage
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import orchestrate, run_sweep
 from orchestrator.testing.sweeps import sweep_document
 
@@ -84,9 +95,9 @@ def hand_built(
 
 def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    pairs = tables.baseline_pairs(steps, [RATE], twin_of)
+    pairs = compare.baseline_pairs(steps, [RATE], twin_of)
     assert pairs == {"alds.rate=0.5": "alds.rate=0.0"}
-    table = tables.versus_baseline(steps, pairs).set_index("step")
+    table = compare.versus_baseline(steps, pairs).set_index("step")
 
     assert list(table.index) == [1, 2, 3]
     assert list(table["sparsity"]) == pytest.approx([S1, S2, S3])
@@ -115,7 +126,7 @@ def test_at_sparsity_reads_every_configuration_at_the_same_levels() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
     configs = ["alds.rate=0.0", "alds.rate=0.5"]
-    table = tables.at_sparsity(steps, configs, pairs, [0.1, S2, 0.8]).set_index(
+    table = compare.at_sparsity(steps, configs, pairs, [0.1, S2, 0.8]).set_index(
         ["sparsity", "config"]
     )
     assert list(table.index) == [(level, c) for level in (0.1, S2, 0.8) for c in configs]
@@ -143,7 +154,7 @@ def test_bad_sparsity_levels_are_named(text: str) -> None:
 def test_versus_baseline_pairs_only_common_seeds() -> None:
     # ALDS ran seeds 1 and 2, the baseline 0 and 1: one pair; each arm keeps all its seeds.
     steps = hand_built({0.0: BASELINE, 0.5: {1: ALDS[1], 2: ALDS[0]}})
-    table = tables.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"}).set_index("step")
+    table = compare.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"}).set_index("step")
     assert table.loc[2, "n"] == 2 and table.loc[2, "baseline_n"] == 2
     assert table.loc[2, "paired_n"] == 1
     assert table.loc[2, "difference_mean"] == pytest.approx(0.912 - 0.835)
@@ -155,13 +166,13 @@ def test_equal_sparsities_match_exactly_at_the_curve_end() -> None:
     curve = [(0.0, 0.9), (0.0, 0.9), (0.1, 0.85), (0.3, 0.8)]
     other = [(0.0, 0.9), (0.0, 0.88), (0.1, 0.86), (0.3, 0.82)]
     steps = hand_built({0.0: dict.fromkeys(range(3), curve), 0.3: dict.fromkeys(range(3), other)})
-    table = tables.versus_baseline(steps, {"alds.rate=0.3": "alds.rate=0.0"})
+    table = compare.versus_baseline(steps, {"alds.rate=0.3": "alds.rate=0.0"})
     assert table["paired_n"].tolist() == [3, 3, 3]
     assert table["difference_mean"].tolist() == pytest.approx([-0.02, 0.01, 0.02])
 
 
 def test_tolerance_table_walks_each_seed_until_it_drops() -> None:
-    within = tables.tolerance_table(hand_built({0.0: BASELINE, 0.5: ALDS})).set_index("config")
+    within = compare.tolerance_table(hand_built({0.0: BASELINE, 0.5: ALDS})).set_index("config")
     # Baseline: both seeds lose more than a point at their second IMP step (sparsity 0.5).
     assert within.loc["alds.rate=0.0", "max_sparsity_within_mean"] == 0.0
     assert within.loc["alds.rate=0.0", "within_to_end"] == 0
@@ -178,13 +189,13 @@ def test_tolerance_table_walks_each_seed_until_it_drops() -> None:
     assert (row["max_sparsity_within_min"], row["max_sparsity_within_max"]) == pytest.approx(
         (S2, S3)
     )
-    loose = tables.tolerance_table(hand_built({0.0: BASELINE}), tolerance=0.05)
+    loose = compare.tolerance_table(hand_built({0.0: BASELINE}), tolerance=0.05)
     assert loose["max_sparsity_within_mean"].item() == 0.5
 
 
 def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    curves = tables.curve_table(steps, [RATE])
+    curves = describe.curve_table(steps, [RATE])
     row = curves[(curves[RATE] == 0.5) & (curves["step"] == 2)].iloc[0]
     assert row["n"] == 2 and row["phase"] == "imp"
     assert row["accuracy_mean"] == pytest.approx(0.9025)
@@ -192,10 +203,10 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert row["params_nonzero_mean"] == round(1000 * 2**-1.5)
     assert curves["phase"].tolist()[:3] == ["dense", "alds", "imp"]
 
-    pairs = tables.baseline_pairs(curves, [RATE], twin_of)
-    versus = tables.versus_baseline(steps, pairs)
-    summary = tables.summary_table(
-        curves, versus, tables.tolerance_table(steps), pairs, [RATE]
+    pairs = compare.baseline_pairs(curves, [RATE], twin_of)
+    versus = compare.versus_baseline(steps, pairs)
+    summary = compare.summary_table(
+        curves, versus, compare.tolerance_table(steps), pairs, [RATE]
     ).set_index(RATE)
     assert summary.loc[0.0, "role"] == "IMP only"
     assert math.isnan(summary.loc[0.0, "difference_mean"])
@@ -207,8 +218,8 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert not summary["within_lower_bound"].any()  # some seed of each dropped
 
     # With a 20-point tolerance no curve ever drops: the sparsity reached is only a lower bound.
-    loose = tables.summary_table(
-        curves, versus, tables.tolerance_table(steps, tolerance=0.2), pairs, [RATE]
+    loose = compare.summary_table(
+        curves, versus, compare.tolerance_table(steps, tolerance=0.2), pairs, [RATE]
     )
     assert loose["within_lower_bound"].all()
     report = hand_report({"summary": loose, "curves": curves}, tolerance=0.2)
@@ -233,7 +244,7 @@ def test_the_layer_table_shows_a_layer_imp_emptied_and_alds_kept() -> None:
     steps.loc[after_alds & (steps["seed"] == 0), "remaining/hidden"] = 0.4
     steps.loc[after_alds & (steps["seed"] == 1), "remaining/hidden"] = 0.6
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
-    table = tables.layer_table(steps, pairs).set_index(["config", "layer"])
+    table = describe.layer_table(steps, pairs).set_index(["config", "layer"])
     baseline = table.loc[("alds.rate=0.0", "out")]
     assert baseline["collapsed"] and baseline["remaining_min"] == pytest.approx(0.004)
     assert baseline["remaining_mean"] == pytest.approx(0.102)
@@ -245,7 +256,7 @@ def test_the_layer_table_shows_a_layer_imp_emptied_and_alds_kept() -> None:
     assert not table.loc[("alds.rate=0.5", "hidden"), "collapsed"]
     assert table.loc[("alds.rate=0.5", "hidden"), "after_alds_mean"] == pytest.approx(0.5)
     assert table.loc[("alds.rate=0.0", "hidden"), "after_alds_mean"] == pytest.approx(1.0)
-    assert tables.collapse_notes(table.reset_index()) == [
+    assert notes.collapse_notes(table.reset_index()) == [
         "alds.rate=0.0: IMP emptied out (0.4% left)",
         "alds.rate=0.5 kept layers its IMP-only twin emptied: out",
     ]
@@ -261,7 +272,7 @@ def test_the_magnitude_table_compares_alds_with_its_twin_seed_by_seed() -> None:
     for (rate, seed), value in smallest.items():
         at = (steps[RATE] == rate) & (steps["seed"] == seed) & (steps["step"] == 1)
         steps.loc[at, "mass_smallest_decile"] = value
-    table = tables.magnitude_table(steps, {"alds.rate=0.5": "alds.rate=0.0"})
+    table = describe.magnitude_table(steps, {"alds.rate=0.5": "alds.rate=0.0"})
     row = table.iloc[0]
     assert row["smallest_dense"] == pytest.approx(0.02)
     assert row["smallest_alds"] == pytest.approx(0.011)
@@ -277,7 +288,7 @@ def test_the_magnitude_table_compares_alds_with_its_twin_seed_by_seed() -> None:
 
 def test_the_paired_differences_figure_draws_each_interval() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    versus = tables.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"})
+    versus = compare.versus_baseline(steps, {"alds.rate=0.5": "alds.rate=0.0"})
     figure = figures.plot_paired_differences(versus, [RATE])
     assert figure is not None
     (axis,) = figure.axes
@@ -289,16 +300,16 @@ def test_the_paired_differences_figure_draws_each_interval() -> None:
 
 def test_confidence_intervals_and_the_words_the_report_uses() -> None:
     differences = pd.Series([0.010, 0.020, 0.015, 0.025, 0.030])
-    low, high = tables.paired_interval(differences)
+    low, high = statistics.paired_interval(differences)
     # By hand: mean 0.02, s = 0.0079057, t(0.975, 4) = 2.7764451.
     half = 2.7764451 * 0.0079056942 / math.sqrt(5)
     assert (low, high) == pytest.approx((0.02 - half, 0.02 + half))
     assert low < differences.mean() < high
-    assert tables.verdict(low, high) == "ALDS better"
-    assert tables.verdict(-high, -low) == "ALDS worse"
-    assert tables.verdict(-0.01, 0.02) == "no difference shown"  # the interval holds zero
-    assert all(math.isnan(v) for v in tables.paired_interval(pd.Series([0.05])))
-    assert tables.verdict(math.nan, math.nan) == "too few seeds"
+    assert statistics.verdict(low, high) == "ALDS better"
+    assert statistics.verdict(-high, -low) == "ALDS worse"
+    assert statistics.verdict(-0.01, 0.02) == "no difference shown"  # the interval holds zero
+    assert all(math.isnan(v) for v in statistics.paired_interval(pd.Series([0.05])))
+    assert statistics.verdict(math.nan, math.nan) == "too few seeds"
 
 
 def test_baseline_pairs_only_equal_schedules() -> None:
@@ -312,11 +323,11 @@ def test_baseline_pairs_only_equal_schedules() -> None:
     )
     params = [RATE, "imp.prune_fraction"]
     # d has no twin at 0.25: it is not compared with the baseline of another schedule.
-    assert tables.baseline_pairs(configs, params, twin_of) == {"c": "b"}
-    assert tables.baseline_pairs(configs[plan.is_alds(configs[RATE])], params, twin_of) == {}
+    assert compare.baseline_pairs(configs, params, twin_of) == {"c": "b"}
+    assert compare.baseline_pairs(configs[plan.is_alds(configs[RATE])], params, twin_of) == {}
     curves = configs.assign(step=1)
-    notes = tables.report_notes(pd.DataFrame(columns=["state"]), curves, {"c": "b"}, {})
-    assert notes == [
+    said = notes.report_notes(pd.DataFrame(columns=["state"]), curves, {"c": "b"}, {})
+    assert said == [
         "1 ALDS configuration(s) without a complete IMP-only twin (same schedule and seed), "
         "not compared: d"
     ]
@@ -369,10 +380,10 @@ def test_the_registry_computes_every_table_from_the_inputs() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
     assert inputs.pairs == pairs
-    versus = tables.versus_baseline(steps, pairs)
+    versus = compare.versus_baseline(steps, pairs)
     pd.testing.assert_frame_equal(computed["versus_baseline"], versus)
-    summary = tables.summary_table(
-        tables.curve_table(steps, [RATE]), versus, tables.tolerance_table(steps), pairs, [RATE]
+    summary = compare.summary_table(
+        describe.curve_table(steps, [RATE]), versus, compare.tolerance_table(steps), pairs, [RATE]
     )
     pd.testing.assert_frame_equal(computed["summary"], summary)
     assert computed["at_sparsity"]["sparsity"].tolist() == [0.5, 0.5]
@@ -391,12 +402,13 @@ def test_the_registry_computes_every_table_from_the_inputs() -> None:
 
 
 def test_the_worked_example_of_a_table_is_the_code() -> None:
-    # docs/report.md, "Adding a table": its function and its registry entry, as in tables.py.
+    # docs/report.md, "Adding a table": its function, as in compare.py, and its registry entry,
+    # as in tables.py.
     document = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
     section = document.split("### Adding a table", 1)[1].split("\n## ", 1)[0]
     function, entry = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert function in Path(compare.__file__).read_text()
     code = Path(tables.__file__).read_text()
-    assert function in code
     # The entry stands alone in the document (no trailing comma: ruff would make it a tuple).
     indented = "".join(f"    {line}" if line else line for line in entry.splitlines(True))
     assert indented.rstrip("\n") + ",\n" in code
@@ -747,8 +759,8 @@ def test_two_dimensional_sweep_gets_pairs_per_fraction_and_a_heat_map() -> None:
         ]
         frames.append(steps[["trial", "step", *schema.METRICS]])
     steps = sources.label_steps(pd.concat(frames), pd.DataFrame(trials), [RATE, fraction], {})
-    curves = tables.curve_table(steps, [RATE, fraction])
-    pairs = tables.baseline_pairs(curves, [RATE, fraction], twin_of)
+    curves = describe.curve_table(steps, [RATE, fraction])
+    pairs = compare.baseline_pairs(curves, [RATE, fraction], twin_of)
     assert pairs == {
         "alds.rate=0.5,imp.prune_fraction=0.2": "alds.rate=0.0,imp.prune_fraction=0.2",
         "alds.rate=0.5,imp.prune_fraction=0.4": "alds.rate=0.0,imp.prune_fraction=0.4",
@@ -778,14 +790,14 @@ def test_best_table_ranks_configurations_or_lists_the_front() -> None:
             "compression_ratio": [2.0, 2.0, 4.0, 4.0, 10.0],
         }
     )
-    best = tables.best_table(trials, ["accuracy"], ["maximize"], [RATE])
+    best = describe.best_table(trials, ["accuracy"], ["maximize"], [RATE])
     # The pruned trial's high value does not count; a tie in means keeps both, ranked.
     assert best["config"].tolist() == ["a", "b"]
     assert best["value_mean"].tolist() == pytest.approx([0.75, 0.75])
     assert best["best_trial"].tolist() == [0, 2]
-    lowest = tables.best_table(trials, ["accuracy"], ["minimize"], [RATE])
+    lowest = describe.best_table(trials, ["accuracy"], ["minimize"], [RATE])
     assert lowest["best_trial"].tolist() == [1, 3]
-    front = tables.best_table(
+    front = describe.best_table(
         trials, ["accuracy", "params_nonzero"], ["maximize", "minimize"], [RATE], front=[2, 0, 4]
     )
     assert front["number"].tolist() == [0, 2]  # complete front trials, by the first objective
@@ -793,7 +805,7 @@ def test_best_table_ranks_configurations_or_lists_the_front() -> None:
 
 def test_json_output_is_unrounded(tmp_path: Path) -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    curves = tables.curve_table(steps, [RATE])
+    curves = describe.curve_table(steps, [RATE])
     report = hand_report({"curves": curves}, counts={s.name: 0 for s in optuna.trial.TrialState})
     render.write(report, tmp_path, ["json", "latex"])
     loaded = json.loads((tmp_path / "curves.json").read_text())

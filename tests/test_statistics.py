@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from orchestrator.curve import mean_between
-from orchestrator.report import statistics, tables
+from orchestrator.report import compare, describe, statistics
 from tests.test_report import ALDS, BASELINE, S1, hand_built
 
 
@@ -93,25 +93,25 @@ def test_the_seed_planner_is_the_least_n_of_the_closed_form(std: float, halfwidt
 
 def test_verdicts_read_the_family_wise_interval() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    pairs = tables.baseline_pairs(steps, ["alds.rate"], lambda p: {**p, "alds.rate": 0.0})
-    table = tables.versus_baseline(steps, pairs, margin=0.5)
+    pairs = compare.baseline_pairs(steps, ["alds.rate"], lambda p: {**p, "alds.rate": 0.0})
+    table = compare.versus_baseline(steps, pairs, margin=0.5)
     for row in table.to_dict("records"):
         if row["paired_n"] < 2:
             assert row["verdict"] == "too few seeds"
             continue
         low, high = row["adjusted_ci_low"], row["adjusted_ci_high"]
         assert low <= row["difference_ci_low"] and high >= row["difference_ci_high"]
-        assert row["verdict"] == tables.verdict(low, high)
+        assert row["verdict"] == statistics.verdict(low, high)
         assert row["equivalence"] in ("equivalent within ±50 pt", "different", "inconclusive")
-    summary = tables.summary_table(
-        tables.curve_table(steps, ["alds.rate"]),
+    summary = compare.summary_table(
+        describe.curve_table(steps, ["alds.rate"]),
         table,
-        tables.tolerance_table(steps),
+        compare.tolerance_table(steps),
         pairs,
         ["alds.rate"],
     )
-    alds = summary[summary["role"] == tables.ALDS_PLUS_IMP].iloc[0]
-    assert alds["verdict"] == tables.verdict(alds["adjusted_ci_low"], alds["adjusted_ci_high"])
+    alds = summary[summary["role"] == compare.ALDS_PLUS_IMP].iloc[0]
+    assert alds["verdict"] == statistics.verdict(alds["adjusted_ci_low"], alds["adjusted_ci_high"])
     assert alds["equivalence_bound"] == pytest.approx(
         statistics.equivalence_bound(
             alds["difference_mean"], alds["difference_std"], alds["paired_n"]
@@ -138,7 +138,7 @@ def test_mean_between_integrates_the_curve_by_hand() -> None:
 def test_the_endpoint_pairs_the_mean_over_the_range_both_arms_cover() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
-    (row,) = tables.endpoint_table(steps, pairs).to_dict("records")
+    (row,) = compare.endpoint_table(steps, pairs).to_dict("records")
     # The baseline's compressed steps cover sparsity 0 to 0.75, ALDS's S1 to S3: S1 to 0.75,
     # which is 0.5 to 2 halvings of the weights. By hand, per seed (trapezoids in halvings):
     # IMP only 0.855 and 0.855; ALDS 1.335125 / 1.5 and 1.369375 / 1.5.
@@ -149,22 +149,22 @@ def test_the_endpoint_pairs_the_mean_over_the_range_both_arms_cover() -> None:
     assert row["difference_mean"] == pytest.approx(np.mean(alds) - 0.855)
     assert row["difference_std"] == pytest.approx(np.std(alds, ddof=1))
     assert row["paired_n"] == 2
-    assert row["verdict"] == tables.verdict(row["adjusted_ci_low"], row["adjusted_ci_high"])
+    assert row["verdict"] == statistics.verdict(row["adjusted_ci_low"], row["adjusted_ci_high"])
 
 
 def test_a_sparsity_as_primary_endpoint_pairs_the_accuracy_there() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
-    at = tables.at_sparsity(steps, list(pairs) + list(pairs.values()), pairs, [0.7])
+    at = compare.at_sparsity(steps, list(pairs) + list(pairs.values()), pairs, [0.7])
     expected = at[at["config"] == "alds.rate=0.5"].iloc[0]
-    (row,) = tables.endpoint_table(steps, pairs, level=0.7).to_dict("records")
+    (row,) = compare.endpoint_table(steps, pairs, level=0.7).to_dict("records")
     assert (row["sparsity_low"], row["sparsity_high"]) == (0.7, 0.7)
     assert row["auc_mean"] == pytest.approx(expected["accuracy_mean"])
     assert row["baseline_auc_mean"] == pytest.approx(expected["baseline_accuracy_mean"])
     assert row["difference_mean"] == pytest.approx(expected["difference_mean"])
     assert row["paired_n"] == expected["paired_n"] == 2
     # A level the twin never reaches (its curve stops at 0.75): no row, never extrapolated.
-    assert tables.endpoint_table(steps, pairs, level=0.8).empty
+    assert compare.endpoint_table(steps, pairs, level=0.8).empty
 
 
 def test_at_flops_equals_at_sparsity_where_flops_track_weights() -> None:
@@ -173,8 +173,8 @@ def test_at_flops_equals_at_sparsity_where_flops_track_weights() -> None:
     steps["flops_effective"] = steps["remaining"] * 7e6
     pairs = {"alds.rate=0.5": "alds.rate=0.0"}
     configs = ["alds.rate=0.0", "alds.rate=0.5"]
-    by_flops = tables.at_flops(steps, configs, pairs, [0.5, 0.3])
-    by_weights = tables.at_sparsity(steps, configs, pairs, [0.5, 0.7])
+    by_flops = compare.at_flops(steps, configs, pairs, [0.5, 0.3])
+    by_weights = compare.at_sparsity(steps, configs, pairs, [0.5, 0.7])
     assert by_flops["flops_kept"].tolist() == pytest.approx([0.5, 0.5, 0.3, 0.3])
     assert by_flops["speedup"].tolist() == pytest.approx([2, 2, 1 / 0.3, 1 / 0.3])
     for column in ("accuracy_mean", "baseline_accuracy_mean", "difference_mean", "paired_n"):
@@ -182,4 +182,4 @@ def test_at_flops_equals_at_sparsity_where_flops_track_weights() -> None:
             by_flops[column], by_weights[column], check_names=False, check_dtype=False
         )
     # Without FLOPs logged, an empty table with its columns.
-    assert tables.at_flops(hand_built({0.0: BASELINE}), configs, pairs).empty
+    assert compare.at_flops(hand_built({0.0: BASELINE}), configs, pairs).empty

@@ -19,6 +19,7 @@ from orchestrator import plan, stored_names
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.report import tables
 from orchestrator.report.figures import FIGURES
+from orchestrator.report.notes import HALFWIDTH, collapse_notes, planner_note, report_notes
 from orchestrator.report.render import present, write
 from orchestrator.report.schema import (
     FORMATS,
@@ -64,7 +65,7 @@ def build(
     levels: Sequence[float] = LEVELS,
     curves: Curves | None = None,
     margin: float | None = None,
-    halfwidth: float = tables.HALFWIDTH,
+    halfwidth: float = HALFWIDTH,
 ) -> Report:
     """Read the study and its runs and compute every table and figure of the report.
 
@@ -90,9 +91,9 @@ def build(
         directions=inputs.directions,
         counts=counts,
         notes=[
-            *tables.report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
-            *tables.collapse_notes(computed["layers"]),
-            *tables.planner_note(computed["endpoint"], halfwidth),
+            *report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
+            *collapse_notes(computed["layers"]),
+            *planner_note(computed["endpoint"], halfwidth),
             *_growth_notes(read.left_out, growth.provenance(read.asked)),
         ],
         tables=computed,
@@ -158,7 +159,8 @@ def _read(
         if isinstance(run_id, str)
     }
     parent = study.user_attrs.get(stored_names.STUDY_PARENT_RUN_ID)
-    resolved = resolve_pending(client, parent, runs)
+    # Every id stays a string: a provisional one is replaced by its run's, never by None.
+    resolved = {n: r for n, r in resolve_pending(client, parent, runs).items() if r is not None}
     if resolved != runs:
         runs = resolved
         trials[stored_names.TRIAL_RUN_ID] = trials["number"].map(lambda n: runs.get(int(n)))

@@ -1,14 +1,14 @@
 """The figures: accuracy against remaining weights, against the ALDS rate, and the heat map.
 
 Drawn on :class:`matplotlib.figure.Figure` directly (no pyplot: no global state, no GUI
-backend), from the curve table (``tables.curve_table``); the worker draws each trial's curve
+backend), from the curve table (``describe.curve_table``); the worker draws each trial's curve
 with :func:`trial_figure`, on the same axes as the report's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,10 @@ from matplotlib.figure import Figure
 
 from orchestrator import plan
 from orchestrator.report.schema import FRACTION, RATE, TOLERANCE, FigureSpec, param_text
+
+if TYPE_CHECKING:
+    from matplotlib.collections import PathCollection
+    from matplotlib.image import AxesImage
 
 __all__ = [
     "FIGURES",
@@ -189,9 +193,9 @@ def _many_curves(figure: Figure, axis: Any, curves: pd.DataFrame) -> None:
     lines = np.split(points, starts[1:])
     rates_array = ordered[RATE].to_numpy(float)[starts]
     if len(lines) > DRAWN_LINES:  # evenly spread over the configurations, in their order
-        chosen = np.linspace(0, len(lines) - 1, DRAWN_LINES).round().astype(int)
-        lines = [lines[i] for i in chosen]
-        rates_array = rates_array[chosen]
+        picked = np.linspace(0, len(lines) - 1, DRAWN_LINES).round().astype(int)
+        lines = [lines[i] for i in picked]
+        rates_array = rates_array[picked]
         axis.text(
             0.99,
             0.01,
@@ -258,8 +262,8 @@ def plot_accuracy_vs_rate(
     else:
         # Which combinations have several rates, counted at once: a sampled sweep has one
         # combination a trial.
-        rates = curves.groupby(others, sort=True)[RATE].nunique()
-        chosen = list(rates[rates >= 2].index[:panels])
+        counts = curves.groupby(others, sort=True)[RATE].nunique()
+        chosen = list(counts[counts >= 2].index[:panels])
         grouped = curves.groupby(others, sort=True)
         groups = [(key, grouped.get_group(key if len(others) > 1 else (key,))) for key in chosen]
     if not groups:
@@ -318,6 +322,7 @@ def plot_heatmap(curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
     # for thousands of samples would be a table of their square.
     cells = final[RATE].nunique() * final[FRACTION].nunique()
     full = False
+    image: AxesImage | PathCollection
     if cells <= len(final):
         accuracy = final.pivot_table(index=FRACTION, columns=RATE, values="accuracy_mean")
         remaining = final.pivot_table(index=FRACTION, columns=RATE, values="remaining_mean")
@@ -391,8 +396,8 @@ def plot_controls(
         return None
     figure, axis = _wide()
     twins = list(rows["baseline"].unique())
-    controls = sorted(rows["control"].unique())
-    styles = dict(zip(controls, ("--", ":", "-."), strict=False))
+    kinds = sorted(rows["control"].unique())
+    styles = dict(zip(kinds, ("--", ":", "-."), strict=False))
     for color, twin in zip(_palette(len(twins), 0.8), twins, strict=True):
         group = rows[rows["baseline"] == twin]
         # The twin's curve at its controls' sparsities: one line however many controls.

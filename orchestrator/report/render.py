@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,7 @@ def _number(value: Any, kind: str) -> str:
     return str(value)
 
 
-def _cell(row: Mapping[str, Any], column: Column) -> str:
+def _cell(row: Mapping[Hashable, Any], column: Column) -> str:
     value = row.get(column.source)
     if is_missing(value) or value == "":
         return "–"
@@ -106,8 +106,8 @@ def present(
         shown = set().union(*(table[source].dropna() for source in arms))
         labels = _arm_labels(report, shown)
         table = table.assign(**{source: table[source].map(labels) for source in arms})
-    rows = [[_cell(row, c) for c in columns] for row in table.to_dict("records")]
-    return pd.DataFrame(rows, columns=[c.header for c in columns], dtype=object)
+    cells = [[_cell(row, c) for c in columns] for row in table.to_dict("records")]
+    return pd.DataFrame(cells, columns=[c.header for c in columns], dtype=object)
 
 
 def _arm_labels(report: Report, configs: set[str]) -> Mapping[str, str]:

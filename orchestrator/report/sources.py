@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -242,7 +242,7 @@ def label_steps(
     return steps.merge(info, on="trial", how="left")
 
 
-def config_label(row: pd.Series | Mapping[str, Any], params: Sequence[str]) -> str:
+def config_label(row: pd.Series | Mapping[Hashable, Any], params: Sequence[str]) -> str:
     """The configuration a trial ran (its searched parameters, and its control where it is
     one), as a short stable text; empty for a queued placeholder that has no parameters yet."""
     if any(is_missing(row[p]) for p in params):
@@ -254,6 +254,6 @@ def config_label(row: pd.Series | Mapping[str, Any], params: Sequence[str]) -> s
     return describe_params(values) or "default"
 
 
-def twin_label(row: pd.Series | Mapping[str, Any], params: Sequence[str]) -> str:
+def twin_label(row: pd.Series | Mapping[Hashable, Any], params: Sequence[str]) -> str:
     """A control trial's IMP-only twin's configuration label (:func:`config_label`)."""
     return config_label({**dict(row), plan.CONTROL: None}, params)

@@ -88,7 +88,7 @@ def p_value(mean: float, std: float, n: int) -> float:
     return float(2 * stats.t.sf(abs(t), n - 1))
 
 
-def holm(p_values: Sequence[float]) -> np.ndarray:
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (NaN where a p-value is missing, outside the family).
 
     The k-th smallest of m p-values becomes max over j ≤ k of min(1, (m − j + 1) · p_(j)).
