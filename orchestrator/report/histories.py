@@ -25,6 +25,7 @@ import pandas as pd
 
 from orchestrator import stored_names
 from orchestrator.report.schema import METRICS
+from orchestrator.tracking import mlflow_internals
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _all_experiments(client: Any) -> list[Any]:
 
 def _bulk_call(client: Any) -> Bulk | None:
     """The store's bulk history call, or None where it has none."""
-    store = client._tracking_client.store
+    store = mlflow_internals.tracking_store(client)
     if hasattr(store, "get_metric_history_bulk"):
 
         def from_database(run_ids: Sequence[str], key: str) -> list[tuple[str, int, float, int]]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import plan as plans
 from orchestrator import stored_names
 from orchestrator.config import PerConfig, SweepConfig
+from orchestrator.study import optuna_internals
 from orchestrator.trial import identity
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ def in_sweep(config: SweepConfig, trials: Iterable[FrozenTrial]) -> list[FrozenT
     kept = []
     for trial in trials:
         if trial.state.is_finished():
-            mark = (trial._trial_id, trial.number, trial.datetime_start)
+            mark = (optuna_internals.trial_id(trial), trial.number, trial.datetime_start)
             belongs = decided.get(mark)
             if belongs is None:
                 belongs = decided[mark] = asks_for(config, trial)

@@ -7,8 +7,8 @@ and then enqueues its repeats at the other seeds. Workers only ever claim queued
 study holds exactly ``total_trials`` trials (plus retries of crashed ones), however many
 workers race for the last one.
 
-Every use of Optuna's private API (the study's storage, trial ids, its storage cache) is in
-this module, except the storage interface that :mod:`retrying_storage` implements.
+Optuna's private API it needs (the study's storage, trial ids, sampling by distribution, the
+storage cache, the stale trials of the heartbeat) goes through :mod:`optuna_internals`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import plan, stored_names
 from orchestrator.config import SearchRange, SweepConfig
-from orchestrator.study import counts, growth
+from orchestrator.study import counts, growth, optuna_internals
 from orchestrator.study.growth import Growth
 from orchestrator.study.retrying_storage import LONGEST_PAUSE_SECONDS
 
@@ -82,7 +81,8 @@ def fill_queue(study: optuna.Study, config: SweepConfig, found: Growth | None = 
 def set_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
     """Store ``value`` under ``key`` in the running ``trial``'s system attributes, which
     optuna-dashboard does not list (a trial's whole curve, :data:`stored_names.TRIAL_CURVE`)."""
-    trial.study._storage.set_trial_system_attr(trial._trial_id, key, value)
+    storage = optuna_internals.storage_of(trial.study)
+    storage.set_trial_system_attr(optuna_internals.trial_id(trial), key, value)
 
 
 def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, FrozenTrial] | None:
@@ -94,16 +94,17 @@ def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, FrozenTrial] | None:
     Unlike ``study.ask()``, this never creates a trial beyond the queue. It goes through the
     study's own (caching) storage, as ``ask`` does, so the trial is known to that cache.
     """
-    storage = study._storage
+    storage = optuna_internals.storage_of(study)
     study_id = storage.get_study_id_from_name(study.study_name)
     waiting = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
     for frozen in waiting:
+        frozen_id = optuna_internals.trial_id(frozen)
         try:
-            claimed = storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING)
+            claimed = storage.set_trial_state_values(frozen_id, state=TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         if claimed:
-            return optuna.Trial(study, frozen._trial_id), frozen
+            return optuna.Trial(study, frozen_id), frozen
     return None
 
 
@@ -121,11 +122,12 @@ def suggest(
     enqueue its twin once.
     """
     params = {
-        path: trial._suggest(path, distribution(space))
+        path: optuna_internals.suggest(trial, path, distribution(space))
         for path, space in config.search.space.items()
     }
-    if plan.CONTROL in trial._fixed_params:  # a control names its control as a parameter
-        params[plan.CONTROL] = trial._suggest(plan.CONTROL, _CONTROLS)
+    # A control names its control as a parameter.
+    if plan.CONTROL in optuna_internals.fixed_params(trial):
+        params[plan.CONTROL] = optuna_internals.suggest(trial, plan.CONTROL, _CONTROLS)
     if stored_names.TRIAL_SLOT in trial.user_attrs and not trial.user_attrs.get(
         stored_names.TRIAL_REPEATS_ENQUEUED
     ):
@@ -243,10 +245,11 @@ def fail_and_requeue(
     Returns:
         Whether this call failed the trial.
     """
-    storage = study._storage
+    storage = optuna_internals.storage_of(study)
+    failing = optuna_internals.trial_id(trial)
     try:
-        storage.set_trial_user_attr(trial._trial_id, stored_names.TRIAL_FAIL_REASON, reason)
-        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+        storage.set_trial_user_attr(failing, stored_names.TRIAL_FAIL_REASON, reason)
+        if not storage.set_trial_state_values(failing, state=TrialState.FAIL):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
@@ -277,8 +280,8 @@ def fail_stale(
     Returns:
         The numbers of the trials failed here.
     """
-    storage = study._storage
-    native = _has_heartbeat(storage)
+    storage = optuna_internals.storage_of(study)
+    native = optuna_internals.has_heartbeat(storage)
     interval = storage.get_heartbeat_interval() if native else heartbeat_seconds()
     recently_down = getattr(storage, "recently_down", None)
     # After an outage the others' beats resume within a retry pause and a beat interval.
@@ -287,7 +290,8 @@ def fail_stale(
     failed = []
     study_id = storage.get_study_id_from_name(study.study_name)
     if native:
-        stale = [storage.get_trial(i) for i in storage._get_stale_trial_ids(study_id)]
+        ids = optuna_internals.stale_trial_ids(storage, study_id)
+        stale = [storage.get_trial(i) for i in ids]
     else:
         stale = _stale_by_attribute(study, interval * STALE_BEATS)
     for trial in stale:
@@ -323,7 +327,7 @@ def heartbeat_seconds() -> int:
 
 def cached(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
     """``storage`` behind Optuna's cache of finished trials, as a study by URL would have it."""
-    return optuna.storages._CachedStorage(storage)
+    return optuna_internals.cached(storage)
 
 
 class Heartbeat:
@@ -336,9 +340,9 @@ class Heartbeat:
 
     def __init__(self, storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> None:
         self._storage = storage
-        self._trial_id = trial._trial_id
+        self._trial_id = optuna_internals.trial_id(trial)
         self._stop = threading.Event()
-        self._native = _has_heartbeat(storage)
+        self._native = optuna_internals.has_heartbeat(storage)
         interval = storage.get_heartbeat_interval() if self._native else heartbeat_seconds()
         self._record()
         self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
@@ -365,10 +369,6 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def _has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
-    return isinstance(storage, BaseHeartbeat) and bool(storage.get_heartbeat_interval())
 
 
 def retry(study: optuna.Study, config: SweepConfig) -> int:

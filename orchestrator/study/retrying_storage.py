@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 
 from orchestrator import stopping
+from orchestrator.study import optuna_internals
 
 __all__ = ["DEFAULT_LIMIT_SECONDS", "RetryingStorage", "StorageUnavailable", "is_outage"]
 
@@ -78,7 +78,7 @@ _CALLS = (
     "get_trial_system_attrs",
     "get_trial_user_attrs",
     "record_heartbeat",
-    "_get_stale_trial_ids",
+    optuna_internals.STALE_TRIAL_IDS,
 )
 
 
@@ -91,7 +91,11 @@ def _retried(name: str) -> Callable[..., Any]:
     return call
 
 
-class RetryingStorage(BaseStorage, BaseHeartbeat):
+# Optuna's heartbeat interface, which a wrapper of an ``RDBStorage`` implements too.
+_Heartbeat = optuna_internals.heartbeat_base()
+
+
+class RetryingStorage(BaseStorage, _Heartbeat):
     """Wraps a storage (an ``RDBStorage``, usually behind Optuna's cache) so that its calls
     ride out an outage of up to ``limit_seconds``.
 

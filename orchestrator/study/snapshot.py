@@ -6,8 +6,8 @@ parameters, values, attributes and every intermediate value, row by row (a sweep
 trials is 350,000 objects and seconds). :func:`trials` reads the same tables with five plain
 queries, leaves the intermediate values out (the pruner's, which neither reads) and the kept curves
 unless asked, and builds the ``FrozenTrial`` objects itself. It reads Optuna's own table
-definitions (``optuna.storages._rdb.models``): where those do not answer as expected (another
-schema), and on every other storage (a journal is replayed in memory anyway), it is
+definitions (:func:`optuna_internals.rdb_models`): where those do not answer as expected
+(another schema), and on every other storage (a journal is replayed in memory anyway), it is
 ``get_trials``.
 """
 
@@ -24,6 +24,7 @@ from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import FrozenTrial
 
 from orchestrator import stored_names
+from orchestrator.study import optuna_internals
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,13 @@ def trials(study: optuna.Study, *, curves: bool = False) -> list[FrozenTrial]:
         The trials, as ``get_trials(deepcopy=False)`` returns them but for their intermediate
         values (empty) and, unless ``curves``, their kept curves (absent).
     """
-    outer = study._storage
+    outer = optuna_internals.storage_of(study)
     database = _database(outer)
     if database is None:
         return study.get_trials(deepcopy=False)
 
     def read() -> list[FrozenTrial]:
-        return _read(database, study._study_id, curves)
+        return _read(database, optuna_internals.study_id(study), curves)
 
     try:
         ride_out = getattr(outer, "ride_out", None)
@@ -63,14 +64,14 @@ def _database(storage: Any) -> optuna.storages.RDBStorage | None:
     for _ in range(4):
         if isinstance(storage, optuna.storages.RDBStorage):
             return storage
-        storage = getattr(storage, "inner", None) or getattr(storage, "_backend", None)
+        storage = getattr(storage, "inner", None) or optuna_internals.cached_backend(storage)
     return None
 
 
 def _read(database: optuna.storages.RDBStorage, study_id: int, curves: bool) -> list[FrozenTrial]:
-    from optuna.storages._rdb import models
     from sqlalchemy import select
 
+    models = optuna_internals.rdb_models()
     trial = models.TrialModel
     of_study = select(trial.trial_id).where(trial.study_id == study_id).scalar_subquery()
 
