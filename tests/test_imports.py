@@ -41,7 +41,7 @@ def _imports(path: Path, name: str, modules: dict[str, Path]) -> Iterator[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            # `from orchestrator import keys` names a module; `from x import Name`, its module.
+            # `from orchestrator import plan` names a module; `from x import Name`, its module.
             targets = [
                 f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names
             ]

@@ -12,10 +12,10 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator import plan, stored_names, workspace
-from orchestrator.config import parse_config
 from orchestrator.study import counts
 from orchestrator.study import queue as queues
 from orchestrator.study import study as studies
+from orchestrator.sweep_file import parse_config
 from tests.conftest import config_of, drain, open_study
 
 
@@ -93,8 +93,8 @@ def test_stale_trial_is_failed_with_its_reason_and_retried_with_its_parameters(
 CLAIMER = """
 import sys, time
 import optuna
-from orchestrator import queue as queues
-from orchestrator import study as studies
+from orchestrator.study import queue as queues
+from orchestrator.study import study as studies
 
 url, start, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 time.sleep(max(0.0, start - time.time()))
@@ -130,8 +130,8 @@ def test_processes_racing_on_one_sqlite_study_claim_each_trial_once(tmp_path: Pa
 
 TWINNER = """
 import sys, time
-from orchestrator import queue as queues
-from orchestrator import study as studies
+from orchestrator.study import queue as queues
+from orchestrator.study import study as studies
 
 url, start, worker = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 time.sleep(max(0.0, start - time.time()))
