@@ -31,6 +31,7 @@ from orchestrator.config import SearchRange, SweepConfig
 from orchestrator.study import counts, growth, optuna_internals
 from orchestrator.study.growth import Growth
 from orchestrator.study.retrying_storage import LONGEST_PAUSE_SECONDS
+from orchestrator.trial.spec import TrialSpec
 
 OnFailed = Callable[[optuna.Study, FrozenTrial, str], None]
 STALE_REASON = "worker stopped sending heartbeats"
@@ -117,7 +118,7 @@ def suggest(
 
     A freshly sampled trial (a placeholder) enqueues the same parameters at the other seeds,
     and, when it is an ALDS configuration, its IMP-only twin at every seed that lacks one
-    (:func:`plan.twin_of`). ``lock`` (the storage's creation lock) is held while the
+    (:attr:`TrialSpec.twin`). ``lock`` (the storage's creation lock) is held while the
     twins are looked for and enqueued, so two workers that sample the same schedule at once
     enqueue its twin once.
     """
@@ -139,12 +140,11 @@ def suggest(
                     stored_names.TRIAL_REPEAT_OF: trial.number,
                 },
             )
-        if config.search.enqueue_baseline and plan.is_alds(plan.rate_of(config, params)):
-            twin = plan.twin_of(config, params)
+        spec = TrialSpec(config, params, int(trial.user_attrs[stored_names.TRIAL_SEED]))
+        if config.search.enqueue_baseline and spec.is_alds and (twin := spec.twin) is not None:
             with lock():
-                _enqueue_twins(
-                    trial, [twin, *plan.control_configurations(config, [twin])], config.seeds
-                )
+                twins = [twin.params, *plan.control_configurations(config, [twin.params])]
+                _enqueue_twins(trial, twins, config.seeds)
         trial.set_user_attr(stored_names.TRIAL_REPEATS_ENQUEUED, True)
     return params
 
