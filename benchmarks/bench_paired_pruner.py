@@ -21,7 +21,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from orchestrator import curve, plan, stored_names
-from orchestrator.config import parse_config
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import load_study
 from orchestrator.testing.sweeps import sweep_document, write_sweep

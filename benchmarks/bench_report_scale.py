@@ -40,10 +40,10 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator import curve, stored_names, tracking, workspace
-from orchestrator.config import parse_config
 from orchestrator.report.schema import METRICS
 from orchestrator.study import queue
 from orchestrator.study import study as studies
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.servers import free_port, start_mlflow_server, stop_process_group
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 from orchestrator.trial import identity

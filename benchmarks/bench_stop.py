@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator import workspace
-from orchestrator.config import parse_config
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import study_storage, wait_for
 from orchestrator.testing.sweeps import slow_sweep, write_sweep

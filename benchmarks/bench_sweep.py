@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.config import parse_config
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 from orchestrator.trial.cache import CheckpointCache

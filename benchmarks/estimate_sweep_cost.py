@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 
 from orchestrator import plan
-from orchestrator.config import SweepConfig, load_config, parse_config
+from orchestrator.config import SweepConfig
 from orchestrator.data import load
+from orchestrator.sweep_file import load_config, parse_config
 from orchestrator.trial import network
 from orchestrator.trial.training import evaluate, train
 

@@ -39,8 +39,9 @@ import torch.nn.functional as F
 from estimate_sweep_cost import workload
 
 import models
-from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig, parse_config
+from orchestrator.config import DatasetConfig, SyntheticConfig, TrainConfig
 from orchestrator.data import load
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import load_study
 from orchestrator.testing.sweeps import sweep_document, write_sweep

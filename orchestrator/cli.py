@@ -54,8 +54,8 @@ def _fail(message: str, code: int = USAGE) -> None:
 def _check_failures(study: optuna.Study, config: SweepConfig, allow_failures: bool) -> None:
     """Print the trials that failed after their retries, and why; exit 1 unless allowed."""
     from orchestrator import stored_names
-    from orchestrator.config import describe_params
     from orchestrator.study import counts
+    from orchestrator.sweep_file import describe_params
 
     failed = counts.failed_for_good(study, config)
     if not failed:
@@ -136,8 +136,8 @@ def validate(sweep: Path) -> None:
     from rich.table import Table
 
     from orchestrator import plan, workspace
-    from orchestrator.config import load_config
     from orchestrator.study import growth
+    from orchestrator.sweep_file import load_config
     from orchestrator.trial.identity import experiment_hash
 
     config = load_config(sweep)
@@ -217,8 +217,9 @@ def _open_study(
 ) -> tuple[optuna.Study, SweepConfig, str]:
     """The study named by a sweep file or by --study/--storage, with its stored config (and a
     sweep file's ``report`` section)."""
-    from orchestrator.config import ConfigError, load_config
+    from orchestrator.config import ConfigError
     from orchestrator.study import study as studies
+    from orchestrator.sweep_file import load_config
 
     _quiet_optuna()
     if sweep is not None:
@@ -363,7 +364,7 @@ _LAUNCH_FLAGS = {
 
 def _load_sweep(path: Path) -> SweepConfig:
     """The sweep file, its warnings printed."""
-    from orchestrator.config import load_config
+    from orchestrator.sweep_file import load_config
 
     config = load_config(path)
     for warning in config.warnings():
@@ -496,7 +497,7 @@ def status(
         progress.summary(study, config, asked, left_out=len(stored) - len(asked), limit=limit)
     )
     if sweep is not None:
-        from orchestrator.config import load_config
+        from orchestrator.sweep_file import load_config
 
         for launcher in launchers.recorded(load_config(sweep)):
             table = launcher.tasks_table(study)
@@ -515,7 +516,8 @@ def status(
 def cancel(sweep: Path, storage_url: str | None) -> None:
     """Cancel the launcher tasks of SWEEP.yaml (a Slurm job array) and requeue the trials
     they were running."""
-    from orchestrator.config import ConfigError, load_config
+    from orchestrator.config import ConfigError
+    from orchestrator.sweep_file import load_config
 
     _quiet_optuna()
     config = load_config(sweep)

@@ -1,20 +1,19 @@
-"""Sweep YAML → validated, typed, frozen configuration with a stable hash.
+"""The sweep schema: a sweep YAML's document → validated, typed, frozen configuration.
 
 Every section is a frozen pydantic model that forbids unknown keys, so a typo is an error
-(with the nearest valid key suggested) rather than a silently ignored setting. Loading never
-raises anything but :class:`ConfigError` for bad input.
+(with the nearest valid key suggested) rather than a silently ignored setting; an invalid
+document's errors become one message naming every bad field (:func:`describe_errors`).
+Reading and loading a sweep file is :mod:`orchestrator.sweep_file`'s, above this module:
+loading never raises anything but :class:`ConfigError` for bad input.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import re
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -40,7 +39,6 @@ __all__ = [
     "ImpConfig",
     "ModelConfig",
     "Objective",
-    "PerConfig",
     "ReportConfig",
     "SearchConfig",
     "SearchRange",
@@ -49,15 +47,10 @@ __all__ = [
     "SyntheticConfig",
     "TrackingConfig",
     "TrainConfig",
-    "describe_params",
+    "describe_errors",
+    "did_you_mean",
     "flatten",
-    "load_config",
-    "numeric_ranges",
-    "parse_config",
 ]
-
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -280,7 +273,7 @@ class ImpConfig(_Section):
     rates: dict[str, Probability] | None = Field(
         None, description="per-role rates per cycle, roles: conv, fc, output"
     )
-    controls: tuple[Literal[plan.RANDOM_MASK, plan.REINIT], ...] = Field(
+    controls: tuple[plan.Control, ...] = Field(
         (),
         description="the lottery-ticket controls run for every IMP-only configuration at "
         "every seed, each a trial paired with it in the report's controls table: "
@@ -543,7 +536,8 @@ class TrackingConfig(_Section):
     experiment: str | None = Field(None, description="default: the sweep's name")
 
 
-PRIMARY_AUC = "auc"
+PrimaryAuc = Literal["auc"]
+PRIMARY_AUC: Final[PrimaryAuc] = "auc"
 
 
 class ReportConfig(_Section):
@@ -560,7 +554,7 @@ class ReportConfig(_Section):
         description="equivalence margin in accuracy points: a TOST verdict for every paired "
         "difference (orchestrate report --margin overrides it)",
     )
-    primary: Literal[PRIMARY_AUC] | Probability = Field(
+    primary: PrimaryAuc | Probability = Field(
         PRIMARY_AUC,
         description="the primary endpoint: auc (mean accuracy over the sparsity range both "
         "arms reach) or one sparsity (0.9: the paired accuracy difference there)",
@@ -632,7 +626,7 @@ class SweepConfig(_Section):
         try:
             return SweepConfig.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc, "params")) from None
+            raise ConfigError(describe_errors(exc, "params")) from None
 
     @model_validator(mode="after")
     def _space_paths(self) -> SweepConfig:
@@ -645,7 +639,7 @@ class SweepConfig(_Section):
 
     @model_validator(mode="after")
     def _runnable_plan(self) -> SweepConfig:
-        # else _check_space names the path
+        # else sweep_file's _check_space names the path
         if set(self.search.space) <= set(flatten(self, expanded=True)) | {"model"}:
             plan.check(self)
         return self
@@ -673,10 +667,10 @@ class SweepConfig(_Section):
         return found
 
 
-# --------------------------------------------------------------------------- loading
+# --------------------------------------------------------------------------- messages
 
 
-def _suggest(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: list[str]) -> str:
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
@@ -696,13 +690,13 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _describe(exc: ValidationError, source: str) -> str:
+def describe_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for error in exc.errors():
         loc = tuple(error["loc"])
         if error["type"] == "extra_forbidden" and loc:
             path = ".".join(map(str, loc))
-            hint = _suggest(str(loc[-1]), _fields_at(loc[:-1]))
+            hint = did_you_mean(str(loc[-1]), _fields_at(loc[:-1]))
             lines.append(f"{path}: unknown key{hint}")
             continue
         path = ".".join(str(part) for part in loc if not _is_union_tag(part))
@@ -731,68 +725,7 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
 
 
-def _check_space(config: SweepConfig, source: str) -> None:
-    for path, space in config.search.space.items():
-        if path == "seed":
-            raise ConfigError(
-                f"{source}: search.space.seed: seeds are set by 'seeds', not searched"
-            )
-        for value in space.values():
-            try:
-                config.with_params({path: value})
-            except ConfigError as exc:
-                detail = str(exc).split("\n  ", 1)[-1]
-                if "is not a field" in detail:
-                    detail = "is not a field of the sweep config" + _suggest(
-                        path, list(flatten(config, expanded=True))
-                    )
-                else:
-                    detail = f"value {value!r} is not allowed: {detail.split(': ', 1)[-1]}"
-                raise ConfigError(f"{source}: search.space.{path}: {detail}") from None
-    for index, entry in enumerate(config.search.enqueue):
-        try:
-            config.with_params(entry)
-        except ConfigError as exc:
-            detail = str(exc).split("\n  ", 1)[-1]
-            raise ConfigError(f"{source}: search.enqueue[{index}]: {detail}") from None
-
-
-def parse_config(document: Any, source: str = "<config>") -> SweepConfig:
-    """Validate an already-parsed YAML document."""
-    if not isinstance(document, Mapping):
-        kind = "empty" if document is None else type(document).__name__
-        raise ConfigError(f"{source}: a sweep config must be a mapping of sections, got {kind}")
-    try:
-        config = SweepConfig.model_validate(dict(document))
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{source}: invalid sweep config: {exc}") from None
-    _check_space(config, source)
-    return config
-
-
-def load_config(path: str | Path) -> SweepConfig:
-    """Read and validate a sweep YAML file (safe loader only)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
-    return parse_config(document, str(path))
-
-
-# --------------------------------------------------------------------------- identity
+# --------------------------------------------------------------------------- dotted paths
 
 
 def flatten(config: BaseModel, *, expanded: bool = False) -> dict[str, Any]:
@@ -814,78 +747,6 @@ def flatten(config: BaseModel, *, expanded: bool = False) -> dict[str, Any]:
 
     walk("", config.model_dump(mode="json", context=EXPANDED if expanded else None))
     return out
-
-
-def numeric_ranges(model: type[BaseModel] = SweepConfig) -> dict[str, str]:
-    """Every number the schema takes, with its range as text: ``{"train.lr": "(0, 10]"}`` (an
-    item of a list or mapping as ``train.milestones[]``; ``∞`` where a side is open). The
-    table of docs/config.md "Ranges", held equal to this by a test.
-
-    Args:
-        model: the schema, or one of its sections.
-    """
-    out: dict[str, str] = {}
-
-    def interval(constraints: list[Any]) -> str:
-        low, high = "(-∞", "∞)"
-        for constraint in constraints:
-            for name, text in (("ge", "[{}"), ("gt", "({}")):
-                if getattr(constraint, name, None) is not None:
-                    low = text.format(getattr(constraint, name))
-            for name, text in (("le", "{}]"), ("lt", "{})")):
-                if getattr(constraint, name, None) is not None:
-                    high = text.format(getattr(constraint, name))
-        return f"{low}, {high}".replace(".0,", ",").replace(".0)", ")").replace(".0]", "]")
-
-    def walk(path: str, annotation: Any, constraints: list[Any]) -> None:
-        origin = get_origin(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for name, field in annotation.model_fields.items():
-                walk(f"{path}.{name}" if path else name, field.annotation, field.metadata)
-        elif origin is Annotated:
-            base, *extra = get_args(annotation)
-            held = [c for e in extra for c in getattr(e, "metadata", [e])]
-            walk(path, base, constraints + held)
-        elif annotation in (int, float):
-            out[path] = interval(constraints)
-        elif origin in (tuple, dict):
-            walk(f"{path}[]", get_args(annotation)[0 if origin is tuple else 1], [])
-        elif origin is not Literal:
-            for arg in get_args(annotation):  # a union: each member
-                walk(path, arg, constraints)
-
-    walk("", model, [])
-    return out
-
-
-def describe_params(params: Mapping[str, Any]) -> str:
-    """A short, stable text of a configuration's parameters: its label in progress lines, the
-    report and MLflow (``alds.rate=0.3,imp.prune_fraction=0.2``)."""
-    return json.dumps(dict(params), sort_keys=True, separators=(",", "="))[1:-1].replace('"', "")
-
-
-class PerConfig(Generic[T]):
-    """A value made once for each config object a process holds (configs are frozen, so the
-    object stands for its contents): what a process derives from its sweep's config and asks
-    for again and again, trial by trial. Keeps the last ``limit`` configs' values.
-
-    Args:
-        make: the value of a config.
-        limit: how many configs' values are kept (a process holds a few).
-    """
-
-    def __init__(self, make: Callable[[SweepConfig], T], limit: int = 32) -> None:
-        self.make = make
-        self.limit = limit
-        self.held: dict[int, tuple[SweepConfig, T]] = {}
-
-    def __call__(self, config: SweepConfig) -> T:
-        held = self.held.get(id(config))
-        if held is None or held[0] is not config:
-            if len(self.held) >= self.limit:
-                self.held.clear()
-            held = self.held[id(config)] = (config, self.make(config))
-        return held[1]
 
 
 def _choices(space: SearchRange | None) -> tuple[Any, ...]:

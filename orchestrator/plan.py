@@ -9,7 +9,7 @@ and the report.
 
 The schema (:mod:`orchestrator.config`) validates a sweep with :func:`check`, so this module
 sits below it: it reads a config through the few fields :class:`Sweep` names, and imports no
-other part of the orchestrator but :mod:`orchestrator.keys`.
+other part of the orchestrator but :mod:`orchestrator.stored_names`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from orchestrator import stored_names
 
@@ -29,9 +29,10 @@ IMP_ONLY = "IMP only"  # the baseline arm, as tables, figures and run names show
 # configuration's plus CONTROL, a path no config field has: its key, label and run differ from
 # the configuration's, and the worker takes it off before it builds the trial's config.
 CONTROL = "imp.control"
-RANDOM_MASK = "random_mask"
-REINIT = "reinit"
-CONTROLS = (RANDOM_MASK, REINIT)
+Control = Literal["random_mask", "reinit"]  # the type of imp.controls' items
+RANDOM_MASK: Final[Control] = "random_mask"
+REINIT: Final[Control] = "reinit"
+CONTROLS: tuple[Control, ...] = (RANDOM_MASK, REINIT)
 
 __all__ = [
     "ALDS_RATE",
@@ -39,6 +40,11 @@ __all__ = [
     "CONTROLS",
     "IMP_ONLY",
     "PRUNE_FRACTION",
+    "AldsSection",
+    "Control",
+    "ImpSection",
+    "SearchSection",
+    "SpaceRange",
     "Sweep",
     "arm",
     "arm_label",
@@ -60,6 +66,67 @@ __all__ = [
 ]
 
 
+# What the plan reads of a sweep's config, section by section: an
+# ``orchestrator.config.SweepConfig`` is a Sweep (mypy checks it where one is passed here).
+
+
+class SpaceRange(Protocol):
+    """The values one searched field may take (``orchestrator.config.SearchRange``)."""
+
+    @property
+    def choices(self) -> Sequence[Any] | None: ...
+
+    @property
+    def low(self) -> float | None: ...
+
+    @property
+    def high(self) -> float | None: ...
+
+    @property
+    def step(self) -> float | None: ...
+
+    def values(self) -> list[Any]: ...
+
+
+class SearchSection(Protocol):
+    """The search: its space, sampler, enqueued configurations and budget."""
+
+    @property
+    def space(self) -> Mapping[str, SpaceRange]: ...
+
+    @property
+    def sampler(self) -> str: ...
+
+    @property
+    def enqueue(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def enqueue_baseline(self) -> bool: ...
+
+    @property
+    def n_trials(self) -> int | None: ...
+
+    @property
+    def objective(self) -> Sequence[object]: ...
+
+    @property
+    def pruner(self) -> str: ...
+
+
+class AldsSection(Protocol):
+    """The ALDS section: its rate."""
+
+    @property
+    def rate(self) -> float: ...
+
+
+class ImpSection(Protocol):
+    """The IMP section: its lottery-ticket controls."""
+
+    @property
+    def controls(self) -> Sequence[Control]: ...
+
+
 class Sweep(Protocol):
     """What the plan reads of a sweep's config (an ``orchestrator.config.SweepConfig``)."""
 
@@ -67,13 +134,13 @@ class Sweep(Protocol):
     def seeds(self) -> tuple[int, ...]: ...
 
     @property
-    def search(self) -> Any: ...
+    def search(self) -> SearchSection: ...
 
     @property
-    def alds(self) -> Any: ...
+    def alds(self) -> AldsSection: ...
 
     @property
-    def imp(self) -> Any: ...
+    def imp(self) -> ImpSection: ...
 
     def value_at(self, path: str) -> Any: ...
 
@@ -247,10 +314,18 @@ def _pairs(config: Sweep) -> bool:
     return config.search.enqueue_baseline and ALDS_RATE in config.search.space
 
 
-def _inside(value: Any, space: Any) -> bool:
+def _bounds(space: SpaceRange) -> tuple[float, float]:
+    """The low and high of a range without choices (the schema sets both there)."""
+    if space.low is None or space.high is None:
+        raise ValueError("a range needs both 'low' and 'high' (or 'choices')")
+    return space.low, space.high
+
+
+def _inside(value: Any, space: SpaceRange) -> bool:
     if space.choices is not None:
         return value in space.choices
-    return isinstance(value, int | float) and space.low <= value <= space.high
+    low, high = _bounds(space)
+    return isinstance(value, int | float) and low <= value <= high
 
 
 def _grid(config: Sweep) -> list[tuple[Any, ...]]:
@@ -261,8 +336,9 @@ def _grid(config: Sweep) -> list[tuple[Any, ...]]:
         elif space.step is None:
             raise ValueError(f"search.space.{path}: the grid sampler needs 'choices' or a 'step'")
         else:
-            count = round((space.high - space.low) / space.step) + 1
-            axes.append([round(space.low + i * space.step, 10) for i in range(count)])
+            low, high = _bounds(space)
+            count = round((high - low) / space.step) + 1
+            axes.append([round(low + i * space.step, 10) for i in range(count)])
     return list(itertools.product(*axes)) if axes else []
 
 

@@ -52,9 +52,10 @@ from optuna.trial import TrialState
 
 from orchestrator import report as reports
 from orchestrator import stored_names
-from orchestrator.config import ConfigError, load_config
+from orchestrator.config import ConfigError
 from orchestrator.report.schema import METRICS
 from orchestrator.study import study as studies
+from orchestrator.sweep_file import load_config
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import completed_once, running_at_step, tracking_uri
 from orchestrator.testing.servers import ThrowawayMlflow, ThrowawayPostgres

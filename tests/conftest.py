@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from orchestrator import workspace
-from orchestrator.config import SweepConfig, parse_config
+from orchestrator.config import SweepConfig
 from orchestrator.study import queue as queues
 from orchestrator.study import study as studies
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.servers import ThrowawayMlflow
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -111,8 +111,8 @@ def test_status_lists_the_latest_trials_of_a_large_study_and_all_with_a_flag(
     import optuna
 
     from orchestrator import stored_names
-    from orchestrator.config import parse_config
     from orchestrator.study.study import create_or_resume, open_storage
+    from orchestrator.sweep_file import parse_config
     from orchestrator.testing.sweeps import sweep_document
 
     url = f"sqlite:///{tmp_path / 'study.db'}"

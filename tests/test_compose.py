@@ -25,7 +25,7 @@ from mlflow import environment_variables as mlflow_variables
 from mlflow.cli import cli as mlflow_cli
 
 from orchestrator import cli, data, workspace
-from orchestrator.config import parse_config
+from orchestrator.sweep_file import parse_config
 from tests.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"

@@ -15,14 +15,8 @@ from hypothesis import strategies as st
 
 from orchestrator import plan
 from orchestrator.cli import main
-from orchestrator.config import (
-    ConfigError,
-    SweepConfig,
-    flatten,
-    load_config,
-    numeric_ranges,
-    parse_config,
-)
+from orchestrator.config import ConfigError, SweepConfig, flatten
+from orchestrator.sweep_file import load_config, numeric_ranges, parse_config
 from orchestrator.trial.identity import config_hash
 
 ROOT = Path(__file__).resolve().parent.parent

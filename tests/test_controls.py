@@ -13,10 +13,11 @@ import torch
 
 from compression import imp
 from orchestrator import plan, stored_names, workspace
-from orchestrator.config import ConfigError, parse_config
+from orchestrator.config import ConfigError
 from orchestrator.study import counts, growth
 from orchestrator.study import queue as queues
 from orchestrator.study.queue import fill_queue
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.sweeps import sweep_document
 from orchestrator.trial import identity
 from orchestrator.trial.cache import CheckpointCache

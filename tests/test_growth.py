@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 
 from orchestrator import report as reports
 from orchestrator import stored_names
-from orchestrator.config import parse_config
 from orchestrator.curve import curve_of, encode_curve
 from orchestrator.execution import sweep as sweeps
 from orchestrator.study import growth, queue
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import curve, load_study
 from orchestrator.testing.sweeps import sweep_document, write_sweep

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import plan
-from orchestrator.config import load_config
+from orchestrator.sweep_file import load_config
 from orchestrator.trial import identity
 from orchestrator.trial.procedure import _early_iteration
 from orchestrator.trial.spec import TrialSpec

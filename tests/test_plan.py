@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import FrozenTrial
 
 from orchestrator import plan, stored_names
-from orchestrator.config import SweepConfig, parse_config
+from orchestrator.config import SweepConfig
+from orchestrator.sweep_file import parse_config
 from orchestrator.trial.twins import PairedPruner
 
 ROOT = Path(__file__).resolve().parent.parent

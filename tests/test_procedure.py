@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.config import parse_config
 from orchestrator.curve import objective_value
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.sweeps import sweep_document
 from orchestrator.trial.cache import CheckpointCache
 from orchestrator.trial.procedure import Step, run_trial

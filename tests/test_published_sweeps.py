@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from orchestrator import plan
-from orchestrator.config import load_config
+from orchestrator.sweep_file import load_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.sweeps import write_sweep
 

@@ -21,8 +21,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from orchestrator import locks, stopping, stored_names, tracking, workspace
-from orchestrator.config import parse_config
 from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import runs_of, study_storage, tracking_uri, wait_for
 from orchestrator.testing.servers import free_port

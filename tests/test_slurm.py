@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 
 from orchestrator import stored_names, workspace
 from orchestrator.cli import worker as worker_cli
-from orchestrator.config import parse_config
 from orchestrator.launchers import slurm
 from orchestrator.study import study as studies
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import finish, orchestrate
 from orchestrator.testing.results import (
     completed_once,

@@ -33,7 +33,7 @@ import pytest
 from optuna.trial import TrialState
 
 from orchestrator import plan, stored_names
-from orchestrator.config import load_config
+from orchestrator.sweep_file import load_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.servers import free_port, stop_process_group
 from orchestrator.testing.sweeps import sweep_document, write_sweep

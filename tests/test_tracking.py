@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator import stored_names
-from orchestrator.config import parse_config
+from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import run_sweep
 from orchestrator.testing.results import load_study, tracking_uri
 from orchestrator.testing.sweeps import sweep_document

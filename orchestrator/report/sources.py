@@ -17,10 +17,11 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import curve, plan, stored_names
-from orchestrator.config import ConfigError, describe_params
+from orchestrator.config import ConfigError
 from orchestrator.curve import POSITION
 from orchestrator.report.histories import in_order, read_steps, steps_frame
 from orchestrator.report.schema import is_missing, plain
+from orchestrator.sweep_file import describe_params
 from orchestrator.tracking.runs import check_reachable
 from orchestrator.workspace import sqlite_file
 

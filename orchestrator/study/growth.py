@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import plan as plans
 from orchestrator import stored_names
-from orchestrator.config import PerConfig, SweepConfig
+from orchestrator.config import SweepConfig
 from orchestrator.study import optuna_internals
+from orchestrator.sweep_file import PerConfig
 from orchestrator.trial import identity
 
 if TYPE_CHECKING:

@@ -17,16 +17,12 @@ import optuna
 import sqlalchemy
 
 from orchestrator import stored_names, workspace
-from orchestrator.config import (
-    ConfigError,
-    Objective,
-    SweepConfig,
-    parse_config,
-)
+from orchestrator.config import ConfigError, Objective, SweepConfig
 from orchestrator.curve import PRUNING_GRID
 from orchestrator.locks import exclusive
 from orchestrator.study import queue
 from orchestrator.study.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
+from orchestrator.sweep_file import parse_config
 from orchestrator.trial.identity import experiment_hash
 from orchestrator.trial.twins import PairedPruner
 

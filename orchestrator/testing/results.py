@@ -20,8 +20,8 @@ from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator import stored_names, workspace
-from orchestrator.config import parse_config
 from orchestrator.study import study as studies
+from orchestrator.sweep_file import parse_config
 
 __all__ = [
     "completed_once",

@@ -26,8 +26,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from orchestrator import plan, stored_names, workspace
-from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.schema_tools import flatten
+from orchestrator.config import ConfigError, SweepConfig, flatten
 from orchestrator.study.counts import finished_count
 from orchestrator.sweep_file import describe_params
 from orchestrator.tracking import runs_view

@@ -42,7 +42,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from orchestrator import plan
-from orchestrator.config import PerConfig, SweepConfig, flatten
+from orchestrator.config import SweepConfig, flatten
+from orchestrator.sweep_file import PerConfig
 
 RESULTS_VERSION = 1
 KEY_LENGTH = 16

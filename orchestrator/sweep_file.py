@@ -1,0 +1,176 @@
+"""A sweep YAML file → a validated :class:`~orchestrator.config.SweepConfig`, and what is read
+off a loaded config.
+
+Loading never raises anything but :class:`~orchestrator.config.ConfigError` for bad input:
+:func:`load_config` reads the file (safe loader only), :func:`parse_config` validates the
+document against the schema and tries every value of the search space and every enqueued
+configuration, so that an error names the file and the field. Beside them: the numeric range
+of every number the schema takes (:func:`numeric_ranges`, the table of docs/config.md), a
+configuration's label (:func:`describe_params`) and a per-config cache (:class:`PerConfig`).
+
+It sits above the schema (:mod:`orchestrator.config`), which knows nothing of files; the
+message of an invalid document is the schema's (``config.describe_errors``), which
+``SweepConfig.with_params`` gives too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.config import ConfigError, SweepConfig, describe_errors, did_you_mean, flatten
+
+__all__ = [
+    "PerConfig",
+    "describe_params",
+    "load_config",
+    "numeric_ranges",
+    "parse_config",
+]
+
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _check_space(config: SweepConfig, source: str) -> None:
+    for path, space in config.search.space.items():
+        if path == "seed":
+            raise ConfigError(
+                f"{source}: search.space.seed: seeds are set by 'seeds', not searched"
+            )
+        for value in space.values():
+            try:
+                config.with_params({path: value})
+            except ConfigError as exc:
+                detail = str(exc).split("\n  ", 1)[-1]
+                if "is not a field" in detail:
+                    detail = "is not a field of the sweep config" + did_you_mean(
+                        path, list(flatten(config, expanded=True))
+                    )
+                else:
+                    detail = f"value {value!r} is not allowed: {detail.split(': ', 1)[-1]}"
+                raise ConfigError(f"{source}: search.space.{path}: {detail}") from None
+    for index, entry in enumerate(config.search.enqueue):
+        try:
+            config.with_params(entry)
+        except ConfigError as exc:
+            detail = str(exc).split("\n  ", 1)[-1]
+            raise ConfigError(f"{source}: search.enqueue[{index}]: {detail}") from None
+
+
+def parse_config(document: Any, source: str = "<config>") -> SweepConfig:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(document, Mapping):
+        kind = "empty" if document is None else type(document).__name__
+        raise ConfigError(f"{source}: a sweep config must be a mapping of sections, got {kind}")
+    try:
+        config = SweepConfig.model_validate(dict(document))
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, source)) from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"{source}: invalid sweep config: {exc}") from None
+    _check_space(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep YAML file (safe loader only)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    return parse_config(document, str(path))
+
+
+# --------------------------------------------------------------------------- read off a config
+
+
+def numeric_ranges(model: type[BaseModel] = SweepConfig) -> dict[str, str]:
+    """Every number the schema takes, with its range as text: ``{"train.lr": "(0, 10]"}`` (an
+    item of a list or mapping as ``train.milestones[]``; ``∞`` where a side is open). The
+    table of docs/config.md "Ranges", held equal to this by a test.
+
+    Args:
+        model: the schema, or one of its sections.
+    """
+    out: dict[str, str] = {}
+
+    def interval(constraints: list[Any]) -> str:
+        low, high = "(-∞", "∞)"
+        for constraint in constraints:
+            for name, text in (("ge", "[{}"), ("gt", "({}")):
+                if getattr(constraint, name, None) is not None:
+                    low = text.format(getattr(constraint, name))
+            for name, text in (("le", "{}]"), ("lt", "{})")):
+                if getattr(constraint, name, None) is not None:
+                    high = text.format(getattr(constraint, name))
+        return f"{low}, {high}".replace(".0,", ",").replace(".0)", ")").replace(".0]", "]")
+
+    def walk(path: str, annotation: Any, constraints: list[Any]) -> None:
+        origin = get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for name, field in annotation.model_fields.items():
+                walk(f"{path}.{name}" if path else name, field.annotation, field.metadata)
+        elif origin is Annotated:
+            base, *extra = get_args(annotation)
+            held = [c for e in extra for c in getattr(e, "metadata", [e])]
+            walk(path, base, constraints + held)
+        elif annotation in (int, float):
+            out[path] = interval(constraints)
+        elif origin in (tuple, dict):
+            walk(f"{path}[]", get_args(annotation)[0 if origin is tuple else 1], [])
+        elif origin is not Literal:
+            for arg in get_args(annotation):  # a union: each member
+                walk(path, arg, constraints)
+
+    walk("", model, [])
+    return out
+
+
+def describe_params(params: Mapping[str, Any]) -> str:
+    """A short, stable text of a configuration's parameters: its label in progress lines, the
+    report and MLflow (``alds.rate=0.3,imp.prune_fraction=0.2``)."""
+    return json.dumps(dict(params), sort_keys=True, separators=(",", "="))[1:-1].replace('"', "")
+
+
+class PerConfig(Generic[T]):
+    """A value made once for each config object a process holds (configs are frozen, so the
+    object stands for its contents): what a process derives from its sweep's config and asks
+    for again and again, trial by trial. Keeps the last ``limit`` configs' values.
+
+    Args:
+        make: the value of a config.
+        limit: how many configs' values are kept (a process holds a few).
+    """
+
+    def __init__(self, make: Callable[[SweepConfig], T], limit: int = 32) -> None:
+        self.make = make
+        self.limit = limit
+        self.held: dict[int, tuple[SweepConfig, T]] = {}
+
+    def __call__(self, config: SweepConfig) -> T:
+        held = self.held.get(id(config))
+        if held is None or held[0] is not config:
+            if len(self.held) >= self.limit:
+                self.held.clear()
+            held = self.held[id(config)] = (config, self.make(config))
+        return held[1]
