@@ -41,6 +41,7 @@ from orchestrator.report.sources import (
 from orchestrator.study import growth, snapshot
 from orchestrator.study.counts import count_states
 from orchestrator.tracking.runs import resolve_pending
+from orchestrator.trial.spec import twin_configuration
 
 __all__ = [
     "FORMATS",
@@ -194,7 +195,7 @@ def _read(
         control_trials=trials[controls],
         control_steps=control_steps,
         params=params,
-        twin_of=functools.partial(plan.twin_of, config),
+        twin_of=functools.partial(twin_configuration, config),
         label=functools.partial(config_label, params=params),
         objectives=objective_names(study),
         directions=directions,

@@ -47,9 +47,10 @@ def baseline_pairs(
     """For each ALDS configuration, its IMP-only twin's configuration, where one ran.
 
     ``configs`` has a ``config`` column, the parameters and ``alds.rate``; ``twin_of`` is the
-    sweep's :func:`plan.twin_of`. A configuration is compared only with its twin (the
-    same IMP schedule, the same training): never with a baseline of another schedule. One
-    whose twin is missing is left out (:func:`report_notes` names it).
+    sweep's twin lookup (:func:`orchestrator.trial.spec.twin_configuration`). A configuration
+    is compared only with its twin (the same IMP schedule, the same training): never with a
+    baseline of another schedule. One whose twin is missing is left out
+    (:func:`report_notes` names it).
     """
     unique = configs.drop_duplicates("config")
     searched = [p for p in params if p in unique]

@@ -54,9 +54,9 @@ class Inputs:
     ``trials`` is the study's trials as read (``sources.read_trials``) with ``missing``, the
     reason a trial's run could not be read; ``steps`` the labelled steps of every trial
     (``sources.label_steps``). ``twin_of`` and ``label`` are the sweep's: a configuration's
-    IMP-only twin (:func:`plan.twin_of`) and a trial's configuration label
-    (``sources.config_label``), passed in so the tables import neither the config nor the
-    readers.
+    IMP-only twin (:func:`orchestrator.trial.spec.twin_configuration`) and a trial's
+    configuration label (``sources.config_label``), passed in so the tables import neither the
+    config nor the readers.
     """
 
     trials: pd.DataFrame
