@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig
 from orchestrator.sweep_file import parse_config
+from orchestrator.trial.spec import TrialSpec
 from orchestrator.trial.twins import PairedPruner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,56 @@ def test_no_module_decides_the_arm_again() -> None:
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
     assert pattern.search("if config.alds.rate > 0:") and pattern.search("curves[RATE] == 0")
+
+
+def test_a_trial_is_read_through_its_spec() -> None:
+    # A trial's twin, control and rate are derived from its raw params once, by its TrialSpec
+    # (trial/spec.py, on plan's rules); growth.py plans configurations, not trials.
+    pattern = re.compile(r"\b(twin_of|control_of|without_control|rate_of)\(")
+    allowed = {"orchestrator/plan.py", "orchestrator/trial/spec.py", "orchestrator/study/growth.py"}
+    found = []
+    for path in (ROOT / "orchestrator").rglob("*.py"):
+        name = str(path.relative_to(ROOT))
+        if name in allowed:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line) and not line.lstrip().startswith("def "):
+                found.append(f"{name}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_a_spec_knows_its_arm_twin_and_pairing() -> None:
+    config = parse_config(
+        {
+            "name": "spec",
+            "imp": {"controls": ["reinit"]},
+            "search": {
+                "sampler": "grid",
+                "space": {
+                    "alds.rate": {"choices": [0.0, 0.3]},
+                    "alds.mode": {"choices": ["project", "factorize"]},
+                },
+            },
+        }
+    )
+    alds = TrialSpec(config, {"alds.rate": 0.3, "alds.mode": "factorize"}, 2)
+    assert (alds.is_alds, alds.arm, alds.label) == (True, stored_names.ARM_ALDS, "ALDS 0.3")
+    twin = alds.twin
+    assert twin is not None and twin.params == {"alds.rate": 0.0, "alds.mode": "project"}
+    assert (twin.seed, twin.twin, twin.label) == (2, None, plan.IMP_ONLY)
+    control = TrialSpec(config, {**twin.params, plan.CONTROL: "reinit"}, 2)
+    assert control.is_control and control.arm == stored_names.ARM_CONTROL
+    assert control.twin is not None and control.twin.params == twin.params
+    assert control.config.alds.rate == 0.0 and control.label == "control reinit"
+    # One pairing for a baseline and every trial paired with it, at its seed only.
+    assert alds.pairing == twin.pairing == control.pairing
+    assert TrialSpec(config, alds.params, 3).pairing != alds.pairing
+    # The masks a control starts from are its twin's, which the twin saves.
+    assert control.masks_owner is not None and control.masks_owner.params == twin.params
+    assert twin.masks_owner is twin and alds.masks_owner is None
+    assert control.progress_name.endswith("-reinit")
+    assert control.key(device="cpu", data="d") != twin.key(device="cpu", data="d")
+    assert twin.key(device="cuda:0", data="d") == twin.key(device="cuda", data="d")
 
 
 @pytest.mark.parametrize("pruner", ["median", "percentile", "hyperband", "successive_halving"])

@@ -61,7 +61,7 @@ def hand_report(computed: dict, **fields: object) -> schema.Report:
     return schema.Report(**{**defaults, **fields})
 
 
-def twin_of(params: dict) -> dict:
+def twin_lookup(params: dict) -> dict:
     """The IMP-only twin of a configuration here: the same parameters at ALDS rate 0."""
     return {**params, RATE: 0.0}
 
@@ -95,7 +95,7 @@ def hand_built(
 
 def test_versus_baseline_interpolates_both_arms_and_pairs_seeds() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
-    pairs = compare.baseline_pairs(steps, [RATE], twin_of)
+    pairs = compare.baseline_pairs(steps, [RATE], twin_lookup)
     assert pairs == {"alds.rate=0.5": "alds.rate=0.0"}
     table = compare.versus_baseline(steps, pairs).set_index("step")
 
@@ -203,7 +203,7 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert row["params_nonzero_mean"] == round(1000 * 2**-1.5)
     assert curves["phase"].tolist()[:3] == ["dense", "alds", "imp"]
 
-    pairs = compare.baseline_pairs(curves, [RATE], twin_of)
+    pairs = compare.baseline_pairs(curves, [RATE], twin_lookup)
     versus = compare.versus_baseline(steps, pairs)
     summary = compare.summary_table(
         curves, versus, compare.tolerance_table(steps), pairs, [RATE]
@@ -323,8 +323,8 @@ def test_baseline_pairs_only_equal_schedules() -> None:
     )
     params = [RATE, "imp.prune_fraction"]
     # d has no twin at 0.25: it is not compared with the baseline of another schedule.
-    assert compare.baseline_pairs(configs, params, twin_of) == {"c": "b"}
-    assert compare.baseline_pairs(configs[plan.is_alds(configs[RATE])], params, twin_of) == {}
+    assert compare.baseline_pairs(configs, params, twin_lookup) == {"c": "b"}
+    assert compare.baseline_pairs(configs[plan.is_alds(configs[RATE])], params, twin_lookup) == {}
     curves = configs.assign(step=1)
     said = notes.report_notes(pd.DataFrame(columns=["state"]), curves, {"c": "b"}, {})
     assert said == [
@@ -363,7 +363,7 @@ def hand_inputs(levels: tuple[float, ...] = schema.LEVELS) -> tables.Inputs:
         trials=trials,
         steps=steps,
         params=[RATE],
-        twin_of=twin_of,
+        twin_lookup=twin_lookup,
         label=functools.partial(sources.config_label, params=[RATE]),
         objectives=["accuracy"],
         directions=["maximize"],
@@ -760,7 +760,7 @@ def test_two_dimensional_sweep_gets_pairs_per_fraction_and_a_heat_map() -> None:
         frames.append(steps[["trial", "step", *schema.METRICS]])
     steps = sources.label_steps(pd.concat(frames), pd.DataFrame(trials), [RATE, fraction], {})
     curves = describe.curve_table(steps, [RATE, fraction])
-    pairs = compare.baseline_pairs(curves, [RATE, fraction], twin_of)
+    pairs = compare.baseline_pairs(curves, [RATE, fraction], twin_lookup)
     assert pairs == {
         "alds.rate=0.5,imp.prune_fraction=0.2": "alds.rate=0.0,imp.prune_fraction=0.2",
         "alds.rate=0.5,imp.prune_fraction=0.4": "alds.rate=0.0,imp.prune_fraction=0.4",

@@ -195,7 +195,7 @@ def _read(
         control_trials=trials[controls],
         control_steps=control_steps,
         params=params,
-        twin_of=functools.partial(twin_configuration, config),
+        twin_lookup=functools.partial(twin_configuration, config),
         label=functools.partial(config_label, params=params),
         objectives=objective_names(study),
         directions=directions,

@@ -42,11 +42,11 @@ __all__ = [
 def baseline_pairs(
     configs: pd.DataFrame,
     params: Sequence[str],
-    twin_of: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    twin_lookup: Callable[[Mapping[str, Any]], Mapping[str, Any]],
 ) -> dict[str, str]:
     """For each ALDS configuration, its IMP-only twin's configuration, where one ran.
 
-    ``configs`` has a ``config`` column, the parameters and ``alds.rate``; ``twin_of`` is the
+    ``configs`` has a ``config`` column, the parameters and ``alds.rate``; ``twin_lookup`` is the
     sweep's twin lookup (:func:`orchestrator.trial.spec.twin_configuration`). A configuration
     is compared only with its twin (the same IMP schedule, the same training): never with a
     baseline of another schedule. One whose twin is missing is left out
@@ -63,7 +63,7 @@ def baseline_pairs(
     }
     pairs = {}
     for row in unique[plan.is_alds(unique[RATE])].to_dict("records"):
-        twin = baselines.get(key(twin_of({p: plain(row[p]) for p in searched})))
+        twin = baselines.get(key(twin_lookup({p: plain(row[p]) for p in searched})))
         if twin is not None:
             pairs[row["config"]] = twin
     return pairs

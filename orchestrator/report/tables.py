@@ -53,7 +53,7 @@ class Inputs:
 
     ``trials`` is the study's trials as read (``sources.read_trials``) with ``missing``, the
     reason a trial's run could not be read; ``steps`` the labelled steps of every trial
-    (``sources.label_steps``). ``twin_of`` and ``label`` are the sweep's: a configuration's
+    (``sources.label_steps``). ``twin_lookup`` and ``label`` are the sweep's: a configuration's
     IMP-only twin (:func:`orchestrator.trial.spec.twin_configuration`) and a trial's
     configuration label (``sources.config_label``), passed in so the tables import neither the
     config nor the readers.
@@ -62,7 +62,7 @@ class Inputs:
     trials: pd.DataFrame
     steps: pd.DataFrame
     params: list[str]
-    twin_of: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    twin_lookup: Callable[[Mapping[str, Any]], Mapping[str, Any]]
     label: Callable[[pd.Series], str]
     objectives: list[str]
     directions: list[str]
@@ -108,7 +108,7 @@ class Inputs:
     @functools.cached_property
     def pairs(self) -> dict[str, str]:
         """Each ALDS configuration's IMP-only twin, where one completed (:func:`baseline_pairs`)."""
-        return baseline_pairs(self.table("curves"), self.params, self.twin_of)
+        return baseline_pairs(self.table("curves"), self.params, self.twin_lookup)
 
     @functools.cached_property
     def configs(self) -> list[str]:
