@@ -17,7 +17,7 @@ import math
 from bisect import bisect_left, insort
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 from torch import nn
@@ -117,7 +117,11 @@ class AldsPlan:
     def flops_after(self) -> int | None:
         if self.flops_before is None:
             return None
-        saved = sum(layer.flops_before - layer.flops_after for layer in self.layers)  # type: ignore[operator]
+        saved = 0
+        for layer in self.layers:
+            if layer.flops_before is None or layer.flops_after is None:
+                raise ValueError(f"layer {layer.name!r} has no FLOPs, though its plan has")
+            saved += layer.flops_before - layer.flops_after
         return self.flops_before - saved
 
     @property
@@ -639,7 +643,7 @@ class Allocator:
         eps = _threshold(layers, budget)
         curves = [options[_cheapest_split(options, eps)] for options in layers]
         positions = _fill(curves, [curve.rank_for(eps) for curve in curves], budget)
-        chosen = []
+        chosen: list[tuple[int, int | None, float, float]] = []
         for curve, position in zip(curves, positions, strict=True):
             if position > curve.max_rank:
                 chosen.append((1, None, 0.0, 0.0))
@@ -720,41 +724,56 @@ def _factors(weight: torch.Tensor, k: int, rank: int) -> tuple[torch.Tensor, tor
     return root[:, :, None] * vh[:, :rank], u[:, :, :rank] * root[:, None, :]
 
 
-def _check(module: nn.Module, layer: LayerPlan) -> None:
-    expected = nn.Conv2d if layer.kind == "Conv2d" else nn.Linear
+def _check(module: nn.Module, layer: LayerPlan) -> nn.Conv2d | nn.Linear:
+    """``module`` as the layer ``layer`` plans for; a ``ValueError`` when it is not that."""
+    expected: type[nn.Conv2d] | type[nn.Linear] = nn.Conv2d if layer.kind == "Conv2d" else nn.Linear
     if not isinstance(module, expected) or tuple(module.weight.shape) != layer.shape:
+        weight = getattr(module, "weight", None)
+        shown = f" with weight {tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else ""
         raise ValueError(
             f"layer {layer.name!r} does not match the plan: expected {layer.kind} with weight "
-            f"{layer.shape}, found {type(module).__name__}"
-            + (f" with weight {tuple(module.weight.shape)}" if hasattr(module, "weight") else "")
+            f"{layer.shape}, found {type(module).__name__}{shown}"
         )
     if isinstance(module, nn.Conv2d) and module.groups != 1:
         raise ValueError(f"layer {layer.name!r} is a grouped conv; ALDS decomposes ungrouped ones")
     if layer.shape[1] % layer.k:
         raise ValueError(f"layer {layer.name!r}: k = {layer.k} does not divide {layer.shape[1]}")
+    return module
+
+
+class _Placement(TypedDict):
+    """Where a new module's parameters live: those of the module it replaces."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's size (torch types it as a tuple of any length, as every conv's) as its pair."""
+    first, second = values
+    return first, second
 
 
 def _factorized(module: nn.Conv2d | nn.Linear, k: int, rank: int) -> nn.Module:
     weight = module.weight
     encoder_weight, decoder_weight = _factors(weight, k, rank)
     f, c = weight.shape[:2]
-    options = {"device": weight.device, "dtype": weight.dtype}
+    options = _Placement(device=weight.device, dtype=weight.dtype)
+    decoder: nn.Conv2d | nn.Linear
     if isinstance(module, nn.Conv2d):
         encoder = nn.Conv2d(
             c,
             k * rank,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
+            _pair(module.kernel_size),
+            _pair(module.stride),
+            module.padding if isinstance(module.padding, str) else _pair(module.padding),
+            _pair(module.dilation),
             groups=k,
             bias=False,
             padding_mode=module.padding_mode,
             **options,
         )
-        decoder: nn.Conv2d | nn.Linear = nn.Conv2d(
-            k * rank, f, 1, bias=module.bias is not None, **options
-        )
+        decoder = nn.Conv2d(k * rank, f, 1, bias=module.bias is not None, **options)
         result: nn.Module = FactorizedConv2d(encoder, decoder)
     else:
         encoder = nn.Conv2d(c, k * rank, 1, groups=k, bias=False, **options)
@@ -764,7 +783,7 @@ def _factorized(module: nn.Conv2d | nn.Linear, k: int, rank: int) -> nn.Module:
         encoder.weight.copy_(encoder_weight.reshape(encoder.weight.shape))
         # Decoder input channel g·j + i is group g's i-th component, as the encoder emits them.
         decoder.weight.copy_(decoder_weight.transpose(0, 1).reshape(decoder.weight.shape))
-        if module.bias is not None:
+        if module.bias is not None and decoder.bias is not None:  # the decoder has one then
             decoder.bias.copy_(module.bias)
     result.train(module.training)
     return result
@@ -788,10 +807,10 @@ def apply(model: nn.Module, plan: AldsPlan, mode: Mode = "project") -> nn.Module
         if not layer.decomposed:
             continue
         try:
-            module = result.get_submodule(layer.name)
+            found = result.get_submodule(layer.name)
         except AttributeError:
             raise ValueError(f"the model has no layer {layer.name!r} named in the plan") from None
-        _check(module, layer)
+        module = _check(found, layer)
         assert layer.rank is not None
         if mode == "project":
             encoder_weight, decoder_weight = _factors(module.weight, layer.k, layer.rank)

@@ -238,7 +238,7 @@ def sparsity(model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> dic
 # --------------------------------------------------------------------------- internals
 
 
-def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _layers(model: nn.Module) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     return [
         (name, module)
         for name, module in model.named_modules()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ def count_layer_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str,
     """:func:`count_flops` per Conv2d/Linear layer, keyed by qualified module name."""
     flops: dict[str, int] = {}
 
-    def hook(name: str, module: nn.Module, output: torch.Tensor) -> None:
+    def hook(name: str, module: nn.Conv2d | nn.Linear, output: torch.Tensor) -> None:
         if isinstance(module, nn.Conv2d):
             kernel = module.in_channels // module.groups * math.prod(module.kernel_size)
         else:
@@ -86,6 +87,14 @@ def compression_ratio(
     return float("inf") if nonzero == 0 else original_parameters / nonzero
 
 
+class _LayerCount(TypedDict):
+    """One tensor's entry of :func:`sparsity`: its nonzero and total entries, its sparsity."""
+
+    alive: int
+    total: int
+    sparsity: float
+
+
 def sparsity(tensors: Mapping[str, torch.Tensor]) -> dict:
     """Nonzero ("alive") entries per tensor and in total, with the sparsity they leave.
 
@@ -93,7 +102,7 @@ def sparsity(tensors: Mapping[str, torch.Tensor]) -> dict:
     ``{"layers": {name: {"alive", "total", "sparsity"}}, "alive", "total", "sparsity"}``;
     the sparsity of no entries at all is 0.
     """
-    layers = {}
+    layers: dict[str, _LayerCount] = {}
     for name, tensor in tensors.items():
         alive = int(torch.count_nonzero(tensor.detach()))
         total = tensor.numel()

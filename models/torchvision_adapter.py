@@ -45,13 +45,19 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
                     nn.Conv2d(
                         in_channels,
                         child.out_channels,
-                        child.kernel_size,
-                        child.stride,
-                        child.padding,
-                        child.dilation,
+                        _pair(child.kernel_size),
+                        _pair(child.stride),
+                        child.padding if isinstance(child.padding, str) else _pair(child.padding),
+                        _pair(child.dilation),
                         child.groups,
                         child.bias is not None,
                     ),
                 )
                 return
     raise ValueError("cannot adapt the input channels of this torchvision model")
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's size (torch types it as a tuple of any length, as every conv's) as its pair."""
+    first, second = values
+    return first, second

@@ -38,7 +38,8 @@ class CifarVGG(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:  # every conv here has one
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x):
         return self.fc(self.pool(self.features(x)).flatten(1))

@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -46,7 +46,7 @@ class _Commands(click.Group):
             _fail(str(exc))
 
 
-def _fail(message: str, code: int = USAGE) -> None:
+def _fail(message: str, code: int = USAGE) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -86,7 +86,7 @@ def _allow_failures(command: Callable) -> Callable:
     )(command)
 
 
-def _storage_lost(error: Exception) -> None:
+def _storage_lost(error: Exception) -> NoReturn:
     _fail(
         f"{error}; stopped. Run the same command again once the storage is back: a trial "
         "left running is failed and retried when its heartbeats are found missing",
@@ -516,14 +516,13 @@ def status(
 def cancel(sweep: Path, storage_url: str | None) -> None:
     """Cancel the launcher tasks of SWEEP.yaml (a Slurm job array) and requeue the trials
     they were running."""
-    from orchestrator.config import ConfigError
     from orchestrator.sweep_file import load_config
 
     _quiet_optuna()
     config = load_config(sweep)
     found = launchers.recorded(config)
     if not found:
-        raise ConfigError(
+        _fail(
             f"sweep '{config.name}' has no launcher tasks recorded in its workspace (a Slurm "
             "job array; local workers stop with their sweep's Ctrl-C)"
         )

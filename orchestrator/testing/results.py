@@ -148,6 +148,8 @@ def runs_of(
         Every such run of the experiment.
     """
     found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"no MLflow experiment named {experiment!r}")
     return client.search_runs(
         [found.experiment_id], f"tags.`{stored_names.TAG_ROLE}` = '{role}'", max_results=1000
     )
