@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from orchestrator import launchers
-from orchestrator.exit_codes import INTERRUPTED, TRIALS_FAILED, USAGE
+from orchestrator.execution.exit_codes import INTERRUPTED, TRIALS_FAILED, USAGE
 
 if TYPE_CHECKING:
     import optuna

@@ -9,20 +9,15 @@ loading never raises anything but :class:`ConfigError` for bad input.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal, get_args, get_origin
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     SerializationInfo,
     SerializerFunctionWrapHandler,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -30,6 +25,14 @@ from pydantic import (
 
 import models
 from orchestrator import plan
+from orchestrator.config_fields import (
+    EXPANDED,
+    ConfigError,
+    NoBoolean,
+    Section,
+    describe_errors,
+    flatten,
+)
 
 __all__ = [
     "AldsConfig",
@@ -47,55 +50,13 @@ __all__ = [
     "SyntheticConfig",
     "TrackingConfig",
     "TrainConfig",
-    "describe_errors",
-    "did_you_mean",
     "flatten",
 ]
 
 
-class ConfigError(ValueError):
-    """A sweep configuration that cannot be used; the message names the file and field."""
-
-
-class _Section(BaseModel):
-    # Infinite and NaN numbers mean nothing in a sweep (``train.epochs: .inf`` would train
-    # forever): refused in every float field.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic reads true as 1 in an int field (``batch_size: true``, a batch of 1).
-        if info.field_name is not None and not _takes_booleans(
-            cls.model_fields[info.field_name].annotation
-        ):
-            return _not_boolean(value)
-        return value
-
-
-def _not_boolean(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("true/false is not a value of this field")
-    return value
-
-
-# The same refusal for the numbers inside a list or a mapping (``milestones: [true]``).
-_NoBoolean = BeforeValidator(_not_boolean)
-
-
-def _takes_booleans(annotation: Any) -> bool:
-    """Whether a field's type admits a boolean (``bool``, ``Any``, or a union or literal with
-    one)."""
-    if annotation is bool or annotation is Any:
-        return True
-    if get_origin(annotation) is Literal:
-        return any(isinstance(choice, bool) for choice in get_args(annotation))
-    return any(_takes_booleans(arg) for arg in get_args(annotation))
-
-
 # --------------------------------------------------------------------------- sections
 
-Probability = Annotated[float, _NoBoolean, Field(gt=0.0, lt=1.0)]
+Probability = Annotated[float, NoBoolean, Field(gt=0.0, lt=1.0)]
 
 # The largest values that mean something in a sweep, far above any real one (docs/config.md
 # "Ranges"): a typo such as 2**70 is refused before it reaches a tensor size, a loop or sbatch.
@@ -105,17 +66,12 @@ MOST_IMAGES = 100_000_000
 MOST_BATCH = 1_048_576
 MOST_SECONDS = 10_000_000  # about 115 days
 MOST_WIDTH = 64.0
-Iteration = Annotated[int, _NoBoolean, Field(ge=1, le=MOST_ITERATIONS)]
-Seed = Annotated[int, _NoBoolean, Field(ge=0, le=2**32 - 1)]  # numpy's seeds
-Split = Annotated[int, _NoBoolean, Field(ge=1, le=4096)]
+Iteration = Annotated[int, NoBoolean, Field(ge=1, le=MOST_ITERATIONS)]
+Seed = Annotated[int, NoBoolean, Field(ge=0, le=2**32 - 1)]  # numpy's seeds
+Split = Annotated[int, NoBoolean, Field(ge=1, le=4096)]
 
 
-# A dump made with this context spells ``model`` as a section at every width (``with_params``,
-# the search space's paths); without it, width 1 is the plain name, as it was before widths.
-EXPANDED = {"expanded": True}
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The network: a name ``models.build`` accepts and a width multiplier.
 
     ``model: conv6`` is ``model: {name: conv6, width: 1}``. At width 1 the section dumps as the
@@ -164,7 +120,7 @@ class ModelConfig(_Section):
         return self.name if self.width == 1 else f"{self.name} (width {self.width:g})"
 
 
-class SyntheticConfig(_Section):
+class SyntheticConfig(Section):
     """Shape of the deterministic synthetic classification task."""
 
     image_size: int = Field(16, ge=4, le=256)
@@ -175,7 +131,7 @@ class SyntheticConfig(_Section):
     noise: float = Field(0.5, ge=0.0, le=100.0)
 
 
-class DatasetConfig(_Section):
+class DatasetConfig(Section):
     """Which data to train on and how much of it."""
 
     name: Literal["cifar10", "fashion-mnist", "mnist", "synthetic"] = "synthetic"
@@ -190,7 +146,7 @@ class DatasetConfig(_Section):
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Optimiser and schedule of one training run (dense training and each IMP cycle)."""
 
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -226,7 +182,7 @@ class TrainConfig(_Section):
         return self
 
 
-class AldsConfig(_Section):
+class AldsConfig(Section):
     """ALDS low-rank compression applied to the dense-trained network."""
 
     rate: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of compressible weights removed")
@@ -247,7 +203,7 @@ class AldsConfig(_Section):
 _REWIND = re.compile(r"^(init|compressed|none|early:[0-9]+)$")
 
 
-class ImpConfig(_Section):
+class ImpConfig(Section):
     """Iterative magnitude pruning after ALDS."""
 
     cycles: int = Field(5, ge=0, le=200)
@@ -324,7 +280,7 @@ class ImpConfig(_Section):
         return value
 
 
-class SearchRange(_Section):
+class SearchRange(Section):
     """The values one searched field may take: a numeric range or a list of choices."""
 
     low: float | None = None
@@ -372,7 +328,7 @@ class SearchRange(_Section):
         return [self.low, self.high]
 
 
-class Objective(_Section):
+class Objective(Section):
     """One objective of the study: a metric read at the end or at a target sparsity."""
 
     metric: Literal["accuracy", "val_accuracy", "loss", "params_nonzero", "sparsity"] = "accuracy"
@@ -389,7 +345,7 @@ class Objective(_Section):
         return value
 
 
-class SearchConfig(_Section):
+class SearchConfig(Section):
     """How Optuna explores the space."""
 
     sampler: Literal["tpe", "random", "grid", "nsga2", "cmaes", "qmc"] = "tpe"
@@ -432,7 +388,7 @@ class SearchConfig(_Section):
         return self
 
 
-class SlurmConfig(_Section):
+class SlurmConfig(Section):
     """How ``--launcher slurm`` submits the workers: one job array, a worker per task.
 
     Every field becomes a line of the batch script written into the sweep's workspace
@@ -491,7 +447,7 @@ class SlurmConfig(_Section):
         return value
 
 
-class ExecutionConfig(_Section):
+class ExecutionConfig(Section):
     """Where trials run and how failures are handled."""
 
     launcher: Literal["local", "slurm"] = Field(
@@ -529,7 +485,7 @@ class ExecutionConfig(_Section):
         raise ValueError("devices must be 'auto', 'cpu' or GPU indices like '0,1,3'")
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     """MLflow tracking; the URI falls back to MLFLOW_TRACKING_URI, then the workspace."""
 
     uri: str | None = None
@@ -540,7 +496,7 @@ PrimaryAuc = Literal["auc"]
 PRIMARY_AUC: Final[PrimaryAuc] = "auc"
 
 
-class ReportConfig(_Section):
+class ReportConfig(Section):
     """How ``orchestrate report`` judges the sweep, declared before the data.
 
     Not part of any trial's identity nor of the study's: changing it changes what the report
@@ -575,7 +531,7 @@ class ReportConfig(_Section):
         return f"per seed, the accuracy at {100 * self.level:g}% sparsity"
 
 
-class SweepConfig(_Section):
+class SweepConfig(Section):
     """A whole sweep, as read from its YAML file."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
@@ -626,7 +582,7 @@ class SweepConfig(_Section):
         try:
             return SweepConfig.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(describe_errors(exc, "params")) from None
+            raise ConfigError(describe_errors(exc, "params", SweepConfig)) from None
 
     @model_validator(mode="after")
     def _space_paths(self) -> SweepConfig:
@@ -670,83 +626,7 @@ class SweepConfig(_Section):
 # --------------------------------------------------------------------------- messages
 
 
-def did_you_mean(word: str, options: list[str]) -> str:
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the section at ``loc`` (for suggesting a key)."""
-    model: type[BaseModel] | None = SweepConfig
-    for key in loc:
-        if model is None or not isinstance(key, str) or key not in model.model_fields:
-            return []
-        annotation = model.model_fields[key].annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
-    return list(model.model_fields) if model is not None else []
-
-
-def describe_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        if error["type"] == "extra_forbidden" and loc:
-            path = ".".join(map(str, loc))
-            hint = did_you_mean(str(loc[-1]), _fields_at(loc[:-1]))
-            lines.append(f"{path}: unknown key{hint}")
-            continue
-        path = ".".join(str(part) for part in loc if not _is_union_tag(part))
-        message = error["msg"].removeprefix("Value error, ")
-        given = error.get("input")
-        shown = "" if isinstance(given, dict | list) else f" (got {_quoted(given)})"
-        lines.append(f"{path}: {message}{shown}" if path else message)
-    return f"{source}: invalid sweep config\n  " + "\n  ".join(dict.fromkeys(lines))
-
-
-QUOTED = 80  # the most characters of a bad value an error message quotes
-
-
-def _quoted(value: Any) -> str:
-    """A bad value as an error message shows it: its repr, cut to :data:`QUOTED` characters."""
-    text = repr(value)
-    return text if len(text) <= QUOTED else text[: QUOTED - 1] + "…"
-
-
-_TYPE_TAGS = {"float", "int", "str", "bool", "none", "function-after", "function-before"}
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic names union members in error locations ("float", "literal['final','best']");
-    # users know the field by its YAML path only.
-    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
-
-
 # --------------------------------------------------------------------------- dotted paths
-
-
-def flatten(config: BaseModel, *, expanded: bool = False) -> dict[str, Any]:
-    """The config as ``{"alds.rate": 0.5, ...}``: MLflow params and search-space paths.
-
-    Args:
-        config: the config or one of its sections.
-        expanded: spell ``model`` as ``model.name`` and ``model.width`` at width 1 too (the
-            search space's paths); by default width 1 is ``model``, as in every key.
-    """
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        else:
-            out[prefix] = value
-
-    walk("", config.model_dump(mode="json", context=EXPANDED if expanded else None))
-    return out
 
 
 def _choices(space: SearchRange | None) -> tuple[Any, ...]:

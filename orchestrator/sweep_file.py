@@ -9,7 +9,7 @@ of every number the schema takes (:func:`numeric_ranges`, the table of docs/conf
 configuration's label (:func:`describe_params`) and a per-config cache (:class:`PerConfig`).
 
 It sits above the schema (:mod:`orchestrator.config`), which knows nothing of files; the
-message of an invalid document is the schema's (``config.describe_errors``), which
+message of an invalid document is the schema's (``config_fields.describe_errors``), which
 ``SweepConfig.with_params`` gives too.
 """
 
@@ -23,7 +23,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_orig
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.config import ConfigError, SweepConfig, describe_errors, did_you_mean, flatten
+from orchestrator.config import SweepConfig
+from orchestrator.config_fields import ConfigError, describe_errors, did_you_mean, flatten
 
 __all__ = [
     "PerConfig",
@@ -74,7 +75,7 @@ def parse_config(document: Any, source: str = "<config>") -> SweepConfig:
     try:
         config = SweepConfig.model_validate(dict(document))
     except ValidationError as exc:
-        raise ConfigError(describe_errors(exc, source)) from None
+        raise ConfigError(describe_errors(exc, source, SweepConfig)) from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{source}: invalid sweep config: {exc}") from None
     _check_space(config, source)

@@ -173,9 +173,11 @@ def test_orchestrator_modules_import_only_modules_below_them_in_the_tables() -> 
     )
 
 
-def test_the_root_holds_few_modules_and_each_a_docstring() -> None:
+def test_the_root_holds_few_modules_each_short_with_a_docstring() -> None:
     root = sorted(p.name for p in (ROOT / "orchestrator").glob("*.py"))
     assert len(root) <= 12, root
     for path in (ROOT / "orchestrator").rglob("*.py"):
-        module = ast.parse(path.read_text())
-        assert ast.get_docstring(module), f"{path.relative_to(ROOT)} has no module docstring"
+        text = path.read_text()
+        assert ast.get_docstring(ast.parse(text)), f"{path.relative_to(ROOT)}: no docstring"
+        # One concept a module: past 650 lines a module holds several (split it by kind).
+        assert text.count("\n") <= 650, f"{path.relative_to(ROOT)}: over 650 lines"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator import stored_names
 from orchestrator.config import SweepConfig
-from orchestrator.exit_codes import INTERRUPTED
+from orchestrator.execution.exit_codes import INTERRUPTED
 from orchestrator.launchers.base import Launcher, Outcome
 
 if TYPE_CHECKING:
