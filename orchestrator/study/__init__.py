@@ -19,7 +19,7 @@ if TYPE_CHECKING:
         suggest,
     )
     from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
-    from orchestrator.study.reuse import Found, acceptable_keys, find, finished_keys
+    from orchestrator.study.reuse import Found, find, finished_keys
     from orchestrator.study.snapshot import trials
     from orchestrator.study.study import (
         create_or_resume,
@@ -51,7 +51,6 @@ _EXPORTS = {
     "assess": "growth",
     "in_sweep": "growth",
     "Found": "reuse",
-    "acceptable_keys": "reuse",
     "find": "reuse",
     "finished_keys": "reuse",
     "RetryingStorage": "retrying_storage",
@@ -67,7 +66,6 @@ __all__ = [
     "Heartbeat",
     "RetryingStorage",
     "StorageUnavailable",
-    "acceptable_keys",
     "assess",
     "claim_trial",
     "count_states",

@@ -9,7 +9,7 @@ changed field): the counts of a sweep count only the trials it asks for
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -39,7 +39,7 @@ def count_states(states: Iterable[str]) -> dict[str, int]:
     return counts
 
 
-def finished_count(counts: dict[str, int]) -> int:
+def finished_count(counts: Mapping[str, int]) -> int:
     """How many trials of :func:`count_states`' counts are in an end state."""
     return sum(counts[state.name] for state in FINISHED)
 

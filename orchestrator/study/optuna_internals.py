@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
     from optuna.storages import BaseStorage, RDBStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
     from optuna.trial import FrozenTrial
+
+    # What :func:`heartbeat_base` returns, for type checkers (a class a wrapper derives from).
+    HeartbeatBase = BaseHeartbeat
 
 __all__ = [
     "STALE_TRIAL_IDS",
@@ -30,6 +34,7 @@ __all__ = [
     "fixed_params",
     "has_heartbeat",
     "heartbeat_base",
+    "heartbeat_of",
     "rdb_models",
     "stale_trial_ids",
     "storage_of",
@@ -93,12 +98,22 @@ def heartbeat_base() -> type:
     return BaseHeartbeat
 
 
-def has_heartbeat(storage: BaseStorage) -> bool:
-    """Whether ``storage`` records Optuna's heartbeat (a relational one opened with an
-    interval), rather than the queue's own beat attribute (journal files)."""
+def heartbeat_of(storage: BaseStorage) -> BaseHeartbeat | None:
+    """``storage`` as one that records Optuna's heartbeat (a relational one opened with an
+    interval: ``record_heartbeat``, ``get_heartbeat_interval``), or None where it does not
+    (journal files: the queue beats with an attribute of its own)."""
     # Optuna's ``is_heartbeat_enabled`` is public by name but lives in the private
     # ``optuna.storages._heartbeat`` module too (and takes an interval of 0 as enabled).
-    return isinstance(storage, heartbeat_base()) and bool(storage.get_heartbeat_interval())
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        return storage
+    return None
+
+
+def has_heartbeat(storage: BaseStorage) -> bool:
+    """Whether ``storage`` records Optuna's heartbeat (:func:`heartbeat_of`)."""
+    return heartbeat_of(storage) is not None
 
 
 def stale_trial_ids(storage: BaseStorage, study_id: int) -> list[int]:

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -158,13 +158,15 @@ def distribution(space: SearchRange) -> optuna.distributions.BaseDistribution:
     range (with its step or log scale)."""
     if space.choices is not None:
         return optuna.distributions.CategoricalDistribution(list(space.choices))
+    if space.low is None or space.high is None:  # the schema sets both without choices
+        raise ValueError("a search range needs 'choices', or 'low' and 'high'")
     return optuna.distributions.FloatDistribution(
         space.low, space.high, step=space.step, log=space.log
     )
 
 
 def _enqueue_twins(
-    trial: optuna.Trial, twins: Sequence[dict[str, Any]], seeds: Sequence[int]
+    trial: optuna.Trial, twins: Sequence[Mapping[str, Any]], seeds: Sequence[int]
 ) -> None:
     """Enqueue each of ``twins`` (a twin and its controls) at each of ``seeds`` where the
     study has no such trial yet."""
@@ -178,7 +180,7 @@ def _enqueue_twins(
         for seed in seeds:
             if (json.dumps(twin, sort_keys=True), seed) not in present:
                 trial.study.enqueue_trial(
-                    twin,
+                    dict(twin),
                     user_attrs={
                         stored_names.TRIAL_SEED: seed,
                         stored_names.TRIAL_TWIN_OF: trial.number,
@@ -281,8 +283,9 @@ def fail_stale(
         The numbers of the trials failed here.
     """
     storage = optuna_internals.storage_of(study)
-    native = optuna_internals.has_heartbeat(storage)
-    interval = storage.get_heartbeat_interval() if native else heartbeat_seconds()
+    beating = optuna_internals.heartbeat_of(storage)
+    native = beating is not None
+    interval = (beating.get_heartbeat_interval() if beating else None) or heartbeat_seconds()
     recently_down = getattr(storage, "recently_down", None)
     # After an outage the others' beats resume within a retry pause and a beat interval.
     if recently_down is not None and recently_down(interval * STALE_BEATS + LONGEST_PAUSE_SECONDS):
@@ -342,14 +345,16 @@ class Heartbeat:
         self._storage = storage
         self._trial_id = optuna_internals.trial_id(trial)
         self._stop = threading.Event()
-        self._native = optuna_internals.has_heartbeat(storage)
-        interval = storage.get_heartbeat_interval() if self._native else heartbeat_seconds()
+        self._beating = optuna_internals.heartbeat_of(storage)
+        interval = (
+            self._beating.get_heartbeat_interval() if self._beating else None
+        ) or heartbeat_seconds()
         self._record()
         self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
 
     def _record(self) -> None:
-        if self._native:
-            self._storage.record_heartbeat(self._trial_id)
+        if self._beating is not None:
+            self._beating.record_heartbeat(self._trial_id)
         else:
             self._storage.set_trial_system_attr(
                 self._trial_id, stored_names.TRIAL_HEARTBEAT, time.time()

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy.exc
 from optuna.storages import BaseStorage
@@ -92,7 +92,10 @@ def _retried(name: str) -> Callable[..., Any]:
 
 
 # Optuna's heartbeat interface, which a wrapper of an ``RDBStorage`` implements too.
-_Heartbeat = optuna_internals.heartbeat_base()
+if TYPE_CHECKING:
+    from orchestrator.study.optuna_internals import HeartbeatBase as _Heartbeat
+else:
+    _Heartbeat = optuna_internals.heartbeat_base()
 
 
 class RetryingStorage(BaseStorage, _Heartbeat):
@@ -239,7 +242,8 @@ class RetryingStorage(BaseStorage, _Heartbeat):
 
 for _name in _CALLS:
     setattr(RetryingStorage, _name, _retried(_name))
-abc.update_abstractmethods(RetryingStorage)
+# mypy sees the abstract methods the loop above installs as still abstract.
+abc.update_abstractmethods(RetryingStorage)  # type: ignore[type-abstract]
 
 
 def _first_line(error: BaseException) -> str:

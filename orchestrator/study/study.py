@@ -58,7 +58,9 @@ def open_storage(
         outage_limit = float(os.environ.get(OUTAGE_LIMIT_ENV, DEFAULT_LIMIT_SECONDS))
     journal = workspace.journal_file(url)
     if journal is not None:
-        return RetryingStorage(_journal_storage(journal), limit_seconds=outage_limit)
+        # Its retried methods are installed at import (retrying_storage._CALLS): mypy cannot
+        # see them and takes the class for abstract.
+        return RetryingStorage(_journal_storage(journal), limit_seconds=outage_limit)  # type: ignore[abstract]
     engine_kwargs: dict[str, Any] = {}
     sqlite_file = workspace.sqlite_file(url)
     if sqlite_file:
@@ -81,7 +83,7 @@ def open_storage(
         raise ConfigError(f"cannot open the study storage '{url}': {exc}") from None
     if sqlite_file:
         _serialize_transactions(storage.engine)
-    return RetryingStorage(queue.cached(storage), limit_seconds=outage_limit)
+    return RetryingStorage(queue.cached(storage), limit_seconds=outage_limit)  # type: ignore[abstract]
 
 
 def _journal_storage(path: Path) -> optuna.storages.JournalStorage:

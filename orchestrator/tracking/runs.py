@@ -350,6 +350,8 @@ class SweepTracker:
                     raise
                 # Another process created it first.
             experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:  # created above, or by another process
+                raise ConfigError(f"MLflow experiment {name!r} could not be created")
         experiment_id = experiment.experiment_id
         # Also on an experiment made by an older version or by hand: it opens in the training
         # views; a kind or a description someone already chose stays. The view is the
@@ -426,7 +428,7 @@ class SweepTracker:
         """Trial counts by state (``trials_complete``, ...) and the best value so far as
         metrics of the parent run, at the step of how many trials have finished."""
         finished = finished_count(counts)
-        values = {
+        values: dict[str, float] = {
             f"{stored_names.SWEEP_METRIC_PREFIX}{state.lower()}": n for state, n in counts.items()
         }
         if best is not None:
