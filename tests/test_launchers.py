@@ -133,7 +133,8 @@ def test_a_launcher_name_without_an_entry_is_refused_naming_the_field() -> None:
 
 _PROBE = """
 import sys
-import orchestrator.launchers, orchestrator.report, orchestrator.sweep, orchestrator.progress
+import orchestrator.launchers, orchestrator.report, orchestrator.execution.sweep
+import orchestrator.execution.progress, orchestrator.study, orchestrator.tracking
 print("torch" in sys.modules)
 """
 

@@ -88,7 +88,7 @@ WRITER = """
 import sys, time
 from pathlib import Path
 from mlflow import MlflowClient
-from orchestrator.outbox import Outbox
+from orchestrator.tracking.outbox import Outbox
 
 uri, experiment, spool, index, steps = sys.argv[1:]
 outbox = Outbox(MlflowClient(uri), Path(spool), backoff=0.05)
