@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def lazy_face(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
+    """The ``__getattr__`` of a concept package's face: each exported name (name → the module
+    of ``package`` that holds it) is imported on first use. Importing any module of a package
+    runs its face first, and ``orchestrate --help`` and ``validate`` must not pay for torch,
+    Optuna or MLflow."""
+
+    def attribute(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return attribute
+
 
 def __getattr__(name: str) -> str:
     # Reading the installed version costs a tenth of a second: only when asked for.

@@ -181,3 +181,28 @@ def test_the_root_holds_few_modules_each_short_with_a_docstring() -> None:
         assert ast.get_docstring(ast.parse(text)), f"{path.relative_to(ROOT)}: no docstring"
         # One concept a module: past 650 lines a module holds several (split it by kind).
         assert text.count("\n") <= 650, f"{path.relative_to(ROOT)}: over 650 lines"
+
+
+def test_each_face_exports_what_its_modules_hold() -> None:
+    # A face re-exports only (its TYPE_CHECKING imports for type checkers, the same names
+    # imported on first use at run time): every name resolves to its module's own object.
+    import importlib
+
+    for package in ("trial", "study", "tracking", "execution"):
+        face = importlib.import_module(f"orchestrator.{package}")
+        exports = face._EXPORTS
+        assert sorted(face.__all__) == sorted(exports), package
+        declared = {
+            alias.asname or alias.name: node.module
+            for node in ast.walk(
+                ast.parse((ROOT / "orchestrator" / package / "__init__.py").read_text())
+            )
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith(f"orchestrator.{package}.")
+            for alias in node.names
+        }
+        assert declared == {n: f"orchestrator.{package}.{m}" for n, m in exports.items()}, package
+        for name, module in exports.items():
+            held = getattr(importlib.import_module(f"orchestrator.{package}.{module}"), name)
+            assert getattr(face, name) is held, f"orchestrator.{package}.{name}"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orchestrator import lazy_face
 
 if TYPE_CHECKING:
     from orchestrator.execution.lifecycle import WorkerContext, run_claimed
     from orchestrator.execution.sweep import Prepared, close, follow, prepare, preview
     from orchestrator.execution.worker import Host, Worker, run_worker
 
-# Each name is imported on first use: importing any module of the package runs this face
-# first, and `orchestrate --help`, `validate` and `status` must not pay for torch, Optuna
-# and MLflow.
+# Each name is imported on first use (orchestrator.lazy_face).
 _EXPORTS = {
     "Prepared": "sweep",
     "close": "sweep",
@@ -39,7 +38,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_face(__name__, _EXPORTS)

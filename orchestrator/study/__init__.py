@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orchestrator import lazy_face
 
 if TYPE_CHECKING:
     from orchestrator.study.counts import count_states, expected, finished
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
         stored_config,
     )
 
-# Each name is imported on first use: importing any module of the package runs this face
-# first, and `orchestrate --help`, `validate` and `status` must not pay for Optuna.
+# Each name is imported on first use (orchestrator.lazy_face).
 _EXPORTS = {
     "create_or_resume": "study",
     "creation_lock": "study",
@@ -90,7 +90,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_face(__name__, _EXPORTS)

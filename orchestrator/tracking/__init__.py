@@ -3,8 +3,9 @@ outage, the runs page's view."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orchestrator import lazy_face
 
 if TYPE_CHECKING:
     from orchestrator.tracking.outbox import Outbox, replay_spool
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
     )
     from orchestrator.tracking.runs_view import view_link, view_state
 
-# Each name is imported on first use: importing any module of the package runs this face
-# first, and `orchestrate --help`, `validate` and `status` must not pay for MLflow.
+# Each name is imported on first use (orchestrator.lazy_face).
 _EXPORTS = {
     "SweepTracker": "runs",
     "TrialRun": "runs",
@@ -55,7 +55,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_face(__name__, _EXPORTS)

@@ -3,8 +3,9 @@ twins."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orchestrator import lazy_face
 
 if TYPE_CHECKING:
     from orchestrator.trial.cache import CheckpointCache
@@ -13,8 +14,7 @@ if TYPE_CHECKING:
     from orchestrator.trial.spec import TrialSpec
     from orchestrator.trial.twins import PairedPruner, link
 
-# Each name is imported on first use: importing any module of the package runs this face
-# first, and `orchestrate --help`, `validate` and `status` must not pay for torch.
+# Each name is imported on first use (orchestrator.lazy_face).
 _EXPORTS = {
     "TrialSpec": "spec",
     "RESULTS_VERSION": "identity",
@@ -41,7 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_face(__name__, _EXPORTS)
