@@ -237,6 +237,11 @@ class ImpConfig(Section):
         "mask at every cycle, a fresh initialisation)",
     )
 
+    @property
+    def early_iteration(self) -> int | None:
+        """The iteration of dense training ``rewind: early:N`` rewinds to; None otherwise."""
+        return int(self.rewind.split(":", 1)[1]) if self.rewind.startswith("early:") else None
+
     @field_validator("rewind")
     @classmethod
     def _rewind(cls, value: str) -> str:
@@ -255,7 +260,7 @@ class ImpConfig(Section):
     def _controls_rewind(self) -> ImpConfig:
         # A control retrains each cycle's mask from the rewind point, as the lottery-ticket
         # controls do; "compressed" and "none" name no point a control could start from.
-        if self.controls and not (self.rewind == "init" or self.rewind.startswith("early:")):
+        if self.controls and not (self.rewind == "init" or self.early_iteration is not None):
             raise ValueError(
                 f"controls need rewind init or early:N (a control trains each cycle's mask "
                 f"from the rewind point), not {self.rewind!r}"

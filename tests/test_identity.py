@@ -18,7 +18,6 @@ import pytest
 from orchestrator import plan
 from orchestrator.sweep_file import load_config
 from orchestrator.trial import identity
-from orchestrator.trial.procedure import _early_iteration
 from orchestrator.trial.spec import TrialSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +34,7 @@ def _hashes(sweep: str) -> dict:
         for seed in config.seeds:
             spec = TrialSpec(config, params, seed)
             init = identity.init_key(spec.config, classes=10, channels=1, size=28, seed=seed)
-            dense = identity.dense_key(spec.config, init, _early_iteration(config.imp.rewind))
+            dense = identity.dense_key(spec.config, init)
             trials[json.dumps([params, seed], sort_keys=True)] = {
                 "trial_key": spec.key(device="cpu", data=DIGEST),
                 "trial_key_cuda": spec.key(device="cuda:1", data=DIGEST),

@@ -234,7 +234,7 @@ def init_key(
     }
 
 
-def dense_key(config: SweepConfig, init: dict[str, Any], early: int | None) -> dict[str, Any]:
+def dense_key(config: SweepConfig, init: dict[str, Any]) -> dict[str, Any]:
     """What names a cached dense-trained network: its θ0 (:func:`init_key`), the data and
     training it had, and the iteration of an early rewind point it keeps (``imp.rewind:
     early:N``)."""
@@ -242,7 +242,7 @@ def dense_key(config: SweepConfig, init: dict[str, Any], early: int | None) -> d
         "init": init,
         "dataset": config.dataset.model_dump(mode="json"),
         "train": config.train.model_dump(mode="json"),
-        "early": early,
+        "early": config.imp.early_iteration,
     }
 
 

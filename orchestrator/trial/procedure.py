@@ -100,10 +100,6 @@ def _build(config: SweepConfig, data: datasets.Datasets, seed: int) -> nn.Module
     return network.build(config, data_shape, seed)
 
 
-def _early_iteration(rewind: str) -> int | None:
-    return int(rewind.split(":", 1)[1]) if rewind.startswith("early:") else None
-
-
 def dense_checkpoint(
     config: SweepConfig,
     seed: int,
@@ -126,8 +122,8 @@ def dense_checkpoint(
     init, _ = cache.get_or_make(
         "init", init_key, lambda: {"state": imp.capture(_build(config, data, seed))}
     )
-    early = _early_iteration(config.imp.rewind)
-    dense_key = identity.dense_key(config, init_key, early)
+    early = config.imp.early_iteration
+    dense_key = identity.dense_key(config, init_key)
 
     def make() -> dict[str, Any]:
         model = _build(config, data, seed)
