@@ -5,7 +5,7 @@ synthetic data (32x32x3, uint8 source):
 
 - ``bare``: the minimal PyTorch loop: pre-normalised float32 tensors in memory, a random
   permutation per epoch, index, forward, backward, step. The ceiling for any loop.
-- ``train``: :func:`orchestrator.training.train` on :func:`orchestrator.data.load`'s uint8
+- ``train``: :func:`orchestrator.trial.training.train` on :func:`orchestrator.data.load`'s uint8
   tensors (normalised per batch), no augmentation: the same work as ``bare``.
 - ``train+aug``: the same with random crop (padding 4) + horizontal flip on whole batches.
 - ``dataloader+aug``: a torchvision-style pipeline: uint8 HWC arrays → PIL image per sample →

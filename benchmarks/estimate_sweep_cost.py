@@ -3,7 +3,7 @@
 Counts every optimizer step the sweep's trials take (dense training once per seed; per trial
 the ALDS fine-tuning and the IMP cycles, each as long as its config says) and every image
 evaluated (test and validation splits after each step), then times the sweep's network with
-the real training engine (``orchestrator.training.train``, the sweep's optimizer, batch size,
+the real training engine (``orchestrator.trial.training.train``, the sweep's optimizer, batch size,
 AMP and channels-last settings) on synthetic data of the dataset's shape, and multiplies.
 
 Cycles per trial: ``imp.cycles``, or with ``imp.until_remaining`` the cycles that prune the

@@ -8,7 +8,7 @@ everywhere, and speed does not depend on the pixels.
 
 - **step time**: Conv-6 at batch 60 (the seed's setting) and ResNet-20 at batch 128, with AMP
   and channels-last each on and off: ms per optimizer step of the project's loop
-  (``orchestrator.training.train``, Adam) and of a bare loop (the same model, optimizer, AMP
+  (``orchestrator.trial.training.train``, Adam) and of a bare loop (the same model, optimizer, AMP
   and memory format on pre-normalised tensors on the device: index, forward, backward, step).
   ``ratio`` = bare time / project time (goal >= 0.95), the median of interleaved rounds.
 - **sweep throughput**: ``orchestrate sweep`` of Conv-6 trials (ALDS, then IMP cycles) with 1,

@@ -78,7 +78,7 @@ def load(config: DatasetConfig, *, device: torch.device | str = "cpu", seed: int
 
 def digest(config: DatasetConfig, seed: int = 0) -> str:
     """:attr:`Datasets.digest` of the data ``load(config, seed=seed)`` gives, on any device:
-    what a trial's key (``orchestrator.identity``) knows of its data. Read on the CPU once per
+    what a trial's key (``orchestrator.trial.identity``) knows of its data. Read on the CPU once per
     process for each section and seed; raises :class:`DatasetError` as :func:`load` does."""
     key = (config.model_dump_json(), int(seed))
     if key not in _digests:

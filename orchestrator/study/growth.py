@@ -4,13 +4,15 @@ finished result already answers, in this study or another of the same storage.
 
 A sweep answers the seed's question in steps: three seeds, then two more, then another rate,
 then a control. Each step plans the trials its YAML asks for by key
-(:mod:`orchestrator.identity`): a trial whose key this study has finished stays as it is; one
-whose key another study finished is queued and copied from that result when a worker claims it
-(:mod:`orchestrator.worker`); the rest are queued to train. Trials the YAML no longer asks for
-stay in the storage, left out of counts and the report (:func:`results.asks_for`).
+(:mod:`orchestrator.trial.identity`): a trial whose key this study has finished stays as it
+is; one whose key another study finished is queued and copied from that result when a worker
+claims it (:mod:`orchestrator.execution.lifecycle`); the rest are queued to train. Trials the
+YAML no longer asks for stay in the storage, left out of counts and the report
+(:func:`asks_for`).
 
-:func:`assess` only reads; :func:`orchestrator.queue.fill_queue` enqueues what it found missing.
-It reads trial states by name, so that ``validate`` assesses a new sweep without importing Optuna.
+:func:`assess` only reads; :func:`orchestrator.study.queue.fill_queue` enqueues what it found
+missing. It reads trial states by name, so that ``validate`` assesses a new sweep without
+importing Optuna.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The study stores the sweep's validated config, so any worker on any host can load the study
 by name and knows everything it needs. Filling the queue and claiming trials live in
-:mod:`orchestrator.queue`.
+:mod:`orchestrator.study.queue`.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def create_or_resume(
 
     A sweep grows: its YAML may add seeds, rates, choices or a wider space, or change a field
     every trial depends on; the study then keeps its trials and plans by trial key what the
-    new YAML asks for (:mod:`orchestrator.growth`). Only its objectives are fixed: the values
+    new YAML asks for (:mod:`orchestrator.study.growth`). Only its objectives are fixed: the values
     its trials hold are of them. ``fresh`` deletes the old study (and its earlier
     generations) first.
     """
