@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    __version__: str
 
 
 def lazy_face(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
@@ -21,7 +24,7 @@ def lazy_face(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
     return attribute
 
 
-def __getattr__(name: str) -> str:
+def _version(name: str) -> str:
     # Reading the installed version costs a tenth of a second: only when asked for.
     if name != "__version__":
         raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
@@ -31,3 +34,7 @@ def __getattr__(name: str) -> str:
         return version("alds-imp-orchestrator")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "0.0.0+unknown"
+
+
+if not TYPE_CHECKING:  # type checkers read ``__version__: str``, and no name besides it
+    __getattr__ = _version

@@ -27,7 +27,8 @@ PRUNE_FRACTION = "imp.prune_fraction"
 IMP_ONLY = "IMP only"  # the baseline arm, as tables, figures and run names show it
 # The lottery-ticket controls (imp.controls). A control trial's parameters are its IMP-only
 # configuration's plus CONTROL, a path no config field has: its key, label and run differ from
-# the configuration's, and the worker takes it off before it builds the trial's config.
+# the configuration's, and a trial's spec takes it off to build the trial's config
+# (``trial.spec.TrialSpec.configuration``).
 CONTROL = "imp.control"
 Control = Literal["random_mask", "reinit"]  # the type of imp.controls' items
 RANDOM_MASK: Final[Control] = "random_mask"

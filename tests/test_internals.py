@@ -110,7 +110,7 @@ def test_suggest_and_fixed_params_read_an_enqueued_trial() -> None:
         assert again == free, message  # asked again, the same
 
 
-def test_heartbeat_base_and_has_heartbeat(tmp_path: Path) -> None:
+def test_heartbeat_base_and_heartbeat_of(tmp_path: Path) -> None:
     beating = RDBStorage(f"sqlite:///{tmp_path / 'beat.db'}", heartbeat_interval=1)
     silent = RDBStorage(f"sqlite:///{tmp_path / 'silent.db'}")
     private = "optuna.storages._heartbeat.BaseHeartbeat"
@@ -123,11 +123,12 @@ def test_heartbeat_base_and_has_heartbeat(tmp_path: Path) -> None:
         # The storage wrappers are heartbeat storages too.
         assert isinstance(optuna_internals.cached(beating), base), message
         assert isinstance(RetryingStorage(optuna_internals.cached(beating)), base), message
-    with _private(private, "has_heartbeat") as message:
-        assert optuna_internals.has_heartbeat(beating), message
-        assert optuna_internals.has_heartbeat(RetryingStorage(beating)), message
-        assert not optuna_internals.has_heartbeat(silent), message
-        assert not optuna_internals.has_heartbeat(InMemoryStorage()), message
+    with _private(private, "heartbeat_of") as message:
+        assert optuna_internals.heartbeat_of(beating) is beating, message
+        wrapped = RetryingStorage(beating)
+        assert optuna_internals.heartbeat_of(wrapped) is wrapped, message
+        assert optuna_internals.heartbeat_of(silent) is None, message
+        assert optuna_internals.heartbeat_of(InMemoryStorage()) is None, message
 
 
 def test_stale_trial_ids_lists_a_trial_whose_beats_stopped(tmp_path: Path) -> None:

@@ -38,4 +38,5 @@ __all__ = [
 ]
 
 
-__getattr__ = lazy_face(__name__, _EXPORTS)
+if not TYPE_CHECKING:  # type checkers read the imports above, and no name besides them
+    __getattr__ = lazy_face(__name__, _EXPORTS)

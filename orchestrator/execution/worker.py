@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 
 from orchestrator import stopping, stored_names, tracking, workspace
 from orchestrator.config import ConfigError
-from orchestrator.execution.lifecycle import POLL_SECONDS, WorkerContext, run_claimed
+from orchestrator.execution import lifecycle
+from orchestrator.execution.lifecycle import WorkerContext, run_claimed
 from orchestrator.study import queue
 from orchestrator.study import study as studies
 from orchestrator.tracking.runs import SweepTracker
@@ -36,7 +37,8 @@ __all__ = ["Host", "Worker", "run_worker"]
 
 @dataclass(frozen=True)
 class Host:
-    """What the launcher a worker runs under tells it (``Launcher.host()``).
+    """What the launcher a worker runs under tells it (``Launcher.host()``); ``Host()`` is no
+    launcher at all: no task, no signal besides SIGINT and SIGTERM.
 
     Attributes:
         task: the launcher's task the worker runs in (a Slurm array task), if any.
@@ -47,7 +49,7 @@ class Host:
     """
 
     task: str | None = None
-    preemption_signals: tuple[int, ...] = (signal.SIGUSR1,)
+    preemption_signals: tuple[int, ...] = ()
     requeue_signals: tuple[int, ...] = ()
     requeue_task: Callable[[str], None] | None = None
 
@@ -63,13 +65,13 @@ class Worker:
         device: str = "cpu",
         tracking_uri: str | None = None,
         index: int | None = None,
-        host: Host | None = None,
+        host: Host,
     ) -> None:
         storage = studies.open_storage(storage_url)
         # A worker started by hand on another host has no slot number: its pid separates it.
         worker = index if index is not None else os.getpid()
         self.study, self.config = studies.load_study(study_name, storage, worker=worker)
-        self.host = host or Host()
+        self.host = host
         self.resubmit = False  # requeue this task when it stops
         self.done = 0  # trials run here
         uri = tracking_uri or self.study.user_attrs.get(stored_names.STUDY_TRACKING_URI)
@@ -131,7 +133,7 @@ class Worker:
                     if not running:
                         break
                     # A running trial elsewhere may still fail and be re-queued as a retry.
-                    stopping.sleep(POLL_SECONDS)
+                    stopping.sleep(lifecycle.POLL_SECONDS)
                     continue
                 trial, queued = claimed
                 retry_of = queued.system_attrs.get(stored_names.TRIAL_FAILED_TRIAL)
@@ -164,7 +166,7 @@ def run_worker(
     threads: int | None = None,
     index: int | None = None,
     retry_failed: bool = False,
-    host: Host | None = None,
+    host: Host,
 ) -> Worker:
     """The worker entry point (``orchestrate worker``); ``retry_failed`` first queues again
     what failed for good (``queue.retry``; once, however many workers ask).

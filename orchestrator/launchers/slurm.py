@@ -305,8 +305,9 @@ def _slurm(*command: str) -> str:
 
 
 class SlurmTasks:
-    """Follows a sweep's job arrays for ``--wait``, as :class:`supervisor.Supervisor`
-    follows local workers: until no task is active, showing progress meanwhile."""
+    """Follows a sweep's job arrays for ``--wait``, as
+    :class:`orchestrator.launchers.local.Supervisor` follows local workers: until no task is
+    active, showing progress meanwhile."""
 
     def __init__(self, study: optuna.Study, config: SweepConfig, jobs: Sequence[str]) -> None:
         self.study = study

@@ -25,7 +25,7 @@ def report_notes(
 ) -> list[str]:
     """What a reader of the aggregates must know: trials left out of them, missing baselines.
 
-    ``trials`` is the :func:`trials_table`; ``counts`` the trials by state.
+    ``trials`` is the :func:`describe.trials_table`; ``counts`` the trials by state.
     """
     notes = []
     for state, verb in (("RUNNING", "still running"), ("PRUNED", "pruned"), ("FAIL", "failed")):
@@ -58,7 +58,7 @@ HALFWIDTH = 0.0025  # the seed planner's default target: a 95% interval of ±0.2
 
 
 def planner_note(endpoint: pd.DataFrame, halfwidth: float = HALFWIDTH) -> list[str]:
-    """How many seeds the primary endpoint (:func:`endpoint_table`) needs for a 95% interval
+    """How many seeds the primary endpoint (:func:`compare.endpoint_table`) needs for a 95% interval
     of ±``halfwidth`` (in accuracy), from the largest paired standard deviation it observed
     (:func:`statistics.seeds_needed`); nothing before a configuration has two paired seeds."""
     paired = endpoint[endpoint["paired_n"] >= 2]

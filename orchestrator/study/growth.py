@@ -36,7 +36,7 @@ KeysOf = Callable[[Mapping[str, Any], int], Sequence[str]]
 """``keys_of(params, seed)``: the keys whose results stand for that trial
 (:func:`identity.acceptable_keys`)."""
 
-__all__ = ["Growth", "KeysOf", "assess"]
+__all__ = ["Growth", "KeysOf", "asks_for", "assess", "in_sweep", "provenance"]
 
 
 @dataclass
@@ -147,7 +147,7 @@ def assess(
             by_key[key] = trial  # a COMPLETE trial answers before a failed one
     fixed = plans.fixed_configurations(config)
     sampled = _sampled(config, trials, fixed)
-    twins = [plans.twin_of(config, p) for p in sampled if _paired(config, p)]
+    twins = [plans.twin_of(config, p) for p in sampled if _gets_twin(config, p)]
     configurations = _unique([*fixed, *sampled, *twins])
     # Last: a control starts from its IMP-only twin's masks, which its twin then has saved.
     configurations += plans.control_configurations(config, configurations)
@@ -194,7 +194,8 @@ def _sampled(
     return list(found.values())
 
 
-def _paired(config: SweepConfig, params: Mapping[str, Any]) -> bool:
+def _gets_twin(config: SweepConfig, params: Mapping[str, Any]) -> bool:
+    """Whether a sampled configuration gets its IMP-only twin enqueued beside it."""
     return config.search.enqueue_baseline and plans.is_alds(plans.rate_of(config, params))
 
 

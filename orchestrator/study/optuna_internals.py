@@ -32,7 +32,6 @@ __all__ = [
     "cached",
     "cached_backend",
     "fixed_params",
-    "has_heartbeat",
     "heartbeat_base",
     "heartbeat_of",
     "rdb_models",
@@ -92,7 +91,7 @@ def heartbeat_base() -> type:
     ``get_heartbeat_interval``, the stale trials): what ``RDBStorage`` implements."""
     # ``optuna.storages._heartbeat.BaseHeartbeat``: not exported by ``optuna.storages``; the
     # public ``RDBStorage`` has it, but a wrapper of one (``RetryingStorage``) must be one too,
-    # for :func:`has_heartbeat` and for Optuna's own checks (``is_heartbeat_enabled``).
+    # for :func:`heartbeat_of` and for Optuna's own checks (``is_heartbeat_enabled``).
     from optuna.storages._heartbeat import BaseHeartbeat
 
     return BaseHeartbeat
@@ -111,14 +110,9 @@ def heartbeat_of(storage: BaseStorage) -> BaseHeartbeat | None:
     return None
 
 
-def has_heartbeat(storage: BaseStorage) -> bool:
-    """Whether ``storage`` records Optuna's heartbeat (:func:`heartbeat_of`)."""
-    return heartbeat_of(storage) is not None
-
-
 def stale_trial_ids(storage: BaseStorage, study_id: int) -> list[int]:
     """The ids of ``study_id``'s RUNNING trials whose heartbeat is older than the storage's
-    grace period. ``storage`` must have a heartbeat (:func:`has_heartbeat`)."""
+    grace period. ``storage`` must have a heartbeat (:func:`heartbeat_of`)."""
     # ``BaseHeartbeat._get_stale_trial_ids``: the public ``optuna.storages.fail_stale_trials``
     # fails them itself, without the reason the queue records and before it requeues them.
     return getattr(storage, STALE_TRIAL_IDS)(study_id)

@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Heartbeat",
-    "cached",
     "claim_trial",
     "distribution",
     "fail_and_requeue",
@@ -326,11 +325,6 @@ def heartbeat_seconds() -> int:
     """How often a running trial's worker beats: ``ORCHESTRATE_HEARTBEAT_SECONDS`` or 30 s. A
     trial is stale after :data:`STALE_BEATS` missed beats."""
     return int(os.environ.get("ORCHESTRATE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
-
-
-def cached(storage: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
-    """``storage`` behind Optuna's cache of finished trials, as a study by URL would have it."""
-    return optuna_internals.cached(storage)
 
 
 class Heartbeat:

@@ -1,5 +1,5 @@
-"""Finished results by trial key, across every study of a storage, and which trials a sweep's
-YAML asks for now.
+"""Finished results by trial key, across every study of a storage: what a trial can reuse
+instead of training.
 
 A trial's key (:mod:`orchestrator.trial.identity`) is stored with it when a worker claims it;
 a COMPLETE trial also keeps its whole curve (:data:`stored_names.TRIAL_CURVE`). Together they
@@ -45,7 +45,7 @@ def find(
 
     Args:
         storage: the study storage.
-        wanted: trial keys (:func:`acceptable_keys`).
+        wanted: trial keys (:func:`orchestrator.trial.identity.acceptable_keys`).
         exclude: a trial to pass over (the one looking), as (study name, trial number).
 
     Returns:
@@ -99,9 +99,3 @@ def _older(trial: FrozenTrial, than: tuple[str, FrozenTrial] | None) -> bool:
         return True
     start, other = trial.datetime_start, than[1].datetime_start
     return start is not None and other is not None and start < other
-
-
-# --------------------------------------------------------------------------- the curve
-
-
-# --------------------------------------------------------------------------- membership

@@ -37,7 +37,7 @@ def trials(study: optuna.Study, *, curves: bool = False) -> list[FrozenTrial]:
     Args:
         study: a study on any storage.
         curves: also read each ended trial's kept curve (:data:`stored_names.TRIAL_CURVE`), as the
-            stored text (``results.curve_record`` reads it).
+            stored text (``curve.curve_record`` reads it).
 
     Returns:
         The trials, as ``get_trials(deepcopy=False)`` returns them but for their intermediate
@@ -130,7 +130,7 @@ def _read(database: optuna.storages.RDBStorage, study_id: int, curves: bool) -> 
     for row in users:
         by_id[row.trial_id]["user"][row.key] = json.loads(row.value_json)
     for row in systems:
-        # A kept curve stays text (``results.curve_record`` reads either): decoded, a large
+        # A kept curve stays text (``curve.curve_record`` reads either): decoded, a large
         # sweep's curves would hold millions of numbers in memory as objects.
         text = row.value_json
         decoded = text if row.key == stored_names.TRIAL_CURVE else json.loads(text)

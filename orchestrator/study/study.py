@@ -20,7 +20,7 @@ from orchestrator import stored_names, workspace
 from orchestrator.config import ConfigError, Objective, SweepConfig
 from orchestrator.curve import PRUNING_GRID
 from orchestrator.locks import exclusive
-from orchestrator.study import queue
+from orchestrator.study import optuna_internals, queue
 from orchestrator.study.retrying_storage import DEFAULT_LIMIT_SECONDS, RetryingStorage
 from orchestrator.sweep_file import parse_config
 from orchestrator.trial.identity import experiment_hash
@@ -83,7 +83,7 @@ def open_storage(
         raise ConfigError(f"cannot open the study storage '{url}': {exc}") from None
     if sqlite_file:
         _serialize_transactions(storage.engine)
-    return RetryingStorage(queue.cached(storage), limit_seconds=outage_limit)  # type: ignore[abstract]
+    return RetryingStorage(optuna_internals.cached(storage), limit_seconds=outage_limit)  # type: ignore[abstract]
 
 
 def _journal_storage(path: Path) -> optuna.storages.JournalStorage:

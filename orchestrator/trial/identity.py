@@ -54,12 +54,16 @@ __all__ = [
     "KEY_LENGTH",
     "RESULTS_VERSION",
     "acceptable_keys",
+    "checkpoint_key",
     "config_hash",
     "content_hash",
+    "dense_key",
     "device_class",
     "experiment_hash",
+    "init_key",
     "key_document",
     "package_version",
+    "progress_name",
     "trial_key",
 ]
 

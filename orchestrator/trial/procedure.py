@@ -2,7 +2,8 @@
 
 Step 0 is the dense-trained network, step 1 the network after ALDS (and its fine-tuning),
 steps 2..C+1 the IMP cycles. Every step is measured the same way and handed to ``on_step``,
-which may raise to stop the trial (the worker raises ``optuna.TrialPruned`` there).
+which may raise to stop the trial (the worker's step reporter raises ``optuna.TrialPruned``
+there: ``execution.lifecycle``).
 The procedure knows nothing of Optuna or MLflow.
 """
 

@@ -6,7 +6,10 @@ it (its configuration, its ALDS rate, its arm, its IMP-only twin, its key, the f
 progress is kept in) follows from those by the rules of :mod:`orchestrator.plan` and
 :mod:`orchestrator.trial.identity`. :class:`TrialSpec` applies them once, where a trial is
 claimed or enqueued, and every later hop (the worker, tracking, the twins' links, the pruner,
-the masks of the controls) reads the answer from it.
+the masks of the controls) reads the answer from it; a stored trial is read back as one
+(:meth:`TrialSpec.of_trial`: the twins' links, the pruner). The one twin lookup is
+:func:`twin_configuration`; :mod:`orchestrator.study.growth` plans configurations, not trials,
+on :mod:`orchestrator.plan`'s rules directly.
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ class TrialSpec:
 
     @classmethod
     def of_trial(cls, sweep: SweepConfig, trial: FrozenTrial) -> TrialSpec | None:
-        """The spec of a stored trial; None for one without parameters or seed yet (a
-        placeholder the sampler is still to fill)."""
+        """The spec of a stored trial; None for one without a seed (not one of a sweep's).
+        Only a claimed trial has its parameters: a placeholder the sampler is still to fill
+        has none yet (an IMP-only configuration of a sweep that searches nothing has none
+        either, and is a trial all the same)."""
         seed = trial.user_attrs.get(stored_names.TRIAL_SEED)
-        if seed is None or not trial.params:
+        if seed is None:
             return None
         return cls(sweep, dict(trial.params), int(seed))
 

@@ -28,6 +28,9 @@ from orchestrator.trial.spec import TrialSpec
 
 __all__ = ["MARGIN", "PATIENCE", "PairedPruner", "link"]
 
+MARGIN = 0.01  # one accuracy point: the objective's unit
+PATIENCE = 3  # consecutive grid levels the trial must trail at
+
 # Of several baseline trials with the twin's key (a failed one and its retry), the run of the
 # one that completed wins, then the one running.
 _PREFERENCE = {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
@@ -90,12 +93,6 @@ def link(
     for paired_run, baseline_run in pairs.items():
         tag(paired_run, baseline_run)
     return pairs
-
-
-MARGIN = 0.01  # one accuracy point: the objective's unit
-
-
-PATIENCE = 3  # consecutive grid levels the trial must trail at
 
 
 class PairedPruner(BasePruner):
