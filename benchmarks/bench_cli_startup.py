@@ -14,13 +14,15 @@ heavy libraries a plain import of a module of each package loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from orchestrator.testing.cli import commit_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("orchestrate")
@@ -65,29 +67,17 @@ def main() -> None:
     parser.add_argument("--before", help="a commit whose --help and validate run beside")
     args = parser.parse_args()
     commands = {name: (command, None) for name, command in COMMANDS.items()}
-    with tempfile.TemporaryDirectory() as scratch:
+    with contextlib.ExitStack() as stack:
         if args.before:
-            tree = Path(scratch) / "before"
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.before],
-                check=True,
-                capture_output=True,
-            )
+            tree = stack.enter_context(commit_tree(args.before))
             # The same console script: it imports the commit's orchestrator first.
             env = {**os.environ, "PYTHONPATH": str(tree)}
             commands[f"--help ({args.before})"] = (COMMANDS["orchestrate --help"], env)
             commands[f"validate ({args.before})"] = (COMMANDS["orchestrate validate"], env)
-        try:
-            times: dict[str, list[float]] = {name: [] for name in commands}
-            for _ in range(args.rounds):
-                for name, (command, env) in commands.items():
-                    times[name].append(seconds(command, env))
-        finally:
-            if args.before:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                    check=False,
-                )
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.rounds):
+            for name, (command, env) in commands.items():
+                times[name].append(seconds(command, env))
     reference = times[REFERENCE]
     for name, measured in times.items():
         ratio = statistics.median(t / r for t, r in zip(measured, reference, strict=True))

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from orchestrator import workspace
 from orchestrator.sweep_file import parse_config
-from orchestrator.testing.cli import finish, orchestrate
+from orchestrator.testing.cli import commit_tree, finish, orchestrate
 from orchestrator.testing.results import study_storage, wait_for
 from orchestrator.testing.sweeps import slow_sweep, write_sweep
 
@@ -72,22 +72,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         lines = []
         if args.before:
-            tree = Path(scratch) / "before"
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.before],
-                check=True,
-                capture_output=True,
-            )
-            try:
+            with commit_tree(args.before) as tree:
                 folder = Path(scratch) / "run-before"
                 folder.mkdir()
                 env = {"PYTHONPATH": str(tree)}
                 lines.append(measure(folder, f"before ({args.before})", args.cap, env))
-            finally:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                    check=False,
-                )
         folder = Path(scratch) / "run-now"
         folder.mkdir()
         lines.append(measure(folder, "now", args.cap, {}))

@@ -8,22 +8,54 @@ unless the caller passes ``--tracking-uri``), plus short heartbeats by default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal, overload
 
 from orchestrator.testing.sweeps import write_sweep
 
-__all__ = ["COMMAND", "HEARTBEAT_SECONDS", "cli_env", "finish", "orchestrate", "run_sweep"]
+__all__ = [
+    "COMMAND",
+    "HEARTBEAT_SECONDS",
+    "cli_env",
+    "commit_tree",
+    "finish",
+    "orchestrate",
+    "run_sweep",
+]
 
 # ``python -m orchestrator``: this interpreter, whether or not the console script is on PATH.
 COMMAND = (sys.executable, "-m", "orchestrator")
 # Tests kill workers on purpose: with 2 s beats a dead worker's trial is found stale (four
 # missed beats) after 8 s instead of 2 minutes.
 HEARTBEAT_SECONDS = 2
+
+
+@contextlib.contextmanager
+def commit_tree(revision: str) -> Iterator[Path]:
+    """A checkout of ``revision`` of this repository (a detached git worktree), removed after:
+    put first on ``PYTHONPATH``, the same interpreter and console script run that commit's
+    orchestrator, for measuring it side by side with this one (the benchmarks' ``--before``).
+    """
+    root = Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "tree"
+        subprocess.run(
+            ["git", "-C", str(root), "worktree", "add", "--detach", str(tree), revision],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield tree
+        finally:
+            subprocess.run(
+                ["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=False
+            )
 
 
 def cli_env(
