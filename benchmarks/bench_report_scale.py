@@ -41,8 +41,7 @@ from optuna.trial import TrialState
 
 from orchestrator import curve, stored_names, tracking, workspace
 from orchestrator.report.schema import METRICS
-from orchestrator.study import queue
-from orchestrator.study import study as studies
+from orchestrator.study import queue, study as studies
 from orchestrator.sweep_file import parse_config
 from orchestrator.testing.servers import free_port, start_mlflow_server, stop_process_group
 from orchestrator.testing.sweeps import sweep_document, write_sweep

@@ -300,8 +300,7 @@ def sweep(
     from rich.console import Console
 
     from orchestrator import plan
-    from orchestrator.execution import progress
-    from orchestrator.execution import sweep as sweeps
+    from orchestrator.execution import progress, sweep as sweeps
     from orchestrator.study.retrying_storage import StorageUnavailable
 
     _quiet_optuna()
@@ -613,8 +612,7 @@ def report(
     target_halfwidth: float,
 ) -> None:
     """Write a sweep's tables and plots; log them to its parent MLflow run."""
-    from orchestrator import report as reports
-    from orchestrator import workspace
+    from orchestrator import report as reports, workspace
     from orchestrator.config import ConfigError
     from orchestrator.tracking.runs import log_artifacts
 

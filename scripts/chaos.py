@@ -50,8 +50,7 @@ import psycopg
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import report as reports
-from orchestrator import stored_names
+from orchestrator import report as reports, stored_names
 from orchestrator.config import ConfigError
 from orchestrator.report.schema import METRICS
 from orchestrator.study import study as studies

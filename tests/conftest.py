@@ -17,8 +17,7 @@ import torch
 
 from orchestrator import workspace
 from orchestrator.config import SweepConfig
-from orchestrator.study import queue as queues
-from orchestrator.study import study as studies
+from orchestrator.study import queue as queues, study as studies
 from orchestrator.sweep_file import parse_config
 from orchestrator.testing.servers import ThrowawayMlflow
 

@@ -14,8 +14,7 @@ import torch
 from compression import imp
 from orchestrator import plan, stored_names, workspace
 from orchestrator.config import ConfigError
-from orchestrator.study import counts, growth
-from orchestrator.study import queue as queues
+from orchestrator.study import counts, growth, queue as queues
 from orchestrator.study.queue import fill_queue
 from orchestrator.sweep_file import parse_config
 from orchestrator.testing.sweeps import sweep_document

@@ -12,8 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import report as reports
-from orchestrator import stored_names
+from orchestrator import report as reports, stored_names
 from orchestrator.curve import curve_of, encode_curve
 from orchestrator.execution import sweep as sweeps
 from orchestrator.study import growth, queue

@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator import cli, launchers
-from orchestrator.cli import main
-from orchestrator.cli import worker as worker_cli
+from orchestrator.cli import main, worker as worker_cli
 from orchestrator.config import ConfigError, ExecutionConfig, SweepConfig
 from orchestrator.launchers.local import LocalLauncher, Slot, device_slots, worker_command
 from orchestrator.launchers.slurm import SlurmLauncher

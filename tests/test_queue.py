@@ -12,9 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator import plan, stored_names, workspace
-from orchestrator.study import counts
-from orchestrator.study import queue as queues
-from orchestrator.study import study as studies
+from orchestrator.study import counts, queue as queues, study as studies
 from orchestrator.sweep_file import parse_config
 from tests.conftest import config_of, drain, open_study
 

@@ -924,8 +924,7 @@ def test_a_snapshot_of_the_trials_is_what_optuna_reads_without_intermediate_valu
     swept: dict,
 ) -> None:
     from orchestrator import curve
-    from orchestrator.study import queue as queues
-    from orchestrator.study import snapshot
+    from orchestrator.study import queue as queues, snapshot
 
     # The swept study, and a copy with a failed, a queued and a running trial (no values).
     storage_url = copied_study(swept, "snapshot")

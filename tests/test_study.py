@@ -15,8 +15,7 @@ from click.testing import CliRunner
 from orchestrator import stored_names
 from orchestrator.cli import main
 from orchestrator.config import ConfigError, SearchConfig, SweepConfig
-from orchestrator.study import queue as queues
-from orchestrator.study import study as studies
+from orchestrator.study import queue as queues, study as studies
 from orchestrator.sweep_file import parse_config
 from orchestrator.trial.identity import experiment_hash
 from tests.conftest import config_of, open_study

@@ -7,11 +7,25 @@ from typing import TYPE_CHECKING
 from orchestrator import lazy_face
 
 if TYPE_CHECKING:
-    from orchestrator.execution.lifecycle import WorkerContext, run_claimed
-    from orchestrator.execution.sweep import Prepared, close, follow, prepare, preview
-    from orchestrator.execution.worker import Host, Worker, run_worker
+    from orchestrator.execution.lifecycle import (
+        WorkerContext as WorkerContext,
+        run_claimed as run_claimed,
+    )
+    from orchestrator.execution.sweep import (
+        Prepared as Prepared,
+        close as close,
+        follow as follow,
+        prepare as prepare,
+        preview as preview,
+    )
+    from orchestrator.execution.worker import (
+        Host as Host,
+        Worker as Worker,
+        run_worker as run_worker,
+    )
 
-# Each name is imported on first use (orchestrator.lazy_face).
+# Each name and its module, imported on first use (orchestrator.lazy_face); the imports above
+# name them for type checkers.
 _EXPORTS = {
     "Prepared": "sweep",
     "close": "sweep",
@@ -24,18 +38,7 @@ _EXPORTS = {
     "run_claimed": "lifecycle",
     "run_worker": "worker",
 }
-__all__ = [
-    "Host",
-    "Prepared",
-    "Worker",
-    "WorkerContext",
-    "close",
-    "follow",
-    "prepare",
-    "preview",
-    "run_claimed",
-    "run_worker",
-]
+__all__ = list(_EXPORTS)
 
 
 if not TYPE_CHECKING:  # type checkers read the imports above, and no name besides them

@@ -21,12 +21,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator import curve, stopping, stored_names, tracking, workspace
-from orchestrator import data as datasets
+from orchestrator import curve, data as datasets, stopping, stored_names, tracking, workspace
 from orchestrator.config import SweepConfig
 from orchestrator.curve import objective_value
-from orchestrator.study import queue, reuse
-from orchestrator.study import study as studies
+from orchestrator.study import queue, reuse, study as studies
 from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
 from orchestrator.tracking.runs import SweepTracker, TrialRun
 from orchestrator.trial import identity, twins

@@ -14,8 +14,7 @@ from rich.text import Text
 
 from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig
-from orchestrator.study import counts as counts_of
-from orchestrator.study import growth
+from orchestrator.study import counts as counts_of, growth
 from orchestrator.sweep_file import describe_params
 
 __all__ = ["render", "rows", "summary"]

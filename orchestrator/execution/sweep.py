@@ -19,8 +19,7 @@ from rich.live import Live
 from orchestrator import stored_names, tracking, workspace
 from orchestrator.config import SweepConfig
 from orchestrator.execution import progress
-from orchestrator.study import counts, growth, queue, reuse
-from orchestrator.study import study as studies
+from orchestrator.study import counts, growth, queue, reuse, study as studies
 from orchestrator.study.growth import Growth
 from orchestrator.tracking.outbox import replay_spool
 from orchestrator.trial import identity

@@ -24,8 +24,7 @@ from orchestrator import stopping, stored_names, tracking, workspace
 from orchestrator.config import ConfigError
 from orchestrator.execution import lifecycle
 from orchestrator.execution.lifecycle import WorkerContext, run_claimed
-from orchestrator.study import queue
-from orchestrator.study import study as studies
+from orchestrator.study import queue, study as studies
 from orchestrator.tracking.runs import SweepTracker
 from orchestrator.trial.cache import CheckpointCache
 

@@ -7,31 +7,43 @@ from typing import TYPE_CHECKING
 from orchestrator import lazy_face
 
 if TYPE_CHECKING:
-    from orchestrator.study.counts import count_states, expected, finished
-    from orchestrator.study.growth import Growth, assess, in_sweep
-    from orchestrator.study.queue import (
-        Heartbeat,
-        claim_trial,
-        fail_and_requeue,
-        fail_stale,
-        fill_queue,
-        requeue,
-        retry,
-        suggest,
+    from orchestrator.study.counts import (
+        count_states as count_states,
+        expected as expected,
+        finished as finished,
     )
-    from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
-    from orchestrator.study.reuse import Found, find, finished_keys
-    from orchestrator.study.snapshot import trials
+    from orchestrator.study.growth import Growth as Growth, assess as assess, in_sweep as in_sweep
+    from orchestrator.study.queue import (
+        Heartbeat as Heartbeat,
+        claim_trial as claim_trial,
+        fail_and_requeue as fail_and_requeue,
+        fail_stale as fail_stale,
+        fill_queue as fill_queue,
+        requeue as requeue,
+        retry as retry,
+        suggest as suggest,
+    )
+    from orchestrator.study.retrying_storage import (
+        RetryingStorage as RetryingStorage,
+        StorageUnavailable as StorageUnavailable,
+    )
+    from orchestrator.study.reuse import (
+        Found as Found,
+        find as find,
+        finished_keys as finished_keys,
+    )
+    from orchestrator.study.snapshot import trials as trials
     from orchestrator.study.study import (
-        create_or_resume,
-        creation_lock,
-        holds,
-        load_study,
-        open_storage,
-        stored_config,
+        create_or_resume as create_or_resume,
+        creation_lock as creation_lock,
+        holds as holds,
+        load_study as load_study,
+        open_storage as open_storage,
+        stored_config as stored_config,
     )
 
-# Each name is imported on first use (orchestrator.lazy_face).
+# Each name and its module, imported on first use (orchestrator.lazy_face); the imports above
+# name them for type checkers.
 _EXPORTS = {
     "create_or_resume": "study",
     "creation_lock": "study",
@@ -60,34 +72,7 @@ _EXPORTS = {
     "expected": "counts",
     "finished": "counts",
 }
-__all__ = [
-    "Found",
-    "Growth",
-    "Heartbeat",
-    "RetryingStorage",
-    "StorageUnavailable",
-    "assess",
-    "claim_trial",
-    "count_states",
-    "create_or_resume",
-    "creation_lock",
-    "expected",
-    "fail_and_requeue",
-    "fail_stale",
-    "fill_queue",
-    "find",
-    "finished",
-    "finished_keys",
-    "holds",
-    "in_sweep",
-    "load_study",
-    "open_storage",
-    "requeue",
-    "retry",
-    "stored_config",
-    "suggest",
-    "trials",
-]
+__all__ = list(_EXPORTS)
 
 
 if not TYPE_CHECKING:  # type checkers read the imports above, and no name besides them

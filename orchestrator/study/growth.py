@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import plan as plans
-from orchestrator import stored_names
+from orchestrator import plan as plans, stored_names
 from orchestrator.config import SweepConfig
 from orchestrator.study import optuna_internals
 from orchestrator.sweep_file import PerConfig

@@ -8,21 +8,22 @@ from typing import TYPE_CHECKING
 from orchestrator import lazy_face
 
 if TYPE_CHECKING:
-    from orchestrator.tracking.outbox import Outbox, replay_spool
+    from orchestrator.tracking.outbox import Outbox as Outbox, replay_spool as replay_spool
     from orchestrator.tracking.runs import (
-        SweepTracker,
-        TrialRun,
-        check_reachable,
-        close_left_running,
-        close_trial_run,
-        default_uri,
-        fail_fast_http,
-        log_artifacts,
-        trial_runs,
+        SweepTracker as SweepTracker,
+        TrialRun as TrialRun,
+        check_reachable as check_reachable,
+        close_left_running as close_left_running,
+        close_trial_run as close_trial_run,
+        default_uri as default_uri,
+        fail_fast_http as fail_fast_http,
+        log_artifacts as log_artifacts,
+        trial_runs as trial_runs,
     )
-    from orchestrator.tracking.runs_view import view_link, view_state
+    from orchestrator.tracking.runs_view import view_link as view_link, view_state as view_state
 
-# Each name is imported on first use (orchestrator.lazy_face).
+# Each name and its module, imported on first use (orchestrator.lazy_face); the imports above
+# name them for type checkers.
 _EXPORTS = {
     "SweepTracker": "runs",
     "TrialRun": "runs",
@@ -38,21 +39,7 @@ _EXPORTS = {
     "view_link": "runs_view",
     "view_state": "runs_view",
 }
-__all__ = [
-    "Outbox",
-    "SweepTracker",
-    "TrialRun",
-    "check_reachable",
-    "close_left_running",
-    "close_trial_run",
-    "default_uri",
-    "fail_fast_http",
-    "log_artifacts",
-    "replay_spool",
-    "trial_runs",
-    "view_link",
-    "view_state",
-]
+__all__ = list(_EXPORTS)
 
 
 if not TYPE_CHECKING:  # type checkers read the imports above, and no name besides them

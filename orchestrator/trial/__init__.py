@@ -8,13 +8,22 @@ from typing import TYPE_CHECKING
 from orchestrator import lazy_face
 
 if TYPE_CHECKING:
-    from orchestrator.trial.cache import CheckpointCache
-    from orchestrator.trial.identity import RESULTS_VERSION, device_class, trial_key
-    from orchestrator.trial.procedure import Step, TrialResult, run_trial
-    from orchestrator.trial.spec import TrialSpec
-    from orchestrator.trial.twins import PairedPruner, link
+    from orchestrator.trial.cache import CheckpointCache as CheckpointCache
+    from orchestrator.trial.identity import (
+        RESULTS_VERSION as RESULTS_VERSION,
+        device_class as device_class,
+        trial_key as trial_key,
+    )
+    from orchestrator.trial.procedure import (
+        Step as Step,
+        TrialResult as TrialResult,
+        run_trial as run_trial,
+    )
+    from orchestrator.trial.spec import TrialSpec as TrialSpec
+    from orchestrator.trial.twins import PairedPruner as PairedPruner, link as link
 
-# Each name is imported on first use (orchestrator.lazy_face).
+# Each name and its module, imported on first use (orchestrator.lazy_face); the imports above
+# name them for type checkers.
 _EXPORTS = {
     "TrialSpec": "spec",
     "RESULTS_VERSION": "identity",
@@ -27,18 +36,7 @@ _EXPORTS = {
     "PairedPruner": "twins",
     "link": "twins",
 }
-__all__ = [
-    "RESULTS_VERSION",
-    "CheckpointCache",
-    "PairedPruner",
-    "Step",
-    "TrialResult",
-    "TrialSpec",
-    "device_class",
-    "link",
-    "run_trial",
-    "trial_key",
-]
+__all__ = list(_EXPORTS)
 
 
 if not TYPE_CHECKING:  # type checkers read the imports above, and no name besides them

@@ -22,13 +22,17 @@ import torch
 from torch import nn
 
 from compression import alds, imp, metrics
-from orchestrator import data as datasets
-from orchestrator import plan, stored_names, workspace
+from orchestrator import data as datasets, plan, stored_names, workspace
 from orchestrator.config import SweepConfig
 from orchestrator.data.specs import DatasetShape
 from orchestrator.trial import identity, network
-from orchestrator.trial.cache import CheckpointCache, CorruptCheckpoint, move_aside, save_atomically
-from orchestrator.trial.cache import load as load_checkpoint
+from orchestrator.trial.cache import (
+    CheckpointCache,
+    CorruptCheckpoint,
+    load as load_checkpoint,
+    move_aside,
+    save_atomically,
+)
 from orchestrator.trial.training import evaluate, train
 
 logger = logging.getLogger(__name__)
