@@ -206,3 +206,5 @@ def test_each_face_exports_what_its_modules_hold() -> None:
         for name, module in exports.items():
             held = getattr(importlib.import_module(f"orchestrator.{package}.{module}"), name)
             assert getattr(face, name) is held, f"orchestrator.{package}.{name}"
+        # A name it does not export is an AttributeError, as on any module.
+        assert not hasattr(face, "no_such_name"), package

@@ -56,6 +56,14 @@ def test_a_worker_knows_the_launcher_task_it_runs_in(monkeypatch) -> None:
     # Under Slurm, SIGTERM (scancel, preemption) abandons the step; USR1 also requeues the task.
     assert signal.SIGTERM in SlurmLauncher.preemption_signals
     assert SlurmLauncher.requeue_signals == (signal.SIGUSR1,)
+    # What the worker is handed (it imports no launcher): the task, its signals, the requeue.
+    host = launchers.hosting().host()
+    assert (host.task, host.requeue_signals) == ("17_3", (signal.SIGUSR1,))
+    assert signal.SIGTERM in host.preemption_signals
+    assert host.requeue_task == SlurmLauncher.requeue_task
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    local = launchers.hosting().host()
+    assert (local.task, local.preemption_signals) == (None, (signal.SIGUSR1,))
 
 
 def test_default_storage_follows_the_launcher(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial
 from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig
 from orchestrator.sweep_file import parse_config
+from orchestrator.trial import twins
 from orchestrator.trial.spec import TrialSpec
 from orchestrator.trial.twins import PairedPruner
 
@@ -110,6 +111,28 @@ def test_no_pruner_ever_stops_an_imp_only_twin(pruner: str) -> None:
 
 def test_nothing_is_pruned_without_a_pruner() -> None:
     assert not plan.prunable(parse_config({"name": "p"}), 0.3)
+
+
+def test_a_control_is_linked_to_a_baseline_that_searches_nothing() -> None:
+    # A sweep without a search space: its IMP-only trial's params are {}, and still a trial.
+    config = parse_config({"name": "plain", "imp": {"controls": ["reinit"]}})
+    study = optuna.create_study()
+    controls = optuna.distributions.CategoricalDistribution(list(plan.CONTROLS))
+    for number, (params, run) in enumerate([({}, "base"), ({plan.CONTROL: "reinit"}, "ctl")]):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE,
+                value=0.5,
+                params=params,
+                distributions={plan.CONTROL: controls} if params else {},
+                user_attrs={stored_names.TRIAL_SEED: 0, stored_names.TRIAL_RUN_ID: run},
+            )
+        )
+        spec = TrialSpec.of_trial(config, study.get_trials(deepcopy=False)[number])
+        assert spec is not None and spec.is_control == bool(params)
+    tagged: list[tuple[str, str]] = []
+    assert twins.link(study, config, 1, lambda a, b: tagged.append((a, b))) == {"ctl": "base"}
+    assert tagged == [("ctl", "base")]
 
 
 def _reported(study: optuna.Study, rate: float, values: list[float], seed: int = 0) -> FrozenTrial:
