@@ -182,34 +182,35 @@ def validate(sweep: Path) -> None:
         f"intermediate values (what the pruner compares) at the sparsities {levels}, ... "
         f"({len(PRUNING_GRID)} levels, every trial alike)"
     )
+    from orchestrator.report.notes import declared_notes
+
     # Fixed before any data: what the report's verdict on the sweep's question rests on.
-    margin = config.report.margin
-    console.print(
-        f"primary endpoint (report.primary: {config.report.primary}; report table endpoint): "
-        f"{config.report.describe_primary()}, ALDS + IMP minus its IMP-only twin, judged with "
-        "family-wise intervals over the configurations; equivalence margin (report.margin): "
-        + (
-            "none, the report states the bound the data give"
-            if margin is None
-            else f"±{margin:g} pt"
-        )
-    )
+    for line in declared_notes(config):
+        console.print(line)
     for warning in config.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
 
 
-def _study_arguments(command: Callable) -> Callable:
-    """SWEEP.yaml, or --study and --storage: how status and report name a study."""
-    command = click.option(
-        "--storage",
-        "storage_url",
-        envvar="ORCHESTRATE_STORAGE",
-        help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
-    )(command)
-    command = click.option("--study", "study_name", help="the study name (instead of SWEEP.yaml)")(
-        command
-    )
-    return click.argument("sweep", type=click.Path(path_type=Path), required=False)(command)
+def _study_arguments(*, several: bool = False) -> Callable[[Callable], Callable]:
+    """SWEEP.yaml (``several``: any number of them), or --study and --storage: how status and
+    report name a study."""
+
+    def declare(command: Callable) -> Callable:
+        command = click.option(
+            "--storage",
+            "storage_url",
+            envvar="ORCHESTRATE_STORAGE",
+            help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
+        )(command)
+        command = click.option(
+            "--study", "study_name", help="the study name (instead of SWEEP.yaml)"
+        )(command)
+        kind = click.Path(path_type=Path)
+        if several:
+            return click.argument("sweep", nargs=-1, type=kind)(command)
+        return click.argument("sweep", type=kind, required=False)(command)
+
+    return declare
 
 
 def _open_study(
@@ -468,7 +469,7 @@ def worker(
 
 
 @main.command()
-@_study_arguments
+@_study_arguments()
 @click.option(
     "--all",
     "every",
@@ -530,39 +531,8 @@ def cancel(sweep: Path, storage_url: str | None) -> None:
         click.echo(launcher.cancel(_load_study(config, url)))
 
 
-def parse_formats(text: str) -> list[str]:
-    """``csv,md,latex,html,json`` → a list; unknown names are an error naming them."""
-    from orchestrator.config import ConfigError
-    from orchestrator.report import FORMATS
-
-    formats = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ConfigError(
-            f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(FORMATS)}"
-        )
-    return formats
-
-
-def parse_levels(text: str) -> tuple[float, ...]:
-    """``0.5,0.9`` → sparsity levels of the at_sparsity table, each in (0, 1)."""
-    from orchestrator.config import ConfigError
-
-    try:
-        levels = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        levels = ()
-    if not levels or not all(0.0 < level < 1.0 for level in levels):
-        raise ConfigError(
-            f"--sparsity-levels '{text}': give comma-separated sparsities in (0, 1), "
-            "e.g. 0.5,0.8,0.9,0.95"
-        )
-    return levels
-
-
 @main.command()
-@_study_arguments
+@_study_arguments(several=True)
 @click.option(
     "--tracking-uri",
     envvar="MLFLOW_TRACKING_URI",
@@ -585,23 +555,28 @@ def parse_levels(text: str) -> tuple[float, ...]:
 @click.option(
     "--output",
     type=click.Path(path_type=Path, file_okay=False),
-    help="folder for tables and plots (default: <workspace>/report)",
+    help="folder for tables and plots (default: <workspace>/report); with several sweeps, "
+    "each writes to OUTPUT/<name> and their family to OUTPUT/family",
 )
 @click.option(
     "--margin",
     type=click.FloatRange(min=0.0, min_open=True, max=100.0),
-    help="equivalence margin in accuracy points: a TOST verdict for every paired difference "
-    "(default: the sweep's report.margin)",
+    help="equivalence margin in accuracy points: a family-wise TOST for every paired "
+    "difference (default: the sweep's report.margin)",
 )
 @click.option(
-    "--target-halfwidth",
-    type=click.FloatRange(min=0.0, min_open=True, max=100.0),
-    default=0.25,
-    show_default=True,
-    help="the seed planner's target: half-width of the 95% interval, in accuracy points",
+    "--power",
+    type=click.FloatRange(min=0.0, min_open=True, max=1.0, max_open=True),
+    help="the seed planner's wanted chance of a verdict (default: the sweep's report.power)",
+)
+@click.option(
+    "--from-export",
+    is_flag=True,
+    help="compute the tables again from the trials.csv and steps.csv an earlier report wrote "
+    "to the output folder, without the study or MLflow (nothing is logged)",
 )
 def report(
-    sweep: Path | None,
+    sweep: tuple[Path, ...],
     study_name: str | None,
     storage_url: str | None,
     tracking_uri: str | None,
@@ -609,39 +584,61 @@ def report(
     levels: str,
     output: Path | None,
     margin: float | None,
-    target_halfwidth: float,
+    power: float | None,
+    from_export: bool,
 ) -> None:
-    """Write a sweep's tables and plots; log them to its parent MLflow run."""
-    from orchestrator import report as reports, workspace
+    """Write the tables and plots of SWEEP.yaml (or of --study); log them to its parent MLflow
+    run. With several SWEEPs, also judge their primary endpoints as one family."""
+    from orchestrator import report as reports
     from orchestrator.config import ConfigError
-    from orchestrator.tracking.runs import log_artifacts
+    from orchestrator.report.family import one_margin, write_family
+    from orchestrator.sweep_file import load_config
 
-    study, config, _ = _open_study(sweep, study_name, storage_url)
     try:
-        chosen = parse_formats(formats)
-        result = reports.build(
-            study,
-            config,
-            tracking_uri=tracking_uri,
-            levels=parse_levels(levels),
-            margin=None if margin is None else margin / 100,
-            halfwidth=target_halfwidth / 100,
-        )
+        chosen, sparsities = reports.parse_formats(formats), reports.parse_levels(levels)
+        if len(sweep) > 1 and output is None:
+            raise ConfigError("several sweeps need --output: each writes to OUTPUT/<name>")
+        if from_export and not sweep:
+            raise ConfigError("--from-export reads a sweep's export: give its SWEEP.yaml")
+        given = None if margin is None else margin / 100
+        results = []
+        for path in sweep or (None,):
+            if from_export and path is not None:
+                config = load_config(path)
+                folder = _report_folder(config, output, several=len(sweep) > 1)
+                result = reports.rebuild(
+                    folder, config, levels=sparsities, margin=given, power=power
+                )
+            else:
+                study, config, _ = _open_study(path, study_name, storage_url)
+                folder = _report_folder(config, output, several=len(sweep) > 1)
+                result = reports.build(
+                    study,
+                    config,
+                    tracking_uri=tracking_uri,
+                    levels=sparsities,
+                    margin=given,
+                    power=power,
+                )
+            for line in reports.publish(result, folder, chosen):
+                click.echo(line, err=line.startswith("warning:"))
+            results.append(result)
+        if len(sweep) > 1 and output is not None:
+            endpoints = {result.study: result.tables["endpoint"] for result in results}
+            judged = one_margin({result.margin for result in results})
+            written = write_family(endpoints, output / "family", chosen, judged)
+            click.echo(f"{len(endpoints)} sweeps' endpoints as one family: {len(written)} files")
     except ConfigError as exc:
         _fail(str(exc))
-    folder = output or workspace.report_folder(config)
-    written = reports.write(result, folder, chosen)
-    click.echo(f"study '{result.study}': {result.status()}")
-    for note in result.notes:
-        click.echo(f"  {note}")
-    click.echo(f"wrote {len(written)} files to {folder}")
-    if result.parent_run_id:
-        try:
-            log_artifacts(result.tracking_uri, result.parent_run_id, written)
-        except ConfigError as exc:
-            click.echo(f"warning: {exc}", err=True)
-        else:
-            click.echo(f"logged them to MLflow run {result.parent_run_id} under report/")
+
+
+def _report_folder(config: SweepConfig, output: Path | None, *, several: bool) -> Path:
+    """Where a sweep's report goes: --output, OUTPUT/<name> among several, else its workspace's."""
+    from orchestrator import workspace
+
+    if output is None:
+        return workspace.report_folder(config)
+    return output / config.name if several else output
 
 
 if __name__ == "__main__":

@@ -501,6 +501,9 @@ PrimaryAuc = Literal["auc"]
 PRIMARY_AUC: Final[PrimaryAuc] = "auc"
 
 
+DEFAULT_POWER = 0.8  # the seed planner's chance of a verdict (report.statistics.POWER)
+
+
 class ReportConfig(Section):
     """How ``orchestrate report`` judges the sweep, declared before the data.
 
@@ -515,11 +518,26 @@ class ReportConfig(Section):
         description="equivalence margin in accuracy points: a TOST verdict for every paired "
         "difference (orchestrate report --margin overrides it)",
     )
+    power: float = Field(
+        DEFAULT_POWER,
+        gt=0.0,
+        lt=1.0,
+        description="the seed planner's wanted chance that a verdict within the margin is "
+        "reached (orchestrate report --power overrides it)",
+    )
     primary: PrimaryAuc | Probability = Field(
         PRIMARY_AUC,
-        description="the primary endpoint: auc (mean accuracy over the sparsity range both "
-        "arms reach) or one sparsity (0.9: the paired accuracy difference there)",
+        description="the primary endpoint: auc (mean accuracy over the sparsity range every "
+        "compared configuration reaches) or one sparsity (0.9: the paired accuracy difference there)",
     )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        document = handler(self)
+        # Left out at its default: every hash of a config written before it existed stays.
+        if self.power == DEFAULT_POWER and not (info.context or {}).get("expanded"):
+            document.pop("power", None)
+        return document
 
     @property
     def level(self) -> float | None:
@@ -531,7 +549,7 @@ class ReportConfig(Section):
         if self.level is None:
             return (
                 "per seed, the mean accuracy over log(weights remaining) across the sparsity "
-                "range both arms reach"
+                "range every compared configuration and twin reaches"
             )
         return f"per seed, the accuracy at {100 * self.level:g}% sparsity"
 

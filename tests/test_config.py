@@ -42,6 +42,8 @@ def error_of(tmp_path: Path, text: str) -> str:
         "fashion_mnist_alds_imp",
         "fashion_mnist_global",
         "fashion_mnist_rewind_control",
+        "fashion_mnist_global_rewind_control",
+        "fashion_mnist_conv_rewind_control",
     ],
 )
 def test_shipped_sweeps_are_valid(name: str) -> None:

@@ -5,7 +5,10 @@ gathered them (commit 2971b96): each sweep's config and experiment hashes and, f
 it plans (each configuration, control and seed), its result key on the CPU and on CUDA (for a
 fixed data digest), the name of its progress file and the keys of its cached θ0 and dense
 network (for Fashion-MNIST's 10 classes of 1×28×28 images). A change of any of them orphans
-published studies, caches and reusable results.
+published studies, caches and reusable results. One sweep grew on purpose:
+fashion_mnist_rewind_control added rates 0.2 and 0.8 (2026-12-07), so its config and
+experiment hashes and its progress names are the grown YAML's; the keys of its first trials are
+the ones pinned before.
 """
 
 from __future__ import annotations

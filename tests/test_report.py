@@ -19,13 +19,15 @@ from matplotlib.image import imread
 from mlflow import MlflowClient
 
 from orchestrator import plan, stored_names
-from orchestrator.cli import main, parse_formats, parse_levels
+from orchestrator.cli import main
 from orchestrator.config import ConfigError
 from orchestrator.report import (
     compare,
     describe,
     figures,
     notes,
+    parse_formats,
+    parse_levels,
     render,
     schema,
     sources,
@@ -282,7 +284,7 @@ def test_the_magnitude_table_compares_alds_with_its_twin_seed_by_seed() -> None:
     assert (row["smallest_ci_low"], row["smallest_ci_high"]) == pytest.approx(
         (-0.0095 - half, -0.0095 + half)
     )
-    assert row["smallest_verdict"] == "no difference shown"  # two seeds: t is 12.7
+    assert row["smallest_verdict"] == statistics.TOO_FEW  # two seeds carry no verdict
     assert row["largest_difference_mean"] == 0 and row["paired_n"] == 2
 
 
@@ -305,11 +307,20 @@ def test_confidence_intervals_and_the_words_the_report_uses() -> None:
     half = 2.7764451 * 0.0079056942 / math.sqrt(5)
     assert (low, high) == pytest.approx((0.02 - half, 0.02 + half))
     assert low < differences.mean() < high
-    assert statistics.verdict(low, high) == "ALDS better"
-    assert statistics.verdict(-high, -low) == "ALDS worse"
-    assert statistics.verdict(-0.01, 0.02) == "no difference shown"  # the interval holds zero
     assert all(math.isnan(v) for v in statistics.paired_interval(pd.Series([0.05])))
-    assert statistics.verdict(math.nan, math.nan) == "too few seeds"
+    # The words the report uses, one family of three rows: above zero, below, and neither.
+    table = pd.DataFrame(
+        {
+            "difference_mean": [0.02, -0.02, 0.001],
+            "difference_std": [differences.std()] * 3,
+            "paired_n": [5, 5, 5],
+        }
+    )
+    assert list(statistics.judge(table)["verdict"]) == [
+        "ALDS better",
+        "ALDS worse",
+        "no difference shown",
+    ]
 
 
 def test_baseline_pairs_only_equal_schedules() -> None:
@@ -474,18 +485,18 @@ def test_the_yamls_report_section_sets_the_margin_and_the_primary_endpoint(swept
     assert experiment_hash(declared) == experiment_hash(plain)
     study = optuna.load_study(study_name="reported", storage=swept["storage"])
     endpoint = reports.build(study, declared).tables["endpoint"]
-    assert len(endpoint) == 2 and endpoint["equivalence"].notna().all()
+    assert len(endpoint) == 2 and endpoint["p_equivalence_adjusted"].notna().all()
     assert (endpoint[["sparsity_low", "sparsity_high"]] == 0.5).all().all()
     # Without the section: the mean over the range, and no TOST column.
     endpoint = reports.build(study, plain).tables["endpoint"]
-    assert "equivalence" not in endpoint and (endpoint["sparsity_high"] > 0.5).all()
+    assert "p_equivalence" not in endpoint and (endpoint["sparsity_high"] > 0.5).all()
     # From the file given to `orchestrate report`, though the study was created without it.
     path = swept["tmp"] / "declared.yaml"
     path.write_text(yaml.safe_dump({**swept["document"], "report": {"margin": 0.5}}))
     output = swept["tmp"] / "declared"
     result = CliRunner().invoke(main, ["report", str(path), "--output", str(output)])
     assert result.exit_code == 0, result.output
-    assert "equivalence" in pd.read_csv(output / "endpoint.csv")
+    assert "p_equivalence_adjusted" in pd.read_csv(output / "endpoint.csv")
 
 
 @pytest.mark.slow
@@ -526,14 +537,15 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         assert re.fullmatch(r"\|(-{3}:?\|)+", lines[1])
         assert len({line.count(" | ") for line in lines if not line.startswith("|-")}) == 1
     assert "![Accuracy against remaining weights](accuracy_vs_remaining.png)" in markdown
-    # The family-wise columns, and with --margin the TOST verdict, in every format.
+    # The family-wise columns, and with --margin the equivalence test, in every format.
     judged = ("endpoint", "summary", "at_sparsity", "at_flops", "versus_baseline", "controls")
     for name in judged:
         csv = pd.read_csv(output / f"{name}.csv")
-        assert {"p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high"} <= set(csv.columns)
-        assert {"verdict", "equivalence"} <= set(csv.columns)
-        assert "TOST" in (output / f"{name}.tex").read_text()
-    assert markdown.count("| TOST |") == len(judged) and "family-wise CI" in markdown
+        assert {"p_value", "p_adjusted", "adjusted_ci_low", "adjusted_ci_high"} <= set(csv.columns)
+        assert {"verdict", "p_equivalence_adjusted"} <= set(csv.columns)
+        assert "p equivalence (Bonferroni)" in (output / f"{name}.tex").read_text()
+    assert markdown.count("| p equivalence (Bonferroni) |") == len(judged)
+    assert "family-wise CI" in markdown
     assert "![Accuracy against effective FLOPs kept](accuracy_vs_flops.png)" in markdown
     # The controls: each against the IMP-only twin at every cycle, both seeds paired, and
     # nowhere else but in the trials and steps.

@@ -1,6 +1,7 @@
-"""The report's paired statistics against hand computations: Holm's adjustment, simultaneous
-intervals, TOST verdicts on constructed data, the equivalence bound and the seed planner; and
-the tables' verdicts reading the family-wise interval."""
+"""The report's statistics against hand computations and simulation: one rule (Bonferroni)
+for the adjusted p, the simultaneous interval and the verdict; rows that cannot carry a
+verdict; equivalence adjusted like differences; the power-based seed planner, checked by
+simulating the rule it plans for; the endpoint over the range every configuration reaches."""
 
 from __future__ import annotations
 
@@ -16,12 +17,8 @@ from orchestrator.report import compare, describe, statistics
 from tests.test_report import ALDS, BASELINE, S1, hand_built
 
 
-def test_holm_adjusts_by_hand_and_keeps_missing_values_out_of_the_family() -> None:
-    # Sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → kept monotone: 0.06.
-    adjusted = statistics.holm([0.01, 0.04, 0.03, 0.005, math.nan])
-    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert math.isnan(adjusted[4])
-    assert statistics.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+def family_of(means: list[float], stds: list[float], counts: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"difference_mean": means, "difference_std": stds, "paired_n": counts})
 
 
 def test_p_value_is_the_paired_t_test() -> None:
@@ -30,79 +27,174 @@ def test_p_value_is_the_paired_t_test() -> None:
     expected = stats.ttest_1samp(differences, 0.0).pvalue
     assert statistics.p_value(mean, std, len(differences)) == pytest.approx(expected)
     assert math.isnan(statistics.p_value(0.01, math.nan, 1))
+    assert math.isnan(statistics.p_value(0.01, 0.0, 5))  # no spread: no test
 
 
-def test_family_gives_simultaneous_intervals_at_one_minus_alpha_over_m() -> None:
-    table = pd.DataFrame(
-        {
-            "difference_mean": [0.02, -0.01, 0.03],
-            "difference_std": [0.01, 0.02, math.nan],
-            "paired_n": [3, 5, 1],
-        }
-    )
-    found = statistics.family(table)
-    # Two rows have an interval: each at 1 − 0.05/2, i.e. t(1 − 0.0125, n − 1).
-    for row, n in ((0, 3), (1, 5)):
-        half = stats.t.ppf(1 - 0.0125, n - 1) * table["difference_std"][row] / math.sqrt(n)
-        mean = table["difference_mean"][row]
+def test_judge_is_bonferroni_by_hand_over_the_rows_that_carry_a_verdict() -> None:
+    # Rows 0 and 1 are members; row 2 has two seeds, row 3 no spread: outside the family.
+    table = family_of([0.02, -0.01, 0.03, -0.028], [0.01, 0.02, 0.01, 0.0], [4, 5, 2, 3])
+    found = statistics.judge(table)
+    assert list(found["family_size"]) == [2, 2, 2, 2]
+    for row, n in ((0, 4), (1, 5)):
+        mean, std = table["difference_mean"][row], table["difference_std"][row]
+        p = stats.ttest_1samp(
+            mean + std * np.array(_unit_sample(n)), 0.0
+        ).pvalue  # a sample with this mean and std
+        assert found["p_value"][row] == pytest.approx(p)
+        assert found["p_adjusted"][row] == pytest.approx(min(1.0, 2 * p))
+        half = stats.t.ppf(1 - 0.025 / 2, n - 1) * std / math.sqrt(n)
         assert found["adjusted_ci_low"][row] == pytest.approx(mean - half)
         assert found["adjusted_ci_high"][row] == pytest.approx(mean + half)
-    assert math.isnan(found["adjusted_ci_low"][2]) and math.isnan(found["p_holm"][2])
-    p = [statistics.p_value(0.02, 0.01, 3), statistics.p_value(-0.01, 0.02, 5)]
-    assert list(found["p_holm"][:2]) == pytest.approx(list(statistics.holm(p)))
-    # Wider than the row's own 95% interval.
-    low, _ = statistics.interval(0.02, 0.01, 3)
-    assert found["adjusted_ci_low"][0] < low
+    assert found["verdict"][2] == statistics.TOO_FEW
+    assert found["verdict"][3] == statistics.NO_SPREAD
+    assert found.loc[2:3, ["p_value", "p_adjusted", "adjusted_ci_low"]].isna().all().all()
 
 
-@pytest.mark.parametrize(
-    ("differences", "margin", "expected"),
-    [
-        ([0.001, -0.001, 0.0005, 0.0, -0.0005], 0.01, "equivalent"),  # tight, inside ±1 pt
-        ([0.05, 0.051, 0.049, 0.052, 0.05], 0.01, "different"),  # 5 points, clearly apart
-        ([0.03, -0.04, 0.01], 0.01, "inconclusive"),  # wide: neither shown
-    ],
-)
-def test_tost_on_constructed_data(differences: list[float], margin: float, expected: str) -> None:
-    mean, std = float(np.mean(differences)), float(np.std(differences, ddof=1))
-    assert statistics.equivalence(mean, std, len(differences), margin) == expected
+def _unit_sample(n: int) -> list[float]:
+    """n values with mean 0 and standard deviation (ddof 1) exactly 1."""
+    values = np.arange(n, dtype=float) - (n - 1) / 2
+    return list(values / np.std(values, ddof=1))
 
 
-def test_the_equivalence_bound_is_the_90_percent_interval_by_hand() -> None:
-    mean, std, n = 0.002, 0.004, 4
-    half = stats.t.ppf(0.95, 3) * std / math.sqrt(n)
-    assert statistics.equivalence_bound(mean, std, n) == pytest.approx(mean + half)
-    # TOST calls it equivalent just outside the bound and not just inside.
-    bound = statistics.equivalence_bound(mean, std, n)
-    assert statistics.equivalence(mean, std, n, bound * 1.001) == "equivalent"
-    assert statistics.equivalence(mean, std, n, bound * 0.999) != "equivalent"
+def test_the_verdict_the_adjusted_p_and_the_interval_never_disagree() -> None:
+    generator = np.random.default_rng(0)
+    for margin in (None, 0.005):
+        size = 40
+        table = family_of(
+            list(generator.normal(0, 0.006, size)),
+            list(generator.uniform(0.001, 0.01, size)),
+            list(generator.integers(1, 12, size)),
+        )
+        found = statistics.judge(table, margin)
+        shown = found["verdict"].isin(["ALDS better", "ALDS worse"])
+        excludes = (found["adjusted_ci_low"] > 0) | (found["adjusted_ci_high"] < 0)
+        assert shown.any() and (~shown).any()
+        assert (shown == (found["p_adjusted"] < statistics.ALPHA)).all()
+        assert (shown == excludes).all()
+        if margin is not None:
+            equivalent = found["verdict"] == statistics.equivalent_words(margin)
+            accepted = found["p_equivalence_adjusted"] < statistics.ALPHA
+            assert equivalent.any()
+            assert (equivalent == (accepted & ~shown)).all()
 
 
-@pytest.mark.parametrize(("std", "halfwidth"), [(0.005, 0.0025), (0.01, 0.0025), (0.002, 0.01)])
-def test_the_seed_planner_is_the_least_n_of_the_closed_form(std: float, halfwidth: float) -> None:
-    n = statistics.seeds_needed(std, halfwidth)
+def test_equivalence_is_tost_at_alpha_over_m() -> None:
+    # Three members: TOST at 0.05/3, the 1 − 2·0.05/3 interval inside ±margin.
+    table = family_of([0.001, 0.0, -0.002], [0.004, 0.004, 0.004], [8, 8, 8])
+    margin = 0.005
+    found = statistics.judge(table, margin)
+    for row in range(3):
+        mean = table["difference_mean"][row]
+        half = stats.t.ppf(1 - 0.05 / 3, 7) * 0.004 / math.sqrt(8)
+        bound = max(abs(mean - half), abs(mean + half))
+        assert found["equivalence_bound"][row] == pytest.approx(bound)
+        inside = bound < margin
+        assert (found["verdict"][row] == statistics.equivalent_words(margin)) == inside
+        # The TOST p-value: the larger one-sided p, adjusted by m.
+        lower = stats.t.sf((mean + margin) / (0.004 / math.sqrt(8)), 7)
+        upper = stats.t.sf((margin - mean) / (0.004 / math.sqrt(8)), 7)
+        assert found["p_equivalence_adjusted"][row] == pytest.approx(min(1, 3 * max(lower, upper)))
+    # Unadjusted (m = 1) the same row would pass where the family's does not.
+    alone = statistics.judge(table.iloc[[2]], margin)
+    assert alone["equivalence_bound"].iloc[0] < found["equivalence_bound"][2]
 
-    def half(seeds: int) -> float:
-        return stats.t.ppf(0.975, seeds - 1) * std / math.sqrt(seeds)
 
-    assert half(n) <= halfwidth
-    assert n == 2 or half(n - 1) > halfwidth
-    with pytest.raises(ValueError):
-        statistics.seeds_needed(std, 0.0)
+def test_degenerate_data_get_no_confident_verdict() -> None:
+    # A new user's 2-seed sweep on 500 test images: both seeds −2.80 points.
+    two = statistics.judge(family_of([-0.028], [0.0], [2]), margin=0.03)
+    assert two["verdict"].tolist() == [statistics.TOO_FEW]
+    assert two["p_adjusted"].isna().all()
+    # Three seeds, no spread: never "worse" with p 0, never "equivalent" beside it.
+    flat = statistics.judge(family_of([-0.028], [0.0], [3]), margin=0.03)
+    assert flat["verdict"].tolist() == [statistics.NO_SPREAD]
+    assert flat[["p_adjusted", "adjusted_ci_low", "adjusted_ci_high"]].isna().all().all()
+    # A family of 34 at n = 3: an interval wider than the accuracy scale says nothing.
+    wide = statistics.judge(family_of([0.0] * 34, [0.05] * 34, [3] * 34))
+    assert (wide["verdict"] == statistics.UNINFORMATIVE).all()
+    assert wide["adjusted_ci_low"].isna().all() and (wide["p_adjusted"] == 1).all()
+
+
+def test_a_difference_and_an_equivalence_never_share_a_row() -> None:
+    # −0.2 ± a tight interval: shown different from zero, and inside ±0.5 pt.
+    table = family_of([-0.002], [0.0005], [10])
+    found = statistics.judge(table, margin=0.005).iloc[0]
+    assert found["p_adjusted"] < 0.05 and found["p_equivalence_adjusted"] < 0.05
+    assert found["verdict"] == "ALDS worse"
+
+
+def test_imp_only_rows_get_no_verdict_and_no_equivalence() -> None:
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS})
+    pairs = {"alds.rate=0.5": "alds.rate=0.0"}
+    table = compare.at_sparsity(steps, ["alds.rate=0.0", "alds.rate=0.5"], pairs, [0.5], 0.005)
+    imp_only = table[table["baseline"].isna()].iloc[0]
+    assert imp_only["verdict"] == "" and math.isnan(imp_only["p_equivalence_adjusted"])
+
+
+def test_the_std_upper_bound_by_its_formula() -> None:
+    assert statistics.std_upper_bound(1.0, 5) == pytest.approx(math.sqrt(4 / 0.710723), rel=1e-5)
+    assert statistics.std_upper_bound(1.0, 5) == pytest.approx(2.37, abs=0.01)
+    assert statistics.std_upper_bound(1.0, 10) == pytest.approx(1.65, abs=0.01)
+
+
+def test_the_planner_states_its_source_and_plans_nothing_below_three_seeds() -> None:
+    assert statistics.plan_seeds(0.005, 2, 0.005) is None
+    assert statistics.plan_seeds(0.0, 5, 0.005) is None
+    found = statistics.plan_seeds(0.005, 5, 0.005, family_size=6)
+    assert found is not None
+    text = found.describe()
+    assert "estimated from 5 seeds" in text and "family of 6" in text and "80% power" in text
+    low, high = found.equivalence
+    assert low is not None and high is not None and low < high  # the std's upper bound
+    # Textbook check at large n: n ≈ (z(1 − α) + z(0.9))² σ²/δ² for TOST at a true 0.
+    normal = (stats.norm.ppf(0.95) + stats.norm.ppf(0.9)) ** 2
+    at_one = statistics.plan_seeds(0.01, 5, 0.001, family_size=1)
+    assert at_one is not None and at_one.equivalence[0] == pytest.approx(normal * 100, rel=0.02)
+
+
+@pytest.mark.parametrize("family_size", [1, 6])
+def test_the_planned_seeds_reach_the_power_in_simulation(family_size: int) -> None:
+    """Synthetic paired differences at the planned n, judged by the report's own rule: the
+    share that reaches the verdict is the planned power, within a binomial interval."""
+    std, margin, power = 0.004, 0.005, 0.8
+    plan = statistics.plan_seeds(std, 10, margin, family_size=family_size)
+    assert plan is not None
+    generator = np.random.default_rng(1)
+    repeats = 2000
+    for truth, planned, words in (
+        (0.0, plan.equivalence[0], statistics.equivalent_words(margin)),
+        (margin, plan.difference[0], "ALDS better"),
+    ):
+        assert planned is not None
+        samples = generator.normal(truth, std, (repeats, planned))
+        table = family_of(
+            list(samples.mean(axis=1)), list(samples.std(axis=1, ddof=1)), [planned] * repeats
+        )
+        verdicts = statistics.judge(table, margin, family_size=family_size)["verdict"]
+        reached = float((verdicts == words).mean())
+        expected = (
+            statistics.power_of_equivalence(planned, std, margin, 0.05 / family_size)
+            if truth == 0.0
+            else statistics.power_of_difference(planned, std, margin, 0.05 / family_size)
+        )
+        slack = 3 * math.sqrt(expected * (1 - expected) / repeats)
+        assert expected >= power and abs(reached - expected) < slack
+        assert reached > power - slack
+        # One seed fewer falls short: the planner's n is the least.
+        fewer = (
+            statistics.power_of_equivalence(planned - 1, std, margin, 0.05 / family_size)
+            if truth == 0.0
+            else statistics.power_of_difference(planned - 1, std, margin, 0.05 / family_size)
+        )
+        assert fewer < power
 
 
 def test_verdicts_read_the_family_wise_interval() -> None:
     steps = hand_built({0.0: BASELINE, 0.5: ALDS})
     pairs = compare.baseline_pairs(steps, ["alds.rate"], lambda p: {**p, "alds.rate": 0.0})
     table = compare.versus_baseline(steps, pairs, margin=0.5)
-    for row in table.to_dict("records"):
-        if row["paired_n"] < 2:
-            assert row["verdict"] == "too few seeds"
-            continue
-        low, high = row["adjusted_ci_low"], row["adjusted_ci_high"]
-        assert low <= row["difference_ci_low"] and high >= row["difference_ci_high"]
-        assert row["verdict"] == statistics.verdict(low, high)
-        assert row["equivalence"] in ("equivalent within ±50 pt", "different", "inconclusive")
+    # Two seeds each: no verdict, and no number that would read as one.
+    assert (table["verdict"] == statistics.TOO_FEW).all()
+    assert table["p_adjusted"].isna().all()
     summary = compare.summary_table(
         describe.curve_table(steps, ["alds.rate"]),
         table,
@@ -111,12 +203,7 @@ def test_verdicts_read_the_family_wise_interval() -> None:
         ["alds.rate"],
     )
     alds = summary[summary["role"] == compare.ALDS_PLUS_IMP].iloc[0]
-    assert alds["verdict"] == statistics.verdict(alds["adjusted_ci_low"], alds["adjusted_ci_high"])
-    assert alds["equivalence_bound"] == pytest.approx(
-        statistics.equivalence_bound(
-            alds["difference_mean"], alds["difference_std"], alds["paired_n"]
-        )
-    )
+    assert alds["verdict"] == statistics.TOO_FEW and math.isnan(alds["equivalence_bound"])
 
 
 def test_mean_between_integrates_the_curve_by_hand() -> None:
@@ -149,7 +236,10 @@ def test_the_endpoint_pairs_the_mean_over_the_range_both_arms_cover() -> None:
     assert row["difference_mean"] == pytest.approx(np.mean(alds) - 0.855)
     assert row["difference_std"] == pytest.approx(np.std(alds, ddof=1))
     assert row["paired_n"] == 2
-    assert row["verdict"] == statistics.verdict(row["adjusted_ci_low"], row["adjusted_ci_high"])
+    assert row["verdict"] == statistics.TOO_FEW
+    # One pair: the range every configuration reaches is the pair's own.
+    assert (row["pair_sparsity_low"], row["pair_sparsity_high"]) == pytest.approx((S1, 0.75))
+    assert row["pair_difference_mean"] == pytest.approx(row["difference_mean"])
 
 
 def test_a_sparsity_as_primary_endpoint_pairs_the_accuracy_there() -> None:

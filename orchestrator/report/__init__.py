@@ -11,15 +11,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 
 from orchestrator import plan, stored_names
 from orchestrator.config import ConfigError, SweepConfig
 from orchestrator.report import tables
+from orchestrator.report.exported import read_export
 from orchestrator.report.figures import FIGURES
-from orchestrator.report.notes import HALFWIDTH, collapse_notes, planner_note, report_notes
+from orchestrator.report.notes import collapse_notes, planner_notes, report_notes
 from orchestrator.report.render import present, write
 from orchestrator.report.schema import (
     FORMATS,
@@ -40,7 +43,7 @@ from orchestrator.report.sources import (
 )
 from orchestrator.study import growth, snapshot
 from orchestrator.study.counts import count_states
-from orchestrator.tracking.runs import resolve_pending
+from orchestrator.tracking.runs import log_artifacts, resolve_pending
 from orchestrator.trial.spec import twin_configuration
 
 __all__ = [
@@ -52,7 +55,11 @@ __all__ = [
     "Report",
     "build",
     "draw",
+    "parse_formats",
+    "parse_levels",
     "present",
+    "publish",
+    "rebuild",
     "write",
 ]
 
@@ -66,27 +73,134 @@ def build(
     levels: Sequence[float] = LEVELS,
     curves: Curves | None = None,
     margin: float | None = None,
-    halfwidth: float = HALFWIDTH,
+    power: float | None = None,
 ) -> Report:
     """Read the study and its runs and compute every table and figure of the report.
 
     ``tracking_uri`` defaults to the one the sweep recorded. ``curves`` holds what earlier
     reads of ``study`` (the same object, its storage's cache kept) read; without it every
     trial and curve is read, in one pass. ``margin``: the equivalence margin of the paired
-    differences (TOST, in accuracy: 0.005 is half a point); None tests none. ``halfwidth``: the
-    seed planner's target interval half-width, in accuracy. Without a ``margin`` the sweep's
-    ``report.margin`` applies; the primary endpoint is its ``report.primary``. Raises
+    differences (TOST, in accuracy: 0.005 is half a point); None tests none. ``power``: the seed
+    planner's wanted chance of a verdict. Without them the sweep's ``report.margin`` and
+    ``report.power`` apply; the primary endpoint is its ``report.primary``. Raises
     :class:`ConfigError` for an empty study, an unreachable tracking store, or a study none of
     whose runs is found there.
     """
-    if margin is None and config.report.margin is not None:
-        margin = config.report.margin / 100
+    margin = _margin(config, margin)
     read = _read(study, config, tracking_uri, tolerance, levels, curves, margin)
+    growth_notes = _growth_notes(read.left_out, growth.provenance(read.asked))
+    return _computed(read, config, power, growth_notes)
+
+
+def rebuild(
+    folder: Path,
+    config: SweepConfig,
+    *,
+    tolerance: float = TOLERANCE,
+    levels: Sequence[float] = LEVELS,
+    margin: float | None = None,
+    power: float | None = None,
+) -> Report:
+    """:func:`build` from the trials and steps an earlier report of ``config`` exported to
+    ``folder`` (``trials.csv``, ``steps.csv``), with neither the study nor MLflow.
+
+    What the export does not hold is left out: the Pareto front of a sweep of several
+    objectives (its best table lists none) and the reasons a trial's run could not be read.
+    Raises :class:`ConfigError` naming a missing file or column.
+    """
+    margin = _margin(config, margin)
+    params = list(config.search.space)
+    trials, steps = read_export(folder, params)
+    objectives = [c.removeprefix("value:") for c in map(str, trials) if c.startswith("value:")]
+    inputs = _inputs(
+        trials,
+        steps,
+        config,
+        objectives=objectives,
+        directions=[o.direction for o in config.search.objective],
+        front=[],
+        tolerance=tolerance,
+        levels=levels,
+        margin=margin,
+    )
+    read = _Read(
+        inputs=inputs,
+        asked=[],
+        left_out=0,
+        tracking_uri=f"(recomputed from {folder / 'steps.csv'})",
+        parent=None,
+        title=_title(config.name, config),
+    )
+    return _computed(read, config, power, [])
+
+
+def parse_formats(text: str) -> list[str]:
+    """``csv,md,latex,html,json`` → a list; unknown names are an error naming them."""
+    formats = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ConfigError(
+            f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(FORMATS)}"
+        )
+    return formats
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """``0.5,0.9`` → sparsity levels of the at_sparsity table, each in (0, 1)."""
+    try:
+        levels = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        levels = ()
+    if not levels or not all(0.0 < level < 1.0 for level in levels):
+        raise ConfigError(
+            f"--sparsity-levels '{text}': give comma-separated sparsities in (0, 1), "
+            "e.g. 0.5,0.8,0.9,0.95"
+        )
+    return levels
+
+
+def publish(result: Report, folder: Path, formats: Sequence[str]) -> list[str]:
+    """Write ``result`` into ``folder`` and log the files to its sweep's parent MLflow run.
+
+    Args:
+        result: a built report.
+        folder: where its files go (created).
+        formats: the table formats (:func:`parse_formats`).
+
+    Returns:
+        What to tell the user, a line each: the trials' states, the notes, the files written,
+        where they were logged (or a line starting ``warning:`` when the store refused them).
+    """
+    written = write(result, folder, formats)
+    lines = [f"study '{result.study}': {result.status()}", *(f"  {n}" for n in result.notes)]
+    lines.append(f"wrote {len(written)} files to {folder}")
+    if result.parent_run_id:
+        try:
+            log_artifacts(result.tracking_uri, result.parent_run_id, written)
+        except ConfigError as exc:
+            lines.append(f"warning: {exc}")
+        else:
+            lines.append(f"logged them to MLflow run {result.parent_run_id} under report/")
+    return lines
+
+
+def _margin(config: SweepConfig, margin: float | None) -> float | None:
+    """The equivalence margin in accuracy: the one given, else the sweep's ``report.margin``."""
+    if margin is None and config.report.margin is not None:
+        return config.report.margin / 100
+    return margin
+
+
+def _computed(
+    read: _Read, config: SweepConfig, power: float | None, growth_notes: list[str]
+) -> Report:
+    """Every table and figure of the report, from what was read."""
     inputs = read.inputs
     computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
     counts = count_states(computed["trials"]["state"])
     return Report(
-        study=study.study_name,
+        study=config.name,
         params=inputs.params,
         objectives=inputs.objectives,
         directions=inputs.directions,
@@ -94,15 +208,15 @@ def build(
         notes=[
             *report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
             *collapse_notes(computed["layers"]),
-            *planner_note(computed["endpoint"], halfwidth),
-            *_growth_notes(read.left_out, growth.provenance(read.asked)),
+            *planner_notes(computed["endpoint"], inputs.margin, power or config.report.power),
+            *growth_notes,
         ],
         tables=computed,
         figures=_draw(inputs, read.title),
         tracking_uri=read.tracking_uri,
         parent_run_id=read.parent,
-        tolerance=tolerance,
-        margin=margin,
+        tolerance=inputs.tolerance,
+        margin=inputs.margin,
     )
 
 
@@ -179,8 +293,48 @@ def _read(
             f"yet ({', '.join(f'{n} {s.lower()}' for n, s in states)}); nothing to report"
         )
     trials["missing"] = trials["number"].map(missing)
-    fixed = {RATE: config.alds.rate} if RATE not in params else {}
     directions = [d.name.lower() for d in study.directions]
+    inputs = _inputs(
+        trials,
+        steps,
+        config,
+        objectives=objective_names(study),
+        directions=directions,
+        front=[t.number for t in study.best_trials] if len(directions) > 1 else [],
+        tolerance=tolerance,
+        levels=levels,
+        margin=margin,
+    )
+    return _Read(
+        inputs=inputs,
+        asked=asked,
+        left_out=len(stored) - len(asked),
+        tracking_uri=tracking_uri,
+        parent=parent,
+        title=_title(study.study_name, config),
+    )
+
+
+def _title(name: str, config: SweepConfig) -> str:
+    return f"{name}: {config.model} on {config.dataset.name}"
+
+
+def _inputs(
+    trials: pd.DataFrame,
+    steps: pd.DataFrame,
+    config: SweepConfig,
+    *,
+    objectives: list[str],
+    directions: list[str],
+    front: list[int],
+    tolerance: float,
+    levels: Sequence[float],
+    margin: float | None,
+) -> tables.Inputs:
+    """The tables' inputs from the trials as read and their unlabelled steps: each step
+    labelled with its trial's configuration, the controls set apart with their twins."""
+    params = list(config.search.space)
+    fixed = {RATE: config.alds.rate} if RATE not in params else {}
     labelled = label_steps(steps, trials, params, fixed)
     # The controls (imp.controls) are compared with their twins alone, in their own table.
     controls = trials[plan.CONTROL].notna()
@@ -189,7 +343,7 @@ def _read(
     # Labelled per trial, not per step, as label_steps does.
     twins = {row["number"]: twin_label(row, params) for row in trials[controls].to_dict("records")}
     control_steps["twin"] = control_steps["trial"].map(twins)
-    inputs = tables.Inputs(
+    return tables.Inputs(
         trials=trials[~controls],
         steps=labelled[~of_controls],
         control_trials=trials[controls],
@@ -197,21 +351,13 @@ def _read(
         params=params,
         twin_lookup=functools.partial(twin_configuration, config),
         label=functools.partial(config_label, params=params),
-        objectives=objective_names(study),
+        objectives=objectives,
         directions=directions,
-        front=[t.number for t in study.best_trials] if len(directions) > 1 else [],
+        front=front,
         tolerance=tolerance,
         levels=levels,
         margin=margin,
         primary_level=config.report.level,
-    )
-    return _Read(
-        inputs=inputs,
-        asked=asked,
-        left_out=len(stored) - len(asked),
-        tracking_uri=tracking_uri,
-        parent=parent,
-        title=f"{study.study_name}: {config.model} on {config.dataset.name}",
     )
 
 

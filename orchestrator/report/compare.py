@@ -1,7 +1,7 @@
 """The comparison tables: each ALDS configuration against its IMP-only twin, paired by seed.
 
 At matched sparsity step by step (:func:`versus_baseline`), at fixed sparsities and FLOPs, over
-the sparsity range both arms reach (the primary endpoint), and the lottery-ticket controls
+the sparsity range every compared configuration reaches (the primary endpoint), and the controls
 against their twins, each table's paired rows one family (:func:`_judged`); and the tolerance
 table and the summary, which answers the seed's question. They take complete trials only, with
 ``n`` the number of seeds behind each number. ``describe`` judges its magnitude shares with the
@@ -23,7 +23,7 @@ from orchestrator import plan
 from orchestrator.curve import LEVEL_SLACK, curve_points, mean_between, value_at_sparsity
 from orchestrator.report import statistics
 from orchestrator.report.schema import FLOPS_LEVELS, RATE, TOLERANCE, config_fields, plain
-from orchestrator.report.statistics import paired_interval, verdict
+from orchestrator.report.statistics import paired_interval
 
 __all__ = [
     "ALDS_PLUS_IMP",
@@ -112,30 +112,14 @@ def _judged(
     words: tuple[str, str] = ("ALDS better", "ALDS worse"),
 ) -> pd.DataFrame:
     """``table`` (a ``difference_mean``, ``difference_std`` and ``paired_n`` per row, one
-    family) with its family-wise columns (:func:`statistics.family`: p-values, Holm's, the
-    simultaneous interval), a ``verdict`` read from the simultaneous interval (none for a row
-    without a ``baseline``), and with a ``margin`` the TOST ``equivalence`` of each row."""
+    family) with the columns of :func:`statistics.judge` (the adjusted p, the simultaneous
+    interval, with a ``margin`` the equivalence test, and the one ``verdict`` they give); a row
+    without a ``baseline`` (an IMP-only row) is compared with nothing and has no verdict."""
     if table.empty:
-        extra = ["p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high", "verdict"]
-        extra += ["equivalence"] if margin is not None else []
-        return table.reindex(columns=[*table.columns, *extra])
-    table = table.join(statistics.family(table))
-    rows = zip(table["adjusted_ci_low"], table["adjusted_ci_high"], strict=True)
-    table["verdict"] = [verdict(low, high, *words) for low, high in rows]
-    if "baseline" in table:  # an IMP-only row is compared with nothing
+        return table.reindex(columns=[*table.columns, *statistics.judged_columns(margin)])
+    table = table.join(statistics.judge(table, margin, words=words))
+    if "baseline" in table:
         table["verdict"] = table["verdict"].where(table["baseline"].notna(), "")
-    if margin is not None:
-        said = {"equivalent": f"equivalent within ±{100 * margin:g} pt"}
-        summaries = zip(
-            table["difference_mean"],
-            table["difference_std"],
-            table["paired_n"].fillna(0).astype(int),
-            strict=True,
-        )
-        table["equivalence"] = [
-            said.get(found, found)
-            for found in (statistics.equivalence(*row, margin) for row in summaries)
-        ]
     return table
 
 
@@ -316,12 +300,15 @@ def endpoint_table(
     twin, one number per pair and seed.
 
     Without a ``level`` (``auc``, the default): per seed, each arm's mean accuracy over
-    log(weights remaining) between the sparsities that every seed of both arms covers (the
-    area under the curve over the range's width, :func:`curve.mean_between`; the compressed
-    steps, as in :func:`versus_baseline`), over the whole range rather than at one chosen
-    level. At a ``level`` (``0.9``): each arm's accuracy there (the range shrinks to that one
-    sparsity; a pair whose seeds do not all reach it has no row). The difference is paired by
-    seed; the rows are one family (:func:`_judged`).
+    log(weights remaining) (the area under the curve over the range's width,
+    :func:`curve.mean_between`; the compressed steps, as in :func:`versus_baseline`) between
+    the sparsities that every seed of every compared configuration and twin of the sweep
+    covers, so that the endpoints of two rates are read over the same range and comparable.
+    The pair's own common range (its seeds of both arms alone, wider) and the difference
+    there stay beside it (``pair_*``), judged by nothing. At a ``level`` (``0.9``): each arm's
+    accuracy there (a pair whose seeds do not all reach it has no row). The difference is
+    paired by seed; the rows are one family (:func:`_judged`). With no range common to every
+    pair, the primary columns are empty and the verdict says so.
     """
     columns = [
         "config",
@@ -337,46 +324,81 @@ def endpoint_table(
         "difference_ci_low",
         "difference_ci_high",
         "paired_n",
+        "pair_sparsity_low",
+        "pair_sparsity_high",
+        "pair_difference_mean",
+        "pair_difference_ci_low",
+        "pair_difference_ci_high",
     ]
     curves = _seed_curves(steps)
-    rows = []
+    ranges = {}
     for config, twin in pairs.items():
         ours, theirs = curves.get(config, {}), curves.get(twin, {})
         seeds = sorted(set(ours) & set(theirs))
         spans = [curve_points(*arm[seed])[0] for arm in (ours, theirs) for seed in seeds]
         if not seeds or any(len(span) == 0 for span in spans):
             continue
-        low_level = max(span[0] for span in spans)
-        high_level = min(span[-1] for span in spans)
+        low, high = max(span[0] for span in spans), min(span[-1] for span in spans)
         if level is not None:
             # Every seed of both arms must reach the level: never extrapolated.
-            if not low_level - LEVEL_SLACK <= level <= high_level + LEVEL_SLACK:
+            if not low - LEVEL_SLACK <= level <= high + LEVEL_SLACK:
                 continue
-            low_level = high_level = level
-        if low_level > high_level:  # the arms' curves do not overlap
-            continue
-        alds = [mean_between(*ours[seed], low_level, high_level) for seed in seeds]
-        imp = [mean_between(*theirs[seed], low_level, high_level) for seed in seeds]
-        paired = [a - b for a, b in zip(alds, imp, strict=True)]
-        low, high = paired_interval(paired)
+            low = high = level
+        if low <= high:  # else the arms' curves do not overlap
+            ranges[config] = (twin, seeds, low, high)
+    common_low = max((low for *_, low, _ in ranges.values()), default=math.nan)
+    common_high = min((high for *_, high in ranges.values()), default=math.nan)
+    shared = common_low <= common_high
+    rows = []
+    for config, (twin, seeds, low, high) in ranges.items():
+        ours, theirs = curves[config], curves[twin]
+        alds, imp, differences = (
+            _means_between(ours, theirs, seeds, common_low, common_high) if shared else ([], [], [])
+        )
+        own = _means_between(ours, theirs, seeds, low, high)[2]
+        interval, own_interval = paired_interval(differences), paired_interval(own)
         rows.append(
             {
                 "config": config,
                 "baseline": twin,
-                "sparsity_low": low_level,
-                "sparsity_high": high_level,
+                "sparsity_low": common_low if shared else math.nan,
+                "sparsity_high": common_high if shared else math.nan,
                 "auc_mean": _mean(alds),
                 "auc_std": _std(alds),
                 "baseline_auc_mean": _mean(imp),
                 "baseline_auc_std": _std(imp),
-                "difference_mean": _mean(paired),
-                "difference_std": _std(paired),
-                "difference_ci_low": low,
-                "difference_ci_high": high,
-                "paired_n": len(paired),
+                "difference_mean": _mean(differences),
+                "difference_std": _std(differences),
+                "difference_ci_low": interval[0],
+                "difference_ci_high": interval[1],
+                "paired_n": len(differences),
+                "pair_sparsity_low": low,
+                "pair_sparsity_high": high,
+                "pair_difference_mean": _mean(own),
+                "pair_difference_ci_low": own_interval[0],
+                "pair_difference_ci_high": own_interval[1],
             }
         )
-    return _judged(pd.DataFrame(rows, columns=columns), margin)
+    table = _judged(pd.DataFrame(rows, columns=columns), margin)
+    if not shared and len(table):
+        table["verdict"] = NO_COMMON_RANGE
+    return table
+
+
+NO_COMMON_RANGE = "no sparsity range common to every pair"
+
+
+def _means_between(
+    ours: Mapping[Any, _Curve],
+    theirs: Mapping[Any, _Curve],
+    seeds: Sequence[Any],
+    low: float,
+    high: float,
+) -> tuple[list[float], list[float], list[float]]:
+    """Per seed, both arms' mean accuracy between two sparsities, and their differences."""
+    alds = [mean_between(*ours[seed], low, high) for seed in seeds]
+    imp = [mean_between(*theirs[seed], low, high) for seed in seeds]
+    return alds, imp, [a - b for a, b in zip(alds, imp, strict=True)]
 
 
 def tolerance_table(steps: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
@@ -477,13 +499,7 @@ def summary_table(
         "difference_ci_low",
         "difference_ci_high",
         "paired_n",
-        "p_value",
-        "p_holm",
-        "adjusted_ci_low",
-        "adjusted_ci_high",
-        "verdict",
-        "equivalence",
-        "equivalence_bound",
+        *statistics.judged_columns(margin),
         *_WITHIN,
         "within_lower_bound",
     ]
@@ -524,12 +540,6 @@ def summary_table(
     for column in judged.columns.difference(table.columns):
         table[column] = judged[column]
     table["verdict"] = table["verdict"].where(alds, "")
-    table["equivalence_bound"] = [
-        statistics.equivalence_bound(*row) if arm else math.nan
-        for arm, *row in zip(
-            alds, table["difference_mean"], table["difference_std"], table["paired_n"], strict=True
-        )
-    ]
     # Every seed stayed within the tolerance to its last step: the true value may be higher.
     table["within_lower_bound"] = (table["within_n"] > 0) & (
         table["within_to_end"] == table["within_n"]

@@ -208,7 +208,7 @@ def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
     judged = _judged(stacked, None, words=("ALDS higher", "ALDS lower"))
     for number, decile in enumerate(deciles):
         part = judged.iloc[number * len(table) : (number + 1) * len(table)]
-        for column in ("p_value", "p_holm", "adjusted_ci_low", "adjusted_ci_high", "verdict"):
+        for column in ("p_value", "p_adjusted", "adjusted_ci_low", "adjusted_ci_high", "verdict"):
             table[f"{decile}_{column}"] = part[column].to_numpy()
     return table
 

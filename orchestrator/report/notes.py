@@ -1,7 +1,7 @@
 """The report's notes: what a reader of the tables must know beside them, in sentences.
 
 Trials left out of the aggregates and missing twins (:func:`report_notes`), the seeds the
-primary endpoint needs (:func:`planner_note`) and the layers IMP emptied
+primary endpoint needs (:func:`planner_notes`) and the layers IMP emptied
 (:func:`collapse_notes`): each a pure function of computed tables, so above the modules that
 compute them, and no table of the registry.
 """
@@ -13,11 +13,12 @@ from collections.abc import Mapping
 import pandas as pd
 
 from orchestrator import plan
+from orchestrator.config import SweepConfig
 from orchestrator.report import statistics
 from orchestrator.report.describe import COLLAPSED
 from orchestrator.report.schema import NOTE_LIMIT, RATE, shorten
 
-__all__ = ["HALFWIDTH", "NOTED", "collapse_notes", "planner_note", "report_notes"]
+__all__ = ["NOTED", "SPREADS", "collapse_notes", "declared_notes", "planner_notes", "report_notes"]
 
 
 def report_notes(
@@ -54,24 +55,76 @@ def report_notes(
     return notes
 
 
-HALFWIDTH = 0.0025  # the seed planner's default target: a 95% interval of ±0.25 points
-
-
-def planner_note(endpoint: pd.DataFrame, halfwidth: float = HALFWIDTH) -> list[str]:
-    """How many seeds the primary endpoint (:func:`compare.endpoint_table`) needs for a 95% interval
-    of ±``halfwidth`` (in accuracy), from the largest paired standard deviation it observed
-    (:func:`statistics.seeds_needed`); nothing before a configuration has two paired seeds."""
-    paired = endpoint[endpoint["paired_n"] >= 2]
-    spread = paired["difference_std"].dropna()
-    if spread.empty:
+def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) -> list[str]:
+    """The seeds each ALDS configuration's primary endpoint (:func:`compare.endpoint_table`)
+    needs for ``power`` that the report's rule reaches a verdict within ±``margin``
+    (:func:`statistics.plan_seeds`, over the endpoint's family), as ranges from the paired std
+    and its upper 95% bound; a configuration of fewer than :data:`statistics.MIN_SEEDS` paired
+    seeds gets none, and without a margin there is nothing to plan for."""
+    if margin is None or endpoint.empty:
         return []
-    largest = float(spread.max())
-    needed = statistics.seeds_needed(largest, halfwidth)
-    return [
-        f"seeds for a 95% interval of ±{100 * halfwidth:g} pt on the primary endpoint: "
-        f"{needed} (from the largest paired std, {100 * largest:.2f} pt; the sweep has "
-        f"{int(paired['paired_n'].min())})"
+    family = int(endpoint["family_size"].max()) if "family_size" in endpoint else len(endpoint)
+    notes: list[str] = []
+    unplanned: list[str] = []
+    for row in endpoint.to_dict("records"):
+        found = statistics.plan_seeds(
+            row["difference_std"], int(row["paired_n"]), margin, family, power
+        )
+        if found is None:
+            unplanned.append(row["config"])
+        elif len(notes) < NOTED:
+            notes.append(f"seeds for {row['config']}: {found.describe()}")
+    planned = len(endpoint) - len(unplanned)
+    if planned > NOTED:
+        notes.append(f"{planned - NOTED} more configurations planned alike (not listed)")
+    if unplanned:
+        notes.append(
+            f"no seed plan for {len(unplanned)} configuration(s) with fewer than "
+            f"{statistics.MIN_SEEDS} paired seeds or no spread: "
+            + ", ".join(unplanned[:NOTED])
+            + (" ..." if len(unplanned) > NOTED else "")
+        )
+    return notes
+
+
+SPREADS = (0.5, 1.0, 2.0)  # validate's assumed paired std, in margins: no data yet
+
+
+def declared_notes(config: SweepConfig) -> list[str]:
+    """What ``orchestrate validate`` says of the verdict a sweep declares before its data: the
+    primary endpoint, the margin, and with a margin the seed plan for paired spreads of half,
+    one and two margins (no spread is measured yet), over its ALDS configurations as one family.
+    """
+    report = config.report
+    margin = report.margin
+    lines = [
+        f"primary endpoint (report.primary: {report.primary}; report table endpoint): "
+        f"{report.describe_primary()}, ALDS + IMP minus its IMP-only twin, judged with "
+        "family-wise intervals over the configurations; equivalence margin (report.margin): "
+        + (
+            "none, the report states the bound the data give"
+            if margin is None
+            else f"±{margin:g} pt"
+        )
     ]
+    if margin is None:
+        return lines
+    configurations = plan.fixed_configurations(config)
+    family = max(1, sum(bool(plan.is_alds(plan.rate_of(config, p))) for p in configurations))
+    plans = []
+    for spread in SPREADS:
+        seeds = statistics.seeds_for(spread * margin / 100, margin / 100, family, report.power)
+        shown = [f"{n}" if n is not None else f">{statistics.MAX_SEEDS}" for n in seeds]
+        plans.append(f"paired std {spread * margin:g} pt: {shown[0]} and {shown[1]}")
+    lines.append(
+        f"seeds for each verdict with probability {report.power:g} (report.power) over "
+        f"{family} ALDS configuration(s) as one family, to show equivalence within "
+        f"±{margin:g} pt and to detect a difference of {margin:g} pt: "
+        + "; ".join(plans)
+        + f" (the sweep runs {len(config.seeds)}; the report plans again from the spread it "
+        "measures)"
+    )
+    return lines
 
 
 NOTED = 10  # configurations a note names one by one; a sampled sweep has thousands

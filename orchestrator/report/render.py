@@ -33,12 +33,14 @@ if TYPE_CHECKING:
     from compression.alds import AldsPlan
 
 __all__ = [
+    "cells",
     "latex_escape",
     "latex_table",
     "markdown_table",
     "plan_markdown",
     "present",
     "write",
+    "write_json",
 ]
 
 
@@ -106,8 +108,21 @@ def present(
         shown = set().union(*(table[source].dropna() for source in arms))
         labels = _arm_labels(report, shown)
         table = table.assign(**{source: table[source].map(labels) for source in arms})
-    cells = [[_cell(row, c) for c in columns] for row in table.to_dict("records")]
-    return pd.DataFrame(cells, columns=[c.header for c in columns], dtype=object)
+    return cells(table, columns)
+
+
+def cells(table: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
+    """The ``columns`` of ``table`` as rounded text cells, headed by their headers.
+
+    Args:
+        table: a computed table.
+        columns: the columns to show, each naming its source column in ``table``.
+
+    Returns:
+        One text cell per row and column.
+    """
+    rows = [[_cell(row, c) for c in columns] for row in table.to_dict("records")]
+    return pd.DataFrame(rows, columns=[c.header for c in columns], dtype=object)
 
 
 def _arm_labels(report: Report, configs: set[str]) -> Mapping[str, str]:
@@ -180,7 +195,7 @@ def latex_table(table: pd.DataFrame, numeric: Sequence[bool]) -> str:
     return "\n".join(lines)
 
 
-def _write_json(table: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
+def write_json(table: pd.DataFrame, path: Path, chunk: int = 10_000) -> None:
     """The rows as a JSON list of objects, floats exact (pandas' writer keeps 15 digits),
     missing values ``null``; written a chunk of rows at a time (one encoder call each), so a
     large sweep's steps never stand in memory as Python objects all at once."""
@@ -260,7 +275,7 @@ def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
             table.to_csv(output / f"{name}.csv", index=False)
             written.append(output / f"{name}.csv")
         if "json" in formats:
-            _write_json(table, output / f"{name}.json")
+            write_json(table, output / f"{name}.json")
             written.append(output / f"{name}.json")
         spec = table_spec(name)
         if "latex" in formats and spec is not None and spec.presented:

@@ -43,7 +43,7 @@ from orchestrator.report.schema import (
     config_fields,
 )
 
-__all__ = ["TABLES", "Inputs", "TableSpec", "table_spec"]
+__all__ = ["TABLES", "Inputs", "TableSpec", "judgement_columns", "table_spec"]
 
 
 @dataclass
@@ -182,16 +182,32 @@ def _outcome(*, mean: bool = False, final: bool = False) -> list[Column]:
     ]
 
 
-# A paired difference judged within its table's family (statistics.family), and by TOST when
-# the report has a margin.
+# A paired difference judged within its table's family by one rule (statistics.judge): the
+# adjusted p, the simultaneous interval and the verdict agree by construction.
 def _judgement(report: Report) -> list[Column]:
-    equivalence = [Column("TOST", "equivalence")] if report.margin is not None else []
+    return judgement_columns(report.margin)
+
+
+def judgement_columns(margin: float | None) -> list[Column]:
+    """The columns that show a paired difference's judgement (:func:`statistics.judge`).
+
+    Args:
+        margin: the equivalence margin, in accuracy; None: no equivalence column.
+
+    Returns:
+        The unadjusted and family-wise intervals, the adjusted p-values, the verdict.
+    """
+    equivalence = (
+        [Column("p equivalence (Bonferroni)", "p_equivalence_adjusted", "p")]
+        if margin is not None
+        else []
+    )
     return [
         Column("Δ 95% CI (pt)", "difference_ci_low", "points", upper="difference_ci_high"),
         Column("Δ family-wise CI (pt)", "adjusted_ci_low", "points", upper="adjusted_ci_high"),
-        Column("p (Holm)", "p_holm", "p"),
-        Column("verdict", "verdict"),
+        Column("p (Bonferroni)", "p_adjusted", "p"),
         *equivalence,
+        Column("verdict", "verdict"),
     ]
 
 
@@ -330,7 +346,7 @@ def _plain_trials(table: pd.DataFrame) -> pd.DataFrame:
 TABLES = (
     TableSpec(
         "endpoint",
-        "The primary endpoint: mean accuracy over the sparsity range both arms reach",
+        "The primary endpoint: mean accuracy over the sparsity range every configuration reaches",
         lambda inputs: endpoint_table(
             inputs.complete, inputs.pairs, inputs.margin, inputs.primary_level
         ),
@@ -343,6 +359,8 @@ TABLES = (
             Column("Δ (pt)", "difference_mean", "points", "difference_std"),
             *_judgement(report),
             Column("seeds", "paired_n", "int"),
+            Column("pair's own range (%)", "pair_sparsity_low", "pct", upper="pair_sparsity_high"),
+            Column("Δ there (pt)", "pair_difference_mean", "points"),
         ],
     ),
     TableSpec(
