@@ -528,7 +528,8 @@ class ReportConfig(Section):
     primary: PrimaryAuc | Probability = Field(
         PRIMARY_AUC,
         description="the primary endpoint: auc (mean accuracy over the sparsity range every "
-        "compared configuration reaches) or one sparsity (0.9: the paired accuracy difference there)",
+        "compared configuration reaches) or one sparsity (0.9: the paired accuracy difference "
+        "there)",
     )
 
     @model_serializer(mode="wrap")
