@@ -164,3 +164,23 @@ def test_validate_prints_the_declared_endpoint_and_margin(tmp_path: Path) -> Non
     assert "primary endpoint (report.primary: 0.9; report table endpoint)" in text
     assert "per seed, the accuracy at 90% sparsity" in text
     assert "equivalence margin (report.margin): ±0.5 pt" in text
+
+
+def test_validate_plans_the_seeds_for_the_declared_margin(tmp_path: Path) -> None:
+    path = tmp_path / "planned.yaml"
+    path.write_text(
+        "name: planned\nseeds: [0, 1, 2]\n"
+        "search: {sampler: grid, space: {alds.rate: {choices: [0.0, 0.3, 0.6]}}}\n"
+        "report: {margin: 0.5, power: 0.9}\n"
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "with probability 0.9 (report.power) over 2 ALDS configuration(s)" in text
+    from orchestrator.report import statistics
+
+    # The plan printed is the planner's, for a paired std of half, one and two margins.
+    for spread in (0.25, 0.5, 1.0):
+        equivalence, difference = statistics.seeds_for(spread / 100, 0.005, 2, 0.9)
+        assert f"paired std {spread:g} pt: {equivalence} and {difference}" in text
+    assert "the sweep runs 3" in text

@@ -7,9 +7,11 @@ import functools
 import json
 import math
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -1004,3 +1006,58 @@ def test_a_controls_run_names_its_imp_only_twin(swept: dict) -> None:
         assert run.data.tags[stored_names.TAG_ARM] == stored_names.ARM_CONTROL
         assert run.info.run_name.startswith(f"control {trial.params['imp.control']} · ")
         assert "imp.control" not in by_run[expected].params
+
+
+@pytest.mark.slow
+def test_a_report_recomputed_from_its_export_equals_the_one_from_the_stores(swept: dict) -> None:
+    from orchestrator import report as reports
+
+    config = parse_config(swept["document"])
+    study = optuna.load_study(study_name="reported", storage=swept["storage"])
+    stored = reports.build(study, config, margin=0.005)
+    exported = reports.rebuild(swept["output"], config, margin=0.005)
+    assert set(stored.tables) == set(exported.tables)
+    for name, table in stored.tables.items():
+        if name in ("trials", "best"):  # the bookkeeping a CSV holds as text is compared below
+            continue
+        pd.testing.assert_frame_equal(
+            table.reset_index(drop=True),
+            exported.tables[name].reset_index(drop=True),
+            check_dtype=False,
+            obj=name,
+        )
+    assert list(stored.tables["trials"]["number"]) == list(exported.tables["trials"]["number"])
+    assert stored.notes == exported.notes
+
+
+@pytest.mark.slow
+def test_several_sweeps_are_judged_as_one_family(swept: dict) -> None:
+    # Two copies of the sweep's export under two names: one family of both endpoint tables.
+    family = swept["tmp"] / "family-of-two"
+    paths = []
+    for name in ("first", "second"):
+        shutil.copytree(swept["output"], family / name)
+        path = swept["tmp"] / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**swept["document"], "name": name}))
+        paths.append(str(path))
+    arguments = ["report", *paths, "--output", str(family), "--from-export", "--margin", "50"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(family / "family" / "family.csv")
+    single = pd.read_csv(family / "first" / "endpoint.csv")
+    assert list(table["sweep"]) == ["first"] * len(single) + ["second"] * len(single)
+    assert (table["difference_mean"].to_numpy() == np.tile(single["difference_mean"], 2)).all()
+    assert set(table["verdict"]) == {statistics.TOO_FEW}  # two seeds each
+    sensitivity = pd.read_csv(family / "family" / "sensitivity.csv")
+    assert {"verdict ±0.25 pt", "verdict ±0.5 pt", "verdict ±1 pt"} <= set(sensitivity.columns)
+    assert "as one family" in (family / "family" / "family.md").read_text()
+    # Different declared margins cannot make one family; a missing export is named.
+    Path(paths[1]).write_text(
+        yaml.safe_dump({**swept["document"], "name": "second", "report": {"margin": 1.0}})
+    )
+    result = CliRunner().invoke(main, arguments[:-2])
+    assert result.exit_code == 2 and "different report.margin" in result.output
+    (family / "first" / "steps.csv").unlink()
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2 and "no steps.csv in" in result.output
+    assert "first" in result.output

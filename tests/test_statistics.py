@@ -14,7 +14,7 @@ from scipy import stats
 
 from orchestrator.curve import mean_between
 from orchestrator.report import compare, describe, statistics
-from tests.test_report import ALDS, BASELINE, S1, hand_built
+from tests.test_report import ALDS, BASELINE, S1, S2, S3, hand_built
 
 
 def family_of(means: list[float], stds: list[float], counts: list[int]) -> pd.DataFrame:
@@ -273,3 +273,65 @@ def test_at_flops_equals_at_sparsity_where_flops_track_weights() -> None:
         )
     # Without FLOPs logged, an empty table with its columns.
     assert compare.at_flops(hand_built({0.0: BASELINE}), configs, pairs).empty
+
+
+def test_the_endpoint_is_read_over_the_range_every_configuration_reaches() -> None:
+    # ALDS 0.5 starts at S1; ALDS 0.8 only at S2: the common range is S2 to the twin's 0.75.
+    later = {
+        0: [(0.0, 0.90), (S2, 0.89), (S3, 0.85)],
+        1: [(0.0, 0.92), (S2, 0.91), (S3, 0.90)],
+    }
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS, 0.8: later})
+    pairs = {"alds.rate=0.5": "alds.rate=0.0", "alds.rate=0.8": "alds.rate=0.0"}
+    table = compare.endpoint_table(steps, pairs).set_index("config")
+    assert list(table["sparsity_low"]) == pytest.approx([S2, S2])
+    assert list(table["sparsity_high"]) == pytest.approx([0.75, 0.75])
+    # ALDS 0.5's own range is wider, from S1; its difference there stays beside.
+    own = table.loc["alds.rate=0.5"]
+    assert (own["pair_sparsity_low"], own["pair_sparsity_high"]) == pytest.approx((S1, 0.75))
+    curves = compare._seed_curves(steps)
+    for config in pairs:
+        expected = [
+            mean_between(*curves[config][seed], S2, 0.75)
+            - mean_between(*curves["alds.rate=0.0"][seed], S2, 0.75)
+            for seed in (0, 1)
+        ]
+        assert table.loc[config, "difference_mean"] == pytest.approx(np.mean(expected))
+    wide = [
+        mean_between(*curves["alds.rate=0.5"][seed], S1, 0.75)
+        - mean_between(*curves["alds.rate=0.0"][seed], S1, 0.75)
+        for seed in (0, 1)
+    ]
+    assert own["pair_difference_mean"] == pytest.approx(np.mean(wide))
+
+
+def test_collapse_is_the_first_step_at_chance_or_with_an_empty_layer() -> None:
+    # IMP only collapses at remaining 1/16 (seeds 0, 1, 2: chance accuracy); ALDS at 1/32,
+    # 1/64 and 1/32 (seed 1 by an empty layer first): 1, 2 and 1 halvings later.
+    def curve(drop: int) -> list[tuple[float, float]]:
+        return [(1 - 2.0**-k, 0.9 if k < drop else 0.1) for k in range(7)]
+
+    steps = hand_built(
+        {0.0: {0: curve(4), 1: curve(4), 2: curve(4)}, 0.5: {0: curve(5), 1: curve(7), 2: curve(5)}}
+    )
+    layer = "remaining/fc1"
+    steps[layer] = 0.5
+    emptied = (steps["alds.rate"] == 0.5) & (steps["seed"] == 1) & (steps["step"] == 6)
+    steps.loc[emptied, layer] = 0.0
+    table = describe.collapse_table(steps, {"alds.rate=0.5": "alds.rate=0.0"}, chance=0.1)
+    table = table.set_index("config")
+    twin, alds = table.loc["alds.rate=0.0"], table.loc["alds.rate=0.5"]
+    assert (twin["collapsed"], twin["sparsity_median"]) == (3, pytest.approx(1 - 2**-4))
+    assert twin["verdict"] == ""  # IMP only: compared with nothing
+    assert alds["collapsed"] == 3 and alds["sparsity_max"] == pytest.approx(1 - 2**-6)
+    assert alds["difference_mean"] == pytest.approx(np.mean([1, 2, 1]))
+    assert alds["difference_std"] == pytest.approx(np.std([1, 2, 1], ddof=1))
+    assert alds["paired_n"] == 3 and alds["verdict"] in ("ALDS later", "no difference shown")
+    reasons = describe._collapse_points(steps, 0.1).set_index(["config", "seed"])["reason"]
+    assert reasons[("alds.rate=0.5", 1)] == "fc1 empty"
+    assert reasons[("alds.rate=0.0", 0)] == "chance accuracy"
+    # Nothing collapses above chance without an empty layer: said, not judged.
+    calm = describe.collapse_table(steps, {"alds.rate=0.5": "alds.rate=0.0"}, chance=0.01)
+    calm = calm.set_index("config")
+    assert calm.loc["alds.rate=0.0", "collapsed"] == 0
+    assert calm.loc["alds.rate=0.5", "verdict"] == "only ALDS collapsed"

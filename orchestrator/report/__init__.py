@@ -358,7 +358,17 @@ def _inputs(
         levels=levels,
         margin=margin,
         primary_level=config.report.level,
+        chance=_chance(config),
     )
+
+
+def _chance(config: SweepConfig) -> float:
+    """A guess's accuracy on the sweep's dataset: 1/classes."""
+    from orchestrator.data import registry
+
+    shape = registry.spec(config.dataset.name).shape
+    classes = shape.num_classes if shape is not None else config.dataset.synthetic.num_classes
+    return 1.0 / classes
 
 
 def _draw(inputs: tables.Inputs, title: str) -> dict[str, Any]:

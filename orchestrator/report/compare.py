@@ -110,14 +110,16 @@ def _judged(
     margin: float | None,
     *,
     words: tuple[str, str] = ("ALDS better", "ALDS worse"),
+    scale: float = statistics.SCALE,
 ) -> pd.DataFrame:
     """``table`` (a ``difference_mean``, ``difference_std`` and ``paired_n`` per row, one
     family) with the columns of :func:`statistics.judge` (the adjusted p, the simultaneous
     interval, with a ``margin`` the equivalence test, and the one ``verdict`` they give); a row
-    without a ``baseline`` (an IMP-only row) is compared with nothing and has no verdict."""
+    without a ``baseline`` (an IMP-only row) is compared with nothing and has no verdict.
+    ``scale``: the differences' whole range (accuracy's, by default)."""
     if table.empty:
         return table.reindex(columns=[*table.columns, *statistics.judged_columns(margin)])
-    table = table.join(statistics.judge(table, margin, words=words))
+    table = table.join(statistics.judge(table, margin, words=words, scale=scale))
     if "baseline" in table:
         table["verdict"] = table["verdict"].where(table["baseline"].notna(), "")
     return table

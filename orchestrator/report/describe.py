@@ -22,9 +22,11 @@ from orchestrator.report.statistics import paired_interval
 
 __all__ = [
     "AFTER_ALDS",
+    "CHANCE_SLACK",
     "COLLAPSED",
     "DENSE_STEP",
     "best_table",
+    "collapse_table",
     "curve_table",
     "layer_table",
     "magnitude_table",
@@ -268,3 +270,122 @@ _LAYER = [
     "baseline_remaining_mean",
     "baseline_collapsed",
 ]
+
+
+CHANCE_SLACK = 0.01  # accuracy at most this above 1/classes counts as chance
+
+
+def collapse_table(
+    steps: pd.DataFrame, pairs: Mapping[str, str], chance: float | None
+) -> pd.DataFrame:
+    """Where IMP collapses the network, per configuration, and ALDS against its twin there.
+
+    A seed collapses at its first step whose accuracy is at chance (at most
+    :data:`CHANCE_SLACK` above ``chance``, 1/classes: a network with no path from input to
+    output predicts one class) or where a layer has no weight left (``remaining/<layer>`` 0).
+    Per configuration: the seeds, how many collapsed and the sparsity there (median and range
+    over them), and the sparsity the others reached without collapsing. An ALDS configuration
+    is paired with its twin by seed over the seeds where both collapsed: the difference in
+    halvings of the weights at collapse, log2(remaining of the twin / remaining of ALDS)
+    (> 0: ALDS collapses later), judged as one family with the others (:func:`_judged`).
+
+    Args:
+        steps: the complete trials' labelled steps.
+        pairs: each ALDS configuration's twin.
+        chance: the accuracy of a guess, 1/classes; None (unknown) leaves chance out.
+    """
+    columns = ["config", "baseline", "n", "collapsed", "sparsity_median", "sparsity_min"]
+    columns += ["sparsity_max", "reached_max", "reason", *_COLLAPSE_DIFFERENCE]
+    if steps.empty:
+        return _judged(pd.DataFrame(columns=columns), None, words=_COLLAPSE_WORDS, scale=math.inf)
+    per_seed = _collapse_points(steps, chance)
+    rows = []
+    for config, seeds in per_seed.groupby("config", sort=True):
+        hit = seeds[seeds["collapsed"]]
+        twin = pairs.get(str(config))
+        theirs = per_seed[(per_seed["config"] == twin) & per_seed["collapsed"]]
+        both = (
+            hit.set_index("seed")["remaining"]
+            .to_frame("ours")
+            .join(theirs.set_index("seed")["remaining"].to_frame("theirs"), how="inner")
+        )
+        halvings = list(np.log2(both["theirs"] / both["ours"])) if twin else []
+        low, high = paired_interval(halvings)
+        reasons = hit["reason"].value_counts()
+        rows.append(
+            {
+                "config": config,
+                "baseline": twin,
+                "n": len(seeds),
+                "collapsed": len(hit),
+                "sparsity_median": hit["sparsity"].median(),
+                "sparsity_min": hit["sparsity"].min(),
+                "sparsity_max": hit["sparsity"].max(),
+                "reached_max": seeds.loc[~seeds["collapsed"], "sparsity"].max(),
+                "reason": reasons.index[0] if len(reasons) else "",
+                "difference_mean": float(np.mean(halvings)) if halvings else math.nan,
+                "difference_std": _std(halvings),
+                "difference_ci_low": low,
+                "difference_ci_high": high,
+                "paired_n": len(halvings),
+            }
+        )
+    table = _judged(
+        pd.DataFrame(rows, columns=columns), None, words=_COLLAPSE_WORDS, scale=math.inf
+    )
+    # Where one arm never collapsed, the pairing has nothing to compare: say which.
+    collapsed = table.set_index("config")["collapsed"]
+    twins = table["baseline"].map(collapsed)
+    alone = table["paired_n"] == 0
+    table.loc[alone & (table["collapsed"] == 0), "verdict"] = "no seed collapsed"
+    table.loc[alone & (table["collapsed"] == 0) & (twins > 0), "verdict"] = (
+        "only the twin collapsed"
+    )
+    table.loc[alone & (table["collapsed"] > 0) & (twins == 0), "verdict"] = "only ALDS collapsed"
+    table.loc[table["baseline"].isna(), "verdict"] = ""
+    return table
+
+
+_COLLAPSE_WORDS = ("ALDS later", "ALDS earlier")
+_COLLAPSE_DIFFERENCE = [
+    "difference_mean",
+    "difference_std",
+    "difference_ci_low",
+    "difference_ci_high",
+    "paired_n",
+]
+
+
+def _collapse_points(steps: pd.DataFrame, chance: float | None) -> pd.DataFrame:
+    """Per trial: whether and where it collapsed (its first collapsed step), else the last step
+    it reached."""
+    prefix = stored_names.layer_remaining("")
+    layers = [c for c in steps if isinstance(c, str) and c.startswith(prefix)]
+    ordered = steps.sort_values(["trial", "step"], kind="stable")
+    at_chance = (
+        ordered["accuracy"] <= chance + CHANCE_SLACK
+        if chance is not None
+        else pd.Series(False, index=ordered.index)
+    )
+    empty = (ordered[layers] <= 0).any(axis=1) if layers else at_chance & False
+    ordered = ordered.assign(hit=at_chance | empty, at_chance=at_chance)
+    rows = []
+    for _, trial in ordered.groupby("trial", sort=False):
+        hits = trial[trial["hit"]]
+        point = hits.iloc[0] if len(hits) else trial.iloc[-1]
+        if len(hits) and not point["at_chance"]:
+            emptied = [c.removeprefix(prefix) for c in layers if point[c] <= 0]
+            reason = f"{emptied[0]} empty"
+        else:
+            reason = "chance accuracy" if len(hits) else ""
+        rows.append(
+            {
+                "config": point["config"],
+                "seed": point["seed"],
+                "collapsed": bool(len(hits)),
+                "sparsity": point["sparsity"],
+                "remaining": point["remaining"],
+                "reason": reason,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -43,6 +43,7 @@ __all__ = [
     "MIN_SEEDS",
     "NO_DIFFERENCE",
     "NO_SPREAD",
+    "SCALE",
     "TOO_FEW",
     "UNINFORMATIVE",
     "SeedPlan",
@@ -159,6 +160,7 @@ def judge(
     *,
     words: tuple[str, str] = ("ALDS better", "ALDS worse"),
     family_size: int | None = None,
+    scale: float = SCALE,
 ) -> pd.DataFrame:
     """Judge a family of paired differences by one rule (Bonferroni over its members).
 
@@ -169,6 +171,8 @@ def judge(
             equivalence.
         words: the verdicts of a difference above and below zero.
         family_size: the m to adjust by; default the rows that can carry a verdict.
+        scale: the differences' whole range: a family-wise interval wider than it, holding
+            zero, shows nothing (accuracy's, 1, by default).
 
     Returns:
         Indexed as ``table``: ``p_value`` (paired t), ``p_adjusted`` (min(1, m·p)), the
@@ -201,7 +205,7 @@ def judge(
             said = words[0] if mean > 0 else words[1]
         elif margin is not None and adjusted_tost < ALPHA:
             said = equivalent_words(margin)
-        elif high - low > SCALE:
+        elif high - low > scale:
             said, low, high = UNINFORMATIVE, math.nan, math.nan
         else:
             said = INCONCLUSIVE if margin is not None else NO_DIFFERENCE

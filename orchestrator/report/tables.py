@@ -28,6 +28,7 @@ from orchestrator.report.compare import (
 )
 from orchestrator.report.describe import (
     best_table,
+    collapse_table,
     curve_table,
     layer_table,
     magnitude_table,
@@ -71,6 +72,7 @@ class Inputs:
     levels: Sequence[float] = LEVELS
     margin: float | None = None  # the equivalence margin (TOST), in accuracy; None: no test
     primary_level: float | None = None  # report.primary at one sparsity; None: the AUC
+    chance: float | None = None  # a guess's accuracy, 1/classes: the collapse table's floor
     # The control trials (imp.controls) and their labelled steps, with each one's ``twin``:
     # kept out of ``trials`` and ``steps``, compared with their twins alone (controls_table).
     control_trials: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -453,6 +455,26 @@ TABLES = (
             Column("emptied", "collapsed", "flag"),
             Column("IMP only (%)", "baseline_remaining_mean", "pct"),
             Column("emptied in IMP only", "baseline_collapsed", "flag"),
+        ),
+    ),
+    TableSpec(
+        "collapse",
+        "Collapse: the first step at chance accuracy or with an empty layer",
+        lambda inputs: collapse_table(inputs.complete, inputs.pairs, inputs.chance),
+        (
+            Column("configuration", "config", "arm"),
+            Column("seeds", "n", "int"),
+            Column("collapsed", "collapsed", "int"),
+            Column("sparsity at collapse, median (%)", "sparsity_median", "pct"),
+            Column("range (%)", "sparsity_min", "pct", upper="sparsity_max"),
+            Column("reached without collapsing (%)", "reached_max", "pct"),
+            Column("first sign", "reason"),
+            Column("Δ at collapse (halvings)", "difference_mean", "ratio", "difference_std"),
+            Column("Δ 95% CI", "difference_ci_low", "ratio", upper="difference_ci_high"),
+            Column("Δ family-wise CI", "adjusted_ci_low", "ratio", upper="adjusted_ci_high"),
+            Column("p (Bonferroni)", "p_adjusted", "p"),
+            Column("verdict", "verdict"),
+            Column("seeds paired", "paired_n", "int"),
         ),
     ),
     TableSpec(
