@@ -278,14 +278,14 @@ _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(400)
 
 
 def _least_seeds(power: float, chance: Callable[[int], float]) -> int | None:
-    """The least n ≥ 2 whose ``chance(n)`` reaches ``power`` (monotone in n); None beyond
-    :data:`MAX_SEEDS`."""
-    high = 2
+    """The least n ≥ :data:`MIN_SEEDS` whose ``chance(n)`` reaches ``power`` (monotone in n);
+    None beyond :data:`MAX_SEEDS`."""
+    high = MIN_SEEDS
     while chance(high) < power:
         if high >= MAX_SEEDS:
             return None
         high = min(2 * high, MAX_SEEDS)
-    low = max(2, high // 2)
+    low = max(MIN_SEEDS, high // 2)
     if chance(low) >= power:
         return low
     while high - low > 1:  # chance(low) < power <= chance(high)
