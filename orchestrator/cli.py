@@ -182,10 +182,10 @@ def validate(sweep: Path) -> None:
         f"intermediate values (what the pruner compares) at the sparsities {levels}, ... "
         f"({len(PRUNING_GRID)} levels, every trial alike)"
     )
-    from orchestrator.report.notes import declared_notes
+    from orchestrator.report.planner import declared_plan
 
     # Fixed before any data: what the report's verdict on the sweep's question rests on.
-    for line in declared_notes(config):
+    for line in declared_plan(config):
         console.print(line)
     for warning in config.warnings():
         console.print(f"[yellow]warning:[/] {warning}")

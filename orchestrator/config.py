@@ -501,7 +501,7 @@ PrimaryAuc = Literal["auc"]
 PRIMARY_AUC: Final[PrimaryAuc] = "auc"
 
 
-DEFAULT_POWER = 0.8  # the seed planner's chance of a verdict (report.statistics.POWER)
+DEFAULT_POWER = 0.8  # the seed planner's chance of a verdict (report.planner)
 
 
 class ReportConfig(Section):
@@ -544,15 +544,6 @@ class ReportConfig(Section):
     def level(self) -> float | None:
         """The sparsity the primary endpoint is read at; None for the AUC over the range."""
         return None if self.primary == PRIMARY_AUC else float(self.primary)
-
-    def describe_primary(self) -> str:
-        """The primary endpoint in words (what ``validate`` prints)."""
-        if self.level is None:
-            return (
-                "per seed, the mean accuracy over log(weights remaining) across the sparsity "
-                "range every compared configuration and twin reaches"
-            )
-        return f"per seed, the accuracy at {100 * self.level:g}% sparsity"
 
 
 class SweepConfig(Section):

@@ -177,10 +177,10 @@ def test_validate_plans_the_seeds_for_the_declared_margin(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "with probability 0.9 (report.power) over 2 ALDS configuration(s)" in text
-    from orchestrator.report import statistics
+    from orchestrator.report import planner
 
     # The plan printed is the planner's, for a paired std of half, one and two margins.
     for spread in (0.25, 0.5, 1.0):
-        equivalence, difference = statistics.seeds_for(spread / 100, 0.005, 2, 0.9)
+        equivalence, difference = planner.seeds_for(spread / 100, 0.005, 2, 0.9)
         assert f"paired std {spread:g} pt: {equivalence} and {difference}" in text
     assert "the sweep runs 3" in text

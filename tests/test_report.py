@@ -487,7 +487,9 @@ def test_the_yamls_report_section_sets_the_margin_and_the_primary_endpoint(swept
     assert experiment_hash(declared) == experiment_hash(plain)
     study = optuna.load_study(study_name="reported", storage=swept["storage"])
     endpoint = reports.build(study, declared).tables["endpoint"]
-    assert len(endpoint) == 2 and endpoint["p_equivalence_adjusted"].notna().all()
+    # Two seeds: the equivalence test's column, and no verdict.
+    assert len(endpoint) == 2 and "p_equivalence_adjusted" in endpoint
+    assert (endpoint["verdict"] == statistics.TOO_FEW).all()
     assert (endpoint[["sparsity_low", "sparsity_high"]] == 0.5).all().all()
     # Without the section: the mean over the range, and no TOST column.
     endpoint = reports.build(study, plain).tables["endpoint"]
@@ -513,6 +515,7 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
         "controls",
         "magnitudes",
         "layers",
+        "collapse",
         "curves",
         "best",
         "trials",
@@ -561,7 +564,8 @@ def test_every_format_is_written_and_parses(swept: dict) -> None:
     assert len(trials) == 10 and trials["imp.control"].notna().sum() == 4
     for name in ("curves", "at_sparsity", "summary", "best", "versus_baseline"):
         assert not pd.read_csv(output / f"{name}.csv")["config"].str.contains("control").any()
-    assert "seeds for a 95% interval of ±0.25 pt" in swept["stdout"]
+    # Two seeds: the planner plans from three seeds up, and says so.
+    assert "no seed plan for 2 configuration(s) with fewer than 3 paired seeds" in swept["stdout"]
     page = HtmlTables()
     page.feed((output / "report.html").read_text())
     assert len(page.tables) == len(presented) and page.images >= 2

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from orchestrator.curve import mean_between
-from orchestrator.report import compare, describe, statistics
+from orchestrator.report import compare, describe, planner, statistics
 from tests.test_report import ALDS, BASELINE, S1, S2, S3, hand_built
 
 
@@ -131,15 +131,15 @@ def test_imp_only_rows_get_no_verdict_and_no_equivalence() -> None:
 
 
 def test_the_std_upper_bound_by_its_formula() -> None:
-    assert statistics.std_upper_bound(1.0, 5) == pytest.approx(math.sqrt(4 / 0.710723), rel=1e-5)
-    assert statistics.std_upper_bound(1.0, 5) == pytest.approx(2.37, abs=0.01)
-    assert statistics.std_upper_bound(1.0, 10) == pytest.approx(1.65, abs=0.01)
+    assert planner.std_upper_bound(1.0, 5) == pytest.approx(math.sqrt(4 / 0.710723), rel=1e-5)
+    assert planner.std_upper_bound(1.0, 5) == pytest.approx(2.37, abs=0.01)
+    assert planner.std_upper_bound(1.0, 10) == pytest.approx(1.65, abs=0.01)
 
 
 def test_the_planner_states_its_source_and_plans_nothing_below_three_seeds() -> None:
-    assert statistics.plan_seeds(0.005, 2, 0.005) is None
-    assert statistics.plan_seeds(0.0, 5, 0.005) is None
-    found = statistics.plan_seeds(0.005, 5, 0.005, family_size=6)
+    assert planner.plan_seeds(0.005, 2, 0.005) is None
+    assert planner.plan_seeds(0.0, 5, 0.005) is None
+    found = planner.plan_seeds(0.005, 5, 0.005, family_size=6)
     assert found is not None
     text = found.describe()
     assert "estimated from 5 seeds" in text and "family of 6" in text and "80% power" in text
@@ -147,7 +147,7 @@ def test_the_planner_states_its_source_and_plans_nothing_below_three_seeds() -> 
     assert low is not None and high is not None and low < high  # the std's upper bound
     # Textbook check at large n: n ≈ (z(1 − α) + z(0.9))² σ²/δ² for TOST at a true 0.
     normal = (stats.norm.ppf(0.95) + stats.norm.ppf(0.9)) ** 2
-    at_one = statistics.plan_seeds(0.01, 5, 0.001, family_size=1)
+    at_one = planner.plan_seeds(0.01, 5, 0.001, family_size=1)
     assert at_one is not None and at_one.equivalence[0] == pytest.approx(normal * 100, rel=0.02)
 
 
@@ -156,7 +156,7 @@ def test_the_planned_seeds_reach_the_power_in_simulation(family_size: int) -> No
     """Synthetic paired differences at the planned n, judged by the report's own rule: the
     share that reaches the verdict is the planned power, within a binomial interval."""
     std, margin, power = 0.004, 0.005, 0.8
-    plan = statistics.plan_seeds(std, 10, margin, family_size=family_size)
+    plan = planner.plan_seeds(std, 10, margin, family_size=family_size)
     assert plan is not None
     generator = np.random.default_rng(1)
     repeats = 2000
@@ -172,18 +172,18 @@ def test_the_planned_seeds_reach_the_power_in_simulation(family_size: int) -> No
         verdicts = statistics.judge(table, margin, family_size=family_size)["verdict"]
         reached = float((verdicts == words).mean())
         expected = (
-            statistics.power_of_equivalence(planned, std, margin, 0.05 / family_size)
+            planner.power_of_equivalence(planned, std, margin, 0.05 / family_size)
             if truth == 0.0
-            else statistics.power_of_difference(planned, std, margin, 0.05 / family_size)
+            else planner.power_of_difference(planned, std, margin, 0.05 / family_size)
         )
         slack = 3 * math.sqrt(expected * (1 - expected) / repeats)
         assert expected >= power and abs(reached - expected) < slack
         assert reached > power - slack
         # One seed fewer falls short: the planner's n is the least.
         fewer = (
-            statistics.power_of_equivalence(planned - 1, std, margin, 0.05 / family_size)
+            planner.power_of_equivalence(planned - 1, std, margin, 0.05 / family_size)
             if truth == 0.0
-            else statistics.power_of_difference(planned - 1, std, margin, 0.05 / family_size)
+            else planner.power_of_difference(planned - 1, std, margin, 0.05 / family_size)
         )
         assert fewer < power
 

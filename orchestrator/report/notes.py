@@ -13,12 +13,11 @@ from collections.abc import Mapping
 import pandas as pd
 
 from orchestrator import plan
-from orchestrator.config import SweepConfig
-from orchestrator.report import statistics
+from orchestrator.report import planner
 from orchestrator.report.describe import COLLAPSED
 from orchestrator.report.schema import NOTE_LIMIT, RATE, shorten
 
-__all__ = ["NOTED", "SPREADS", "collapse_notes", "declared_notes", "planner_notes", "report_notes"]
+__all__ = ["NOTED", "collapse_notes", "planner_notes", "report_notes"]
 
 
 def report_notes(
@@ -58,8 +57,8 @@ def report_notes(
 def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) -> list[str]:
     """The seeds each ALDS configuration's primary endpoint (:func:`compare.endpoint_table`)
     needs for ``power`` that the report's rule reaches a verdict within ±``margin``
-    (:func:`statistics.plan_seeds`, over the endpoint's family), as ranges from the paired std
-    and its upper 95% bound; a configuration of fewer than :data:`statistics.MIN_SEEDS` paired
+    (:func:`planner.plan_seeds`, over the endpoint's family), as ranges from the paired std
+    and its upper 95% bound; a configuration of fewer than :data:`planner.MIN_SEEDS` paired
     seeds gets none, and without a margin there is nothing to plan for."""
     if margin is None or endpoint.empty:
         return []
@@ -67,7 +66,7 @@ def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) ->
     notes: list[str] = []
     unplanned: list[str] = []
     for row in endpoint.to_dict("records"):
-        found = statistics.plan_seeds(
+        found = planner.plan_seeds(
             row["difference_std"], int(row["paired_n"]), margin, family, power
         )
         if found is None:
@@ -80,51 +79,11 @@ def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) ->
     if unplanned:
         notes.append(
             f"no seed plan for {len(unplanned)} configuration(s) with fewer than "
-            f"{statistics.MIN_SEEDS} paired seeds or no spread: "
+            f"{planner.MIN_SEEDS} paired seeds or no spread: "
             + ", ".join(unplanned[:NOTED])
             + (" ..." if len(unplanned) > NOTED else "")
         )
     return notes
-
-
-SPREADS = (0.5, 1.0, 2.0)  # validate's assumed paired std, in margins: no data yet
-
-
-def declared_notes(config: SweepConfig) -> list[str]:
-    """What ``orchestrate validate`` says of the verdict a sweep declares before its data: the
-    primary endpoint, the margin, and with a margin the seed plan for paired spreads of half,
-    one and two margins (no spread is measured yet), over its ALDS configurations as one family.
-    """
-    report = config.report
-    margin = report.margin
-    lines = [
-        f"primary endpoint (report.primary: {report.primary}; report table endpoint): "
-        f"{report.describe_primary()}, ALDS + IMP minus its IMP-only twin, judged with "
-        "family-wise intervals over the configurations; equivalence margin (report.margin): "
-        + (
-            "none, the report states the bound the data give"
-            if margin is None
-            else f"±{margin:g} pt"
-        )
-    ]
-    if margin is None:
-        return lines
-    configurations = plan.fixed_configurations(config)
-    family = max(1, sum(bool(plan.is_alds(plan.rate_of(config, p))) for p in configurations))
-    plans = []
-    for spread in SPREADS:
-        seeds = statistics.seeds_for(spread * margin / 100, margin / 100, family, report.power)
-        shown = [f"{n}" if n is not None else f">{statistics.MAX_SEEDS}" for n in seeds]
-        plans.append(f"paired std {spread * margin:g} pt: {shown[0]} and {shown[1]}")
-    lines.append(
-        f"seeds for each verdict with probability {report.power:g} (report.power) over "
-        f"{family} ALDS configuration(s) as one family, to show equivalence within "
-        f"±{margin:g} pt and to detect a difference of {margin:g} pt: "
-        + "; ".join(plans)
-        + f" (the sweep runs {len(config.seeds)}; the report plans again from the spread it "
-        "measures)"
-    )
-    return lines
 
 
 NOTED = 10  # configurations a note names one by one; a sampled sweep has thousands

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
-from orchestrator.study.counts import finished_count
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -124,6 +123,8 @@ class Report:
         """One line: how many trials are in which state."""
         c = self.counts
         total = sum(c.values())
+        from orchestrator.study.counts import finished_count  # Optuna: not for validate
+
         done = finished_count(c)
         return (
             f"{done} of {total} trials finished: {c['COMPLETE']} complete, {c['PRUNED']} pruned, "

@@ -17,22 +17,21 @@ number a verdict rests on comes from one procedure, Bonferroni over the family's
   1/n_test, and a zero spread is the measurement's, not certainty), or an interval wider than the
   accuracy scale. Such rows are outside the family.
 
-The unadjusted 95% interval stays beside them for reference; it decides nothing.
-:func:`plan_seeds` is the power analysis a verdict needs: the seeds for an 80% chance that the
-same rule shows equivalence, or detects a difference of the margin.
+The unadjusted 95% interval stays beside them for reference; it decides nothing. The seeds a
+verdict needs are ``planner``'s.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import stats
 
+from orchestrator.report.planner import ALPHA, CONFIDENCE, MIN_SEEDS
 from orchestrator.report.schema import is_missing
 
 __all__ = [
@@ -46,26 +45,16 @@ __all__ = [
     "SCALE",
     "TOO_FEW",
     "UNINFORMATIVE",
-    "SeedPlan",
     "equivalent_words",
     "interval",
     "judge",
     "judged_columns",
     "p_value",
     "paired_interval",
-    "plan_seeds",
-    "power_of_difference",
-    "power_of_equivalence",
-    "seeds_for",
-    "std_upper_bound",
 ]
 
-CONFIDENCE = 0.95
-ALPHA = 1.0 - CONFIDENCE
-MIN_SEEDS = 3  # the fewest paired seeds a verdict stands on: two give a spread of one number
 SCALE = 1.0  # accuracy's whole range: an interval wider than it says nothing
 _NO_SPREAD_STD = 1e-9  # below this, the paired differences are one value (float noise aside)
-MAX_SEEDS = 100_000  # the planner's search stops here: beyond it, "more than"
 
 TOO_FEW = f"too few seeds (fewer than {MIN_SEEDS})"
 NO_SPREAD = "no spread: test set too small?"
@@ -227,151 +216,3 @@ def judge(
 def judged_columns(margin: float | None) -> list[str]:
     """The columns :func:`judge` adds with ``margin`` (None: no equivalence test)."""
     return [c for c in JUDGED if margin is not None or not c.startswith("p_equivalence")]
-
-
-def std_upper_bound(std: float, n: int, confidence: float = CONFIDENCE) -> float:
-    """The one-sided upper confidence bound of a standard deviation estimated from ``n``
-    values: s·√((n − 1)/χ²(1 − confidence, n − 1)), about 2.4·s at n = 5 and 1.6·s at n = 10."""
-    return std * math.sqrt((n - 1) / stats.chi2.ppf(1 - confidence, n - 1))
-
-
-def power_of_difference(n: int, std: float, effect: float, alpha: float = ALPHA) -> float:
-    """The chance that the two-sided paired t-test at level ``alpha`` detects a true mean
-    difference ``effect`` with ``n`` pairs of standard deviation ``std`` (non-central t)."""
-    freedom = n - 1
-    critical = stats.t.ppf(1 - alpha / 2, freedom)
-    shift = effect * math.sqrt(n) / std
-    return float(stats.nct.sf(critical, freedom, shift) + stats.nct.cdf(-critical, freedom, shift))
-
-
-def power_of_equivalence(
-    n: int, std: float, margin: float, alpha: float = ALPHA, difference: float = 0.0
-) -> float:
-    """The chance that :func:`judge`'s rule at level ``alpha`` calls ``n`` pairs of standard
-    deviation ``std`` and true mean ``difference`` equivalent within ±``margin``: TOST accepts
-    (|mean| < margin − t(1 − α)·s/√n) and no difference is shown (|mean| < t(1 − α/2)·s/√n),
-    which takes precedence. Exact: the normal mean's chance integrated over the sample
-    variance's χ² distribution (Gauss-Legendre over all but 1e-12 of it)."""
-    freedom = n - 1
-    one_sided = float(stats.t.ppf(1 - alpha, freedom))
-    two_sided = float(stats.t.ppf(1 - alpha / 2, freedom))
-    error = std / math.sqrt(n)
-    # TOST accepts only for s below this.
-    limit = freedom * (margin / (one_sided * error)) ** 2
-    low = float(stats.chi2.ppf(1e-12, freedom))
-    high = min(limit, float(stats.chi2.isf(1e-12, freedom)))
-    if high <= low:
-        return 0.0
-    nodes, weights = _GAUSS_LEGENDRE
-    u = low + (high - low) * (nodes + 1) / 2
-    scale = error * np.sqrt(u / freedom)  # the sample's s/√n
-    reach = np.minimum(margin - one_sided * scale, two_sided * scale)
-    inside = special.ndtr((reach - difference) / error) - special.ndtr(
-        (-reach - difference) / error
-    )
-    density = stats.chi2.pdf(u, freedom)
-    value = (high - low) / 2 * float(np.sum(weights * density * np.clip(inside, 0.0, None)))
-    return min(max(value, 0.0), 1.0)
-
-
-_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(400)
-
-
-def _least_seeds(power: float, chance: Callable[[int], float]) -> int | None:
-    """The least n ≥ :data:`MIN_SEEDS` whose ``chance(n)`` reaches ``power`` (monotone in n);
-    None beyond :data:`MAX_SEEDS`."""
-    high = MIN_SEEDS
-    while chance(high) < power:
-        if high >= MAX_SEEDS:
-            return None
-        high = min(2 * high, MAX_SEEDS)
-    low = max(MIN_SEEDS, high // 2)
-    if chance(low) >= power:
-        return low
-    while high - low > 1:  # chance(low) < power <= chance(high)
-        middle = (low + high) // 2
-        low, high = (low, middle) if chance(middle) >= power else (middle, high)
-    return high
-
-
-@dataclass(frozen=True)
-class SeedPlan:
-    """The seeds a configuration needs, from a paired standard deviation and its upper bound.
-
-    ``equivalence`` and ``difference`` are (seeds at the estimated std, seeds at its upper 95%
-    bound): for ``power`` that the family-wise TOST shows equivalence within ±``margin`` when
-    the true difference is zero, and that the family-wise t-test detects a true difference of
-    the margin. None in a range: more than :data:`MAX_SEEDS`.
-    """
-
-    estimated_from: int
-    std: float
-    std_upper: float
-    margin: float
-    power: float
-    family_size: int
-    equivalence: tuple[int | None, int | None]
-    difference: tuple[int | None, int | None]
-
-    def describe(self) -> str:
-        """The plan in one line, in points and seeds."""
-
-        def seeds(pair: tuple[int | None, int | None]) -> str:
-            low, high = (f"{n}" if n is not None else f">{MAX_SEEDS}" for n in pair)
-            return low if low == high else f"{low}–{high}"
-
-        return (
-            f"{seeds(self.equivalence)} seeds to show equivalence within ±{100 * self.margin:g} "
-            f"pt, {seeds(self.difference)} to detect a difference of "
-            f"{100 * self.margin:g} pt ({100 * self.power:g}% power, family of "
-            f"{self.family_size}; paired std {100 * self.std:.2f} pt, upper 95% bound "
-            f"{100 * self.std_upper:.2f} pt, estimated from {self.estimated_from} seeds)"
-        )
-
-
-def seeds_for(
-    std: float, margin: float, family_size: int = 1, power: float = 0.8
-) -> tuple[int | None, int | None]:
-    """The least seeds for ``power`` that :func:`judge` over a family of ``family_size``
-    shows equivalence within ±``margin`` (true difference 0) and detects a true difference of
-    ``margin``, when the paired differences vary by ``std``.
-
-    Returns:
-        (seeds for equivalence, seeds for the difference); None beyond :data:`MAX_SEEDS`.
-    """
-    alpha = ALPHA / max(family_size, 1)
-    equivalence = functools.partial(power_of_equivalence, std=std, margin=margin, alpha=alpha)
-    difference = functools.partial(power_of_difference, std=std, effect=margin, alpha=alpha)
-    return _least_seeds(power, equivalence), _least_seeds(power, difference)
-
-
-def plan_seeds(
-    std: float, n: int, margin: float, family_size: int = 1, power: float = 0.8
-) -> SeedPlan | None:
-    """The seeds for ``power`` that the report's rule (:func:`judge`, over a family of
-    ``family_size``) reaches its verdict, from a paired std estimated on ``n`` seeds.
-
-    Args:
-        std: the paired differences' standard deviation (ddof 1), in accuracy.
-        n: the seeds it was estimated from; below :data:`MIN_SEEDS` no plan is made.
-        margin: the equivalence margin, in accuracy; also the difference to detect.
-        family_size: the comparisons judged together (each at α/m).
-        power: the chance wanted, in (0, 1).
-
-    Returns:
-        The :class:`SeedPlan`, or None (too few seeds, or no spread to plan from).
-    """
-    if n < MIN_SEEDS or is_missing(std) or std <= _NO_SPREAD_STD:
-        return None
-    upper = std_upper_bound(std, n)
-    at_std, at_upper = (seeds_for(spread, margin, family_size, power) for spread in (std, upper))
-    return SeedPlan(
-        estimated_from=n,
-        std=std,
-        std_upper=upper,
-        margin=margin,
-        power=power,
-        family_size=max(family_size, 1),
-        equivalence=(at_std[0], at_upper[0]),
-        difference=(at_std[1], at_upper[1]),
-    )
