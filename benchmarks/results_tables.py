@@ -44,10 +44,18 @@ def _p(value: float) -> str:
     return "–" if pd.isna(value) else f"{value:.3g}"
 
 
-def _arm(config: str) -> str:
-    """``alds.mode=factorize,alds.rate=0.2`` → ``factorize 0.2``."""
+def _arm(config: str, sweep: str) -> str:
+    """``alds.mode=factorize,alds.rate=0.2`` → ``factorize 0.2`` (the mode the sweep's YAML
+    fixes where it is not searched)."""
     parts = dict(part.split("=", 1) for part in config.split(","))
-    return " ".join(v for k, v in sorted(parts.items(), key=lambda kv: kv[0] != "alds.mode"))
+    mode = parts.pop("alds.mode", None) or _mode(sweep)
+    return " ".join([mode, *parts.values()])
+
+
+def _mode(sweep: str) -> str:
+    from orchestrator.sweep_file import load_config
+
+    return load_config(ROOT / "sweeps" / f"{sweep}.yaml").alds.mode
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -75,7 +83,7 @@ def headline() -> str:
     rows = [
         [
             SCOPES.get(row["sweep"], row["sweep"]),
-            _arm(row["config"]),
+            _arm(row["config"], row["sweep"]),
             f"{_pct(row['sparsity_low'], 1)}–{_pct(row['sparsity_high'], 1)}%",
             _pt(row["difference_mean"]),
             _interval(row["adjusted_ci_low"], row["adjusted_ci_high"]),
@@ -95,7 +103,7 @@ def sensitivity() -> str:
     rows = [
         [
             SCOPES.get(row["sweep"], row["sweep"]),
-            _arm(row["config"]),
+            _arm(row["config"], row["sweep"]),
             _pt(row["difference_mean"]),
             _pct(row["equivalence_bound"]),
             *[_verdict(row[m]) for m in margins],
@@ -110,7 +118,7 @@ def _endpoint(sweep: str) -> str:
     table = _csv(sweep, "endpoint")
     rows = [
         [
-            _arm(row["config"]),
+            _arm(row["config"], sweep),
             _pct(row["auc_mean"]),
             _pct(row["baseline_auc_mean"]),
             _pt(row["difference_mean"]),
@@ -157,7 +165,7 @@ def _magnitudes(sweep: str) -> str:
     table = _csv(sweep, "magnitudes")
     rows = [
         [
-            _arm(row["config"]),
+            _arm(row["config"], sweep),
             *[
                 part
                 for decile in ("smallest", "largest")
@@ -178,7 +186,7 @@ def collapse() -> str:
     table = _csv("fashion_mnist_collapse", "collapse")
     rows = [
         [
-            _arm(row["config"]),
+            _arm(row["config"], "fashion_mnist_collapse"),
             f"{int(row['collapsed'])} of {int(row['n'])}",
             "–" if pd.isna(row["sparsity_median"]) else f"{_pct(row['sparsity_median'])}%",
             "–"
@@ -205,10 +213,7 @@ def conv_layers() -> str:
         "alds.mode=factorize,alds.rate=0.6": "factorize 0.6",
     }
     at = table.drop_duplicates("config").set_index("config")["sparsity"]
-    order = list(dict.fromkeys(table.sort_values("layer")["layer"]))
-    order = [layer for layer in order if layer.startswith("features")] + [
-        layer for layer in order if not layer.startswith("features")
-    ]
+    order = table["layer"].unique()
     cells = table.set_index(["config", "layer"])
     rows = []
     for layer in sorted(order, key=lambda name: (not name.startswith("features"), _index(name))):

@@ -10,6 +10,8 @@ spread and seeds (TOST at 0.05/m over the table's family), independently of the 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -91,3 +93,14 @@ def test_the_published_tables_are_what_the_code_computes(sweep: str) -> None:
             pd.testing.assert_series_equal(
                 theirs, ours, check_dtype=False, check_names=False, obj=f"{sweep} {name}.{column}"
             )
+
+
+def test_the_tables_quoted_in_results_md_are_the_published_ones() -> None:
+    # docs/results.md quotes its tables through benchmarks/results_tables.py, rounded once.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "results_tables.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, "run benchmarks/results_tables.py: " + result.stderr[-2000:]
