@@ -22,6 +22,7 @@ from scipy import special
 
 from orchestrator import plan
 from orchestrator.config import SweepConfig
+from orchestrator.trial.spec import TrialSpec
 
 __all__ = [
     "ALPHA",
@@ -230,7 +231,8 @@ def declared_plan(config: SweepConfig) -> list[str]:
     if margin is None:
         return lines
     configurations = plan.fixed_configurations(config)
-    family = max(1, sum(bool(plan.is_alds(plan.rate_of(config, p))) for p in configurations))
+    seed = config.seeds[0]
+    family = max(1, sum(TrialSpec(config, p, seed).is_alds for p in configurations))
     plans = []
     for spread in SPREADS:
         seeds = seeds_for(spread * margin / 100, margin / 100, family, report.power)
