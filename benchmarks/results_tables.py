@@ -48,6 +48,8 @@ def _arm(config: str, sweep: str) -> str:
     """``alds.mode=factorize,alds.rate=0.2`` → ``factorize 0.2`` (the mode the sweep's YAML
     fixes where it is not searched)."""
     parts = dict(part.split("=", 1) for part in config.split(","))
+    if float(parts.get("alds.rate", "nan")) == 0:
+        return "IMP only"
     mode = parts.pop("alds.mode", None) or _mode(sweep)
     return " ".join([mode, *parts.values()])
 
