@@ -16,7 +16,7 @@ import pandas as pd
 
 from orchestrator.config import ConfigError
 from orchestrator.report import statistics
-from orchestrator.report.render import cells, latex_table, markdown_table, write_json
+from orchestrator.report.render import cells, latex_table, markdown_table, write_data
 from orchestrator.report.schema import NUMERIC, Column
 from orchestrator.report.tables import judgement_columns
 
@@ -152,12 +152,7 @@ def write_family(
     }
     written = []
     for name, (table, columns) in shown.items():
-        if "csv" in formats:
-            table.to_csv(output / f"{name}.csv", index=False)
-            written.append(output / f"{name}.csv")
-        if "json" in formats:
-            write_json(table, output / f"{name}.json")
-            written.append(output / f"{name}.json")
+        written += write_data(table, output / name, formats)
         if "latex" in formats:
             paper = [c for c in columns if c.paper]
             (output / f"{name}.tex").write_text(

@@ -40,6 +40,7 @@ __all__ = [
     "plan_markdown",
     "present",
     "write",
+    "write_data",
     "write_json",
 ]
 
@@ -271,12 +272,7 @@ def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
         figure.savefig(path, dpi=150)
         written.append(path)
     for name, table in report.tables.items():
-        if "csv" in formats:
-            table.to_csv(output / f"{name}.csv", index=False)
-            written.append(output / f"{name}.csv")
-        if "json" in formats:
-            write_json(table, output / f"{name}.json")
-            written.append(output / f"{name}.json")
+        written += write_data(table, output / name, formats)
         spec = table_spec(name)
         if "latex" in formats and spec is not None and spec.presented:
             path = output / f"{name}.tex"
@@ -292,6 +288,23 @@ def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
     if "html" in formats:
         written.append(output / "report.html")
         written[-1].write_text(_html_document(report, output, shown))
+    return written
+
+
+def write_data(table: pd.DataFrame, stem: Path, formats: Sequence[str]) -> list[Path]:
+    """A table as data, complete and unrounded: ``<stem>.csv`` and ``<stem>.json``, those of
+    ``formats`` asks for.
+
+    Returns:
+        The files written.
+    """
+    written = []
+    if "csv" in formats:
+        table.to_csv(stem.with_suffix(".csv"), index=False)
+        written.append(stem.with_suffix(".csv"))
+    if "json" in formats:
+        write_json(table, stem.with_suffix(".json"))
+        written.append(stem.with_suffix(".json"))
     return written
 
 
