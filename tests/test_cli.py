@@ -184,3 +184,24 @@ def test_validate_plans_the_seeds_for_the_declared_margin(tmp_path: Path) -> Non
         equivalence, difference = planner.seeds_for(spread / 100, 0.005, 2, 0.9)
         assert f"paired std {spread:g} pt: {equivalence} and {difference}" in text
     assert "the sweep runs 3" in text
+
+
+def test_report_refuses_several_sweeps_without_an_output_and_an_export_without_a_sweep(
+    tmp_path: Path,
+) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("name: a\n")
+    second.write_text("name: b\n")
+    result = CliRunner().invoke(main, ["report", str(first), str(second)])
+    assert result.exit_code == 2 and "several sweeps need --output" in result.output
+    result = CliRunner().invoke(main, ["report", "--from-export", "--output", str(tmp_path)])
+    assert result.exit_code == 2 and "give its SWEEP.yaml" in result.output
+    # An export of another sweep is named, column and file.
+    (tmp_path / "trials.csv").write_text("number,state,seed\n0,COMPLETE,0\n")
+    (tmp_path / "steps.csv").write_text("trial,step\n0,0\n")
+    third = tmp_path / "c.yaml"
+    third.write_text("name: c\nsearch: {space: {alds.rate: {choices: [0.0, 0.5]}}}\n")
+    result = CliRunner().invoke(
+        main, ["report", str(third), "--from-export", "--output", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "has no column alds.rate" in result.output

@@ -9,6 +9,7 @@ spread and seeds (TOST at 0.05/m over the table's family), independently of the 
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import sys
@@ -42,6 +43,14 @@ def _judged_parts(table: pd.DataFrame) -> list[pd.DataFrame]:
     return parts
 
 
+@functools.cache
+def _rebuilt(sweep: str, levels: tuple[float, ...] | None = None) -> reports.Report:
+    """A published report computed again from its export, once per test session."""
+    config = load_config(ROOT / "sweeps" / f"{sweep}.yaml")
+    folder = ROOT / "docs" / "results" / sweep
+    return reports.rebuild(folder, config, **({"levels": levels} if levels else {}))
+
+
 def test_the_published_reports_are_found() -> None:
     assert len(PUBLISHED) >= 4
 
@@ -50,7 +59,7 @@ def test_the_published_reports_are_found() -> None:
 def test_no_published_verdict_disagrees_with_its_own_numbers(sweep: str) -> None:
     config = load_config(ROOT / "sweeps" / f"{sweep}.yaml")
     margin = config.report.margin / 100 if config.report.margin is not None else None
-    result = reports.rebuild(ROOT / "docs" / "results" / sweep, config)
+    result = _rebuilt(sweep, _published_levels(sweep))
     checked = 0
     for name, table in result.tables.items():
         for part in _judged_parts(table):
@@ -75,11 +84,8 @@ def test_no_published_verdict_disagrees_with_its_own_numbers(sweep: str) -> None
 def test_the_published_tables_are_what_the_code_computes(sweep: str) -> None:
     """Republished after every change of the statistics: each published verdict and adjusted
     p is the one the code gives the published steps."""
-    config = load_config(ROOT / "sweeps" / f"{sweep}.yaml")
     folder = ROOT / "docs" / "results" / sweep
-    # The levels it was published at (the global sweep's reach 99%).
-    levels = tuple(pd.read_csv(folder / "at_sparsity.csv")["sparsity"].unique())
-    result = reports.rebuild(folder, config, levels=levels)
+    result = _rebuilt(sweep, _published_levels(sweep))
     for name, table in result.tables.items():
         judged = [c for c in map(str, table) if c.endswith(("verdict", "p_adjusted"))]
         if not judged or not (folder / f"{name}.csv").is_file():
@@ -104,3 +110,9 @@ def test_the_tables_quoted_in_results_md_are_the_published_ones() -> None:
         check=False,
     )
     assert result.returncode == 0, "run benchmarks/results_tables.py: " + result.stderr[-2000:]
+
+
+def _published_levels(sweep: str) -> tuple[float, ...]:
+    """The sparsities a report was published at (the global sweeps' reach 99%)."""
+    at = pd.read_csv(ROOT / "docs" / "results" / sweep / "at_sparsity.csv")
+    return tuple(float(level) for level in at["sparsity"].unique())

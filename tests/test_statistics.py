@@ -335,3 +335,16 @@ def test_collapse_is_the_first_step_at_chance_or_with_an_empty_layer() -> None:
     calm = calm.set_index("config")
     assert calm.loc["alds.rate=0.0", "collapsed"] == 0
     assert calm.loc["alds.rate=0.5", "verdict"] == "only ALDS collapsed"
+
+
+def test_pairs_with_no_range_in_common_are_said_so_not_judged() -> None:
+    # ALDS 0.5 covers S1–S3 and its twin 0–0.75; ALDS 0.8 and its own twin only 0.8–0.9.
+    high = {seed: [(0.0, 0.9), (0.8, 0.85), (0.9, 0.84)] for seed in (0, 1, 2)}
+    later = {seed: [(0.0, 0.9), (0.8, 0.86), (0.9, 0.83)] for seed in (0, 1, 2)}
+    steps = hand_built({0.0: BASELINE, 0.5: ALDS, 0.1: high, 0.8: later})
+    pairs = {"alds.rate=0.5": "alds.rate=0.0", "alds.rate=0.8": "alds.rate=0.1"}
+    table = compare.endpoint_table(steps, pairs, margin=0.005)
+    assert (table["verdict"] == compare.NO_COMMON_RANGE).all()
+    assert table["sparsity_low"].isna().all() and table["difference_mean"].isna().all()
+    # Each pair's own range still stands beside it.
+    assert table["pair_difference_mean"].notna().all()

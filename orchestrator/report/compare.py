@@ -357,7 +357,8 @@ def endpoint_table(
         alds, imp, differences = (
             _means_between(ours, theirs, seeds, common_low, common_high) if shared else ([], [], [])
         )
-        own = _means_between(ours, theirs, seeds, low, high)[2]
+        same = shared and (low, high) == (common_low, common_high)
+        own = differences if same else _means_between(ours, theirs, seeds, low, high)[2]
         interval, own_interval = paired_interval(differences), paired_interval(own)
         rows.append(
             {

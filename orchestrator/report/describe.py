@@ -218,6 +218,12 @@ def magnitude_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFra
 COLLAPSED = 0.01  # a layer with at most this share of its weights left is emptied
 
 
+def _layer_columns(steps: pd.DataFrame) -> list[str]:
+    """The steps' ``remaining/<layer>`` columns, in order."""
+    prefix = stored_names.layer_remaining("")
+    return [c for c in steps if isinstance(c, str) and c.startswith(prefix)]
+
+
 def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
     """Each layer's remaining weights at each configuration's last step (the seed's third
     guess: does IMP empty a layer, and does ALDS prevent it?).
@@ -230,7 +236,7 @@ def layer_table(steps: pd.DataFrame, pairs: Mapping[str, str]) -> pd.DataFrame:
     stored as full matrices (and regain full rank in the fine-tuning).
     """
     prefix = stored_names.layer_remaining("")
-    layers = [c for c in steps if isinstance(c, str) and c.startswith(prefix)]
+    layers = _layer_columns(steps)
     columns = ["config", "baseline", "step", "sparsity", "layer", *_LAYER]
     if steps.empty or not layers:
         return pd.DataFrame(columns=columns)
@@ -296,8 +302,6 @@ def collapse_table(
     """
     columns = ["config", "baseline", "n", "collapsed", "sparsity_median", "sparsity_min"]
     columns += ["sparsity_max", "reached_max", "reason", *_COLLAPSE_DIFFERENCE]
-    if steps.empty:
-        return _judged(pd.DataFrame(columns=columns), None, words=_COLLAPSE_WORDS, scale=math.inf)
     per_seed = _collapse_points(steps, chance)
     rows = []
     for config, seeds in per_seed.groupby("config", sort=True):
@@ -360,7 +364,7 @@ def _collapse_points(steps: pd.DataFrame, chance: float | None) -> pd.DataFrame:
     """Per trial: whether and where it collapsed (its first collapsed step), else the last step
     it reached."""
     prefix = stored_names.layer_remaining("")
-    layers = [c for c in steps if isinstance(c, str) and c.startswith(prefix)]
+    layers = _layer_columns(steps)
     ordered = steps.sort_values(["trial", "step"], kind="stable")
     at_chance = (
         ordered["accuracy"] <= chance + CHANCE_SLACK
@@ -388,4 +392,6 @@ def _collapse_points(steps: pd.DataFrame, chance: float | None) -> pd.DataFrame:
                 "reason": reason,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(
+        rows, columns=["config", "seed", "collapsed", "sparsity", "remaining", "reason"]
+    )

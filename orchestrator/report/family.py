@@ -78,9 +78,11 @@ def sensitivity_table(
     table = stacked[["sweep", "config", "difference_mean", "paired_n"]].copy()
     if stacked.empty:
         return table
-    table["equivalence_bound"] = statistics.judge(stacked)["equivalence_bound"]
     for margin in margins:
-        table[_verdict_at(margin)] = statistics.judge(stacked, margin)["verdict"]
+        judged = statistics.judge(stacked, margin)
+        table[_verdict_at(margin)] = judged["verdict"]
+    # The bound does not depend on the margin.
+    table.insert(4, "equivalence_bound", judged["equivalence_bound"])
     return table
 
 
@@ -137,8 +139,8 @@ def write_family(
     Args:
         endpoints: each sweep's endpoint table, by sweep name.
         output: the folder (created).
-        formats: of csv, json, latex, md, html (html is written as Markdown's neighbour:
-            the Markdown document covers both tables).
+        formats: of csv, json, latex and md (``family.md`` holds both tables); html has no
+            family page.
         margin: the equivalence margin the family is judged with, in accuracy.
         margins: the sensitivity table's margins.
 
@@ -159,7 +161,7 @@ def write_family(
                 latex_table(cells(table, paper), [c.kind in NUMERIC for c in paper])
             )
             written.append(output / f"{name}.tex")
-    if "md" in formats or "html" in formats:
+    if "md" in formats:
         written.append(output / "family.md")
         written[-1].write_text(_markdown(shown, endpoints, margin))
     return written

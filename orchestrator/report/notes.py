@@ -62,20 +62,21 @@ def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) ->
     seeds gets none, and without a margin there is nothing to plan for."""
     if margin is None or endpoint.empty:
         return []
-    family = int(endpoint["family_size"].max()) if "family_size" in endpoint else len(endpoint)
-    notes: list[str] = []
-    unplanned: list[str] = []
-    for row in endpoint.to_dict("records"):
-        found = planner.plan_seeds(
-            row["difference_std"], int(row["paired_n"]), margin, family, power
-        )
-        if found is None:
-            unplanned.append(row["config"])
-        elif len(notes) < NOTED:
+    family = int(endpoint["family_size"].max())
+    plannable = (endpoint["paired_n"] >= planner.MIN_SEEDS) & (
+        endpoint["difference_std"] > planner.NO_SPREAD_STD
+    )
+    # Only the plans shown are computed: a sampled sweep has thousands of configurations.
+    notes = []
+    for row in endpoint[plannable].head(NOTED).to_dict("records"):
+        std, n = row["difference_std"], int(row["paired_n"])
+        found = planner.plan_seeds(std, n, margin, family, power)
+        if found is not None:
             notes.append(f"seeds for {row['config']}: {found.describe()}")
+    unplanned = list(endpoint.loc[~plannable, "config"])
     planned = len(endpoint) - len(unplanned)
     if planned > NOTED:
-        notes.append(f"{planned - NOTED} more configurations planned alike (not listed)")
+        notes.append(f"{planned - NOTED} more configurations can be planned (not listed)")
     if unplanned:
         notes.append(
             f"no seed plan for {len(unplanned)} configuration(s) with fewer than "

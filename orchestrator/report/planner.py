@@ -21,7 +21,7 @@ import numpy as np
 from scipy import special
 
 from orchestrator import plan
-from orchestrator.config import SweepConfig
+from orchestrator.config import DEFAULT_POWER, SweepConfig
 from orchestrator.trial.spec import TrialSpec
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "CONFIDENCE",
     "MAX_SEEDS",
     "MIN_SEEDS",
+    "NO_SPREAD_STD",
     "SPREADS",
     "SeedPlan",
     "declared_plan",
@@ -43,7 +44,7 @@ CONFIDENCE = 0.95
 ALPHA = 1.0 - CONFIDENCE
 MIN_SEEDS = 3  # the fewest paired seeds a verdict stands on: two give a spread of one number
 MAX_SEEDS = 100_000  # the planner's search stops here: beyond it, "more than"
-_NO_SPREAD_STD = 1e-9  # as statistics': below this, the differences are one value
+NO_SPREAD_STD = 1e-9  # below this, paired differences are one value (float noise aside)
 
 
 def _t_quantile(probability: float, freedom: int) -> float:
@@ -108,6 +109,11 @@ def power_of_equivalence(
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(400)
 
 
+def _seeds_text(n: int | None) -> str:
+    """A planned number of seeds, or "more than" the planner's bound."""
+    return f"{n}" if n is not None else f">{MAX_SEEDS}"
+
+
 def _least_seeds(power: float, chance: Callable[[int], float]) -> int | None:
     """The least n ≥ :data:`MIN_SEEDS` whose ``chance(n)`` reaches ``power`` (monotone in n);
     None beyond :data:`MAX_SEEDS`."""
@@ -148,7 +154,7 @@ class SeedPlan:
         """The plan in one line, in points and seeds."""
 
         def seeds(pair: tuple[int | None, int | None]) -> str:
-            low, high = (f"{n}" if n is not None else f">{MAX_SEEDS}" for n in pair)
+            low, high = (_seeds_text(n) for n in pair)
             return low if low == high else f"{low}–{high}"
 
         return (
@@ -161,7 +167,7 @@ class SeedPlan:
 
 
 def seeds_for(
-    std: float, margin: float, family_size: int = 1, power: float = 0.8
+    std: float, margin: float, family_size: int = 1, power: float = DEFAULT_POWER
 ) -> tuple[int | None, int | None]:
     """The least seeds for ``power`` that :func:`statistics.judge` over a family of ``family_size``
     shows equivalence within ±``margin`` (true difference 0) and detects a true difference of
@@ -177,7 +183,7 @@ def seeds_for(
 
 
 def plan_seeds(
-    std: float, n: int, margin: float, family_size: int = 1, power: float = 0.8
+    std: float, n: int, margin: float, family_size: int = 1, power: float = DEFAULT_POWER
 ) -> SeedPlan | None:
     """The seeds for ``power`` that the report's rule (:func:`statistics.judge`, over a family of
     ``family_size``) reaches its verdict, from a paired std estimated on ``n`` seeds.
@@ -192,7 +198,7 @@ def plan_seeds(
     Returns:
         The :class:`SeedPlan`, or None (too few seeds, or no spread to plan from).
     """
-    if n < MIN_SEEDS or not std > _NO_SPREAD_STD:
+    if n < MIN_SEEDS or not std > NO_SPREAD_STD:
         return None
     upper = std_upper_bound(std, n)
     at_std, at_upper = (seeds_for(spread, margin, family_size, power) for spread in (std, upper))
@@ -236,7 +242,7 @@ def declared_plan(config: SweepConfig) -> list[str]:
     plans = []
     for spread in SPREADS:
         seeds = seeds_for(spread * margin / 100, margin / 100, family, report.power)
-        shown = [f"{n}" if n is not None else f">{MAX_SEEDS}" for n in seeds]
+        shown = [_seeds_text(n) for n in seeds]
         plans.append(f"paired std {spread * margin:g} pt: {shown[0]} and {shown[1]}")
     lines.append(
         f"seeds for each verdict with probability {report.power:g} (report.power) over "

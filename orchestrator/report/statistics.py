@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from orchestrator.report.planner import ALPHA, CONFIDENCE, MIN_SEEDS
+from orchestrator.report.planner import ALPHA, CONFIDENCE, MIN_SEEDS, NO_SPREAD_STD
 from orchestrator.report.schema import is_missing
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 SCALE = 1.0  # accuracy's whole range: an interval wider than it says nothing
-_NO_SPREAD_STD = 1e-9  # below this, the paired differences are one value (float noise aside)
 
 TOO_FEW = f"too few seeds (fewer than {MIN_SEEDS})"
 NO_SPREAD = "no spread: test set too small?"
@@ -106,7 +105,7 @@ def paired_interval(differences: pd.Series | Sequence[float]) -> tuple[float, fl
 def p_value(mean: float, std: float, n: int) -> float:
     """The two-sided p-value of a paired t-test of ``mean`` against zero; NaN below two pairs
     or where the differences do not vary (no test is possible, :data:`NO_SPREAD`)."""
-    if n < 2 or is_missing(std) or is_missing(mean) or std <= _NO_SPREAD_STD:
+    if n < 2 or is_missing(std) or is_missing(mean) or std <= NO_SPREAD_STD:
         return math.nan
     t = mean / (std / math.sqrt(n))
     return float(2 * stats.t.sf(abs(t), n - 1))
@@ -160,7 +159,7 @@ def judge(
     # every row at once: a sampled sweep's step-by-step table has 10^5 rows.
     known = ~(np.isnan(means) | np.isnan(stds))
     reason = np.where(
-        (counts < MIN_SEEDS) | ~known, TOO_FEW, np.where(stds <= _NO_SPREAD_STD, NO_SPREAD, "")
+        (counts < MIN_SEEDS) | ~known, TOO_FEW, np.where(stds <= NO_SPREAD_STD, NO_SPREAD, "")
     )
     member = reason == ""
     members = int(member.sum())
