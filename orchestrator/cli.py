@@ -187,6 +187,11 @@ def validate(sweep: Path) -> None:
     # Fixed before any data: what the report's verdict on the sweep's question rests on.
     for line in declared_plan(config):
         console.print(line)
+    if config.sequential is not None:
+        from orchestrator.report.looks import plan_lines
+
+        for line in plan_lines(config):
+            console.print(line)
     for warning in config.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
 
@@ -487,8 +492,8 @@ def status(
     from orchestrator.study import growth, snapshot
 
     study, config, _ = _open_study(sweep, study_name, storage_url)
-    # One read of the study serves every table.
-    stored = snapshot.trials(study)
+    # One read of the study serves every table (a sequential sweep's looks read the curves).
+    stored = snapshot.trials(study, curves=config.sequential is not None)
     asked = growth.in_sweep(config, stored)
     console = Console()
     console.print(progress.render(progress.rows(study, config, asked), config))

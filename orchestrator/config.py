@@ -45,6 +45,7 @@ __all__ = [
     "ReportConfig",
     "SearchConfig",
     "SearchRange",
+    "SequentialConfig",
     "SlurmConfig",
     "SweepConfig",
     "SyntheticConfig",
@@ -546,6 +547,36 @@ class ReportConfig(Section):
         return None if self.primary == PRIMARY_AUC else float(self.primary)
 
 
+class SequentialConfig(Section):
+    """A sweep that decides (``report.sequential``): seeds are added, a round at a time, only
+    to the ALDS configurations whose comparison with their IMP-only twin is still open, until
+    each is decided or has ``max_seeds``.
+
+    Not part of any trial's identity nor of the study's: it chooses which trials run, not what
+    one computes.
+    """
+
+    max_seeds: int = Field(
+        ge=1,
+        le=1000,
+        description="the most seeds a configuration gets; the listed seeds are the first look, "
+        "new ones continue upward from the largest listed one",
+    )
+    step: int = Field(1, ge=1, le=100, description="seeds added per look")
+    alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description="the family-wise error rate, over the sweep's ALDS configurations and all "
+        "looks",
+    )
+    spending: Literal["pocock", "obrien-fleming"] = Field(
+        "pocock",
+        description="how alpha is spent over the looks: Lan-DeMets' function of the Pocock "
+        "type (decides early where the answer is clear) or of the O'Brien-Fleming type",
+    )
+
+
 class SweepConfig(Section):
     """A whole sweep, as read from its YAML file."""
 
@@ -560,14 +591,17 @@ class SweepConfig(Section):
     execution: ExecutionConfig = ExecutionConfig()
     tracking: TrackingConfig = TrackingConfig()
     report: ReportConfig = ReportConfig()
+    sequential: SequentialConfig | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         document = handler(self)
         # An unset report section is left out, so every hash of a config written before the
-        # section existed stays what it was.
+        # section existed stays what it was; so is an unset sequential section.
         if self.report == ReportConfig() and not (info.context or {}).get("expanded"):
             document.pop("report", None)
+        if self.sequential is None and not (info.context or {}).get("expanded"):
+            document.pop("sequential", None)
         return document
 
     @field_validator("seeds")
@@ -598,6 +632,31 @@ class SweepConfig(Section):
             return SweepConfig.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc, "params", SweepConfig)) from None
+
+    @model_validator(mode="after")
+    def _sequential(self) -> SweepConfig:
+        if self.sequential is None:
+            return self
+        if self.report.margin is None:
+            raise ValueError(
+                "sequential needs report.margin: the margin decides which configurations are "
+                "equivalent"
+            )
+        if self.sequential.max_seeds < len(self.seeds):
+            raise ValueError(
+                f"sequential.max_seeds ({self.sequential.max_seeds}) is smaller than the "
+                f"{len(self.seeds)} listed seeds (the first look)"
+            )
+        return self
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed the sweep may run: the listed ones and, for a sequential sweep, those a
+        look may add (upward from the largest listed one, up to ``sequential.max_seeds``)."""
+        if self.sequential is None:
+            return self.seeds
+        more = self.sequential.max_seeds - len(self.seeds)
+        return (*self.seeds, *range(max(self.seeds) + 1, max(self.seeds) + 1 + more))
 
     @model_validator(mode="after")
     def _space_paths(self) -> SweepConfig:

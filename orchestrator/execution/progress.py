@@ -47,7 +47,22 @@ def rows(
     if len(study.directions) == 1 and values:
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         best = max(values) if maximize else min(values)
-    return {"counts": counts, "running": running, "best": best, "twins": counts_of.twins(trials)}
+    found: dict[str, Any] = {
+        "counts": counts,
+        "running": running,
+        "best": best,
+        "twins": counts_of.twins(trials),
+    }
+    if config.sequential is not None and config.report.margin is not None:
+        from orchestrator.report import looks
+
+        # A sequential sweep's size is what its looks have queued so far.
+        found["queued_so_far"] = len(trials)
+        found["decisions"] = [
+            f"{state.config}: {state.describe(config.report.margin / 100)}"
+            for state in looks.look(config, trials)
+        ]
+    return found
 
 
 def _worker(trial: FrozenTrial) -> str:
@@ -61,8 +76,9 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
     counts = progress["counts"]
     done = counts_of.finished_count(counts)
     best = "-" if progress["best"] is None else f"{progress['best']:.4f}"
+    expected = progress.get("queued_so_far", plan.total_trials(config) + progress.get("twins", 0))
     head = Text(
-        f"{config.name}: done {done}/{plan.total_trials(config) + progress.get('twins', 0)} · "
+        f"{config.name}: done {done}/{expected} · "
         f"complete {counts['COMPLETE']} · "
         f"running {counts['RUNNING']} · pruned {counts['PRUNED']} · failed {counts['FAIL']} · "
         f"queued {counts['WAITING']} · best {best}"
@@ -77,7 +93,12 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
                 for c in ("trial", "worker", "device", "seed", "params", "step", "elapsed")
             )
         )
-    return Group(head, table) if progress["running"] else Group(head)
+    parts: list[Any] = [head]
+    if progress.get("decisions"):
+        parts.append(Text("\n".join(progress["decisions"])))
+    if progress["running"]:
+        parts.append(table)
+    return Group(*parts)
 
 
 def summary(

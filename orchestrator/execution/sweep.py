@@ -26,7 +26,7 @@ from orchestrator.trial import identity
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prepared", "Workers", "assess", "close", "follow", "prepare", "preview"]
+__all__ = ["Prepared", "Workers", "assess", "close", "follow", "looked", "prepare", "preview"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,24 @@ def assess(
     if storage is not None and config.execution.reuse != "off":
         own = config.name if besides == "" else besides
         elsewhere = reuse.finished_keys(storage, besides=own)
-    return growth.assess(config, trials, keys_of, elsewhere, keyless_match=keyless_match)
+    return growth.assess(
+        config,
+        trials,
+        keys_of,
+        elsewhere,
+        keyless_match=keyless_match,
+        seeds_of=looked(config, trials),
+    )
+
+
+def looked(config: SweepConfig, trials: Sequence[FrozenTrial]) -> dict[str, tuple[int, ...]] | None:
+    """A sequential sweep's seeds per configuration at its latest look (``report.looks``);
+    None for a sweep of fixed seeds."""
+    if config.sequential is None:
+        return None
+    from orchestrator.report import looks
+
+    return looks.needs(config, looks.look(config, growth.in_sweep(config, trials)))
 
 
 def preview(config: SweepConfig, storage_url: str, device: Callable[[], str]) -> Growth:

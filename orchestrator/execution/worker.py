@@ -22,10 +22,11 @@ from optuna.trial import TrialState
 
 from orchestrator import stopping, stored_names, tracking, workspace
 from orchestrator.config import ConfigError
-from orchestrator.execution import lifecycle
+from orchestrator.execution import lifecycle, sweep
 from orchestrator.execution.lifecycle import WorkerContext, run_claimed
 from orchestrator.study import queue, study as studies
 from orchestrator.tracking.runs import SweepTracker
+from orchestrator.trial import identity
 from orchestrator.trial.cache import CheckpointCache
 
 RESUBMIT_FLUSH_SECONDS = 30.0  # MLflow sending before a task requeues itself
@@ -116,6 +117,23 @@ class Worker:
         wait honours too (:mod:`orchestrator.stopping`)."""
         return stopping.requested()
 
+    def look(self) -> int:
+        """A sequential sweep's look (``report.looks``): decide what the finished trials
+        decide and enqueue the seeds the open configurations need next, under the storage's
+        creation lock, so that two workers finishing a round at once enqueue it once. Any
+        worker may look at any time: the decisions are a function of the finished trials.
+
+        Returns:
+            The trials enqueued (0 for a sweep of fixed seeds).
+        """
+        if self.config.sequential is None:
+            return 0
+        device = identity.device_class(self.context.device)
+        with studies.creation_lock(self.context.storage_url):
+            trials = self.study.get_trials(deepcopy=False)
+            found = sweep.assess(self.config, self.context.storage, trials, lambda: device)
+            return queue.fill_queue(self.study, self.config, found)
+
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
         done = self.done = 0
@@ -129,7 +147,7 @@ class Worker:
                 claimed = queue.claim_trial(self.study)
                 if claimed is None:
                     running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    if not running:
+                    if not running and not self.look():
                         break
                     # A running trial elsewhere may still fail and be re-queued as a retry.
                     stopping.sleep(lifecycle.POLL_SECONDS)
@@ -139,6 +157,7 @@ class Worker:
                 with queue.Heartbeat(self.context.storage, trial):
                     run_claimed(self.context, trial, retry_of)
                 done = self.done = done + 1
+                self.look()
         finally:
             flush_seconds = float(os.environ.get("ORCHESTRATE_TRACKING_FLUSH_SECONDS", "300"))
             if self.resubmit:  # the time limit is near: what is not sent stays in the spool

@@ -16,7 +16,7 @@ import pandas as pd
 
 from orchestrator import plan, stored_names
 from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.report import tables
+from orchestrator.report import looks, tables
 from orchestrator.report.exported import read_export
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.notes import collapse_notes, planner_notes, report_notes
@@ -337,6 +337,9 @@ def _inputs(
         margin=margin,
         primary_level=config.report.level,
         chance=_chance(config),
+        decide=functools.partial(looks.decisions_table, config, params=params)
+        if config.sequential is not None
+        else None,
     )
 
 

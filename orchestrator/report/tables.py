@@ -73,6 +73,9 @@ class Inputs:
     margin: float | None = None  # the equivalence margin (TOST), in accuracy; None: no test
     primary_level: float | None = None  # report.primary at one sparsity; None: the AUC
     chance: float | None = None  # a guess's accuracy, 1/classes: the collapse table's floor
+    # A sequential sweep's decisions from the labelled steps (report.looks.decisions_table,
+    # with the sweep's config); None: a sweep of fixed seeds, an empty table.
+    decide: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     # The control trials (imp.controls) and their labelled steps, with each one's ``twin``:
     # kept out of ``trials`` and ``steps``, compared with their twins alone (controls_table).
     control_trials: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -346,6 +349,23 @@ def _plain_trials(table: pd.DataFrame) -> pd.DataFrame:
 
 # Every table of the report, in the order it shows them; a table is written as <name>.csv etc.
 TABLES = (
+    TableSpec(
+        "decisions",
+        "Decisions of the sequential design, per ALDS configuration against its IMP-only twin",
+        lambda inputs: inputs.decide(inputs.complete) if inputs.decide else pd.DataFrame(),
+        lambda report: [
+            Column("configuration", "config", "arm"),
+            Column("decision", "decision"),
+            Column("look", "look", "int"),
+            Column("seeds", "seeds", "int"),
+            Column("Δ (pt)", "difference_mean", "points", "difference_std"),
+            Column("repeated CI (pt)", "ci_low", "points", upper="ci_high"),
+            Column("its level", "ci_level", "ratio"),
+            Column("fixed design (seeds)", "fixed_seeds", "int"),
+            Column("seeds saved", "trials_saved", "int"),
+            Column("planned", "planned", paper=False),
+        ],
+    ),
     TableSpec(
         "endpoint",
         "The primary endpoint: mean accuracy over the sparsity range every configuration reaches",

@@ -106,6 +106,7 @@ def assess(
     finished_elsewhere: Iterable[str],
     *,
     keyless_match: bool = False,
+    seeds_of: Mapping[str, Sequence[int]] | None = None,
 ) -> Growth:
     """Sort the trials ``config`` asks for by what answers them.
 
@@ -116,6 +117,8 @@ def assess(
         finished_elsewhere: the keys of COMPLETE results in the storage's other studies.
         keyless_match: let a finished trial without a key (run by a version before keys)
             answer its configuration and seed: only when the YAML is the one it ran with.
+        seeds_of: a sequential sweep's seeds per configuration (by its parameters' JSON text,
+            ``report.looks.needs``); a configuration it does not name runs the listed seeds.
 
     Returns:
         The :class:`Growth`; nothing is written.
@@ -154,7 +157,8 @@ def assess(
     sampled_texts = {_text(p) for p in sampled}
     twin_texts = {_text(p) for p in twins} - sampled_texts - {_text(p) for p in fixed}
     for params in configurations:
-        for seed in config.seeds:
+        seeds = config.seeds if seeds_of is None else seeds_of.get(_text(params), config.seeds)
+        for seed in seeds:
             growth.trials += 1
             # A new sweep in an empty storage needs no keys (nor the data their digest reads).
             candidates = list(keys_of(params, seed)) if by_key or elsewhere else []
@@ -234,7 +238,7 @@ def asks_for(config: SweepConfig, trial: FrozenTrial) -> bool:
 
     A placeholder the sampler is still to fill belongs to the sweep.
     """
-    if trial.user_attrs.get(stored_names.TRIAL_SEED) not in config.seeds:
+    if trial.user_attrs.get(stored_names.TRIAL_SEED) not in config.all_seeds:
         return False
     params = trial.params or trial.system_attrs.get(stored_names.TRIAL_FIXED_PARAMS)
     if not params:

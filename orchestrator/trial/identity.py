@@ -206,11 +206,13 @@ _LAUNCH_FIELDS = ("launcher", "slurm", "devices", "workers_per_device", "reuse")
 def experiment_hash(config: SweepConfig) -> str:
     """The hash that identifies a sweep's study: :func:`config_hash` without the launch
     fields of ``execution`` (launcher, slurm, devices, workers_per_device, reuse) and without
-    ``report``, which judges the results without changing them."""
+    ``report``, which judges the results without changing them, and ``sequential``, which
+    chooses which trials run, not what one computes."""
     document = config.model_dump(mode="json")
     for field in _LAUNCH_FIELDS:
         document["execution"].pop(field)
     document.pop("report", None)
+    document.pop("sequential", None)
     return content_hash(document)
 
 
