@@ -16,12 +16,16 @@ STUDY_CONFIG_HISTORY = "config_history"  # the experiment hashes of the YAMLs it
 # The studies this one's earlier trials were moved to when its YAML changed a categorical
 # space, which Optuna cannot change within a study (study.py); their results are reused.
 STUDY_EARLIER = "earlier_generations"
+# A sequential sweep's decisions, by configuration label (report.looks.records): a decision
+# stays made when the design later grows (sequential.max_seeds).
+STUDY_DECISIONS = "sequential_decisions"
 # What a study's new generation keeps of the old one: where its runs are, what it grew from.
 STUDY_KEPT_BY_A_NEW_GENERATION = (
     STUDY_PARENT_RUN_ID,
     STUDY_TRACKING_URI,
     STUDY_EXPERIMENT_ID,
     STUDY_CONFIG_HISTORY,
+    STUDY_DECISIONS,
 )
 
 # trial user attributes

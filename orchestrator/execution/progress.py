@@ -60,7 +60,9 @@ def rows(
         found["queued_so_far"] = len(trials)
         found["decisions"] = [
             f"{state.config}: {state.describe(config.report.margin / 100)}"
-            for state in looks.look(config, trials)
+            for state in looks.look(
+                config, trials, study.user_attrs.get(stored_names.STUDY_DECISIONS)
+            )
         ]
     return found
 

@@ -26,7 +26,17 @@ from orchestrator.trial import identity
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Prepared", "Workers", "assess", "close", "follow", "looked", "prepare", "preview"]
+__all__ = [
+    "Prepared",
+    "Workers",
+    "assess",
+    "close",
+    "decisions_of",
+    "follow",
+    "keep_decisions",
+    "prepare",
+    "preview",
+]
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,16 @@ def prepare(
         unchanged = studies.holds(before, config)
         study = studies.create_or_resume(config, storage, fresh=fresh)
         trials = study.get_trials(deepcopy=False)
-        found = assess(config, storage, trials, device, keyless_match=unchanged)
+        found = assess(
+            config,
+            storage,
+            trials,
+            device,
+            keyless_match=unchanged,
+            decided=decisions_of(study),
+        )
         found.renewed = renewed
+        keep_decisions(study, found)
         enqueued = queue.fill_queue(study, config, found)
         if retry_failed:
             enqueued += queue.retry(study, config)
@@ -102,11 +120,13 @@ def assess(
     *,
     besides: str | None = "",
     keyless_match: bool = False,
+    decided: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Growth:
     """What the sweep's YAML asks for against what ``storage`` holds (:func:`growth.assess`):
     ``trials`` are its study's, ``device()`` the class its workers train on; results of the
     other studies than ``besides`` (default: the sweep's own) are reusable. Reads the data
-    once per seed on the CPU for its digest (a trial's key covers it)."""
+    once per seed on the CPU for its digest (a trial's key covers it). A sequential sweep
+    plans the seeds its look asks for, with the decisions its study kept (``decided``)."""
     from orchestrator import data as datasets
 
     def keys_of(params: Mapping[str, Any], seed: int) -> list[str]:
@@ -119,24 +139,39 @@ def assess(
     if storage is not None and config.execution.reuse != "off":
         own = config.name if besides == "" else besides
         elsewhere = reuse.finished_keys(storage, besides=own)
-    return growth.assess(
-        config,
-        trials,
-        keys_of,
-        elsewhere,
-        keyless_match=keyless_match,
-        seeds_of=looked(config, trials),
+    decisions, seeds_of = _looked(config, trials, decided)
+    found = growth.assess(
+        config, trials, keys_of, elsewhere, keyless_match=keyless_match, seeds_of=seeds_of
     )
+    found.decisions = decisions
+    return found
 
 
-def looked(config: SweepConfig, trials: Sequence[FrozenTrial]) -> dict[str, tuple[int, ...]] | None:
-    """A sequential sweep's seeds per configuration at its latest look (``report.looks``);
-    None for a sweep of fixed seeds."""
+def _looked(
+    config: SweepConfig,
+    trials: Sequence[FrozenTrial],
+    decided: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[dict[str, dict[str, Any]] | None, dict[str, tuple[int, ...]] | None]:
+    """A sequential sweep's look (``report.looks``): its decisions, and the seeds each
+    configuration needs; (None, None) for a sweep of fixed seeds."""
     if config.sequential is None:
-        return None
+        return None, None
     from orchestrator.report import looks
 
-    return looks.needs(config, looks.look(config, growth.in_sweep(config, trials)))
+    states = looks.look(config, growth.in_sweep(config, trials), decided)
+    return looks.records(config, states), looks.needs(config, states)
+
+
+def keep_decisions(study: optuna.Study, found: Growth) -> None:
+    """Store the decisions a look made (under the creation lock, with the queue it fills),
+    where they changed."""
+    if found.decisions is not None and found.decisions != decisions_of(study):
+        study.set_user_attr(stored_names.STUDY_DECISIONS, found.decisions)
+
+
+def decisions_of(study: optuna.Study | None) -> dict[str, dict[str, Any]]:
+    """The decisions a sequential sweep's study keeps (none for a new one)."""
+    return {} if study is None else dict(study.user_attrs.get(stored_names.STUDY_DECISIONS, {}))
 
 
 def preview(config: SweepConfig, storage_url: str, device: Callable[[], str]) -> Growth:
@@ -154,7 +189,14 @@ def preview(config: SweepConfig, storage_url: str, device: Callable[[], str]) ->
         found.renewed = True
         return found
     trials = study.get_trials(deepcopy=False)
-    return assess(config, storage, trials, device, keyless_match=studies.holds(study, config))
+    return assess(
+        config,
+        storage,
+        trials,
+        device,
+        keyless_match=studies.holds(study, config),
+        decided=decisions_of(study),
+    )
 
 
 class Workers(Protocol):

@@ -129,10 +129,19 @@ class Worker:
         if self.config.sequential is None:
             return 0
         device = identity.device_class(self.context.device)
-        with studies.creation_lock(self.context.storage_url):
-            trials = self.study.get_trials(deepcopy=False)
-            found = sweep.assess(self.config, self.context.storage, trials, lambda: device)
-            return queue.fill_queue(self.study, self.config, found)
+
+        def look() -> int:
+            with studies.creation_lock(self.context.storage_url):
+                trials = self.study.get_trials(deepcopy=False)
+                decided = sweep.decisions_of(self.study)
+                found = sweep.assess(
+                    self.config, self.context.storage, trials, lambda: device, decided=decided
+                )
+                sweep.keep_decisions(self.study, found)
+                return queue.fill_queue(self.study, self.config, found)
+
+        # Safe to run again after an outage: what one attempt enqueued, the next finds queued.
+        return self.context.storage.ride_out(look)
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
@@ -147,7 +156,13 @@ class Worker:
                 claimed = queue.claim_trial(self.study)
                 if claimed is None:
                     running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    if not running and not self.look():
+                    if not running:
+                        # A sequential sweep's last look may be this worker's or another's
+                        # that enqueued the next round while this one waited for the lock.
+                        if self.look() or self.study.get_trials(
+                            deepcopy=False, states=(TrialState.WAITING,)
+                        ):
+                            continue
                         break
                     # A running trial elsewhere may still fail and be re-queued as a retry.
                     stopping.sleep(lifecycle.POLL_SECONDS)

@@ -6,7 +6,7 @@ an earlier report's export (:func:`rebuild`), every table of ``tables.TABLES`` a
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,6 +279,7 @@ def _read(
         tolerance=tolerance,
         levels=levels,
         margin=margin,
+        decided=study.user_attrs.get(stored_names.STUDY_DECISIONS),
     )
     return _Read(
         inputs=inputs,
@@ -305,9 +306,11 @@ def _inputs(
     tolerance: float,
     levels: Sequence[float],
     margin: float | None,
+    decided: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tables.Inputs:
     """The tables' inputs from the trials as read and their unlabelled steps: each step
-    labelled with its trial's configuration, the controls set apart with their twins."""
+    labelled with its trial's configuration, the controls set apart with their twins; a
+    sequential sweep's decisions as its study kept them (``decided``)."""
     params = list(config.search.space)
     fixed = {RATE: config.alds.rate} if RATE not in params else {}
     # A control's name or None, however it was read (the study, or a CSV's empty cells).
@@ -337,7 +340,7 @@ def _inputs(
         margin=margin,
         primary_level=config.report.level,
         chance=_chance(config),
-        decide=functools.partial(looks.decisions_table, config, params=params)
+        decide=functools.partial(looks.decisions_table, config, params=params, decided=decided)
         if config.sequential is not None
         else None,
     )

@@ -43,6 +43,7 @@ __all__ = [
     "look",
     "needs",
     "plan_lines",
+    "records",
     "states",
 ]
 
@@ -163,6 +164,7 @@ def states(
     config: SweepConfig,
     curves: Mapping[str, Mapping[Any, Curve]],
     configurations: Sequence[Mapping[str, Any]],
+    decided: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[State]:
     """Each ALDS configuration's state at the latest look its trials allow: decided at the
     first look whose repeated interval decides it, or open, waiting for the next look's
@@ -173,15 +175,26 @@ def states(
         curves: the finished trials' curves by configuration label and seed (:func:`curves_of`
             from the study, or the report's steps).
         configurations: the ALDS configurations raced (:func:`configurations_of`).
+        decided: the decisions made before (:func:`records`, as the study keeps them): each
+            stays, but an ``undecided`` made with fewer ``max_seeds`` than now, which looks
+            again beyond the seeds it had.
     """
     the_design = design(config)
     seeds = config.all_seeds
     found = []
     for params in configurations:
-        ours = curves.get(describe_params(params), {})
+        label = describe_params(params)
+        record = (decided or {}).get(label)
+        if record is not None and _stands(record, the_design):
+            found.append(_from_record(label, params, record, seeds))
+            continue
+        had = int(record["seeds"]) if record is not None else 0
+        ours = curves.get(label, {})
         theirs = curves.get(describe_params(plan.twin_of(config, params)) or "default", {})
         state = None
         for look, n in enumerate(the_design.looks):
+            if n <= had and n != the_design.looks[-1]:
+                continue  # looked at under the design before it grew
             wanted = seeds[:n]
             if not all(s in ours and s in theirs for s in wanted):
                 state = State(describe_params(params), params, sequential.OPEN, look, n, wanted)
@@ -209,6 +222,48 @@ def states(
     return found
 
 
+def _stands(record: Mapping[str, Any], the_design: Design) -> bool:
+    """Whether a decision made before stands: every decision does, but "undecided" made
+    with fewer ``max_seeds`` than the design now has."""
+    reopened = int(record["max_seeds"]) < the_design.max_seeds
+    return not (int(record["decision"]) == sequential.UNDECIDED and reopened)
+
+
+def _from_record(
+    label: str, params: Mapping[str, Any], record: Mapping[str, Any], seeds: Sequence[int]
+) -> State:
+    n = int(record["seeds"])
+    return State(
+        label,
+        params,
+        int(record["decision"]),
+        int(record["look"]),
+        n,
+        tuple(seeds[:n]),
+        *(float(record[k]) for k in ("mean", "std", "ci_low", "ci_high")),
+    )
+
+
+def records(config: SweepConfig, found: Sequence[State]) -> dict[str, dict[str, Any]]:
+    """The decided states as the study keeps them (:data:`stored_names.STUDY_DECISIONS`),
+    with the ``max_seeds`` they were decided under."""
+    assert config.sequential is not None
+    return {
+        state.config: {
+            "decision": state.decision,
+            "look": state.look,
+            "seeds": state.seeds,
+            "mean": state.mean,
+            "std": state.std,
+            "ci_low": state.ci_low,
+            "ci_high": state.ci_high,
+            "max_seeds": config.sequential.max_seeds,
+        }
+        for state in found
+        if state.decided
+    }
+
+
 def configurations_of(
     config: SweepConfig, chosen: Iterable[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -225,14 +280,19 @@ def configurations_of(
     return fixed + list(found.values())
 
 
-def look(config: SweepConfig, trials: Sequence[FrozenTrial]) -> list[State]:
-    """The states at the latest look of a study's trials (the sweep's, ``growth.in_sweep``)."""
+def look(
+    config: SweepConfig,
+    trials: Sequence[FrozenTrial],
+    decided: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[State]:
+    """The states at the latest look of a study's trials (the sweep's, ``growth.in_sweep``),
+    with the decisions it made before (``decided``, :func:`records`)."""
     chosen = [
         t.params
         for t in sorted(trials, key=lambda t: t.number)
         if stored_names.TRIAL_SLOT in t.user_attrs and t.params
     ]
-    return states(config, curves_of(trials), configurations_of(config, chosen))
+    return states(config, curves_of(trials), configurations_of(config, chosen), decided)
 
 
 def needs(config: SweepConfig, found: Sequence[State]) -> dict[str, tuple[int, ...]]:
@@ -297,7 +357,12 @@ DECISION_COLUMNS = [
 ]
 
 
-def decisions_table(config: SweepConfig, steps: Any, params: Sequence[str]) -> Any:
+def decisions_table(
+    config: SweepConfig,
+    steps: Any,
+    params: Sequence[str],
+    decided: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Any:
     """The report's ``decisions`` table: per ALDS configuration of a sequential sweep, its
     decision (or ``open``), the look and seeds it was made at, the repeated interval it was
     made on (``ci_level``: that look's two-sided level), and against the fixed design of the
@@ -310,6 +375,8 @@ def decisions_table(config: SweepConfig, steps: Any, params: Sequence[str]) -> A
         steps: the labelled steps of the finished trials (``config``, ``seed``, ``step``,
             ``sparsity``, ``accuracy`` and the searched parameters).
         params: the searched parameters' paths.
+        decided: the decisions the study keeps (:func:`records`); without them (a report
+            rebuilt from its export), the looks are made again from the steps.
     """
     import pandas as pd
 
@@ -328,7 +395,7 @@ def decisions_table(config: SweepConfig, steps: Any, params: Sequence[str]) -> A
     levels, _ = the_design.nominal_levels()
     margin = the_design.margin
     rows = []
-    for state in states(config, curves, configurations_of(config, chosen)):
+    for state in states(config, curves, configurations_of(config, chosen), decided):
         plan_of = None
         if state.decided and not math.isnan(state.std):
             plan_of = planner.plan_seeds(

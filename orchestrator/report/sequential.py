@@ -13,17 +13,19 @@ Error rates. The family's ``alpha`` is split over its m configurations (Bonferro
 and each configuration's α/m is spent over its looks with a Lan-DeMets spending function of the
 information fraction t = n/max_seeds (``sequential.spending``): of the Pocock type by default,
 α·ln(1 + (e − 1)·t), which spends evenly enough that a clear answer stops early, or of the
-O'Brien-Fleming type, 2 − 2Φ(z(1 − α/2)/√t), which spends little before the last look
-(``benchmarks/bench_sequential.py`` measures both: the Pocock type uses fewer seeds at the
-published spreads, both hold the error rates). The boundaries are the group-sequential ones of a
-normal mean with known variance, computed exactly by numerical integration over the looks
-(Armitage, McPherson & Rowe 1969): a wrong "better"/"worse" spends α/(2m) in each tail and a
-wrong "equivalent" (TOST: each bound one-sided) spends α/m. With an unknown variance each look's
-nominal level goes to the t distribution on n − 1 degrees of freedom (the "significance level"
-approach, Jennison & Turnbull 2000, §3.9 and ch. 9); that is an approximation at small n, so
-``benchmarks/bench_sequential.py`` measures the error rates it reaches by simulation, with this
-module's code. Numpy and scipy.special alone, as :mod:`planner`: a worker's look and
-``validate`` use it without the report's tables.
+O'Brien-Fleming type, 2 − 2Φ(z(1 − α/2)/√t), which spends little before the last look. A wrong
+"better"/"worse" spends α/(2m) in each tail, a wrong "equivalent" (TOST: each bound one-sided)
+α/m. These are repeated confidence intervals (Jennison & Turnbull 2000, ch. 9): each error needs
+an interval to miss the true difference at some look, so stopping at any decision keeps both
+rates.
+
+The boundaries are those of the paired t-statistic itself, not of a normal mean with a known
+spread mapped to t: at 3 to 5 seeds that mapping lets about 7% through where 5% was asked. With
+no true difference the looks' t-statistics have one joint distribution whatever the spread, so
+:func:`boundaries` sets the critical values by simulating it once (400,000 sweeps, a fixed seed:
+every worker computes the same), and ``benchmarks/bench_sequential.py`` measures the error rates
+reached with this module's code. Numpy and scipy.special alone, as :mod:`planner`: a worker's
+look and ``validate`` use it without the report's tables.
 """
 
 from __future__ import annotations
@@ -42,20 +44,24 @@ __all__ = [
     "BETTER",
     "DECIDED",
     "EQUIVALENT",
+    "OBRIEN_FLEMING",
     "OPEN",
+    "POCOCK",
+    "SPENDING",
     "UNDECIDED",
     "WORSE",
     "Design",
     "boundaries",
+    "simulate",
     "spending",
+    "words",
 ]
 
 OPEN, BETTER, WORSE, EQUIVALENT, UNDECIDED = 0, 1, 2, 3, 4
 DECIDED = (BETTER, WORSE, EQUIVALENT)
-_GRID = 1201  # points of the score's density per look: boundaries to about 1e-4 in z
-_TAIL = 9.0  # standard deviations of the score's density kept below the boundary
-
-
+_PATHS = 400_000  # simulated sweeps that set the boundaries: a crossing of 0.002 ± 3%
+_DRAWS = 40_000_000  # at most this many normal draws per boundary set (paths × max_seeds)
+_STREAM = 20261207  # the simulation's seed: every worker computes the same boundaries
 OBRIEN_FLEMING, POCOCK = "obrien-fleming", "pocock"
 SPENDING = (OBRIEN_FLEMING, POCOCK)
 
@@ -74,60 +80,48 @@ def spending(fraction: float, level: float, kind: str = OBRIEN_FLEMING) -> float
 
 
 @functools.lru_cache(maxsize=64)
-def boundaries(
-    fractions: tuple[float, ...], level: float, kind: str = OBRIEN_FLEMING
-) -> tuple[float, ...]:
-    """The z boundaries of a one-sided test at ``level`` watched at the information
-    ``fractions`` (increasing, the last 1): c_k such that a standard Brownian motion's
-    standardised value first crosses c_k at look k with the probability :func:`spending`
-    adds there. The score's density below the boundaries is carried from look to look on a
-    grid (trapezoid rule), and each c_k is found by bisection.
+def boundaries(looks: tuple[int, ...], level: float, kind: str = POCOCK) -> tuple[float, ...]:
+    """The critical values of a one-sided paired t-test at ``level`` watched at ``looks``
+    (the seeds at each, the last the most): c_k such that, with no true difference, the
+    t-statistic first reaches c_k at look k with the probability :func:`spending` adds there.
+
+    With no true difference the t-statistics of the looks have one joint distribution,
+    whatever the spread, so the boundaries are set once by simulating it: sweeps of normal
+    differences, and at each look the quantile of the t-statistics of those that have not
+    crossed yet. A look with fewer than :data:`MIN_SEEDS` seeds decides nothing, and its
+    share of the level passes to the next.
 
     Returns:
-        One boundary per look; ``inf`` where a look spends nothing.
+        One critical value per look; ``inf`` where a look decides nothing.
     """
-    spent = [spending(t, level, kind) for t in fractions]
-    increments = np.diff([0.0, *spent])
-    bounds: list[float] = []
-    nodes = weights = density = None
-    previous = 0.0
-    for t, increment in zip(fractions, increments, strict=True):
-        if nodes is None:
-            c = float(special.ndtri(1.0 - increment)) if increment > 0 else math.inf
-            top = min(c, _TAIL) * math.sqrt(t)
-            nodes = np.linspace(-_TAIL * math.sqrt(t), top, _GRID)
-            density = np.exp(-(nodes**2) / (2 * t)) / math.sqrt(2 * math.pi * t)
-        else:
-            gap = math.sqrt(t - previous)
-            assert weights is not None and density is not None
-            mass = weights * density
-
-            c = _solve(nodes, mass, math.sqrt(t), gap, increment) if increment > 0 else math.inf
-            top = min(c, _TAIL) * math.sqrt(t)
-            new_nodes = np.linspace(-_TAIL * math.sqrt(t), top, _GRID)
-            kernel = np.exp(-((new_nodes[:, None] - nodes[None, :]) ** 2) / (2 * gap**2))
-            density = kernel @ mass / (gap * math.sqrt(2 * math.pi))
-            nodes = new_nodes
-        step = nodes[1] - nodes[0]
-        weights = np.full(_GRID, step)
-        weights[[0, -1]] = step / 2
-        bounds.append(c)
-        previous = t
+    largest = looks[-1]
+    paths = max(10_000, min(_PATHS, _DRAWS // largest))
+    rng = np.random.default_rng(_STREAM)
+    total = np.zeros(paths)
+    squares = np.zeros(paths)
+    alive = np.ones(paths, dtype=bool)
+    seen = 0
+    crossed = 0
+    bounds = []
+    for n in looks:
+        draws = rng.standard_normal((paths, n - seen))
+        total += draws.sum(axis=1)
+        squares += (draws**2).sum(axis=1)
+        seen = n
+        allowed = round(spending(n / largest, level, kind) * paths) - crossed
+        if n < MIN_SEEDS or allowed <= 0:
+            bounds.append(math.inf)
+            continue
+        mean = total / n
+        error = np.sqrt(np.maximum(squares - n * mean**2, 0.0) / (n - 1) / n)
+        statistic = np.where(alive, mean / error, -np.inf)
+        # The allowed-th largest statistic of the sweeps still open.
+        bound = float(np.partition(statistic, paths - allowed)[paths - allowed])
+        bounds.append(bound)
+        newly = alive & (statistic >= bound)
+        crossed += int(newly.sum())
+        alive &= ~newly
     return tuple(bounds)
-
-
-def _solve(nodes: np.ndarray, mass: np.ndarray, scale: float, gap: float, target: float) -> float:
-    """The boundary c at which the score, carried by ``mass`` at ``nodes`` from the last look
-    and moved by a normal step of standard deviation ``gap``, first crosses c·``scale`` with
-    probability ``target``: bisection (the crossing falls as c rises)."""
-    low, high = -_TAIL, 2 * _TAIL
-    for _ in range(80):
-        middle = (low + high) / 2
-        if float(np.sum(mass * special.ndtr((nodes - middle * scale) / gap))) > target:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2
 
 
 @dataclass(frozen=True)
@@ -165,24 +159,23 @@ class Design:
 
     @functools.cached_property
     def _critical(self) -> tuple[np.ndarray, np.ndarray]:
-        fractions = tuple(n / self.max_seeds for n in self.looks)
-        freedom = np.array(self.looks, dtype=float) - 1
-        critical = []
-        for level in (self.level / 2, self.level):  # a difference's tail; an equivalence bound
-            z = np.array(boundaries(fractions, level, self.kind))
-            nominal = special.ndtr(-z)  # the one-sided level each look is tested at
-            with np.errstate(divide="ignore"):
-                t = np.where(nominal > 0, special.stdtrit(freedom, 1.0 - nominal), np.inf)
-            critical.append(np.where(freedom >= MIN_SEEDS - 1, t, np.inf))
-        return critical[0], critical[1]
+        """Per look, the t critical values of a difference's tail (α/(2m)) and of an
+        equivalence bound (α/m)."""
+        return (
+            np.array(boundaries(self.looks, self.level / 2, self.kind)),
+            np.array(boundaries(self.looks, self.level, self.kind)),
+        )
 
     def nominal_levels(self) -> tuple[np.ndarray, np.ndarray]:
         """Per look, the two-sided level of the difference's interval and the one-sided level
         of each equivalence bound (what ``validate`` prints as the boundary)."""
-        fractions = tuple(n / self.max_seeds for n in self.looks)
-        difference = 2 * special.ndtr(-np.array(boundaries(fractions, self.level / 2, self.kind)))
-        equivalence = special.ndtr(-np.array(boundaries(fractions, self.level, self.kind)))
-        return difference, equivalence
+        freedom = np.array(self.looks, dtype=float) - 1
+        difference, equivalence = self._critical
+        with np.errstate(invalid="ignore"):
+            return (
+                2 * special.stdtr(freedom, -difference),
+                special.stdtr(freedom, -equivalence),
+            )
 
     def look_of(self, n: int) -> int | None:
         """The look that happens at ``n`` seeds (0 the first); None at no look."""

@@ -54,6 +54,8 @@ class Growth:
         finished_before: this study's COMPLETE trials, matched or not.
         renewed: the study starts a new generation (its trials move to an archive study,
             whose results come back by key).
+        decisions: a sequential sweep's decisions at this look (``report.looks.records``),
+            for the study to keep; None for a sweep of fixed seeds.
     """
 
     trials: int = 0
@@ -65,6 +67,7 @@ class Growth:
     placeholders: int = 0
     finished_before: int = 0
     renewed: bool = False
+    decisions: dict[str, dict[str, Any]] | None = None
 
     @property
     def reused(self) -> int:
