@@ -54,6 +54,7 @@ SAME_KEY = [
     {"name": "another"},
     {"model": {"name": "conv6", "width": 1}},  # the plain name, as before widths
     {"report": {"margin": 0.5, "primary": 0.9}},  # how the report judges the results
+    {"sequential": {"max_seeds": 9}, "report": {"margin": 0.5}},  # which seeds run
     {"seeds": [0, 1, 2]},
     {"execution": {"devices": "0,1", "workers_per_device": 3, "launcher": "slurm"}},
     {"execution": {"storage": "postgresql://db/optuna", "max_retries": 5}},

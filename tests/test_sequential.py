@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
@@ -23,7 +24,13 @@ from orchestrator.report import looks, sequential
 from orchestrator.study import growth
 from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import finish, orchestrate
-from orchestrator.testing.results import completed_once, load_study, study_storage, wait_for
+from orchestrator.testing.results import (
+    completed_once,
+    load_study,
+    running_at_step,
+    study_storage,
+    wait_for,
+)
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 
 # --------------------------------------------------------------------------- the design
@@ -256,17 +263,32 @@ def test_a_worker_killed_during_a_look_loses_nothing(decided: tuple[Path, dict, 
     url = study_storage(document)
     lock = workspace.lock_file(workspace.sqlite_file(url))
     worker = ["worker", "--study", "killed", "--storage", url, "--threads", "1"]
-    with locks.exclusive(lock):
-        # The worker finishes a trial, then waits for the creation lock in its look: killed.
-        victim = orchestrate(*worker, cwd=folder, background=True)
-        wait_for(
-            lambda: any(t.state == TrialState.COMPLETE for t in load_study(document).trials),
-            what="a finished trial",
-        )
-        time.sleep(3)
-        assert victim.poll() is None
-        victim.send_signal(signal.SIGKILL)
-        finish(victim)
+    victim = orchestrate(*worker, cwd=folder, background=True)
+    # Read with Optuna's own storage: this tool's takes the creation lock to open it.
+    raw = optuna.storages.RDBStorage(url)
+
+    def finished() -> int:
+        trials = optuna.load_study(study_name="killed", storage=raw).trials
+        return sum(t.state == TrialState.COMPLETE for t in trials)
+
+    killed = False
+    for _ in range(10):
+        # A trial training (its key claimed under the creation lock): the test takes the
+        # lock, so the worker finishes the trial, waits for the lock in its look, dies there.
+        wait_for(lambda: running_at_step("killed", url, 1) is not None, what="a trial training")
+        with locks.exclusive(lock):
+            before = finished()
+            deadline = time.monotonic() + 60
+            while finished() == before and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if finished() > before:  # else it had moved on to the next trial's key
+                time.sleep(2)
+                assert victim.poll() is None
+                victim.send_signal(signal.SIGKILL)
+                finish(victim)
+                killed = True
+                break
+    assert killed
     code, _, err = finish(orchestrate(*worker, cwd=folder, background=True))
     assert code == 0, err[-3000:]
     counts = completed_once(load_study(document).trials)

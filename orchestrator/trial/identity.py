@@ -74,6 +74,7 @@ _NEVER = (
     "execution.",
     "tracking.",
     "report.",
+    "sequential",  # which seeds run, not what one computes
     "imp.controls",  # which controls the sweep adds; a control trial's own is in its params
     "dataset.root",
     "dataset.download",
