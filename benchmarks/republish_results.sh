@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 compared=(fashion_mnist_alds_imp fashion_mnist_global fashion_mnist_rewind_control
-  fashion_mnist_global_rewind_control fashion_mnist_conv)
+  fashion_mnist_global_rewind_control fashion_mnist_conv fashion_mnist_conv_rewind_control)
 export_flag=()
 if [ "${1:-}" = --from-export ]; then
   export_flag=(--from-export)

@@ -77,6 +77,7 @@ SCOPES = {
     "fashion_mnist_rewind_control": "LeNet layer-wise, rewind control",
     "fashion_mnist_global_rewind_control": "LeNet global, rewind control",
     "fashion_mnist_conv": "Conv-6 ¼ width",
+    "fashion_mnist_conv_rewind_control": "Conv-6 ¼ width, rewind control",
 }
 
 
@@ -95,7 +96,8 @@ def headline() -> str:
         ]
         for row in table.to_dict("records")
     ]
-    header = ["sweep", "ALDS", "range", "Δ (pt)", "family-wise CI (m = 20)", "p (Bonferroni)"]
+    interval = f"family-wise CI (m = {len(table)})"
+    header = ["sweep", "ALDS", "range", "Δ (pt)", interval, "p (Bonferroni)"]
     return _markdown([*header, "p equivalence", "verdict"], rows)
 
 
@@ -242,6 +244,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "endpoint_rewind": lambda: _endpoint("fashion_mnist_rewind_control"),
     "endpoint_global_rewind": lambda: _endpoint("fashion_mnist_global_rewind_control"),
     "endpoint_conv": lambda: _endpoint("fashion_mnist_conv"),
+    "endpoint_conv_rewind": lambda: _endpoint("fashion_mnist_conv_rewind_control"),
     "controls": controls,
     "magnitudes": lambda: _magnitudes("fashion_mnist_alds_imp"),
     "magnitudes_conv": lambda: _magnitudes("fashion_mnist_conv"),

@@ -172,7 +172,9 @@ def _computed(
 ) -> Report:
     """Every table and figure of the report, from what was read."""
     inputs = read.inputs
-    computed = {spec.name: inputs.table(spec.name) for spec in tables.TABLES}
+    computed = {
+        spec.name: inputs.table(spec.name) for spec in tables.TABLES if spec.applies(inputs)
+    }
     counts = count_states(computed["trials"]["state"])
     return Report(
         study=config.name,

@@ -354,7 +354,7 @@ def _markdown_document(report: Report, shown: _Presented) -> str:
     lines += [f"- {note}" for note in report.notes] + ([""] if report.notes else [])
     lines += _markdown_figures(report, None)
     for spec in TABLES:
-        if spec.presented:
+        if spec.presented and spec.name in report.tables:
             lines += [f"## {spec.title}", ""]
             numeric = _aligned(spec.name, report, False)
             lines += [markdown_table(shown(spec.name), numeric), ""]
@@ -398,7 +398,7 @@ def _html_document(report: Report, output: Path, shown: _Presented) -> str:
             title = html.escape(figure.title)
             parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>")
     for spec in TABLES:
-        if spec.presented:
+        if spec.presented and spec.name in report.tables:
             table = _html_table(shown(spec.name), _aligned(spec.name, report, False))
             cut = shown.cut(spec.name)
             table += f"<p><em>Shown: {html.escape(cut)}.</em></p>" if cut else ""

@@ -140,6 +140,7 @@ class TableSpec:
     title: str
     compute: Callable[[Inputs], pd.DataFrame]
     columns: Sequence[Column] | Callable[[Report], Sequence[Column]] | None = None
+    applies: Callable[[Inputs], bool] = lambda inputs: True  # else the report leaves it out
 
     @property
     def presented(self) -> bool:
@@ -365,6 +366,7 @@ TABLES = (
             Column("seeds saved", "trials_saved", "int"),
             Column("planned", "planned", paper=False),
         ],
+        applies=lambda inputs: inputs.decide is not None,  # a sequential sweep's alone
     ),
     TableSpec(
         "endpoint",
