@@ -59,8 +59,8 @@ __all__ = [
 
 OPEN, BETTER, WORSE, EQUIVALENT, UNDECIDED = 0, 1, 2, 3, 4
 DECIDED = (BETTER, WORSE, EQUIVALENT)
-_PATHS = 400_000  # simulated sweeps that set the boundaries: a crossing of 0.002 ± 3%
-_DRAWS = 40_000_000  # at most this many normal draws per boundary set (paths × max_seeds)
+_PATHS = 2_000_000  # simulated sweeps that set the boundaries: a crossing of 0.0003 ± 4%
+_DRAWS = 60_000_000  # at most this many normal draws per boundary set (paths × max_seeds)
 _STREAM = 20261207  # the simulation's seed: every worker computes the same boundaries
 OBRIEN_FLEMING, POCOCK = "obrien-fleming", "pocock"
 SPENDING = (OBRIEN_FLEMING, POCOCK)
