@@ -137,7 +137,7 @@ def validate(sweep: Path) -> None:
 
     from orchestrator import plan, workspace
     from orchestrator.study import growth
-    from orchestrator.sweep_file import load_config
+    from orchestrator.sweep_file import load_config, warnings as sweep_warnings
     from orchestrator.trial.identity import experiment_hash
 
     config = load_config(sweep)
@@ -192,7 +192,7 @@ def validate(sweep: Path) -> None:
 
         for line in plan_lines(config):
             console.print(line)
-    for warning in config.warnings():
+    for warning in sweep_warnings(config):
         console.print(f"[yellow]warning:[/] {warning}")
 
 
@@ -369,10 +369,10 @@ _LAUNCH_FLAGS = {
 
 def _load_sweep(path: Path) -> SweepConfig:
     """The sweep file, its warnings printed."""
-    from orchestrator.sweep_file import load_config
+    from orchestrator.sweep_file import load_config, warnings as sweep_warnings
 
     config = load_config(path)
-    for warning in config.warnings():
+    for warning in sweep_warnings(config):
         click.echo(f"warning: {warning}", err=True)
     return config
 

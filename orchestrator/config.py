@@ -548,32 +548,15 @@ class ReportConfig(Section):
 
 
 class SequentialConfig(Section):
-    """A sweep that decides (``report.sequential``): seeds are added, a round at a time, only
-    to the ALDS configurations whose comparison with their IMP-only twin is still open, until
-    each is decided or has ``max_seeds``.
+    """A sweep that decides: seeds are added, a look at a time, only to the ALDS
+    configurations still open against their twin (docs/config.md). Chooses which trials run,
+    not what one computes: part of neither a trial's key nor the study's hash."""
 
-    Not part of any trial's identity nor of the study's: it chooses which trials run, not what
-    one computes.
-    """
-
-    max_seeds: int = Field(
-        ge=1,
-        le=1000,
-        description="the most seeds a configuration gets; the listed seeds are the first look, "
-        "new ones continue upward from the largest listed one",
-    )
+    max_seeds: int = Field(ge=1, le=1000, description="the most seeds a configuration gets")
     step: int = Field(1, ge=1, le=100, description="seeds added per look")
-    alpha: float = Field(
-        0.05,
-        gt=0.0,
-        lt=0.5,
-        description="the family-wise error rate, over the sweep's ALDS configurations and all "
-        "looks",
-    )
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="family-wise, over all looks")
     spending: Literal["pocock", "obrien-fleming"] = Field(
-        "pocock",
-        description="how alpha is spent over the looks: Lan-DeMets' function of the Pocock "
-        "type (decides early where the answer is clear) or of the O'Brien-Fleming type",
+        "pocock", description="the Lan-DeMets spending function's type"
     )
 
 
@@ -634,31 +617,6 @@ class SweepConfig(Section):
             raise ConfigError(describe_errors(exc, "params", SweepConfig)) from None
 
     @model_validator(mode="after")
-    def _sequential(self) -> SweepConfig:
-        if self.sequential is None:
-            return self
-        if self.report.margin is None:
-            raise ValueError(
-                "sequential needs report.margin: the margin decides which configurations are "
-                "equivalent"
-            )
-        if self.sequential.max_seeds < len(self.seeds):
-            raise ValueError(
-                f"sequential.max_seeds ({self.sequential.max_seeds}) is smaller than the "
-                f"{len(self.seeds)} listed seeds (the first look)"
-            )
-        return self
-
-    @property
-    def all_seeds(self) -> tuple[int, ...]:
-        """Every seed the sweep may run: the listed ones and, for a sequential sweep, those a
-        look may add (upward from the largest listed one, up to ``sequential.max_seeds``)."""
-        if self.sequential is None:
-            return self.seeds
-        more = self.sequential.max_seeds - len(self.seeds)
-        return (*self.seeds, *range(max(self.seeds) + 1, max(self.seeds) + 1 + more))
-
-    @model_validator(mode="after")
     def _space_paths(self) -> SweepConfig:
         searched = dict(self.search.space)
         for entry in self.search.enqueue:
@@ -680,28 +638,3 @@ class SweepConfig(Section):
         for key in path.split("."):
             node = getattr(node, key)
         return node
-
-    def warnings(self) -> list[str]:
-        """Choices that are allowed but that a reader of the results must know about."""
-        found = []
-        factorized = self.alds.mode == "factorize" or "factorize" in _choices(
-            self.search.space.get("alds.mode")
-        )
-        if factorized and self.imp.factorized_rewind == "theta0":
-            found.append(
-                "imp.factorized_rewind: theta0 rewinds factorized networks to θ0 factorized by "
-                "the trained plan: its factors are other coordinates than the trained ones, so "
-                "the masks IMP computes on the trained factors land on unrelated entries "
-                "(docs/imp.md). Prefer alds or compressed"
-            )
-        return found
-
-
-# --------------------------------------------------------------------------- messages
-
-
-# --------------------------------------------------------------------------- dotted paths
-
-
-def _choices(space: SearchRange | None) -> tuple[Any, ...]:
-    return () if space is None or space.choices is None else tuple(space.choices)

@@ -44,9 +44,12 @@ __all__ = [
     "AldsSection",
     "Control",
     "ImpSection",
+    "ReportSection",
     "SearchSection",
+    "SequentialSection",
     "SpaceRange",
     "Sweep",
+    "all_seeds",
     "arm",
     "arm_label",
     "asks_for",
@@ -128,11 +131,31 @@ class ImpSection(Protocol):
     def controls(self) -> Sequence[Control]: ...
 
 
+class SequentialSection(Protocol):
+    """A sweep that decides: the most seeds a configuration gets."""
+
+    @property
+    def max_seeds(self) -> int: ...
+
+
+class ReportSection(Protocol):
+    """The report section: the equivalence margin a sequential sweep decides with."""
+
+    @property
+    def margin(self) -> float | None: ...
+
+
 class Sweep(Protocol):
     """What the plan reads of a sweep's config (an ``orchestrator.config.SweepConfig``)."""
 
     @property
     def seeds(self) -> tuple[int, ...]: ...
+
+    @property
+    def sequential(self) -> SequentialSection | None: ...
+
+    @property
+    def report(self) -> ReportSection: ...
 
     @property
     def search(self) -> SearchSection: ...
@@ -393,12 +416,37 @@ def describe(config: Sweep) -> str:
 # --------------------------------------------------------------------------- validation
 
 
+def all_seeds(config: Sweep) -> tuple[int, ...]:
+    """Every seed the sweep may run: the listed ones and, for a sequential sweep, those a look
+    may add (upward from the largest listed one, up to ``sequential.max_seeds``)."""
+    if config.sequential is None:
+        return config.seeds
+    first = max(config.seeds) + 1
+    return (*config.seeds, *range(first, first + config.sequential.max_seeds - len(config.seeds)))
+
+
 def check(config: Sweep) -> None:
     """Raise ``ValueError`` naming the field when the plan cannot be run: an enqueued or
-    baseline configuration outside the search space, or a trial budget that does not fit the
-    configurations and seeds."""
+    baseline configuration outside the search space, a trial budget that does not fit the
+    configurations and seeds, or a sequential sweep without its margin or with fewer
+    ``max_seeds`` than listed seeds."""
     _check_inside_space(config)
     _check_budget(config)
+    _check_sequential(config)
+
+
+def _check_sequential(config: Sweep) -> None:
+    if config.sequential is None:
+        return
+    if config.report.margin is None:
+        raise ValueError(
+            "sequential needs report.margin: the margin decides which configurations are equivalent"
+        )
+    if config.sequential.max_seeds < len(config.seeds):
+        raise ValueError(
+            f"sequential.max_seeds ({config.sequential.max_seeds}) is smaller than the "
+            f"{len(config.seeds)} listed seeds (the first look)"
+        )
 
 
 def _check_inside_space(config: Sweep) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "load_config",
     "numeric_ranges",
     "parse_config",
+    "warnings",
 ]
 
 
@@ -175,3 +176,20 @@ class PerConfig(Generic[T]):
                 self.held.clear()
             held = self.held[id(config)] = (config, self.make(config))
         return held[1]
+
+
+def warnings(config: SweepConfig) -> list[str]:
+    """Choices the schema allows that a reader of the results must know about."""
+    found = []
+    modes = config.search.space.get("alds.mode")
+    factorized = config.alds.mode == "factorize" or "factorize" in (
+        () if modes is None or modes.choices is None else modes.choices
+    )
+    if factorized and config.imp.factorized_rewind == "theta0":
+        found.append(
+            "imp.factorized_rewind: theta0 rewinds factorized networks to θ0 factorized by "
+            "the trained plan: its factors are other coordinates than the trained ones, so "
+            "the masks IMP computes on the trained factors land on unrelated entries "
+            "(docs/imp.md). Prefer alds or compressed"
+        )
+    return found

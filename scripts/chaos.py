@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python scripts/chaos.py [--outage SECONDS] [--workdir DIR]
+    .venv/bin/python scripts/chaos.py [--outage SECONDS] [--workdir DIR] [--sequential]
 
 It starts servers of its own (a PostgreSQL from the ``postgresql`` package's binaries and an
 MLflow tracking server, on free ports of 127.0.0.1; see :mod:`orchestrator.testing.servers`),
@@ -17,6 +17,12 @@ images):
    - kills the worker running a trial (SIGKILL),
    - stops PostgreSQL for ``--outage`` seconds (a fast shutdown: connections are cut),
    - stops the MLflow server for as long, and starts it again on the same port and store.
+
+With ``--sequential`` the sweep decides (docs/report.md, "A sweep that decides": three seeds
+first, up to four, a margin of 2 points) and PostgreSQL stops right after a trial finishes,
+while its worker looks and enqueues the next round; the checks add that every
+(configuration, seed) the fault-free sweep ran, and no other, is COMPLETE exactly once, with
+the same decisions.
 
 Then it checks, printing one line per check:
 
@@ -69,15 +75,20 @@ CYCLES = 4
 COMPARED_TABLES = ("curves", "versus_baseline", "summary", "at_sparsity")
 
 
-def sweep_document(workspace: Path, cache: Path) -> dict:
+def sweep_document(workspace: Path, cache: Path, *, sequential: bool = False) -> dict:
     """Four trials (baseline and ALDS 0.5, two seeds) whose IMP cycles take seconds each, so
-    faults land mid-trial; two local workers."""
+    faults land mid-trial; two local workers. ``sequential``: three seeds first, up to four."""
+    decides = (
+        {"seeds": [0, 1, 2], "sequential": {"max_seeds": 4}, "report": {"margin": 2.0}}
+        if sequential
+        else {"seeds": [0, 1]}
+    )
     return slow_sweep(
         workspace.parent,
         NAME,
-        seeds=[0, 1],
         imp={"cycles": CYCLES, "epochs_per_cycle": 2},
         execution={"workers_per_device": 2, "workspace": str(workspace), "cache_dir": str(cache)},
+        **decides,
     )
 
 
@@ -113,6 +124,8 @@ def inject_faults(
     mlflow: ThrowawayMlflow,
     outage: float,
     check: Checks,
+    *,
+    during_look: bool = False,
 ) -> None:
     trial = wait_running(sweep, url)
     if check(trial is not None, "a trial was running to kill its worker"):
@@ -120,6 +133,11 @@ def inject_faults(
         os.kill(int(label.rsplit(":", 1)[1]), signal.SIGKILL)
         print(f"      killed worker {label} running trial {trial.number}", flush=True)
         trial = wait_running(sweep, url, exclude_worker=label)
+    if during_look and trial is not None:
+        # Right after a trial finishes: its worker looks and enqueues the next round.
+        finished = complete_count(url)
+        while sweep.poll() is None and complete_count(url) == finished:
+            time.sleep(0.1)
     if check(trial is not None, "a trial was running when PostgreSQL stopped"):
         postgres.stop()
         print(f"      PostgreSQL stopped for {outage:g} s", flush=True)
@@ -133,7 +151,12 @@ def inject_faults(
         mlflow.start()
 
 
-def verify_study(url: str, check: Checks) -> optuna.Study:
+def complete_count(url: str) -> int:
+    study = optuna.load_study(study_name=NAME, storage=url)
+    return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+def verify_study(url: str, check: Checks, expected: Counter | None = None) -> optuna.Study:
     study = optuna.load_study(study_name=NAME, storage=studies.open_storage(url))
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
@@ -142,11 +165,28 @@ def verify_study(url: str, check: Checks) -> optuna.Study:
         f"no trial left running or queued ({dict(states)})",
     )
     complete = completed_once(trials)
+    wanted = expected if expected is not None else Counter({key: 1 for key in complete})
     check(
-        len(complete) == 4 and set(complete.values()) == {1},
-        f"each configuration x seed COMPLETE exactly once ({len(complete)} of 4)",
+        complete == wanted and (expected is not None or len(complete) == 4),
+        f"each configuration x seed COMPLETE exactly once ({len(complete)} of {len(wanted)})",
     )
     return study
+
+
+def verify_decisions(
+    reference: optuna.Study, faulty: optuna.Study, config_path: Path, check: Checks
+) -> None:
+    from orchestrator.report import looks
+    from orchestrator.study import growth
+
+    config = load_config(config_path)
+
+    def decisions(study: optuna.Study) -> dict[str, tuple[int, int]]:
+        trials = growth.in_sweep(config, study.get_trials(deepcopy=False))
+        return {s.config: (s.decision, s.seeds) for s in looks.look(config, trials)}
+
+    same = decisions(reference) == decisions(faulty)
+    check(same, f"the same decisions as the fault-free sweep ({decisions(faulty)})")
 
 
 def verify_curves(study: optuna.Study, tracking_uri: str, check: Checks) -> None:
@@ -191,13 +231,15 @@ def create_databases(postgres: ThrowawayPostgres, *names: str) -> dict[str, str]
     return {name: f"{base}/{name}" for name in names}
 
 
-def run(workdir: Path, outage: float) -> int:
+def run(workdir: Path, outage: float, sequential: bool = False) -> int:
     check = Checks()
     documents, config_paths = {}, {}
     for label in ("reference", "faulty"):
         folder = workdir / label
         folder.mkdir(parents=True)
-        documents[label] = sweep_document(folder / "ws", workdir / "checkpoints")
+        documents[label] = sweep_document(
+            folder / "ws", workdir / "checkpoints", sequential=sequential
+        )
         config_paths[label] = write_sweep(folder, documents[label])
     with ThrowawayPostgres() as postgres:
         urls = create_databases(postgres, "reference", "faulty")
@@ -229,7 +271,15 @@ def run(workdir: Path, outage: float) -> int:
                 cwd=workdir,
                 background=True,
             )
-            inject_faults(faulty, urls["faulty"], postgres, server, outage=outage, check=check)
+            inject_faults(
+                faulty,
+                urls["faulty"],
+                postgres,
+                server,
+                outage=outage,
+                check=check,
+                during_look=sequential,
+            )
             code, _, err = finish(faulty, timeout=1800)
             (workdir / "faulty-sweep.log").write_text(err)
             check(code == 0, f"the faulty sweep exited 0 (got {code})")
@@ -237,11 +287,14 @@ def run(workdir: Path, outage: float) -> int:
                 "study storage unreachable since" in err,
                 "the sweep said on its console that the study storage was unreachable",
             )
-            study = verify_study(urls["faulty"], check)
-            verify_curves(study, server.uri, check)
             reference_study = optuna.load_study(
                 study_name=NAME, storage=studies.open_storage(urls["reference"])
             )
+            expected = completed_once(reference_study.trials) if sequential else None
+            study = verify_study(urls["faulty"], check, expected)
+            verify_curves(study, server.uri, check)
+            if sequential:
+                verify_decisions(reference_study, study, config_paths["faulty"], check)
             reference = reports.build(
                 reference_study,
                 load_config(config_paths["reference"]),
@@ -259,13 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--outage", type=float, default=10.0, help="seconds of each outage")
     parser.add_argument("--workdir", type=Path, help="folder for the run (default: a temp one)")
+    parser.add_argument(
+        "--sequential", action="store_true", help="a sweep that decides; an outage during a look"
+    )
     args = parser.parse_args(argv)
     try:
         if args.workdir:
             args.workdir.mkdir(parents=True, exist_ok=False)
-            return run(args.workdir, args.outage)
+            return run(args.workdir, args.outage, args.sequential)
         with tempfile.TemporaryDirectory(prefix="orchestrate-chaos-") as folder:
-            return run(Path(folder), args.outage)
+            return run(Path(folder), args.outage, args.sequential)
     except (ConfigError, RuntimeError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from orchestrator import plan
 from orchestrator.cli import main
 from orchestrator.config import ConfigError, SweepConfig, flatten
-from orchestrator.sweep_file import load_config, numeric_ranges, parse_config
+from orchestrator.sweep_file import load_config, numeric_ranges, parse_config, warnings
 from orchestrator.trial.identity import config_hash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,15 +101,15 @@ def test_every_alds_configuration_gets_its_imp_only_twin(tmp_path: Path) -> None
 
 def test_rewinding_factorized_networks_to_theta0_is_allowed_with_a_warning(tmp_path: Path) -> None:
     plain = load_config(write(tmp_path, "name: f\nalds: {mode: factorize}\n"))
-    assert plain.imp.factorized_rewind == "alds" and plain.warnings() == []
+    assert plain.imp.factorized_rewind == "alds" and warnings(plain) == []
     chosen = load_config(
         write(tmp_path, "name: f\nalds: {mode: factorize}\nimp: {factorized_rewind: theta0}\n")
     )
-    (warning,) = chosen.warnings()
+    (warning,) = warnings(chosen)
     assert warning.startswith("imp.factorized_rewind: theta0") and "unrelated entries" in warning
     # Project mode never factorizes: nothing to warn about.
     project = load_config(write(tmp_path, "name: f\nimp: {factorized_rewind: theta0}\n"))
-    assert project.warnings() == []
+    assert warnings(project) == []
 
 
 def test_short_yaml_gets_defaults(tmp_path: Path) -> None:

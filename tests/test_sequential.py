@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 from scipy import stats
 
-from orchestrator import locks, stored_names, workspace
+from orchestrator import locks, plan, stored_names, workspace
 from orchestrator.report import looks, sequential
 from orchestrator.study import growth
 from orchestrator.sweep_file import parse_config
@@ -207,7 +207,7 @@ def test_a_sequential_sweep_runs_each_configuration_until_it_is_decided(
         # Undecided only at max_seeds; a decision before it ends the configuration's seeds.
         assert (state.decision == sequential.UNDECIDED) == (state.seeds == 5)
         assert seeds_of[state.params["alds.rate"]] == state.seeds
-        assert state.needs == config.all_seeds[: state.seeds]
+        assert state.needs == plan.all_seeds(config)[: state.seeds]
         if state.decision == sequential.BETTER:
             assert state.ci_low > 0
         elif state.decision == sequential.WORSE:

@@ -439,3 +439,53 @@ def test_many_tasks_on_a_sqlite_tracking_file_are_warned_of(tmp_path: Path) -> N
     assert slurm.tracking_warning(config, "http://login:5000") is None
     few = parse_config(slurm_document(tmp_path, "few", workers=slurm.SQLITE_WRITERS))
     assert slurm.tracking_warning(few, "sqlite:////shared/ws/mlflow.db") is None
+
+
+@pytest.mark.slow
+def test_a_sequential_sweep_decides_in_a_job_array_with_no_parent(
+    cluster: ThrowawaySlurm, tmp_path: Path
+) -> None:
+    """Submitted without --wait: no sweep process follows the array; its workers look after
+    each trial, keep claiming while a look may add work and leave when every configuration
+    is decided, and the last closes the sweep."""
+    from orchestrator.report import looks, sequential
+    from orchestrator.study import growth
+
+    document = sweep_document(
+        tmp_path,
+        "decides_on_slurm",
+        seeds=[0, 1, 2],
+        sequential={"max_seeds": 5},
+        report={"margin": 1.5},
+        search={"sampler": "grid", "space": {"alds.rate": {"choices": [0.0, 0.3, 0.6, 0.9]}}},
+        execution={"slurm": {"workers": 2, "cpus_per_worker": 1}},
+    )
+    path = write_sweep(tmp_path, document)
+    submitted = orchestrate(
+        "sweep", str(path), "--launcher", "slurm", cwd=tmp_path, env=cluster.variables()
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    (job,) = slurm.job_ids(parse_config(document))
+    env = cluster.env()
+    wait_for(
+        lambda: all(not task.active for task in slurm_tasks(env, job)),
+        timeout=600,
+        what="the job array to end",
+    )
+    config = parse_config(document)
+    trials = journal_study(document).trials
+    assert set(completed_once(trials).values()) == {1}
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    states = looks.look(config, growth.in_sweep(config, trials))
+    assert all(state.decided for state in states)
+    seeds = {rate: sum(t.params["alds.rate"] == rate for t in trials) for rate in (0.3, 0.6, 0.9)}
+    for state in states:
+        assert seeds[state.params["alds.rate"]] == state.seeds
+        assert (state.decision == sequential.UNDECIDED) == (state.seeds == 5)
+    # The decisions the workers kept are the ones the trials give.
+    kept = journal_study(document).user_attrs[stored_names.STUDY_DECISIONS]
+    assert {label: record["seeds"] for label, record in kept.items()} == {
+        state.config: state.seeds for state in states
+    }
+    parent = journal_study(document).user_attrs[stored_names.STUDY_PARENT_RUN_ID]
+    assert MlflowClient(tracking_uri(document)).get_run(parent).info.status == "FINISHED"

@@ -180,7 +180,7 @@ def states(
             again beyond the seeds it had.
     """
     the_design = design(config)
-    seeds = config.all_seeds
+    seeds = plan.all_seeds(config)
     found = []
     for params in configurations:
         label = describe_params(params)

@@ -241,7 +241,7 @@ def asks_for(config: SweepConfig, trial: FrozenTrial) -> bool:
 
     A placeholder the sampler is still to fill belongs to the sweep.
     """
-    if trial.user_attrs.get(stored_names.TRIAL_SEED) not in config.all_seeds:
+    if trial.user_attrs.get(stored_names.TRIAL_SEED) not in plans.all_seeds(config):
         return False
     params = trial.params or trial.system_attrs.get(stored_names.TRIAL_FIXED_PARAMS)
     if not params:
