@@ -140,6 +140,32 @@ def _endpoint(sweep: str) -> str:
     return _markdown([*header, "p (Bonferroni)", "verdict", "pair's own range: Δ"], rows)
 
 
+def decisions(sweep: str, fixed: str) -> str:
+    """A sweep that decides, against the fixed 5-seed sweep of the same question."""
+    table = _csv(sweep, "decisions")
+    before = _csv(fixed, "endpoint").set_index("config")
+    rows = []
+    for row in table.to_dict("records"):
+        then = before.loc[row["config"]] if row["config"] in before.index else None
+        rows.append(
+            [
+                _arm(row["config"], sweep),
+                _verdict(row["decision"]),
+                f"{row['look']}",
+                f"{row['seeds']}",
+                _pt(row["difference_mean"]),
+                _interval(row["ci_low"], row["ci_high"]),
+                "–" if pd.isna(row["fixed_seeds"]) else f"{row['fixed_seeds']:.0f}",
+                "–"
+                if then is None
+                else f"{_pt(then['difference_mean'])}, {_verdict(then['verdict'])}",
+            ]
+        )
+    header = ["ALDS", "decision", "look", "seeds", "Δ (pt)", "repeated CI (pt)"]
+    header += ["fixed design, same power (seeds)", "the fixed 5-seed sweep: Δ, verdict"]
+    return _markdown(header, rows)
+
+
 def controls() -> str:
     table = _csv("fashion_mnist_alds_imp", "controls")
     wide = table.pivot_table(
@@ -245,6 +271,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "endpoint_global_rewind": lambda: _endpoint("fashion_mnist_global_rewind_control"),
     "endpoint_conv": lambda: _endpoint("fashion_mnist_conv"),
     "endpoint_conv_rewind": lambda: _endpoint("fashion_mnist_conv_rewind_control"),
+    "decisions_layer": lambda: decisions(
+        "fashion_mnist_alds_imp_sequential", "fashion_mnist_alds_imp"
+    ),
     "controls": controls,
     "magnitudes": lambda: _magnitudes("fashion_mnist_alds_imp"),
     "magnitudes_conv": lambda: _magnitudes("fashion_mnist_conv"),

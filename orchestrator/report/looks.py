@@ -3,13 +3,14 @@ state (open at n seeds, or decided at which look) and the seeds every configurat
 
 A look is a pure function of the trials: the decision at look k reads only the COMPLETE trials
 of the configuration and its twin at the look's seeds, which never change once finished. Any
-worker, on any host, reaches the same decisions from the same trials, so nothing about a
-decision is stored: a worker that finishes a round's last trial looks, under the storage's
-creation lock, and enqueues what the open configurations need next
-(:func:`orchestrator.execution.worker.look`); a worker killed after deciding and before
-enqueueing leaves nothing half-done, since the next look decides the same and enqueues what
-is missing. A configuration with a stored result from another sweep counts it as a seed (it is
-COMPLETE here once copied).
+worker, on any host, reaches the same decisions from the same trials: a worker that finishes a
+trial looks, under the storage's creation lock, and enqueues what the open configurations need
+next (``execution.worker.Worker.look``); a worker killed after deciding and before enqueueing
+leaves nothing half-done, since the next look decides the same and enqueues what is missing.
+The decisions made are kept in the study (:func:`records`) so that one stays made when the
+design later grows (a larger ``max_seeds`` moves every boundary); only an "undecided" reopens.
+A configuration with a result from another sweep counts it as a seed (it is COMPLETE here once
+copied).
 """
 
 from __future__ import annotations
