@@ -211,12 +211,17 @@ def verify_curves(study: optuna.Study, tracking_uri: str, check: Checks) -> None
     )
 
 
-def compare_reports(reference: reports.Report, faulty: reports.Report, check: Checks) -> None:
+def compare_reports(
+    reference: reports.Report, faulty: reports.Report, check: Checks, *, exact: bool = True
+) -> None:
+    """``exact``: to the last digit. A sequential sweep's trials are numbered in the order its
+    looks enqueued them, which the faults change, and a standard deviation summed in another
+    order differs in its last bits: compared to 1e-12 there."""
     for name in COMPARED_TABLES:
         left = reference.tables[name].reset_index(drop=True)
         right = faulty.tables[name].reset_index(drop=True)
         try:
-            pd.testing.assert_frame_equal(left, right, check_exact=True)
+            pd.testing.assert_frame_equal(left, right, check_exact=exact, rtol=1e-12, atol=0.0)
             same, detail = True, f"{len(left)} rows"
         except AssertionError as exc:
             same, detail = False, str(exc).splitlines()[0]
@@ -303,7 +308,7 @@ def run(workdir: Path, outage: float, sequential: bool = False) -> int:
             faulty_report = reports.build(
                 study, load_config(config_paths["faulty"]), tracking_uri=server.uri
             )
-            compare_reports(reference, faulty_report, check)
+            compare_reports(reference, faulty_report, check, exact=not sequential)
     print(f"{'all checks passed' if not check.failed else f'{check.failed} check(s) failed'}")
     return 1 if check.failed else 0
 
