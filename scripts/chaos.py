@@ -31,7 +31,8 @@ Then it checks, printing one line per check:
 - every complete trial's MLflow run holds every curve with each step exactly once;
 - ``orchestrate report``'s tables (curves, versus_baseline, summary, at_sparsity) are
   identical for the two sweeps, to the last digit: the runs are deterministic, so the faults
-  changed nothing.
+  changed nothing (with ``--sequential`` to 1e-12: the faults change the order the looks
+  number the trials in, and a sum's last bits with it).
 
 Exit codes: 0 every check passed; 1 a check failed; 2 a problem with the set-up (no
 PostgreSQL binaries, a server that does not start).
