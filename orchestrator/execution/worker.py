@@ -143,6 +143,12 @@ class Worker:
         # Safe to run again after an outage: what one attempt enqueued, the next finds queued.
         return self.context.storage.ride_out(look)
 
+    def _look_found_work(self) -> bool:
+        """Whether a sequential sweep's look, this worker's or one another worker made while
+        this one waited for the lock, queued more trials."""
+        waiting = (TrialState.WAITING,)
+        return bool(self.look() or self.study.get_trials(deepcopy=False, states=waiting))
+
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
         done = self.done = 0
@@ -157,11 +163,7 @@ class Worker:
                 if claimed is None:
                     running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                     if not running:
-                        # A sequential sweep's last look may be this worker's or another's
-                        # that enqueued the next round while this one waited for the lock.
-                        if self.look() or self.study.get_trials(
-                            deepcopy=False, states=(TrialState.WAITING,)
-                        ):
+                        if self.config.sequential is not None and self._look_found_work():
                             continue
                         break
                     # A running trial elsewhere may still fail and be re-queued as a retry.
