@@ -29,7 +29,7 @@ from orchestrator.curve import curve_of, curve_points, mean_between
 from orchestrator.report import planner, sequential
 from orchestrator.report.sequential import Design
 from orchestrator.sweep_file import describe_params
-from orchestrator.trial.spec import TrialSpec
+from orchestrator.trial.spec import TrialSpec, twin_configuration
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -191,7 +191,7 @@ def states(
             continue
         had = int(record["seeds"]) if record is not None else 0
         ours = curves.get(label, {})
-        theirs = curves.get(describe_params(plan.twin_of(config, params)) or "default", {})
+        theirs = curves.get(describe_params(twin_configuration(config, params)) or "default", {})
         state = None
         for look, n in enumerate(the_design.looks):
             if n <= had and n != the_design.looks[-1]:
@@ -275,7 +275,7 @@ def configurations_of(
     found: dict[str, dict[str, Any]] = {}
     for params in chosen:
         label = describe_params(params)
-        alds = plan.is_alds(plan.rate_of(config, params))
+        alds = TrialSpec(config, params, config.seeds[0]).is_alds
         if label not in known and alds and plan.asks_for(config, params):
             found.setdefault(label, dict(params))
     return fixed + list(found.values())
@@ -303,7 +303,7 @@ def needs(config: SweepConfig, found: Sequence[State]) -> dict[str, tuple[int, .
     needed: dict[str, tuple[int, ...]] = {}
     for state in found:
         needed[_text(state.params)] = state.needs
-        twin = _text(plan.twin_of(config, state.params))
+        twin = _text(twin_configuration(config, state.params))
         needed[twin] = tuple(sorted({*needed.get(twin, ()), *state.needs}))
     return needed
 
@@ -409,7 +409,7 @@ def decisions_table(
         rows.append(
             {
                 "config": state.config,
-                "baseline": describe_params(plan.twin_of(config, state.params)) or "default",
+                "baseline": describe_params(twin_configuration(config, state.params)) or "default",
                 "decision": sequential.words(state.decision, margin),
                 "look": state.look + 1,
                 "seeds": state.seeds,
