@@ -15,7 +15,6 @@ copied).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -115,10 +114,6 @@ def design(config: SweepConfig) -> Design:
         margin=config.report.margin / 100,
         kind=sequential_section.spending,
     )
-
-
-def _text(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(params), sort_keys=True)
 
 
 def curves_of(trials: Iterable[FrozenTrial]) -> dict[str, dict[int, Curve]]:
@@ -297,13 +292,13 @@ def look(
 
 
 def needs(config: SweepConfig, found: Sequence[State]) -> dict[str, tuple[int, ...]]:
-    """The seeds each configuration needs, by its parameters' JSON text: an ALDS
+    """The seeds each configuration needs, by its label (:func:`describe_params`): an ALDS
     configuration its look's; a twin the seeds of every configuration it serves; every other
     configuration (a control) the listed seeds. What ``growth.assess`` plans from."""
     needed: dict[str, tuple[int, ...]] = {}
     for state in found:
-        needed[_text(state.params)] = state.needs
-        twin = _text(twin_configuration(config, state.params))
+        needed[state.config] = state.needs
+        twin = describe_params(twin_configuration(config, state.params))
         needed[twin] = tuple(sorted({*needed.get(twin, ()), *state.needs}))
     return needed
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import plan as plans, stored_names
 from orchestrator.config import SweepConfig
 from orchestrator.study import optuna_internals
-from orchestrator.sweep_file import PerConfig
+from orchestrator.sweep_file import PerConfig, describe_params
 from orchestrator.trial import identity
 
 if TYPE_CHECKING:
@@ -120,8 +120,9 @@ def assess(
         finished_elsewhere: the keys of COMPLETE results in the storage's other studies.
         keyless_match: let a finished trial without a key (run by a version before keys)
             answer its configuration and seed: only when the YAML is the one it ran with.
-        seeds_of: a sequential sweep's seeds per configuration (by its parameters' JSON text,
-            ``report.looks.needs``); a configuration it does not name runs the listed seeds.
+        seeds_of: a sequential sweep's seeds per configuration (by its label,
+            ``sweep_file.describe_params``; ``report.looks.needs``); a configuration it does not
+            name runs the listed seeds.
 
     Returns:
         The :class:`Growth`; nothing is written.
@@ -160,7 +161,8 @@ def assess(
     sampled_texts = {_text(p) for p in sampled}
     twin_texts = {_text(p) for p in twins} - sampled_texts - {_text(p) for p in fixed}
     for params in configurations:
-        seeds = config.seeds if seeds_of is None else seeds_of.get(_text(params), config.seeds)
+        label = describe_params(params)
+        seeds = config.seeds if seeds_of is None else seeds_of.get(label, config.seeds)
         for seed in seeds:
             growth.trials += 1
             # A new sweep in an empty storage needs no keys (nor the data their digest reads).
