@@ -555,8 +555,8 @@ class SequentialConfig(Section):
     max_seeds: int = Field(ge=1, le=1000, description="the most seeds a configuration gets")
     step: int = Field(1, ge=1, le=100, description="seeds added per look")
     alpha: float = Field(0.05, gt=0.0, lt=0.5, description="family-wise, over all looks")
-    spending: Literal["pocock", "obrien-fleming"] = Field(
-        "pocock", description="the Lan-DeMets spending function's type"
+    spending: Literal["linear", "pocock", "obrien-fleming"] = Field(
+        "linear", description="the alpha spending function's type"
     )
 
 

@@ -122,7 +122,11 @@ def test_the_benchmark_prints_error_rates_and_savings() -> None:
         check=True,
     )
     assert "family-wise wrong better/worse" in done.stdout
-    assert "fewer" in done.stdout and done.stdout.count("spending") == 2
+    # One block per spending function, and the worst case of the default.
+    blocks = [line for line in done.stdout.splitlines() if line.endswith("sweeps per scenario)")]
+    assert [line.split()[0] for line in blocks] == list(sequential.SPENDING)
+    assert done.stdout.count("fewer)") == len(sequential.SPENDING)
+    assert f"worst case, {sequential.LINEAR}," in done.stdout
 
 
 # --------------------------------------------------------------------------- bad input

@@ -11,9 +11,11 @@ configuration **open**; still open at ``max_seeds``, it is **undecided**.
 
 Error rates. The family's ``alpha`` is split over its m configurations (Bonferroni, α/m each),
 and each configuration's α/m is spent over its looks with a Lan-DeMets spending function of the
-information fraction t = n/max_seeds (``sequential.spending``): of the Pocock type by default,
-α·ln(1 + (e − 1)·t), which spends evenly enough that a clear answer stops early, or of the
-O'Brien-Fleming type, 2 − 2Φ(z(1 − α/2)/√t), which spends little before the last look. A wrong
+information fraction t = n/max_seeds (``sequential.spending``): linear by default, α·t (Kim &
+DeMets' power family at ρ = 1), of the Pocock type, α·ln(1 + (e − 1)·t), which spends more at
+the first looks, or of the O'Brien-Fleming type, 2 − 2Φ(z(1 − α/2)/√t), which spends little
+before the last look. At 3 or 4 seeds a t-interval is so wide that little is decided whatever is
+spent there; the linear function keeps that share for the looks that use it. A wrong
 "better"/"worse" spends α/(2m) in each tail, a wrong "equivalent" (TOST: each bound one-sided)
 α/m. These are repeated confidence intervals (Jennison & Turnbull 2000, ch. 9): each error needs
 an interval to miss the true difference at some look, so stopping at any decision keeps both
@@ -22,7 +24,7 @@ rates.
 The boundaries are those of the paired t-statistic itself, not of a normal mean with a known
 spread mapped to t: at 3 to 5 seeds that mapping lets about 7% through where 5% was asked. With
 no true difference the looks' t-statistics have one joint distribution whatever the spread, so
-:func:`boundaries` sets the critical values by simulating it once (400,000 sweeps, a fixed seed:
+:func:`boundaries` sets the critical values by simulating it once (2,000,000 sweeps, a fixed seed:
 every worker computes the same), and ``benchmarks/bench_sequential.py`` measures the error rates
 reached with this module's code. Numpy and scipy.special alone, as :mod:`planner`: a worker's
 look and ``validate`` use it without the report's tables.
@@ -44,6 +46,7 @@ __all__ = [
     "BETTER",
     "DECIDED",
     "EQUIVALENT",
+    "LINEAR",
     "OBRIEN_FLEMING",
     "OPEN",
     "POCOCK",
@@ -62,17 +65,20 @@ DECIDED = (BETTER, WORSE, EQUIVALENT)
 _PATHS = 2_000_000  # simulated sweeps that set the boundaries: a crossing of 0.0003 ± 4%
 _DRAWS = 60_000_000  # at most this many normal draws per boundary set (paths × max_seeds)
 _STREAM = 20261207  # the simulation's seed: every worker computes the same boundaries
-OBRIEN_FLEMING, POCOCK = "obrien-fleming", "pocock"
-SPENDING = (OBRIEN_FLEMING, POCOCK)
+LINEAR, OBRIEN_FLEMING, POCOCK = "linear", "obrien-fleming", "pocock"
+SPENDING = (LINEAR, OBRIEN_FLEMING, POCOCK)
 
 
-def spending(fraction: float, level: float, kind: str = OBRIEN_FLEMING) -> float:
-    """The level spent by the information ``fraction`` t (n/max_seeds), Lan-DeMets' functions:
-    of the O'Brien-Fleming type, 2 − 2Φ(z(1 − level/2)/√t), or of the Pocock type,
-    level·ln(1 + (e − 1)·t); the whole ``level`` at t = 1."""
+def spending(fraction: float, level: float, kind: str = LINEAR) -> float:
+    """The level spent by the information ``fraction`` t (n/max_seeds): linear, level·t (Kim &
+    DeMets' power family at ρ = 1), or Lan-DeMets' functions of the O'Brien-Fleming type,
+    2 − 2Φ(z(1 − level/2)/√t), or of the Pocock type, level·ln(1 + (e − 1)·t); the whole
+    ``level`` at t = 1."""
     if fraction <= 0.0:
         return 0.0
     fraction = min(fraction, 1.0)
+    if kind == LINEAR:
+        return level * fraction
     if kind == POCOCK:
         return level * math.log(1.0 + (math.e - 1.0) * fraction)
     z = float(special.ndtri(1.0 - level / 2.0))
@@ -80,7 +86,7 @@ def spending(fraction: float, level: float, kind: str = OBRIEN_FLEMING) -> float
 
 
 @functools.lru_cache(maxsize=64)
-def boundaries(looks: tuple[int, ...], level: float, kind: str = POCOCK) -> tuple[float, ...]:
+def boundaries(looks: tuple[int, ...], level: float, kind: str = LINEAR) -> tuple[float, ...]:
     """The critical values of a one-sided paired t-test at ``level`` watched at ``looks``
     (the seeds at each, the last the most): c_k such that, with no true difference, the
     t-statistic first reaches c_k at look k with the probability :func:`spending` adds there.
@@ -144,7 +150,7 @@ class Design:
     alpha: float
     family_size: int
     margin: float
-    kind: str = POCOCK
+    kind: str = LINEAR
 
     @property
     def looks(self) -> tuple[int, ...]:
