@@ -99,7 +99,7 @@ def fabricate(folder: Path, trials: int, steps: int, metrics: int) -> Path:
     config = parse_config(document)
     storage = studies.open_storage(workspace.default_storage(config))
     study = studies.create_or_resume(config, storage)
-    uri = tracking.default_uri(config)
+    uri = workspace.default_tracking_uri(config)
     tracker = tracking.SweepTracker(uri, config)
     study.set_user_attr(stored_names.STUDY_PARENT_RUN_ID, tracker.create_parent_run())
     study.set_user_attr(stored_names.STUDY_TRACKING_URI, uri)
@@ -274,7 +274,7 @@ def main() -> None:
             uri = (
                 extra[-1]
                 if extra
-                else tracking.default_uri(parse_config(document_for(folder, args.trials)))
+                else workspace.default_tracking_uri(parse_config(document_for(folder, args.trials)))
             )
             first, again = refresh(folder, held, args.trials, args.steps, args.metrics, uri)
             print(

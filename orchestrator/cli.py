@@ -312,8 +312,8 @@ def sweep(
     _quiet_optuna()
     config = _load_sweep(sweep)
     given = _given(launch)
-    options = {name: value for name, value in given.items() if name not in _LAUNCH_FLAGS}
-    launcher = launchers.get(_launch_config(config, given), options)
+    options = {name: value for name, value in given.items() if name not in launchers.FLAGS}
+    launcher = launchers.get(launchers.with_flags(config, given), options)
     if options.get("cancel"):
         click.echo(launcher.cancel(_load_study(config, storage_url or launcher.default_storage())))
         return
@@ -345,8 +345,10 @@ def sweep(
             f"--tracking-uri {prepared.tracking_uri}"
         )
         return
+    outcome = launchers.Outcome()  # a no-op starts no worker (nothing queued or to redraw)
     try:
-        outcome = launcher.start(prepared, console, wait="wait" in options, sweep_file=sweep)
+        if not prepared.idle:
+            outcome = launcher.start(prepared, console, wait="wait" in options, sweep_file=sweep)
     except StorageUnavailable as exc:
         _storage_lost(exc)
     if not outcome.followed:
@@ -358,13 +360,6 @@ def sweep(
     if outcome.unfinished:
         _fail(outcome.unfinished, TRIALS_FAILED)
     _check_failures(prepared.study, config, allow_failures)
-
-
-_LAUNCH_FLAGS = {
-    "launcher": "execution.launcher",
-    "devices": "execution.devices",
-    "workers_per_device": "execution.workers_per_device",
-}
 
 
 def _load_sweep(path: Path) -> SweepConfig:
@@ -381,13 +376,6 @@ def _given(launch: dict[str, object]) -> dict[str, object]:
     """The launch options set on the command line (an unset flag is False, an unset value
     None; ``is``, not ``in``: ``--gpus-per-worker 0`` is set, though 0 == False)."""
     return {name: v for name, v in launch.items() if v is not None and v is not False}
-
-
-def _launch_config(config: SweepConfig, given: dict[str, object]) -> SweepConfig:
-    """``config`` with the launch fields the command line sets (``--devices``, ``--launcher``,
-    a launcher's options); they leave the study's identity as it is."""
-    paths = {**_LAUNCH_FLAGS, **{o.dest: o.path for o in launchers.options() if o.path}}
-    return config.with_params({paths[name]: v for name, v in given.items() if name in paths})
 
 
 def _load_study(config: SweepConfig, storage_url: str) -> optuna.Study:

@@ -19,6 +19,9 @@ STUDY_EARLIER = "earlier_generations"
 # A sequential sweep's decisions, by configuration label (report.looks.records): a decision
 # stays made when the design later grows (sequential.max_seeds).
 STUDY_DECISIONS = "sequential_decisions"
+# The finished trials the comparison logged to the parent run was drawn from: a start that
+# finds the same count and nothing to run redraws nothing (execution.sweep).
+STUDY_REPORTED_FINISHED = "reported_finished"
 # What a study's new generation keeps of the old one: where its runs are, what it grew from.
 STUDY_KEPT_BY_A_NEW_GENERATION = (
     STUDY_PARENT_RUN_ID,

@@ -8,6 +8,7 @@ else in the tool spells a file name.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,9 @@ __all__ = [
     "cache_folder",
     "checkpoint_file",
     "corrupt_file",
+    "data_digest_file",
+    "default_storage",
+    "default_tracking_uri",
     "digest_file",
     "journal_file",
     "journal_url",
@@ -29,6 +33,7 @@ __all__ = [
     "lock_file",
     "mask_file",
     "masks_folder",
+    "network_size_file",
     "progress_file",
     "progress_folder",
     "report_folder",
@@ -101,6 +106,17 @@ def cache_folder(config: SweepConfig) -> Path:
     if config.execution.cache_dir:
         return Path(config.execution.cache_dir).expanduser()
     return root(config).parent / "checkpoints"
+
+
+def data_digest_file(config: SweepConfig, fingerprint: str) -> Path:
+    """The digest of a sweep's data at one seed, kept by the fingerprint of the files it was
+    read from (``data.digests``)."""
+    return cache_folder(config) / "data" / f"{fingerprint}.digest"
+
+
+def network_size_file(config: SweepConfig, fingerprint: str) -> Path:
+    """The counts ``validate`` prints of a network, kept by its configuration and code."""
+    return cache_folder(config) / "networks" / f"{fingerprint}.json"
 
 
 def progress_folder(config: SweepConfig) -> Path:
@@ -184,6 +200,18 @@ def default_storage(config: SweepConfig, *, journal: bool = False) -> str:
         return journal_url(journal_path)
     # study.open_storage creates the folder of a SQLite file.
     return sqlite_url(study_file(config))
+
+
+def default_tracking_uri(config: SweepConfig) -> str:
+    """The MLflow tracking URI: ``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite
+    store in the workspace (its folder made)."""
+    if config.tracking.uri:
+        return config.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = tracking_file(config)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    return sqlite_url(store)
 
 
 def holds_nothing(url: str) -> bool:

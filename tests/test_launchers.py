@@ -122,7 +122,7 @@ def test_launch_options_from_the_command_line_reach_the_config_zero_included() -
     launch = {k: params[k] for k in ("launcher", "gpus_per_worker", "partition", "workers", "wait")}
     given = cli._given(launch)
     assert given == {"launcher": "slurm", "gpus_per_worker": 0, "partition": "cpu"}
-    config = cli._launch_config(SweepConfig(name="x"), given)
+    config = launchers.with_flags(SweepConfig(name="x"), given)
     slurm = config.execution.slurm
     assert config.execution.launcher == "slurm"
     assert (slurm.gpus_per_worker, slurm.partition) == (0, "cpu")

@@ -18,12 +18,29 @@ Callers import from here. ``docs/data.md`` says where the files go and how to ad
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from orchestrator import lazy_face
 from orchestrator.data import registry
 from orchestrator.data.errors import DatasetError
-from orchestrator.data.files import DEBIAN_FASHION_MNIST, default_root
-from orchestrator.data.loading import clear_cache, digest, load, source_of
+from orchestrator.data.places import DEBIAN_FASHION_MNIST, default_root
 from orchestrator.data.specs import DatasetFiles, DatasetShape, DatasetSpec
-from orchestrator.data.tensors import Datasets, ImageSplit, random_crop_flip
+
+if TYPE_CHECKING:
+    from orchestrator.data.loading import clear_cache, digest, load, source_of
+    from orchestrator.data.tensors import Datasets, ImageSplit, random_crop_flip
+
+# What needs torch is imported on first use (orchestrator.lazy_face): the registry, the files'
+# places and the digests kept on disk (``digests``) serve validate and a sweep's plan without it.
+_LAZY = {
+    "clear_cache": "loading",
+    "digest": "loading",
+    "load": "loading",
+    "source_of": "loading",
+    "Datasets": "tensors",
+    "ImageSplit": "tensors",
+    "random_crop_flip": "tensors",
+}
 
 __all__ = [
     "DEBIAN_FASHION_MNIST",
@@ -41,3 +58,7 @@ __all__ = [
     "registry",
     "source_of",
 ]
+
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__ = lazy_face(__name__, _LAZY)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import functools
 import gzip
-import os
 import pickle
 import struct
 import zlib
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from orchestrator.data.errors import DatasetError
+from orchestrator.data.places import DEBIAN_FASHION_MNIST, default_root, root_of
 
 if TYPE_CHECKING:
     from orchestrator.config import DatasetConfig
@@ -39,30 +39,6 @@ __all__ = [
     "read_idx",
     "root_of",
 ]
-
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-"""Where the Debian package ``dataset-fashion-mnist`` installs the IDX files."""
-
-
-def default_root() -> Path:
-    """Where dataset files go when ``dataset.root`` is unset.
-
-    Returns:
-        ``$ORCHESTRATE_DATA``, else ``~/.cache/orchestrate/data``.
-    """
-    return Path(os.environ.get("ORCHESTRATE_DATA", "~/.cache/orchestrate/data")).expanduser()
-
-
-def root_of(config: DatasetConfig) -> Path:
-    """The folder the files of ``config``'s dataset are looked for under.
-
-    Args:
-        config: the sweep's ``dataset:`` section.
-
-    Returns:
-        ``dataset.root`` with ``~`` expanded, else :func:`default_root`.
-    """
-    return Path(config.root).expanduser() if config.root else default_root()
 
 
 def clear_cache() -> None:

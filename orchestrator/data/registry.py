@@ -9,11 +9,31 @@ the two lists agree.
 
 from __future__ import annotations
 
-from orchestrator.data import files, synthetic
+import importlib
+from typing import TYPE_CHECKING
+
 from orchestrator.data.errors import DatasetError
-from orchestrator.data.specs import DatasetFiles, DatasetShape, DatasetSpec
+from orchestrator.data.places import DEBIAN_FASHION_MNIST
+from orchestrator.data.specs import DatasetFiles, DatasetShape, DatasetSpec, Reader
+
+if TYPE_CHECKING:
+    from orchestrator.config import DatasetConfig
+    from orchestrator.data.specs import RawSplits
 
 __all__ = ["available", "spec"]
+
+
+def _reader(module: str, name: str) -> Reader:
+    """The reader ``name`` of ``orchestrator.data.<module>``, imported when first called: the
+    table names every dataset's shape and files without importing torch (``validate`` and a
+    sweep's plan read it)."""
+
+    def read(spec: DatasetSpec, config: DatasetConfig, seed: int) -> RawSplits:
+        function = getattr(importlib.import_module(f"orchestrator.data.{module}"), name)
+        return function(spec, config, seed)
+
+    read.__name__ = read.__qualname__ = name
+    return read
 
 
 _DATASETS: dict[str, DatasetSpec] = {
@@ -21,7 +41,7 @@ _DATASETS: dict[str, DatasetSpec] = {
     for spec in (
         DatasetSpec(
             name="cifar10",
-            read=files.read_cifar10,
+            read=_reader("files", "read_cifar10"),
             shape=DatasetShape(num_classes=10, channels=3, image_size=32),
             files=DatasetFiles(
                 folders=("cifar-10-batches-py", "."),
@@ -31,21 +51,23 @@ _DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             name="mnist",
-            read=files.read_idx,
+            read=_reader("files", "read_idx"),
             shape=DatasetShape(num_classes=10, channels=1, image_size=28),
             files=DatasetFiles(folders=("mnist", "MNIST/raw", "."), torchvision="MNIST"),
         ),
         DatasetSpec(
             name="fashion-mnist",
-            read=files.read_idx,
+            read=_reader("files", "read_idx"),
             shape=DatasetShape(num_classes=10, channels=1, image_size=28),
             files=DatasetFiles(
-                folders=("fashion-mnist", "FashionMNIST/raw", ".", str(files.DEBIAN_FASHION_MNIST)),
+                folders=("fashion-mnist", "FashionMNIST/raw", ".", str(DEBIAN_FASHION_MNIST)),
                 torchvision="FashionMNIST",
                 package="dataset-fashion-mnist",
             ),
         ),
-        DatasetSpec(name="synthetic", read=synthetic.generate, shape=None, files=None),
+        DatasetSpec(
+            name="synthetic", read=_reader("synthetic", "generate"), shape=None, files=None
+        ),
     )
 }
 

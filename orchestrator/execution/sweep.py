@@ -3,26 +3,27 @@ launcher started them: local processes, or a Slurm job array with ``--wait``).""
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
-from mlflow import MlflowClient
 from optuna.trial import FrozenTrial
-from rich.console import Console
-from rich.live import Live
 
 from orchestrator import stored_names, tracking, workspace
 from orchestrator.config import SweepConfig
 from orchestrator.execution import progress
 from orchestrator.study import counts, growth, queue, reuse, study as studies
 from orchestrator.study.growth import Growth
-from orchestrator.tracking.outbox import replay_spool
 from orchestrator.trial import identity
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ class Prepared:
     parent_run_id: str
     enqueued: int
     growth: Growth | None = None  # what this start found done, reusable and to run
+    # Nothing to run, retry or redraw: no trial queued or running, every trial finished, the
+    # comparison logged from them. The sweep starts no worker and opens no tracking store.
+    idle: bool = False
 
 
 def prepare(
@@ -67,13 +71,15 @@ def prepare(
     _check_data(config)
     url = storage_url or workspace.default_storage(config)
     storage = studies.open_storage(url)
-    uri = tracking_uri or tracking.default_uri(config)
+    uri = tracking_uri or workspace.default_tracking_uri(config)
     # Several first starts at once (a job array, two terminals): one at a time creates the
     # tracking store, the study, its queue and the parent run; the others find them made.
     with studies.creation_lock(url):
-        tracking.check_reachable(uri)
         # Read before create_or_resume, which may move the study to an archive.
         before = None if fresh else studies.existing(storage, config.name)
+        tracked = before is not None and _tracked_at(before, uri)
+        if not tracked:
+            tracking.check_reachable(uri)
         renewed = before is not None and studies.needs_new_generation(before, config)
         unchanged = studies.holds(before, config)
         study = studies.create_or_resume(config, storage, fresh=fresh)
@@ -91,6 +97,11 @@ def prepare(
         enqueued = queue.fill_queue(study, config, found)
         if retry_failed:
             enqueued += queue.retry(study, config)
+        if tracked and enqueued == 0 and _idle(study, config):
+            parent = study.user_attrs[stored_names.STUDY_PARENT_RUN_ID]
+            return Prepared(study, url, uri, parent, 0, found, idle=True)
+        if tracked:
+            tracking.check_reachable(uri)
         tracker = tracking.SweepTracker(uri, config)
         parent = study.user_attrs.get(stored_names.STUDY_PARENT_RUN_ID)
         if parent is None:
@@ -101,15 +112,44 @@ def prepare(
     return Prepared(study, url, uri, parent, enqueued, found)
 
 
+def _tracked_at(study: optuna.Study, uri: str) -> bool:
+    """Whether ``study``'s runs are tracked at ``uri`` already, under a parent run."""
+    attrs = study.user_attrs
+    return (
+        attrs.get(stored_names.STUDY_TRACKING_URI) == uri
+        and stored_names.STUDY_PARENT_RUN_ID in attrs
+        and stored_names.STUDY_EXPERIMENT_ID in attrs
+    )
+
+
+def _idle(study: optuna.Study, config: SweepConfig) -> bool:
+    """Whether ``study`` has nothing for a start to do: no trial queued or running, each of
+    its trials finished, and the comparison logged to the parent run drawn from all of them
+    (the parent then ended)."""
+    states = counts.count_states(t.state.name for t in study.get_trials(deepcopy=False))
+    if states["WAITING"] or states["RUNNING"]:
+        return False
+    finished = counts.finished(study, config)
+    return finished >= counts.expected(study, config) and finished == study.user_attrs.get(
+        stored_names.STUDY_REPORTED_FINISHED
+    )
+
+
 def _check_data(config: SweepConfig) -> None:
     """Read the data the trials need once, here: a sweep whose dataset cannot be found or
     fetched stops (``DatasetError``, exit 2) before it creates or queues anything, instead of
-    failing every trial alike. The digest read is kept for the plan's keys."""
+    failing every trial alike. The digest is kept for the plan's keys (:mod:`data.digests`:
+    a start whose files have not changed since reads none of them)."""
     if config.dataset.name == "synthetic":  # generated: nothing to find
         return
-    from orchestrator import data as datasets
+    from orchestrator.data import digests
 
-    datasets.digest(config.dataset, config.seeds[0])
+    digests.digest(config.dataset, config.seeds[0], _digest_file(config))
+
+
+def _digest_file(config: SweepConfig) -> Callable[[str], Path]:
+    """Where the sweep keeps each data digest, by its fingerprint (``data.digests``)."""
+    return functools.partial(workspace.data_digest_file, config)
 
 
 def assess(
@@ -124,15 +164,16 @@ def assess(
 ) -> Growth:
     """What the sweep's YAML asks for against what ``storage`` holds (:func:`growth.assess`):
     ``trials`` are its study's, ``device()`` the class its workers train on; results of the
-    other studies than ``besides`` (default: the sweep's own) are reusable. Reads the data
-    once per seed on the CPU for its digest (a trial's key covers it). A sequential sweep
-    plans the seeds its look asks for, with the decisions its study kept (``decided``)."""
-    from orchestrator import data as datasets
+    other studies than ``besides`` (default: the sweep's own) are reusable. Each seed's data
+    digest (a trial's key covers it) comes from the cache, or is read once on the CPU. A
+    sequential sweep plans the seeds its look asks for, with the decisions its study kept
+    (``decided``)."""
+    from orchestrator.data import digests
 
     def keys_of(params: Mapping[str, Any], seed: int) -> list[str]:
         searched_data = any(path.startswith("dataset.") for path in params)
         section = config.with_params(params).dataset if searched_data else config.dataset
-        digest = datasets.digest(section, seed)
+        digest = digests.digest(section, seed, _digest_file(config))
         return identity.acceptable_keys(config, params, seed, device=device(), data=digest)
 
     elsewhere: set[str] = set()
@@ -230,6 +271,8 @@ def follow(
     Returns (workers that ended with an error, whether a signal stopped the following).
     """
 
+    from rich.live import Live
+
     def on_signal(signum: int, frame: object) -> None:
         workers.interrupt()
         if workers.signals == 1:
@@ -280,8 +323,11 @@ def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
 
 def _close(summarize: _Summary, prepared: Prepared, config: SweepConfig) -> None:
     summarize.log_comparison()
-    if counts.finished(prepared.study, config) >= counts.expected(prepared.study, config):
+    finished = counts.finished(prepared.study, config)
+    if finished >= counts.expected(prepared.study, config):
         summarize.tracker.end_parent_run(prepared.parent_run_id)
+        if summarize.finished == finished:  # drawn from every trial: a start may stay idle
+            prepared.study.set_user_attr(stored_names.STUDY_REPORTED_FINISHED, finished)
 
 
 class _Summary:
@@ -297,7 +343,8 @@ class _Summary:
         self.prepared = prepared
         self.last: tuple | None = None
         self.retry_at = 0.0
-        self.finished = 0  # trials finished when the figures were last drawn
+        # Trials finished when the figures were last drawn (by any start of the sweep).
+        self.finished = prepared.study.user_attrs.get(stored_names.STUDY_REPORTED_FINISHED, 0)
         self.figures_at = time.monotonic()
         self.view_has_layers = False
         # What the figures have read (a report.Curves): each refresh reads only the trials
@@ -371,6 +418,10 @@ def _replay_spools(config: SweepConfig, uri: str, seconds: float = 60.0) -> None
     spools = workspace.spool_files(config)
     if not spools:
         return
+    from mlflow import MlflowClient
+
+    from orchestrator.tracking.outbox import replay_spool
+
     client = MlflowClient(uri)
     deadline = time.monotonic() + seconds
     for spool in spools:

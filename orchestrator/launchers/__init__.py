@@ -20,7 +20,25 @@ LAUNCHERS: dict[str, type[Launcher]] = {
     SlurmLauncher.name: SlurmLauncher,
 }
 
-__all__ = ["LAUNCHERS", "Launcher", "Option", "Outcome", "get", "hosting", "options", "recorded"]
+# The sweep command's flags that set launch fields of the config, by option name.
+FLAGS = {
+    "launcher": "execution.launcher",
+    "devices": "execution.devices",
+    "workers_per_device": "execution.workers_per_device",
+}
+
+__all__ = [
+    "FLAGS",
+    "LAUNCHERS",
+    "Launcher",
+    "Option",
+    "Outcome",
+    "get",
+    "hosting",
+    "options",
+    "recorded",
+    "with_flags",
+]
 
 
 def get(config: SweepConfig, given: Mapping[str, Any] | None = None) -> Launcher:
@@ -72,3 +90,11 @@ def hosting() -> type[Launcher]:
         if cls.current_task() is not None:
             return cls
     return LocalLauncher
+
+
+def with_flags(config: SweepConfig, given: Mapping[str, Any]) -> SweepConfig:
+    """``config`` with the launch fields the command line sets (``--devices``, ``--launcher``,
+    a launcher's options, by option name in ``given``); they leave the study's identity as
+    it is."""
+    paths = {**FLAGS, **{o.dest: o.path for o in options() if o.path}}
+    return config.with_params({paths[name]: v for name, v in given.items() if name in paths})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,11 @@ def open_storage(
         engine_kwargs["pool_pre_ping"] = True
     try:
         # Optuna creates its schema by checking for tables first: one process at a time.
-        with creation_lock(url):
+        with creation_lock(url), warnings.catch_warnings():
+            # Heartbeats are marked experimental; the tool relies on them knowingly, and the
+            # warning is not about the user's input (validate reads a study without the CLI's
+            # filter).
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,

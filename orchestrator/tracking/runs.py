@@ -46,7 +46,6 @@ __all__ = [
     "TrialRun",
     "check_reachable",
     "close_trial_run",
-    "default_uri",
     "log_artifacts",
     "resolve_pending",
     "trial_runs",
@@ -61,17 +60,6 @@ def fail_fast_http() -> None:
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-
-
-def default_uri(config: SweepConfig) -> str:
-    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite store in the workspace."""
-    if config.tracking.uri:
-        return config.tracking.uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    store = workspace.tracking_file(config)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    return workspace.sqlite_url(store)
 
 
 def check_reachable(uri: str, *, timeout: float = 5.0) -> None:

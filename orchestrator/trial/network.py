@@ -6,10 +6,17 @@ and the width reach ``models.build`` by one path.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import compression
 import models
+from orchestrator import workspace
 from orchestrator.data import registry
 
 if TYPE_CHECKING:
@@ -77,7 +84,12 @@ class NetworkSize:
 
 
 def size(config: SweepConfig) -> NetworkSize:
-    """The counts of the sweep's network on its dataset's input shape (imports torch).
+    """The counts of the sweep's network on its dataset's input shape.
+
+    Counting builds the network (torch, seconds); the counts are kept in the sweep's cache
+    folder by the network's configuration, the input shape and the code that builds and
+    counts it, where a sweep has made that folder (``validate`` makes no folder), so a second
+    ``validate`` imports no torch.
 
     Args:
         config: the sweep's config.
@@ -85,11 +97,30 @@ def size(config: SweepConfig) -> NetworkSize:
     Returns:
         Its :class:`NetworkSize`.
     """
+    data_shape = shape(config)
+    content = hashlib.sha256(
+        json.dumps([config.model.model_dump(mode="json"), dataclasses.asdict(data_shape)]).encode()
+    )
+    for package in (models, compression):
+        for source in sorted(Path(str(package.__file__)).parent.glob("*.py")):
+            content.update(source.read_bytes())
+    path = workspace.network_size_file(config, content.hexdigest()[:20])
+    if path.is_file():
+        return NetworkSize(**json.loads(path.read_text()))
+    counted = _count(config, data_shape)
+    if path.parent.parent.is_dir():
+        path.parent.mkdir(exist_ok=True)
+        scratch = path.with_name(f"{path.name}.{os.getpid()}")
+        scratch.write_text(json.dumps(dataclasses.asdict(counted)))
+        os.replace(scratch, path)
+    return counted
+
+
+def _count(config: SweepConfig, data_shape: DatasetShape) -> NetworkSize:
     from torch import nn
 
     from compression import metrics
 
-    data_shape = shape(config)
     model = build(config, data_shape, seed=0)
     layers = dict(model.named_modules())
     flops = metrics.count_layer_flops(

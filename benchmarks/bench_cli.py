@@ -1,0 +1,127 @@
+"""What each command costs as a user runs it, against the floors: ``python -c pass`` and
+``python -c "import torch"``; and what importing one module of each concept package loads.
+
+    python benchmarks/bench_cli.py --rounds 3 [--before REV]
+
+Commands on the finished quickstart (its workspace ``.orchestrate/quickstart``; run first,
+untimed, when its study is not finished): ``--help``, ``validate``, ``status``, ``sweep`` with
+nothing to run (a no-op) and ``report`` with nothing new. Each runs in a fresh process,
+interleaved with the floors in the same rounds, so load on a shared host hits them alike; the
+medians and the median of the within-round ratios to ``import torch`` are printed.
+``--before REV`` runs the same commands of that commit (a git worktree first on PYTHONPATH)
+in the same rounds, on the same study. The last lines say which heavy libraries a plain import
+of a module of each package loads. docs/benchmarks.md records the goals and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.testing.cli import commit_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).with_name("orchestrate")
+QUICKSTART = str(ROOT / "sweeps" / "quickstart.yaml")
+FLOOR = "import torch"
+
+FLOORS = {
+    "python -c pass": [sys.executable, "-c", "pass"],
+    FLOOR: [sys.executable, "-c", FLOOR],
+}
+COMMANDS = {
+    "--help": [str(SCRIPT), "--help"],
+    "validate": [str(SCRIPT), "validate", QUICKSTART],
+    "status": [str(SCRIPT), "status", QUICKSTART],
+    "sweep, nothing to run": [str(SCRIPT), "sweep", QUICKSTART],
+    "report, nothing new": [str(SCRIPT), "report", QUICKSTART],
+}
+# A light module of each package: importing it runs the package's face first.
+PACKAGE_MODULES = (
+    "orchestrator.trial.identity",
+    "orchestrator.trial.spec",
+    "orchestrator.trial.network",
+    "orchestrator.data.digests",
+    "orchestrator.study.growth",
+    "orchestrator.tracking.runs_view",
+    "orchestrator.execution.exit_codes",
+)
+HEAVY = ("torch", "optuna", "mlflow")
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the settings that would point a command elsewhere."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ORCHESTRATE_") and k != "MLFLOW_TRACKING_URI"
+    }
+    return {**env, **(extra or {})}
+
+
+def seconds(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env
+    )
+    return time.perf_counter() - start
+
+
+def loaded(module: str) -> list[str]:
+    """The heavy libraries a fresh ``import module`` loads."""
+    probe = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=ROOT
+    )
+    return found.stdout.split()
+
+
+def finish_quickstart(env: dict[str, str]) -> None:
+    """Run the quickstart (untimed) unless its study has finished; then once more, so that
+    its report is logged and the timed no-op finds nothing to do."""
+    for _ in range(2):
+        subprocess.run(
+            [str(SCRIPT), "sweep", QUICKSTART],
+            check=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", help="a commit whose commands run beside, on the same study")
+    args = parser.parse_args()
+    env = clean_env()
+    finish_quickstart(env)
+    commands = {name: (command, env) for name, command in {**FLOORS, **COMMANDS}.items()}
+    with contextlib.ExitStack() as stack:
+        if args.before:
+            tree = stack.enter_context(commit_tree(args.before))
+            # The same console script: it imports the commit's orchestrator first.
+            before = clean_env({"PYTHONPATH": str(tree)})
+            for name, command in COMMANDS.items():
+                commands[f"{name} ({args.before})"] = (command, before)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.rounds):
+            for name, (command, command_env) in commands.items():
+                times[name].append(seconds(command, command_env))
+    floor = times[FLOOR]
+    for name, measured in times.items():
+        ratio = statistics.median(t / f for t, f in zip(measured, floor, strict=True))
+        print(f"{name:34s} median {statistics.median(measured):6.2f} s   / {FLOOR} {ratio:5.2f}")
+    for module in PACKAGE_MODULES:
+        heavy = ", ".join(loaded(module)) or "none of " + "/".join(HEAVY)
+        print(f"import {module:36s} loads: {heavy}")
+
+
+if __name__ == "__main__":
+    main()
