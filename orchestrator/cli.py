@@ -584,7 +584,7 @@ def report(
     run. With several SWEEPs, also judge their primary endpoints as one family."""
     from orchestrator import report as reports
     from orchestrator.config import ConfigError
-    from orchestrator.report.family import one_margin, write_family
+    from orchestrator.report import stamp as report_stamp
     from orchestrator.sweep_file import load_config
 
     try:
@@ -594,7 +594,7 @@ def report(
         if from_export and not sweep:
             raise ConfigError("--from-export reads a sweep's export: give its SWEEP.yaml")
         given = None if margin is None else margin / 100
-        results = []
+        results, stamp = [], None
         for path in sweep or (None,):
             if from_export and path is not None:
                 config = load_config(path)
@@ -605,6 +605,14 @@ def report(
             else:
                 study, config, _ = _open_study(path, study_name, storage_url)
                 folder = _report_folder(config, output, several=len(sweep) > 1)
+                asked = dict(uri=tracking_uri, levels=sparsities, margin=given, power=power)
+                stamp = report_stamp.of(study, config, formats=chosen, **asked)
+                if len(sweep) < 2 and report_stamp.written(folder, stamp):
+                    click.echo(
+                        f"study '{config.name}': nothing changed since the report in "
+                        f"{folder} was written; nothing rewritten"
+                    )
+                    continue
                 result = reports.build(
                     study,
                     config,
@@ -613,10 +621,12 @@ def report(
                     margin=given,
                     power=power,
                 )
-            for line in reports.publish(result, folder, chosen):
+            for line in reports.publish(result, folder, chosen, stamp):
                 click.echo(line, err=line.startswith("warning:"))
             results.append(result)
         if len(sweep) > 1 and output is not None:
+            from orchestrator.report.family import one_margin, write_family
+
             endpoints = {result.study: result.tables["endpoint"] for result in results}
             judged = one_margin({result.margin for result in results})
             written = write_family(endpoints, output / "family", chosen, judged)

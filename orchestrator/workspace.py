@@ -37,6 +37,7 @@ __all__ = [
     "progress_file",
     "progress_folder",
     "report_folder",
+    "report_stamp_file",
     "root",
     "spool_file",
     "spool_files",
@@ -99,6 +100,11 @@ def launcher_folder(config: SweepConfig, launcher: str) -> Path:
 def report_folder(config: SweepConfig) -> Path:
     """Where ``orchestrate report`` writes when no ``--output`` is given."""
     return root(config) / "report"
+
+
+def report_stamp_file(folder: Path) -> Path:
+    """What the report in ``folder`` was written from (``report.stamp``)."""
+    return folder / ".report-stamp.json"
 
 
 def cache_folder(config: SweepConfig) -> Path:

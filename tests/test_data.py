@@ -90,6 +90,50 @@ def _fresh_cache():
     data.clear_cache()
 
 
+# --------------------------------------------------------------------------- digests kept
+
+
+def test_a_kept_digest_is_the_datas_own_and_a_changed_file_reads_again(tmp_path: Path) -> None:
+    from orchestrator.data import digests, loading
+
+    write_idx_dataset(tmp_path / "mnist", train=50, test=20, gz=False)
+    section = DatasetConfig(name="mnist", root=str(tmp_path), train_subset=40)
+    kept = tmp_path / "kept"
+
+    def kept_in(fingerprint: str) -> Path:
+        return kept / f"{fingerprint}.digest"
+
+    first = digests.digest(section, 1, kept_in)
+    assert first == data.load(section, seed=1).digest
+    assert [p.read_text().strip() for p in kept.iterdir()] == [first]
+    # Kept: the next start reads the file, not the data (a kept value it cannot tell apart
+    # from a computed one, so plant one to see which was used).
+    (path,) = kept.iterdir()
+    path.write_text("planted\n")
+    assert digests.digest(section, 1, kept_in) == "planted"
+    # Another seed or section is another fingerprint.
+    assert digests.fingerprint(section, 2) != digests.fingerprint(section, 1)
+    assert digests.fingerprint(section.model_copy(update={"train_subset": 30}), 1) != (
+        digests.fingerprint(section, 1)
+    )
+    # New contents of one file (a size or a modification time changed): read again.
+    write_idx_dataset(tmp_path / "mnist", train=60, test=20, gz=False)
+    data.clear_cache()
+    loading._digests.clear()
+    again = digests.digest(section, 1, kept_in)
+    assert again == data.load(section, seed=1).digest != first
+    assert len(list(kept.iterdir())) == 2
+
+
+def test_a_missing_dataset_keeps_no_digest(tmp_path: Path) -> None:
+    from orchestrator.data import digests
+
+    section = DatasetConfig(name="mnist", root=str(tmp_path))
+    with pytest.raises(data.DatasetError, match="mnist not found"):
+        digests.digest(section, 0, lambda fingerprint: tmp_path / "kept" / fingerprint)
+    assert not (tmp_path / "kept").exists()
+
+
 # --------------------------------------------------------------------------- registry
 
 

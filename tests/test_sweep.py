@@ -240,6 +240,65 @@ def test_resumed_sweep_keeps_its_trials_and_plans_a_changed_config(tmp_path: Pat
     assert len(load_study(document).get_trials()) == 2
 
 
+# A fresh interpreter runs the command; its last line lists the heavy modules it imported.
+_IMPORT_PROBE = """
+import sys
+from orchestrator.cli import main
+main(sys.argv[1:], standalone_mode=False)
+print(" ".join(name for name in ("torch", "mlflow", "optuna") if name in sys.modules) or "-")
+"""
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_finished_sweep_started_again_does_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    document = sweep_document(tmp_path, "idle")
+    path = write_sweep(tmp_path, document)
+    first = orchestrate("sweep", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "1 worker(s): cpu" in first.stdout
+    workspace = Path(document["execution"]["workspace"])
+    tracked = {name: content for name, content in _files(workspace).items() if "mlflow" in name}
+    assert "mlflow.db" in tracked
+
+    again = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, "sweep", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    # No worker started, no data read (torch), no tracking store opened (MLflow) ...
+    assert "worker(s)" not in again.stdout
+    assert again.stdout.splitlines()[-1] == "optuna"
+    assert "2 trials: 2 reused, 0 to run (0 enqueued now)" in " ".join(again.stdout.split())
+    # ... and nothing written to it; the study holds its two trials, the summary is printed.
+    after = {name: content for name, content in _files(workspace).items() if "mlflow" in name}
+    assert after == tracked
+    assert len(load_study(document).get_trials()) == 2
+    assert again.stdout.count("COMPLETE") == 2
+
+    # A report with nothing new rewrites nothing; a file gone, it writes the report again.
+    report = orchestrate("report", str(path), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    folder = workspace / "report"
+    written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    unchanged = orchestrate("report", str(path), cwd=tmp_path)
+    assert unchanged.returncode == 0, unchanged.stderr[-3000:]
+    assert "nothing changed since the report" in " ".join(unchanged.stdout.split())
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == written
+    (folder / "endpoint.csv").unlink()
+    redrawn = orchestrate("report", str(path), cwd=tmp_path)
+    assert redrawn.returncode == 0 and (folder / "endpoint.csv").is_file()
+    assert "nothing changed" not in redrawn.stdout
+
+
 def test_a_real_mlflow_server_receives_the_sweep(tmp_path: Path, mlflow_server: str) -> None:
     document = sweep_document(tmp_path, "served")
     result = orchestrate(

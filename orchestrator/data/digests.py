@@ -25,7 +25,7 @@ from orchestrator.data import places, registry
 if TYPE_CHECKING:
     from orchestrator.config import DatasetConfig
 
-__all__ = ["digest", "fingerprint"]
+__all__ = ["digest", "fingerprint", "keep"]
 
 # What the digest is computed with: reading, generating, splitting and hashing the data.
 _CODE = ("files.py", "synthetic.py", "splits.py", "tensors.py", "loading.py")
@@ -81,8 +81,21 @@ def digest(section: DatasetConfig, seed: int, kept_in: Callable[[str], Path]) ->
     from orchestrator.data import loading
 
     value = loading.digest(section, seed)
+    _write(path, value)
+    return value
+
+
+def keep(section: DatasetConfig, seed: int, value: str, kept_in: Callable[[str], Path]) -> None:
+    """Keep ``value``, the digest of ``section``'s data at ``seed`` that a worker computed on
+    loading it, for the next start (a sweep's first start plans without keys, so its workers
+    are the first to know the digests)."""
+    path = kept_in(fingerprint(section, seed))
+    if not path.is_file():
+        _write(path, value)
+
+
+def _write(path: Path, value: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f"{path.name}.{os.getpid()}")
     scratch.write_text(value + "\n")
     os.replace(scratch, path)  # whole or absent: workers of several hosts may share it
-    return value

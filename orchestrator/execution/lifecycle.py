@@ -10,6 +10,7 @@ parameters and seed when it is claimed; everything after reads the spec.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from orchestrator import curve, data as datasets, stopping, stored_names, tracking, workspace
 from orchestrator.config import SweepConfig
 from orchestrator.curve import objective_value
+from orchestrator.data import digests
 from orchestrator.study import queue, reuse, study as studies
 from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
 from orchestrator.tracking.runs import SweepTracker, TrialRun
@@ -103,6 +105,8 @@ class _Lifecycle:
         reporter = self._reporter(run, spec)
         try:
             data = datasets.load(spec.config.dataset, device=context.device, seed=seed)
+            kept_in = functools.partial(workspace.data_digest_file, self.config)
+            digests.keep(spec.config.dataset, seed, data.digest, kept_in)
             run.log_dataset(
                 spec.config.dataset.name,
                 data.digest,

@@ -19,14 +19,16 @@ if TYPE_CHECKING:
     from orchestrator.report.assemble import (
         build as build,
         draw as draw,
-        parse_formats as parse_formats,
-        parse_levels as parse_levels,
         publish as publish,
         rebuild as rebuild,
     )
+    from orchestrator.report.options import (
+        FORMATS as FORMATS,
+        parse_formats as parse_formats,
+        parse_levels as parse_levels,
+    )
     from orchestrator.report.render import present as present, write as write
     from orchestrator.report.schema import (
-        FORMATS as FORMATS,
         LEVELS as LEVELS,
         METRICS as METRICS,
         TOLERANCE as TOLERANCE,
@@ -39,13 +41,13 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "build": "assemble",
     "draw": "assemble",
-    "parse_formats": "assemble",
-    "parse_levels": "assemble",
+    "parse_formats": "options",
+    "parse_levels": "options",
     "publish": "assemble",
     "rebuild": "assemble",
     "present": "render",
     "write": "render",
-    "FORMATS": "schema",
+    "FORMATS": "options",
     "LEVELS": "schema",
     "METRICS": "schema",
     "TOLERANCE": "schema",

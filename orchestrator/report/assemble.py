@@ -16,12 +16,12 @@ import pandas as pd
 
 from orchestrator import plan, stored_names
 from orchestrator.config import ConfigError, SweepConfig
-from orchestrator.report import looks, tables
+from orchestrator.report import looks, stamp as report_stamp, tables
 from orchestrator.report.exported import read_export
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.notes import collapse_notes, planner_notes, report_notes
 from orchestrator.report.render import write
-from orchestrator.report.schema import FORMATS, LEVELS, RATE, TOLERANCE, Report
+from orchestrator.report.schema import LEVELS, RATE, TOLERANCE, Report
 from orchestrator.report.sources import (
     Curves,
     config_label,
@@ -36,7 +36,7 @@ from orchestrator.study.counts import count_states
 from orchestrator.tracking.runs import log_artifacts, resolve_pending
 from orchestrator.trial.spec import twin_configuration
 
-__all__ = ["build", "draw", "parse_formats", "parse_levels", "publish", "rebuild"]
+__all__ = ["build", "draw", "publish", "rebuild"]
 
 
 def build(
@@ -109,39 +109,17 @@ def rebuild(
     return _computed(read, config, power, [])
 
 
-def parse_formats(text: str) -> list[str]:
-    """``csv,md,latex,html,json`` → a list; unknown names are an error naming them."""
-    formats = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ConfigError(
-            f"unknown report format(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(FORMATS)}"
-        )
-    return formats
-
-
-def parse_levels(text: str) -> tuple[float, ...]:
-    """``0.5,0.9`` → sparsity levels of the at_sparsity table, each in (0, 1)."""
-    try:
-        levels = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        levels = ()
-    if not levels or not all(0.0 < level < 1.0 for level in levels):
-        raise ConfigError(
-            f"--sparsity-levels '{text}': give comma-separated sparsities in (0, 1), "
-            "e.g. 0.5,0.8,0.9,0.95"
-        )
-    return levels
-
-
-def publish(result: Report, folder: Path, formats: Sequence[str]) -> list[str]:
+def publish(
+    result: Report, folder: Path, formats: Sequence[str], stamp: str | None = None
+) -> list[str]:
     """Write ``result`` into ``folder`` and log the files to its sweep's parent MLflow run.
 
     Args:
         result: a built report.
         folder: where its files go (created).
         formats: the table formats (:func:`parse_formats`).
+        stamp: what it was built from (``stamp.of``), recorded in ``folder`` once written and
+            logged: the next report of the same stamp rewrites nothing.
 
     Returns:
         What to tell the user, a line each: the trials' states, the notes, the files written,
@@ -155,8 +133,10 @@ def publish(result: Report, folder: Path, formats: Sequence[str]) -> list[str]:
             log_artifacts(result.tracking_uri, result.parent_run_id, written)
         except ConfigError as exc:
             lines.append(f"warning: {exc}")
-        else:
-            lines.append(f"logged them to MLflow run {result.parent_run_id} under report/")
+            return lines
+        lines.append(f"logged them to MLflow run {result.parent_run_id} under report/")
+    if stamp is not None:
+        report_stamp.keep(folder, stamp, written)
     return lines
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
+from orchestrator.report.options import FORMATS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,7 +37,6 @@ METRICS = (
     "mass_smallest_decile",
     "mass_largest_decile",
 )
-FORMATS = ("csv", "md", "latex", "html", "json")
 RATE = ALDS_RATE
 FRACTION = PRUNE_FRACTION
 TOLERANCE = 0.01  # one accuracy point
