@@ -9,6 +9,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     __version__: str
 
+__all__ = ["ConfigError", "lazy_face"]
+
+
+class ConfigError(ValueError):
+    """A sweep configuration that cannot be used; the message names the file and field.
+
+    Here, at the package's root, so that what raises or catches it (the launchers the CLI's
+    ``--help`` lists) need not import the config's schema (pydantic) to do so.
+    """
+
 
 def lazy_face(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
     """The ``__getattr__`` of a concept package's face: each exported name (name → the module

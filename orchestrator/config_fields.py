@@ -22,6 +22,8 @@ from pydantic import (
     field_validator,
 )
 
+from orchestrator import ConfigError
+
 __all__ = [
     "EXPANDED",
     "ConfigError",
@@ -31,10 +33,6 @@ __all__ = [
     "did_you_mean",
     "flatten",
 ]
-
-
-class ConfigError(ValueError):
-    """A sweep configuration that cannot be used; the message names the file and field."""
 
 
 def _not_boolean(value: Any) -> Any:

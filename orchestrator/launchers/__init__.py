@@ -8,12 +8,15 @@ entry below (docs/ARCHITECTURE.md, "A launcher").
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.config import ConfigError, SweepConfig
+from orchestrator import ConfigError
 from orchestrator.launchers.base import Launcher, Option, Outcome
 from orchestrator.launchers.local import LocalLauncher
 from orchestrator.launchers.slurm import SlurmLauncher
+
+if TYPE_CHECKING:
+    from orchestrator.config import SweepConfig
 
 LAUNCHERS: dict[str, type[Launcher]] = {
     LocalLauncher.name: LocalLauncher,

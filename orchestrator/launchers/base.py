@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.config import ConfigError, SweepConfig
+from orchestrator import ConfigError
 
 if TYPE_CHECKING:
     import optuna
     from rich.console import Console, RenderableType
 
+    from orchestrator.config import SweepConfig
     from orchestrator.execution.sweep import Prepared
     from orchestrator.execution.worker import Host
 

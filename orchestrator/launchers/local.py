@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator import stored_names
-from orchestrator.config import SweepConfig
 from orchestrator.execution.exit_codes import INTERRUPTED
 from orchestrator.launchers.base import Launcher, Outcome
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     import optuna
     from rich.console import Console
 
+    from orchestrator.config import SweepConfig
     from orchestrator.execution.sweep import Prepared
 
 logger = logging.getLogger(__name__)

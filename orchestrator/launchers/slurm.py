@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator import stored_names, workspace
-from orchestrator.config import ConfigError, SweepConfig
+from orchestrator import ConfigError, stored_names, workspace
 from orchestrator.launchers.base import Launcher, Option, Outcome
 
 if TYPE_CHECKING:
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from orchestrator.config import SweepConfig
     from orchestrator.execution.sweep import Prepared
 
 POLL_SECONDS = 5.0
