@@ -6,6 +6,7 @@ subprocess, servers, reading results back) are in :mod:`orchestrator.testing`.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from orchestrator import workspace
 from orchestrator.config import SweepConfig
 from orchestrator.study import queue as queues, study as studies
 from orchestrator.sweep_file import parse_config
+from orchestrator.testing.cli import USER_SETTINGS
 from orchestrator.testing.servers import ThrowawayMlflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # Two cores, shared with worker subprocesses and servers: one intra-op thread per process keeps
 # test runtimes steady (two threads spinning against other processes can be 10x slower).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test in a clean environment and a working folder of its own: the user's settings
+    (``ORCHESTRATE_*``, ``MLFLOW_*``) and the checkout's workspaces (``.orchestrate/``, which
+    the README's quickstart leaves) never reach it, in either order of the README's commands."""
+    for name in list(os.environ):
+        if name.startswith(USER_SETTINGS):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture

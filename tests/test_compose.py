@@ -520,8 +520,9 @@ def test_stack_orchestrate_adds_the_stack_storage(tmp_path: Path) -> None:
     # A --storage given on the command line wins over the stack's.
     result = _run([script, "status", "--study", "absent", "--storage", "nodb://x"], env)
     assert result.returncode == 2 and "'nodb://x'" in result.stderr
-    # Commands without a study pass through untouched.
-    result = _run([script, "validate", "sweeps/quickstart.yaml"], env, cwd=ROOT)
+    # Commands without a study pass through untouched (run elsewhere than the checkout, whose
+    # .orchestrate/quickstart the README's quickstart may have filled).
+    result = _run([script, "validate", str(ROOT / "sweeps/quickstart.yaml")], env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     del env["ORCHESTRATE_STORAGE"]
     result = _run([script, "status", "--study", "absent"], env)

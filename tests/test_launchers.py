@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from orchestrator import cli, launchers
@@ -86,8 +87,10 @@ def test_device_slots_for_gpu_indices_and_cpu() -> None:
     assert [slot.index for slot in slots] == list(range(6))
     assert [slot.name for slot in slots[:3]] == ["cuda:0", "cuda:0", "cuda:1"]
     assert device_slots("cpu", 3) == [Slot(None, 0), Slot(None, 1), Slot(None, 2)]
-    # No GPU on this machine: auto falls back to the CPU.
-    assert device_slots("auto", 1) == [Slot(None, 0)]
+    # auto: every visible GPU, else the CPU.
+    gpus = torch.cuda.device_count()
+    expected = [Slot(g, g) for g in range(gpus)] if gpus else [Slot(None, 0)]
+    assert device_slots("auto", 1) == expected
 
 
 def test_gpu_worker_sees_only_its_gpu_and_the_command_is_a_real_cli_call() -> None:

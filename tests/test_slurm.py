@@ -175,7 +175,9 @@ def test_two_workers_on_a_journal_storage_claim_each_trial_once(tmp_path: Path) 
     assert all(stored_names.TRIAL_HEARTBEAT in t.system_attrs for t in trials)
 
 
-def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
+def test_journal_heartbeat_finds_a_dead_workers_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     document = sweep_document(tmp_path, "beats")
     config = parse_config(document)
     url = workspace.journal_url(tmp_path / "study.journal")
@@ -186,16 +188,13 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
     queue.fill_queue(study, config)
     trial, _ = queue.claim_trial(study)
     trial.set_user_attr(stored_names.TRIAL_TASK, "17_0")
-    os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
-    try:
-        with queue.Heartbeat(storage, trial):
-            time.sleep(2.5)
-            # Beating: never stale, however long the trial runs.
-            assert queue.fail_stale(study, max_retries=1) == []
-        time.sleep(4.5)  # four missed beats and a half
-        assert queue.fail_stale(study, max_retries=1) == [trial.number]
-    finally:
-        del os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"]
+    monkeypatch.setenv("ORCHESTRATE_HEARTBEAT_SECONDS", "1")
+    with queue.Heartbeat(storage, trial):
+        time.sleep(2.5)
+        # Beating: never stale, however long the trial runs.
+        assert queue.fail_stale(study, max_retries=1) == []
+    time.sleep(4.5)  # four missed beats and a half
+    assert queue.fail_stale(study, max_retries=1) == [trial.number]
     failed = study.trials[trial.number]
     assert failed.state == TrialState.FAIL
     assert failed.user_attrs[stored_names.TRIAL_FAIL_REASON] == queue.STALE_REASON
@@ -207,11 +206,7 @@ def test_journal_heartbeat_finds_a_dead_workers_trial(tmp_path: Path) -> None:
     assert stored_names.TRIAL_TASK not in retry[0].user_attrs
     claimed = [queue.claim_trial(study)[0].number for _ in range(2)]  # trial 1, then the retry
     assert claimed[-1] == retry[0].number
-    os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"] = "1"
-    try:
-        assert queue.fail_stale(study, max_retries=1) == []
-    finally:
-        del os.environ["ORCHESTRATE_HEARTBEAT_SECONDS"]
+    assert queue.fail_stale(study, max_retries=1) == []
 
 
 # --------------------------------------------------------------------------- on a real cluster

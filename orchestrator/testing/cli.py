@@ -1,9 +1,10 @@
 """The real ``orchestrate`` CLI in a subprocess, as a user runs it: argument parsing, exit
 codes, console output and worker processes are all the real ones.
 
-Every command gets the caller's environment, less ``MLFLOW_TRACKING_URI`` (a tracking server
-set in the shell must never receive test runs: a sweep then uses the store in its workspace,
-unless the caller passes ``--tracking-uri``), plus short heartbeats by default.
+Every command gets the caller's environment, less the user's settings of this tool and of
+MLflow (:data:`USER_SETTINGS`: a storage or tracking server set in the shell must never receive
+test runs, nor its heartbeat or outage limit change what a test sees; a sweep then uses the
+stores in its workspace, unless the caller passes them), plus short heartbeats by default.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from orchestrator.testing.sweeps import write_sweep
 __all__ = [
     "COMMAND",
     "HEARTBEAT_SECONDS",
+    "USER_SETTINGS",
     "cli_env",
     "commit_tree",
     "finish",
@@ -34,6 +36,10 @@ COMMAND = (sys.executable, "-m", "orchestrator")
 # Tests kill workers on purpose: with 2 s beats a dead worker's trial is found stale (four
 # missed beats) after 8 s instead of 2 minutes.
 HEARTBEAT_SECONDS = 2
+# The prefixes of the environment variables that configure this tool (ORCHESTRATE_STORAGE,
+# ORCHESTRATE_HEARTBEAT_SECONDS, ORCHESTRATE_DATA, ...) and MLflow (MLFLOW_TRACKING_URI, its
+# login and timeouts): a user's shell must not reach a test's commands.
+USER_SETTINGS = ("ORCHESTRATE_", "MLFLOW_")
 
 
 @contextlib.contextmanager
@@ -76,8 +82,7 @@ def cli_env(
     Returns:
         A new dict: the caller's environment with those changes.
     """
-    merged = dict(os.environ)
-    merged.pop("MLFLOW_TRACKING_URI", None)
+    merged = {k: v for k, v in os.environ.items() if not k.startswith(USER_SETTINGS)}
     if heartbeat is not None:
         merged["ORCHESTRATE_HEARTBEAT_SECONDS"] = str(heartbeat)
     if threads is not None:
