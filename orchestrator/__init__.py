@@ -7,9 +7,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    # orchestrator.results.open, typed there (named here without importing it: the results
+    # sit on top of every package, and the root's face below them).
+    open: Callable[..., Any]
     __version__: str
 
-__all__ = ["ConfigError", "lazy_face"]
+__all__ = ["ConfigError", "lazy_face", "open"]
 
 
 class ConfigError(ValueError):
@@ -34,8 +37,11 @@ def lazy_face(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
     return attribute
 
 
-def _version(name: str) -> str:
-    # Reading the installed version costs a tenth of a second: only when asked for.
+def _attribute(name: str) -> Any:
+    # ``orchestrator.open`` (a sweep's results in a notebook) and the installed version are
+    # imported or read only when asked for: ``import orchestrator`` stays light.
+    if name == "open":  # as a package face re-exports (lazy_face): the results sit on top
+        return importlib.import_module("orchestrator.results").open
     if name != "__version__":
         raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
     from importlib.metadata import PackageNotFoundError, version
@@ -46,5 +52,5 @@ def _version(name: str) -> str:
         return "0.0.0+unknown"
 
 
-if not TYPE_CHECKING:  # type checkers read ``__version__: str``, and no name besides it
-    __getattr__ = _version
+if not TYPE_CHECKING:  # type checkers read the names above, and no name besides them
+    __getattr__ = _attribute

@@ -221,28 +221,11 @@ def _study_arguments(*, several: bool = False) -> Callable[[Callable], Callable]
 def _open_study(
     sweep: Path | None, study_name: str | None, storage_url: str | None
 ) -> tuple[optuna.Study, SweepConfig, str]:
-    """The study named by a sweep file or by --study/--storage, with its stored config (and a
-    sweep file's ``report`` section)."""
-    from orchestrator.config import ConfigError
-    from orchestrator.study import study as studies
-    from orchestrator.sweep_file import load_config
+    """The study named by a sweep file or by --study/--storage (``results.open_study``)."""
+    from orchestrator.results import open_study
 
     _quiet_optuna()
-    if sweep is not None:
-        config = load_config(sweep)
-        url = storage_url or launchers.get(config).default_storage()
-        study_name = config.name
-    elif study_name and storage_url:
-        url = storage_url
-    else:
-        raise ConfigError("give a SWEEP.yaml, or both --study and --storage")
-    storage = studies.open_storage(url)
-    study, stored = studies.load_study(study_name, storage)
-    if sweep is not None:
-        # How the report judges is the file's to say now: the study keeps the section it was
-        # created with, and changing it changes no result (identity.experiment_hash).
-        stored = stored.model_copy(update={"report": config.report})
-    return study, stored, url
+    return open_study(sweep, study_name, storage_url)
 
 
 def _launcher_options(command: Callable) -> Callable:

@@ -1,0 +1,64 @@
+"""A study as a read command names it: by its sweep file, or by its name and storage.
+
+``orchestrate status``, ``orchestrate report`` and :func:`orchestrator.open` find a study
+here, so they take the same arguments and say the same things when it is not there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator import ConfigError, launchers, workspace
+
+if TYPE_CHECKING:
+    import optuna
+
+    from orchestrator.config import SweepConfig
+
+__all__ = ["open_study"]
+
+
+def open_study(
+    sweep: Path | None,
+    study_name: str | None,
+    storage_url: str | None,
+    *,
+    must_exist: bool = False,
+) -> tuple[optuna.Study, SweepConfig, str]:
+    """The study named by a sweep file (its storage: ``storage_url``, else the sweep's own),
+    or by ``study_name`` in ``storage_url``, with the config it holds; a sweep file's
+    ``report`` section replaces the stored one (how the report judges is the file's to say
+    now, and changing it changes no result: ``identity.experiment_hash``).
+
+    Args:
+        sweep: the sweep's YAML, or None.
+        study_name: the study's name, with ``storage_url``, when no ``sweep`` is given.
+        storage_url: the Optuna storage URL.
+        must_exist: refuse a storage file that does not exist rather than create it.
+
+    Returns:
+        The study, its config and the storage URL it was read from.
+
+    Raises:
+        ConfigError: no sweep file or study name given, the file is bad, the storage cannot
+            be opened (or with ``must_exist``, its file is missing) or holds no such study.
+    """
+    from orchestrator.study import study as studies
+    from orchestrator.sweep_file import load_config
+
+    config = None
+    if sweep is not None:
+        config = load_config(sweep)
+        url = storage_url or launchers.get(config).default_storage()
+        study_name = config.name
+    elif study_name and storage_url:
+        url = storage_url
+    else:
+        raise ConfigError("give a SWEEP.yaml, or both --study and --storage")
+    if must_exist and workspace.holds_nothing(url):
+        raise ConfigError(f"no study storage at {url}: its file does not exist")
+    study, stored = studies.load_study(study_name, studies.open_storage(url))
+    if config is not None:
+        stored = stored.model_copy(update={"report": config.report})
+    return study, stored, url
