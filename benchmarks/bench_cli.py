@@ -9,8 +9,15 @@ nothing to run (a no-op) and ``report`` with nothing new. Each runs in a fresh p
 interleaved with the floors in the same rounds, so load on a shared host hits them alike; the
 medians and the median of the within-round ratios to ``import torch`` are printed.
 ``--before REV`` runs the same commands of that commit (a git worktree first on PYTHONPATH)
-in the same rounds, on the same study. The last lines say which heavy libraries a plain import
-of a module of each package loads. docs/benchmarks.md records the goals and the figures.
+in the same rounds, on the same study.
+
+Then a grown sweep: a copy of the quickstart at one seed (in a folder of its own, untimed),
+grown to two; its fixed cost is the grown start's wall clock less the new trials' durations
+(one worker runs them one after another), and each new trial's overhead is its duration less
+the seconds its compression and training took (the ``run_seconds`` it records). With
+``--before`` the same for that commit (its fixed cost only: it records no run seconds). The
+last lines say which heavy libraries a plain import of a module of each package loads.
+docs/benchmarks.md records the goals and the figures.
 """
 
 from __future__ import annotations
@@ -21,9 +28,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
+from orchestrator import stored_names
+from orchestrator.results import open_study
 from orchestrator.testing.cli import commit_tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +77,10 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-def seconds(command: list[str], env: dict[str, str]) -> float:
+def seconds(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> float:
     start = time.perf_counter()
     subprocess.run(
-        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=env
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env
     )
     return time.perf_counter() - start
 
@@ -95,6 +107,35 @@ def finish_quickstart(env: dict[str, str]) -> None:
         )
 
 
+def grown(env: dict[str, str]) -> tuple[float, float | None, int]:
+    """A copy of the quickstart grown from one seed to two: (its fixed cost in seconds, the
+    mean overhead of a new trial or None where trials record no run seconds, new trials)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        document = yaml.safe_load(Path(QUICKSTART).read_text())
+        document["name"], document["seeds"] = "bench_cli_grow", [0]
+        document.setdefault("execution", {}).update(
+            workspace=str(folder / "ws"), cache_dir=str(folder / "checkpoints")
+        )
+        path = folder / "grow.yaml"
+        command = [str(SCRIPT), "sweep", str(path)]
+        path.write_text(yaml.safe_dump(document))
+        subprocess.run(command, check=True, cwd=folder, env=env, stdout=subprocess.DEVNULL)
+        document["seeds"] = [0, 1]
+        path.write_text(yaml.safe_dump(document))
+        wall = seconds(command, env, cwd=folder)
+        study, _, _ = open_study(path, None, None, must_exist=True)
+        new = [t for t in study.get_trials() if t.user_attrs.get(stored_names.TRIAL_SEED) == 1]
+        durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in new]
+        ran = [t.user_attrs.get(stored_names.TRIAL_RUN_SECONDS) for t in new]
+        overhead = (
+            None
+            if None in ran
+            else statistics.mean(d - r for d, r in zip(durations, ran, strict=True))
+        )
+        return wall - sum(durations), overhead, len(new)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -114,10 +155,17 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (command, command_env) in commands.items():
                 times[name].append(seconds(command, command_env))
-    floor = times[FLOOR]
-    for name, measured in times.items():
-        ratio = statistics.median(t / f for t, f in zip(measured, floor, strict=True))
-        print(f"{name:34s} median {statistics.median(measured):6.2f} s   / {FLOOR} {ratio:5.2f}")
+        floor = times[FLOOR]
+        for name, measured in times.items():
+            ratio = statistics.median(t / f for t, f in zip(measured, floor, strict=True))
+            median = statistics.median(measured)
+            print(f"{name:34s} median {median:6.2f} s   / {FLOOR} {ratio:5.2f}")
+        fixed, overhead, trials = grown(env)
+        each = "" if overhead is None else f"; overhead per trial {overhead:.2f} s"
+        print(f"grown by a seed ({trials} new trials): fixed cost {fixed:.2f} s{each}")
+        if args.before:
+            fixed, _, trials = grown(before)
+            print(f"grown by a seed ({args.before}, {trials} new trials): fixed cost {fixed:.2f} s")
     for module in PACKAGE_MODULES:
         heavy = ", ".join(loaded(module)) or "none of " + "/".join(HEAVY)
         print(f"import {module:36s} loads: {heavy}")

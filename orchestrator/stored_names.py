@@ -47,6 +47,7 @@ TRIAL_ARM = "arm"  # ARM_BASELINE or ARM_ALDS: the label optuna-dashboard shows
 TRIAL_RUN_URL = "mlflow_run_url"  # a link to the trial's run, where MLflow is an HTTP server
 TRIAL_TWIN_RUN_ID = "twin_run_id"  # an ALDS trial's or a control's IMP-only twin's run
 TRIAL_TASK = "slurm_task"  # the launcher's task running it (a Slurm array task "<job>_<task>")
+TRIAL_RUN_SECONDS = "run_seconds"  # the seconds its compression and training took, no overhead
 # A trial's result identity (identity.py): set when a worker claims it, under the storage's
 # creation lock, so a worker that needs the same key finds it running.
 TRIAL_KEY = "trial_key"

@@ -117,6 +117,7 @@ class _Lifecycle:
             if found is not None:
                 self._reuse(run, reporter, *found)
                 return
+            training = time.monotonic()
             result = run_trial(
                 spec.config,
                 seed,
@@ -128,6 +129,9 @@ class _Lifecycle:
                 control=spec.control,
                 masks_folder=self._masks_folder(spec, data.digest, check),
             )
+            # What the trial cost beyond its training (claim, data, runs, logging) is the
+            # difference with its duration (benchmarks/bench_cli.py).
+            trial.set_user_attr(stored_names.TRIAL_RUN_SECONDS, time.monotonic() - training)
             rows = [step.row() for step in result.steps]
             values = _objective_values(self.config, rows)
             _log_result(run, result, rows)

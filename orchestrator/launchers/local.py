@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from orchestrator.execution.sweep import Prepared
 
 logger = logging.getLogger(__name__)
+REFRESH_SECONDS = 1.0  # the live display's refresh, and how often dead workers are reaped
+EXIT_POLL_SECONDS = 0.02  # how soon the supervisor notices a worker's exit
 
 __all__ = ["LocalLauncher", "Slot", "Supervisor", "device_slots", "spawn", "worker_command"]
 
@@ -261,7 +263,7 @@ class Supervisor:
                     break
                 if self.kill_at is not None and time.monotonic() >= self.kill_at:
                     self._send(signal.SIGKILL)
-                time.sleep(1.0)
+                self._wait_for_an_exit(REFRESH_SECONDS)
         finally:
             for process in self.processes.values():
                 if process.poll() is None:
@@ -271,6 +273,17 @@ class Supervisor:
             self._requeue_stopped()
         show(progress.rows(self.study, self.config))
         return failed
+
+    def _wait_for_an_exit(self, seconds: float) -> None:
+        """Wait up to ``seconds`` (the display's refresh), waking within a few hundredths of
+        a second of a worker's exit: the last worker's exit ends the sweep at once (a sweep
+        with little to run costs its work, not whole seconds of polling)."""
+        alive = [p for p in self.processes.values() if p.returncode is None]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in alive):
+                return
+            time.sleep(EXIT_POLL_SECONDS)
 
     def _requeue_stopped(self) -> None:
         """Fail and requeue, without counting a retry, the trials that workers stopped by a

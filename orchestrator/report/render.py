@@ -257,9 +257,10 @@ def _plan_cell(column: str, value: Any) -> str:
 def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
     """Write the report's tables in ``formats`` and its figures (PNG) into ``output``.
 
-    CSV and JSON hold every table complete and unrounded (``<table>.csv``/``.json``, the raw
-    steps included); LaTeX writes one booktabs fragment per table (``<table>.tex``); Markdown
-    and HTML one document each (``report.md``, ``report.html``) with tables and figures.
+    CSV and JSON hold every table complete and unrounded (``<table>.csv``/``.json``; the raw
+    steps, a row per step of every trial, as CSV only: ``TableSpec.data``); LaTeX writes one
+    booktabs fragment per table (``<table>.tex``); Markdown and HTML one document each
+    (``report.md``, ``report.html``) with tables and figures.
 
     Returns:
         The files written, figures first.
@@ -272,8 +273,11 @@ def write(report: Report, output: Path, formats: Sequence[str]) -> list[Path]:
         figure.savefig(path, dpi=150)
         written.append(path)
     for name, table in report.tables.items():
-        written += write_data(table, output / name, formats)
         spec = table_spec(name)
+        kinds = formats
+        if spec is not None and spec.data is not None:
+            kinds = spec.data if any(kind in formats for kind in ("csv", "json")) else ()
+        written += write_data(table, output / name, kinds)
         if "latex" in formats and spec is not None and spec.presented:
             path = output / f"{name}.tex"
             cut = shown.cut(name)

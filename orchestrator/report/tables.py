@@ -141,6 +141,9 @@ class TableSpec:
     compute: Callable[[Inputs], pd.DataFrame]
     columns: Sequence[Column] | Callable[[Report], Sequence[Column]] | None = None
     applies: Callable[[Inputs], bool] = lambda inputs: True  # else the report leaves it out
+    # The data formats it is written in whenever data is asked for (CSV or JSON); None: those
+    # asked. A row per step of every trial is written once, as CSV, not again as JSON.
+    data: tuple[str, ...] | None = None
 
     @property
     def presented(self) -> bool:
@@ -524,6 +527,7 @@ TABLES = (
         lambda inputs: _together(inputs.steps, inputs.control_steps).drop(
             columns=["config", "twin"], errors="ignore"
         ),
+        data=("csv",),
     ),
 )
 
