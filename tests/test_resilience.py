@@ -1,11 +1,11 @@
 """Scale-out and failure handling for real: PostgreSQL studies, several worker processes,
-SIGKILL, SIGINT and a tracking server that goes away mid-sweep."""
+SIGKILL and SIGINT. (A tracking server that goes away mid-sweep is the chaos check's:
+tests/test_chaos.py.)"""
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import optuna
@@ -19,12 +19,10 @@ from orchestrator.testing.results import (
     completed_once,
     curve,
     running_at_step,
-    runs_of,
     study_storage,
     tracking_uri,
     wait_for,
 )
-from orchestrator.testing.servers import ThrowawayMlflow
 from orchestrator.testing.sweeps import slow_sweep, sweep_document, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -150,33 +148,6 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path: Path) -> None:
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
 
 
-def test_tracking_server_outage_loses_nothing(tmp_path: Path) -> None:
-    with ThrowawayMlflow(tmp_path) as server:
-        document = slow_sweep(tmp_path, "outage")
-        workspace = Path(document["execution"]["workspace"])
-        storage = study_storage(document)
-        path = write_sweep(tmp_path, document)
-        sweep = orchestrate(
-            "sweep", str(path), "--tracking-uri", server.uri, cwd=tmp_path, background=True
-        )
-        wait_for(lambda: (workspace / "study.db").exists(), what="the study")
-        wait_for(lambda: running_at_step("outage", storage, 1), what="a trial at step 1")
-        server.stop()
-        time.sleep(8)
-        server.start()
-        code, _, err = finish(sweep)
-        assert code == 0, err[-3000:]
-        trials = optuna.load_study(study_name="outage", storage=storage).get_trials()
-        assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-        client = MlflowClient(server.uri)
-        runs = runs_of(client, "outage")
-        assert len(runs) == 2
-        for run in runs:
-            assert run.info.status == "FINISHED"
-            steps = [step for step, _ in curve(client, run.info.run_id)]
-            assert steps == list(range(document["imp"]["cycles"] + 2))
-
-
 def test_trial_timeout_fails_and_retries(tmp_path: Path) -> None:
     document = slow_sweep(
         tmp_path,
@@ -210,7 +181,8 @@ def test_many_workers_on_one_study(tmp_path: Path, backend: str, postgres_databa
         imp={"cycles": 1},
         search={
             "sampler": "random",
-            "n_trials": 16,
+            # One trial a worker and some to spare: every claim races the others.
+            "n_trials": workers + 2,
             "space": {"alds.rate": {"low": 0.0, "high": 0.6, "step": 0.05}},
         },
         execution={"storage": storage},
@@ -224,8 +196,8 @@ def test_many_workers_on_one_study(tmp_path: Path, backend: str, postgres_databa
         assert code == 0, err[-3000:]
         assert "database is locked" not in err
     trials = optuna.load_study(study_name="load", storage=storage).get_trials()
-    assert len(trials) == 16
+    assert len(trials) == workers + 2
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert sum(completed_once(trials).values()) == 16
+    assert sum(completed_once(trials).values()) == workers + 2
     numbers = [t.number for t in trials]
     assert len(set(numbers)) == len(numbers)
