@@ -274,6 +274,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "decisions_layer": lambda: decisions(
         "fashion_mnist_alds_imp_sequential", "fashion_mnist_alds_imp"
     ),
+    "decisions_conv": lambda: decisions("fashion_mnist_conv_sequential", "fashion_mnist_conv"),
     "controls": controls,
     "magnitudes": lambda: _magnitudes("fashion_mnist_alds_imp"),
     "magnitudes_conv": lambda: _magnitudes("fashion_mnist_conv"),

@@ -8,6 +8,7 @@ offers, import nothing heavy until they start workers).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -114,6 +115,9 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 )
 def main() -> None:
     """Run and track ALDS + IMP compression sweeps (Optuna studies, MLflow runs)."""
+    # MLflow sets its loggers' level when imported (from MLFLOW_LOGGING_LEVEL, default INFO):
+    # its notices ("Creating initial MLflow database tables") are not about the user's input.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 

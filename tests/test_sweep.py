@@ -262,6 +262,8 @@ def test_a_finished_sweep_started_again_does_nothing(tmp_path: Path) -> None:
     first = orchestrate("sweep", str(path), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "1 worker(s): cpu" in first.stdout
+    # A first sweep creates its MLflow store without MLflow's notices on the console.
+    assert " INFO mlflow" not in first.stderr and " INFO mlflow" not in first.stdout
     workspace = Path(document["execution"]["workspace"])
     tracked = {name: content for name, content in _files(workspace).items() if "mlflow" in name}
     assert "mlflow.db" in tracked
