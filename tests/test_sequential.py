@@ -109,6 +109,48 @@ def test_a_small_simulation_holds_both_error_rates() -> None:
     assert (decided == sequential.EQUIVALENT).mean() > 0.9 and used.mean() < 6
 
 
+def test_a_sampled_configuration_races_like_a_grid_one() -> None:
+    config = parse_config(
+        {
+            "name": "sampled",
+            "seeds": [0, 1, 2],
+            "sequential": {"max_seeds": 6},
+            "report": {"margin": 0.5},
+            "search": {
+                "sampler": "random",
+                "n_trials": 9,
+                "space": {"alds.rate": {"low": 0.0, "high": 0.6}},
+            },
+        }
+    )
+    # Sampled in this order: the IMP-only rate is a twin, a repeat races once, 0.9 is outside
+    # the space (a trial of an earlier YAML).
+    chosen = [{"alds.rate": r} for r in (0.3, 0.0, 0.3, 0.45, 0.9)]
+    raced = looks.configurations_of(config, chosen)
+    assert raced == [{"alds.rate": 0.3}, {"alds.rate": 0.45}]
+    # The family: the budget's three configurations less the twin.
+    assert looks.design(config).family_size == 2
+    # Three seeds each: 0.3 follows its twin to 0.1 point, 0.45 scatters by 2 points.
+    steps, sparsity = [0, 1, 2, 3], [0.0, 0.5, 0.75, 0.875]
+    twin = [0.9, 0.88, 0.85, 0.8]
+
+    def shifted(by: float) -> tuple[list[int], list[float], list[float]]:
+        return steps, sparsity, [a + by for a in twin]
+
+    curves = {
+        "alds.rate=0.0": {seed: shifted(0.0) for seed in (0, 1, 2)},
+        "alds.rate=0.3": {seed: shifted(d) for seed, d in enumerate((0.001, -0.001, 0.0005))},
+        "alds.rate=0.45": {seed: shifted(d) for seed, d in enumerate((0.02, -0.02, 0.01))},
+    }
+    close, scattered = looks.states(config, curves, raced)
+    assert close.decision == sequential.EQUIVALENT and close.seeds == 3
+    assert scattered.decision == sequential.OPEN and scattered.needs == (0, 1, 2, 3)
+    # Only the open one gets a seed, and its twin with it.
+    needed = looks.needs(config, [close, scattered])
+    assert needed["alds.rate=0.3"] == (0, 1, 2)
+    assert needed["alds.rate=0.45"] == needed["alds.rate=0.0"] == (0, 1, 2, 3)
+
+
 def test_the_benchmark_prints_error_rates_and_savings() -> None:
     import subprocess
     import sys
