@@ -95,8 +95,9 @@ def loaded(module: str) -> list[str]:
 
 
 def finish_quickstart(env: dict[str, str]) -> None:
-    """Run the quickstart (untimed) unless its study has finished; then once more, so that
-    its report is logged and the timed no-op finds nothing to do."""
+    """Run the quickstart twice, untimed: the first run trains what its study lacks (nothing,
+    when it has finished), the second finds the report logged from every trial, as the timed
+    no-op will."""
     for _ in range(2):
         subprocess.run(
             [str(SCRIPT), "sweep", QUICKSTART],

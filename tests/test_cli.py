@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ from click.testing import CliRunner
 
 from orchestrator import __version__
 from orchestrator.cli import main
-from orchestrator.testing.cli import orchestrate
+from orchestrator.testing.cli import imports_of, orchestrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,16 +48,6 @@ def test_validate_missing_file_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no such file" in result.output
 
 
-# Run in a fresh interpreter: this one has torch loaded already. The probe's last line lists
-# the heavy modules the command imported.
-_IMPORT_PROBE = """
-import sys
-from orchestrator.cli import main
-main(sys.argv[1:], standalone_mode=False)
-print(" ".join(name for name in ("torch", "mlflow", "optuna") if name in sys.modules) or "-")
-"""
-
-
 @pytest.mark.parametrize(
     ("args", "imported"),
     [
@@ -74,13 +62,7 @@ def test_help_and_validate_import_neither_mlflow_nor_optuna(
 ) -> None:
     # A new sweep: run where no workspace holds its study (the README's quickstart leaves one
     # in the checkout, and validate then reads what the study has done, through Optuna).
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORT_PROBE, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
+    result = imports_of(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == imported
 

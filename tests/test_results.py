@@ -70,6 +70,13 @@ def test_a_study_by_name_storage_and_tracking_uri(finished: tuple[Path, dict, Pa
     assert results.reload().trials["number"].tolist() == results.trials["number"].tolist()
 
 
+def test_open_takes_the_reports_margin_and_levels(finished: tuple[Path, dict, Path]) -> None:
+    path, _, _ = finished
+    results = orchestrator.open(path, margin=2.0, levels=[0.3])
+    assert results.report.margin == pytest.approx(0.02)  # points, as report.margin
+    assert results.table("at_sparsity")["sparsity"].round(6).unique().tolist() == [0.3]
+
+
 def test_bad_input_is_named(finished: tuple[Path, dict, Path], tmp_path: Path) -> None:
     path, document, _ = finished
     with pytest.raises(ConfigError, match="no such file"):

@@ -13,6 +13,7 @@ so a kept digest is never one of other data; a missing dataset keeps nothing and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -25,10 +26,31 @@ from orchestrator.data import places, registry
 if TYPE_CHECKING:
     from orchestrator.config import DatasetConfig
 
-__all__ = ["digest", "fingerprint", "keep"]
+__all__ = ["digest", "fingerprint", "keep", "sources_digest"]
 
 # What the digest is computed with: reading, generating, splitting and hashing the data.
-_CODE = ("files.py", "synthetic.py", "splits.py", "tensors.py", "loading.py")
+_CODE = tuple(
+    Path(__file__).with_name(name)
+    for name in ("files.py", "synthetic.py", "splits.py", "tensors.py", "loading.py")
+)
+
+
+@functools.lru_cache(maxsize=16)
+def sources_digest(files: tuple[Path, ...]) -> str:
+    """A hash of the contents of ``files`` (source files), read once per process: what a
+    value kept by the code that computes it (a data digest, a network's counts, a report)
+    also depends on.
+
+    Args:
+        files: the source files, in a fixed order.
+
+    Returns:
+        64 hex digits.
+    """
+    content = hashlib.sha256()
+    for path in files:
+        content.update(path.read_bytes())
+    return content.hexdigest()
 
 
 def fingerprint(section: DatasetConfig, seed: int) -> str:
@@ -42,9 +64,7 @@ def fingerprint(section: DatasetConfig, seed: int) -> str:
         20 hex digits.
     """
     content = hashlib.sha256(f"{section.model_dump_json()}|{int(seed)}".encode())
-    here = Path(__file__).parent
-    for name in _CODE:
-        content.update((here / name).read_bytes())
+    content.update(sources_digest(_CODE).encode())
     spec = registry.spec(section.name)
     if spec.files is None:
         content.update(metadata.version("torch").encode())

@@ -25,19 +25,16 @@ import torch
 from torch import Tensor
 
 from orchestrator.data.errors import DatasetError
-from orchestrator.data.places import DEBIAN_FASHION_MNIST, default_root, root_of
+from orchestrator.data.places import root_of
 
 if TYPE_CHECKING:
     from orchestrator.config import DatasetConfig
     from orchestrator.data.specs import DatasetFiles, DatasetShape, DatasetSpec, RawSplits
 
 __all__ = [
-    "DEBIAN_FASHION_MNIST",
     "clear_cache",
-    "default_root",
     "read_cifar10",
     "read_idx",
-    "root_of",
 ]
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from orchestrator.config import DatasetConfig
-from orchestrator.data import files, registry, splits
+from orchestrator.data import files, places, registry, splits
 from orchestrator.data.errors import DatasetError
 from orchestrator.data.specs import Arrays, DatasetShape, DatasetSpec
 from orchestrator.data.tensors import Datasets, ImageSplit, channel_stats
@@ -36,7 +36,7 @@ def source_of(config: DatasetConfig) -> str:
         The folder the files are looked for under, or the dataset's name for generated data.
     """
     spec = registry.spec(config.name)
-    return spec.name if spec.generated else str(files.root_of(config))
+    return spec.name if spec.generated else str(places.root_of(config))
 
 
 def clear_cache() -> None:

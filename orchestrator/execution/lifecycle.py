@@ -29,7 +29,7 @@ from orchestrator.data import digests
 from orchestrator.study import queue, reuse, study as studies
 from orchestrator.study.retrying_storage import RetryingStorage, StorageUnavailable
 from orchestrator.tracking.runs import SweepTracker, TrialRun
-from orchestrator.trial import identity, twins
+from orchestrator.trial import identity, network, twins
 from orchestrator.trial.cache import CheckpointCache
 from orchestrator.trial.procedure import Step, TrialResult, run_trial
 from orchestrator.trial.spec import TrialSpec
@@ -105,8 +105,11 @@ class _Lifecycle:
         reporter = self._reporter(run, spec)
         try:
             data = datasets.load(spec.config.dataset, device=context.device, seed=seed)
+            # What the next start of the sweep reads instead of the data and the network: the
+            # data's digest (its plan's keys) and the network's counts (validate).
             kept_in = functools.partial(workspace.data_digest_file, self.config)
             digests.keep(spec.config.dataset, seed, data.digest, kept_in)
+            network.size(self.config)
             run.log_dataset(
                 spec.config.dataset.name,
                 data.digest,

@@ -3,7 +3,7 @@ checked before anything is read (a module of its own, light: no pandas, no store
 
 from __future__ import annotations
 
-from orchestrator.config import ConfigError
+from orchestrator import ConfigError
 
 __all__ = ["FORMATS", "parse_formats", "parse_levels"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import workspace
+from orchestrator.data.digests import sources_digest
 
 if TYPE_CHECKING:
     import optuna
@@ -36,8 +37,7 @@ def of(study: optuna.Study, config: SweepConfig, **options: Any) -> str:
         content.update(
             f"|{trial.number}:{trial.state.name}:{trial.values}:{ended}:{attrs}".encode()
         )
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        content.update(source.read_bytes())
+    content.update(sources_digest(tuple(sorted(Path(__file__).parent.glob("*.py")))).encode())
     return content.hexdigest()[:24]
 
 

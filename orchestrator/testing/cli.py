@@ -27,6 +27,7 @@ __all__ = [
     "cli_env",
     "commit_tree",
     "finish",
+    "imports_of",
     "orchestrate",
     "run_sweep",
 ]
@@ -40,6 +41,28 @@ HEARTBEAT_SECONDS = 2
 # ORCHESTRATE_HEARTBEAT_SECONDS, ORCHESTRATE_DATA, ...) and MLflow (MLFLOW_TRACKING_URI, its
 # login and timeouts): a user's shell must not reach a test's commands.
 USER_SETTINGS = ("ORCHESTRATE_", "MLFLOW_")
+
+
+# Run in a fresh interpreter (a test's has torch loaded already); the last line lists the
+# heavy libraries the command imported, or "-".
+_IMPORT_PROBE = """
+import sys
+from orchestrator.cli import main
+main(sys.argv[1:], standalone_mode=False)
+print(" ".join(name for name in ("torch", "mlflow", "optuna") if name in sys.modules) or "-")
+"""
+
+
+def imports_of(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``orchestrate ARGS`` in-process in a fresh interpreter, in ``cwd``: its output, whose
+    last line names the heavy libraries (torch, mlflow, optuna) it imported, or ``-``."""
+    return subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+    )
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import compression
 import models
 from orchestrator import workspace
-from orchestrator.data import registry
+from orchestrator.data import digests, registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -88,8 +88,8 @@ def size(config: SweepConfig) -> NetworkSize:
 
     Counting builds the network (torch, seconds); the counts are kept in the sweep's cache
     folder by the network's configuration, the input shape and the code that builds and
-    counts it, where a sweep has made that folder (``validate`` makes no folder), so a second
-    ``validate`` imports no torch.
+    counts it, where a sweep has made that folder (``validate`` makes no folder). A sweep's
+    workers keep them as they run trials, so ``validate`` after a sweep imports no torch.
 
     Args:
         config: the sweep's config.
@@ -101,9 +101,8 @@ def size(config: SweepConfig) -> NetworkSize:
     content = hashlib.sha256(
         json.dumps([config.model.model_dump(mode="json"), dataclasses.asdict(data_shape)]).encode()
     )
-    for package in (models, compression):
-        for source in sorted(Path(str(package.__file__)).parent.glob("*.py")):
-            content.update(source.read_bytes())
+    sources = [Path(str(p.__file__)).parent.glob("*.py") for p in (models, compression)]
+    content.update(digests.sources_digest(tuple(sorted(f for s in sources for f in s))).encode())
     path = workspace.network_size_file(config, content.hexdigest()[:20])
     if path.is_file():
         return NetworkSize(**json.loads(path.read_text()))
