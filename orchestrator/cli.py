@@ -170,7 +170,7 @@ def validate(sweep: Path) -> None:
     launcher = launchers.get(config)
     url = launcher.default_storage()
     if workspace.holds_nothing(url):  # read nothing, import nothing heavy
-        found = growth.assess(config, [], lambda params, seed: [], ())
+        found = growth.assess(config, [], lambda params, seed: [], {})
     else:
         from orchestrator.execution import sweep as sweeps
 

@@ -210,7 +210,7 @@ def test_controls_leave_every_hash_and_the_twins_key_as_they_were(tmp_path: Path
     }
     assert len({keys["plain"], *own.values()}) == 3
     # Added to a grown sweep, controls are the only trials to run.
-    found = growth.assess(controlled, [], lambda p, s: [], ())
+    found = growth.assess(controlled, [], lambda p, s: [], {})
     assert found.trials == 8 and len(found.enqueue) == 8
 
 

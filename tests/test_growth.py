@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from orchestrator import report as reports, stored_names
+from orchestrator import plan as plans, report as reports, stored_names
 from orchestrator.curve import curve_of, encode_curve
 from orchestrator.execution import sweep as sweeps
 from orchestrator.study import growth, queue
@@ -151,11 +151,38 @@ def test_a_sampled_sweep_given_more_trials_keeps_what_it_sampled(tmp_path: Path)
         trial.set_user_attr(stored_names.TRIAL_KEY, _text(params, 0))
         study.tell(trial, params["imp.prune_fraction"])
     grown = parse_config({**document, "search": {**document["search"], "n_trials": 5}})
-    found = growth.assess(grown, study.get_trials(), lambda p, s: [_text(p, s)], ())
+    found = growth.assess(grown, study.get_trials(), lambda p, s: [_text(p, s)], {})
     # Its two configurations are kept (matched by their keys where given), three are new.
     assert (found.trials, found.placeholders, len(found.enqueue)) == (5, 3, 0)
     assert queue.fill_queue(study, grown, found) == 3
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+def test_a_seed_no_keyed_trial_ran_at_needs_no_keys(tmp_path: Path) -> None:
+    """A key covers its seed: growing a sweep by a seed reads no key (nor the data a key's
+    digest reads) for the new seed, unless a result elsewhere ran at it."""
+    document = sweep_document(tmp_path, seeds=[0])
+    config = parse_config(document)
+    study = optuna.create_study(study_name="tiny", directions=["maximize"])
+    queue.fill_queue(study, config)
+    while (claimed := queue.claim_trial(study)) is not None:
+        params = queue.suggest(claimed[0], config)
+        claimed[0].set_user_attr(stored_names.TRIAL_KEY, _text(params, 0))
+        study.tell(claimed[0], 0.5)
+    grown = parse_config({**document, "seeds": [0, 1]})
+    asked: list[int] = []
+
+    def keys_of(params: dict[str, Any], seed: int) -> list[str]:
+        asked.append(seed)
+        return [_text(params, seed)]
+
+    found = growth.assess(grown, study.get_trials(), keys_of, {})
+    assert (found.done, len(found.enqueue), sorted(set(asked))) == (2, 2, [0])
+    asked.clear()
+    # A result of another study at seed 1: its keys are read, and it is found reusable.
+    other = _text(plans.fixed_configurations(grown)[0], 1)
+    found = growth.assess(grown, study.get_trials(), keys_of, {other: 1})
+    assert (found.reusable, sorted(set(asked))) == (1, [0, 1])
 
 
 def _text(params: dict[str, Any], seed: int) -> str:
@@ -303,9 +330,9 @@ def test_a_trial_from_before_keys_is_kept_only_while_its_yaml_is_unchanged(
     trial, _ = queue.claim_trial(study)
     queue.suggest(trial, config)
     study.tell(trial, 0.5)  # finished by a version that stored no key
-    resumed = growth.assess(config, study.get_trials(), lambda p, s: ["k"], (), keyless_match=True)
+    resumed = growth.assess(config, study.get_trials(), lambda p, s: ["k"], {}, keyless_match=True)
     assert (resumed.done, resumed.queued, len(resumed.enqueue)) == (1, 1, 0)
-    changed = growth.assess(config, study.get_trials(), lambda p, s: ["k"], ())
+    changed = growth.assess(config, study.get_trials(), lambda p, s: ["k"], {})
     assert (changed.done, len(changed.enqueue)) == (0, 1)
 
 

@@ -176,7 +176,7 @@ def assess(
         digest = digests.digest(section, seed, _digest_file(config))
         return identity.acceptable_keys(config, params, seed, device=device(), data=digest)
 
-    elsewhere: set[str] = set()
+    elsewhere: dict[str, int | None] = {}
     if storage is not None and config.execution.reuse != "off":
         own = config.name if besides == "" else besides
         elsewhere = reuse.finished_keys(storage, besides=own)

@@ -106,7 +106,7 @@ def assess(
     config: SweepConfig,
     trials: Sequence[FrozenTrial],
     keys_of: KeysOf,
-    finished_elsewhere: Iterable[str],
+    finished_elsewhere: Mapping[str, int | None],
     *,
     keyless_match: bool = False,
     seeds_of: Mapping[str, Sequence[int]] | None = None,
@@ -117,7 +117,8 @@ def assess(
         config: the sweep's config, as its YAML is now.
         trials: the trials its study holds (none for a new sweep).
         keys_of: each planned trial's keys (:data:`KeysOf`).
-        finished_elsewhere: the keys of COMPLETE results in the storage's other studies.
+        finished_elsewhere: the keys of COMPLETE results in the storage's other studies, each
+            with its seed (None where unrecorded).
         keyless_match: let a finished trial without a key (run by a version before keys)
             answer its configuration and seed: only when the YAML is the one it ran with.
         seeds_of: a sequential sweep's seeds per configuration (by its label,
@@ -127,7 +128,7 @@ def assess(
     Returns:
         The :class:`Growth`; nothing is written.
     """
-    elsewhere = set(finished_elsewhere)
+    elsewhere = dict(finished_elsewhere)
     growth = Growth()
     by_key: dict[str, FrozenTrial] = {}
     keyless: dict[tuple[str, Any], FrozenTrial] = {}
@@ -160,13 +161,17 @@ def assess(
     # As text, once: what each queued trial is (a repeat of a sampled one, a twin of one).
     sampled_texts = {_text(p) for p in sampled}
     twin_texts = {_text(p) for p in twins} - sampled_texts - {_text(p) for p in fixed}
+    # A key covers its seed: one no keyed trial ran at is matched by none, so its trials need
+    # no keys (nor the data their digest reads; a seed added to a sweep reads none).
+    keyed_seeds = {t.user_attrs.get(stored_names.TRIAL_SEED) for t in by_key.values()}
+    keyed_seeds |= set(elsewhere.values())
     for params in configurations:
         label = describe_params(params)
         seeds = config.seeds if seeds_of is None else seeds_of.get(label, config.seeds)
         for seed in seeds:
             growth.trials += 1
-            # A new sweep in an empty storage needs no keys (nor the data their digest reads).
-            candidates = list(keys_of(params, seed)) if by_key or elsewhere else []
+            keyed = seed in keyed_seeds or None in keyed_seeds
+            candidates = list(keys_of(params, seed)) if keyed else []
             answer = next((by_key[k] for k in candidates if k in by_key), None)
             answer = answer or keyless.get((_text(params), seed))
             if answer is not None and answer.state.name == "COMPLETE":

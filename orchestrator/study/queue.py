@@ -62,7 +62,7 @@ def fill_queue(study: optuna.Study, config: SweepConfig, found: Growth | None = 
     Returns the number of trials enqueued by this call.
     """
     if found is None:
-        found = growth.assess(config, study.get_trials(deepcopy=False), lambda p, s: [], ())
+        found = growth.assess(config, study.get_trials(deepcopy=False), lambda p, s: [], {})
     for params, user_attrs in found.enqueue:
         study.enqueue_trial(params, user_attrs=user_attrs)
     for slot in range(found.placeholders):

@@ -68,11 +68,14 @@ def find(
     return found
 
 
-def finished_keys(storage: optuna.storages.BaseStorage, *, besides: str | None) -> set[str]:
+def finished_keys(
+    storage: optuna.storages.BaseStorage, *, besides: str | None
+) -> dict[str, int | None]:
     """The keys of every COMPLETE result (with its curve) of the storage's studies other than
-    ``besides``: what a sweep can reuse from other sweeps."""
+    ``besides``, each with the seed it ran at (None where unrecorded): what a sweep can reuse
+    from other sweeps."""
     return {
-        trial.user_attrs[stored_names.TRIAL_KEY]
+        trial.user_attrs[stored_names.TRIAL_KEY]: trial.user_attrs.get(stored_names.TRIAL_SEED)
         for study_name, trial in _keyed(storage, (TrialState.COMPLETE,))
         if study_name != besides and _reusable(trial)
     }
