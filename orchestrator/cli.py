@@ -390,6 +390,12 @@ def _load_study(config: SweepConfig, storage_url: str) -> optuna.Study:
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for this worker")
 @click.option("--index", type=click.IntRange(0), hidden=True, help="slot number (set by sweep)")
 @click.option(
+    "--supervised",
+    is_flag=True,
+    hidden=True,
+    help="a sweep's parent follows this worker: it reports the failed trials, once (set by sweep)",
+)
+@click.option(
     "--close-sweep",
     is_flag=True,
     help="when the study is finished, log the comparison to the sweep's parent run and end it",
@@ -407,6 +413,7 @@ def worker(
     tracking_uri: str | None,
     threads: int | None,
     index: int | None,
+    supervised: bool,
     close_sweep: bool,
     retry_failed: bool,
     allow_failures: bool,
@@ -437,7 +444,9 @@ def worker(
         if stopping.requested():  # a signal ended the wait for the storage
             _fail(f"interrupted during a storage outage: {exc}", INTERRUPTED)
         _storage_lost(exc)
-    click.echo(f"worker done: {done.done} trial(s) run here")
+    trained = done.done - done.copied
+    copied = f", {done.copied} copied from earlier results" if done.copied else ""
+    click.echo(f"worker done: {trained} trial(s) trained here{copied}")
     if done.stopping:
         click.echo("interrupted: its trial was requeued", err=True)
         sys.exit(INTERRUPTED)
@@ -445,7 +454,8 @@ def worker(
         from orchestrator.execution import sweep as sweeps
 
         sweeps.close(done.study, done.config, done.tracker.uri)
-    _check_failures(done.study, done.config, allow_failures)
+    if not supervised:
+        _check_failures(done.study, done.config, allow_failures)
 
 
 @main.command()

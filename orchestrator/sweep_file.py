@@ -16,6 +16,7 @@ message of an invalid document is the schema's (``config_fields.describe_errors`
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
@@ -32,6 +33,7 @@ __all__ = [
     "load_config",
     "numeric_ranges",
     "parse_config",
+    "reachable_sparsity",
     "warnings",
 ]
 
@@ -68,6 +70,49 @@ def _check_space(config: SweepConfig, source: str) -> None:
             raise ConfigError(f"{source}: search.enqueue[{index}]: {detail}") from None
 
 
+def _least(config: SweepConfig, path: str) -> float:
+    """The smallest value ``path`` takes in the sweep: its own, or the least of its space."""
+    space = config.search.space.get(path)
+    if space is None:
+        return float(config.value_at(path))
+    return float(min(space.choices) if space.choices is not None else space.low or 0.0)
+
+
+def reachable_sparsity(config: SweepConfig) -> tuple[float, float, int, float]:
+    """The sparsity every trial of the sweep can reach at most: its least-compressing
+    configuration's ALDS rate, then its IMP cycles at the least prune fraction (IMP leaves
+    biases and some layers less pruned, so trials reach at most this).
+
+    Returns:
+        (that sparsity, the rate, the cycles, the prune fraction) it is computed from.
+    """
+    pairs = config.search.enqueue_baseline and "alds.rate" in config.search.space
+    rate = 0.0 if pairs else _least(config, "alds.rate")
+    cycles = int(_least(config, "imp.cycles"))
+    fraction = _least(config, "imp.prune_fraction")
+    return 1 - (1 - rate) * (1 - fraction) ** cycles, rate, cycles, fraction
+
+
+def _check_reach(config: SweepConfig, source: str) -> None:
+    """Refuse an objective at a sparsity no trial's schedule reaches: every trial would
+    train, then fail with an undefined objective."""
+    reach, rate, cycles, fraction = reachable_sparsity(config)
+    several = len(config.search.objective) > 1
+    for index, objective in enumerate(config.search.objective):
+        if isinstance(objective.at, str) or objective.at <= reach:
+            continue
+        field = f"search.objective[{index}].at" if several else "search.objective.at"
+        remaining = (1 - objective.at) / (1 - rate)
+        needed = math.ceil(math.log(remaining) / math.log(1 - fraction)) if fraction else None
+        fix = f"imp.cycles: {needed}" if needed else "a prune fraction above 0"
+        after = f"ALDS at rate {rate:g}, then " if rate else ""
+        raise ConfigError(
+            f"{source}: {field}: {objective.at:g} is past the sparsity the schedule reaches: "
+            f"{reach:.4g} ({after}{cycles} IMP cycle(s) of {fraction:g}, the least-pruned "
+            f"configuration); every trial would fail. Lower the target, or set {fix}"
+        )
+
+
 def parse_config(document: Any, source: str = "<config>") -> SweepConfig:
     """Validate an already-parsed YAML document."""
     if not isinstance(document, Mapping):
@@ -80,6 +125,7 @@ def parse_config(document: Any, source: str = "<config>") -> SweepConfig:
     except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"{source}: invalid sweep config: {exc}") from None
     _check_space(config, source)
+    _check_reach(config, source)
     return config
 
 

@@ -352,7 +352,7 @@ def test_retry_failed_runs_the_failed_trials_again_once_the_cause_is_fixed(
         "worker", "--study", "retried", "--storage", storage, "--retry-failed", cwd=tmp_path
     )
     assert worker.returncode == 0, worker.stderr[-3000:]
-    assert "2 trial(s) run here" in worker.stdout
+    assert "2 trial(s) trained here" in worker.stdout
     fixed = orchestrate("sweep", str(path), "--retry-failed", cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     trials = load_study(document).get_trials()

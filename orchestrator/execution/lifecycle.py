@@ -64,7 +64,7 @@ class WorkerContext:
     cache: CheckpointCache
 
 
-def run_claimed(context: WorkerContext, trial: optuna.Trial, retry_of: int | None) -> None:
+def run_claimed(context: WorkerContext, trial: optuna.Trial, retry_of: int | None) -> bool:
     """Run a trial the worker claimed to its end, and tell the study how it ended.
 
     Args:
@@ -72,12 +72,15 @@ def run_claimed(context: WorkerContext, trial: optuna.Trial, retry_of: int | Non
         trial: the claimed trial (RUNNING).
         retry_of: the number of the failed trial this one retries, if any.
 
+    Returns:
+        Whether its result was copied from an earlier one with its key (nothing trained).
+
     Raises:
         StorageUnavailable: the study storage stayed unreachable; the trial stays RUNNING
             and the first worker to reach the storage again retries it.
         KeyboardInterrupt: a second stop signal; the trial was requeued.
     """
-    _Lifecycle(context, trial).run(retry_of)
+    return _Lifecycle(context, trial).run(retry_of)
 
 
 class _Lifecycle:
@@ -90,7 +93,7 @@ class _Lifecycle:
         self.storage = context.storage
         self.trial = trial
 
-    def run(self, retry_of: int | None) -> None:
+    def run(self, retry_of: int | None) -> bool:
         context, trial = self.context, self.trial
         seed = int(trial.user_attrs[stored_names.TRIAL_SEED])
         params = queue.suggest(
@@ -119,7 +122,7 @@ class _Lifecycle:
             found = self._claim_key(run, spec, data.digest, check)
             if found is not None:
                 self._reuse(run, reporter, *found)
-                return
+                return True
             training = time.monotonic()
             result = run_trial(
                 spec.config,
@@ -155,16 +158,16 @@ class _Lifecycle:
             run.end("KILLED")
             if self._tell(state=TrialState.PRUNED):
                 progress_file.unlink(missing_ok=True)
-            return
+            return False
         except (stopping.Interrupted, TrialTimeout, KeyboardInterrupt) as exc:
             self._requeue(run, exc, reporter.curve)
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            return
+            return False
         except Exception as exc:  # any other failure ends this trial, never the sweep
             self._fail(run, f"{type(exc).__name__}: {exc}", "FAILED", reporter.curve)
             progress_file.unlink(missing_ok=True)
-            return
+            return False
         run.set_tags(
             {
                 stored_names.TAG_STATE: "COMPLETE",
@@ -177,6 +180,7 @@ class _Lifecycle:
         self._link_twins(run)
         if self._tell(values=values):
             progress_file.unlink(missing_ok=True)
+        return False
 
     def _start(self, spec: TrialSpec, retry_of: int | None) -> TrialRun:
         """The trial's MLflow run, and the attributes that say who runs it where."""

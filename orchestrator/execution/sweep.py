@@ -375,8 +375,11 @@ class _Summary:
         from orchestrator import report
 
         finished = counts.finished(self.prepared.study, self.tracker.config)
-        if finished == self.finished:
-            return
+        complete = (optuna.trial.TrialState.COMPLETE,)
+        if finished == self.finished or not self.prepared.study.get_trials(
+            deepcopy=False, states=complete
+        ):
+            return  # nothing new, or nothing to draw from
         self.figures_at = time.monotonic()
         self.curves = self.curves or report.Curves()
         try:

@@ -74,6 +74,7 @@ class Worker:
         self.host = host
         self.resubmit = False  # requeue this task when it stops
         self.done = 0  # trials run here
+        self.copied = 0  # of them, results copied from an earlier trial with their key
         uri = tracking_uri or self.study.user_attrs.get(stored_names.STUDY_TRACKING_URI)
         if uri is None:
             raise ConfigError("no tracking URI: pass --tracking-uri")
@@ -151,7 +152,7 @@ class Worker:
 
     def run(self, max_trials: int | None = None) -> int:
         """Run trials until none is queued or running elsewhere; returns how many ran here."""
-        done = self.done = 0
+        done = self.done = self.copied = 0
         try:
             while not self.stopping and (max_trials is None or done < max_trials):
                 queue.fail_stale(
@@ -172,7 +173,7 @@ class Worker:
                 trial, queued = claimed
                 retry_of = queued.system_attrs.get(stored_names.TRIAL_FAILED_TRIAL)
                 with queue.Heartbeat(self.context.storage, trial):
-                    run_claimed(self.context, trial, retry_of)
+                    self.copied += run_claimed(self.context, trial, retry_of)
                 done = self.done = done + 1
                 self.look()
         finally:

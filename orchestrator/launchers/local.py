@@ -135,7 +135,7 @@ def worker_command(
         "--index",
         str(slot.index),
         # The sweep itself reports failed trials once, when every worker has finished.
-        "--allow-failures",
+        "--supervised",
     ]
     return command, env
 
