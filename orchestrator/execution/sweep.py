@@ -375,10 +375,10 @@ class _Summary:
         from orchestrator import report
 
         finished = counts.finished(self.prepared.study, self.tracker.config)
-        complete = (optuna.trial.TrialState.COMPLETE,)
-        if finished == self.finished or not self.prepared.study.get_trials(
-            deepcopy=False, states=complete
-        ):
+        complete = self.prepared.study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
+        )
+        if finished == self.finished or not complete:
             return  # nothing new, or nothing to draw from
         self.figures_at = time.monotonic()
         self.curves = self.curves or report.Curves()
@@ -391,9 +391,6 @@ class _Summary:
             )
             self.tracker.log_figures(self.prepared.parent_run_id, drawn)
             if not self.view_has_layers:
-                complete = self.prepared.study.get_trials(
-                    deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
-                )
                 run = next((t.user_attrs.get(stored_names.TRIAL_RUN_ID) for t in complete), None)
                 if run is not None:
                     self.view_has_layers = self.tracker.set_view(run_id=run)
