@@ -145,6 +145,7 @@ def validate(sweep: Path) -> None:
     from orchestrator.trial.identity import experiment_hash
 
     config = load_config(sweep)
+    _check_data_files(config)
     console = Console()
     console.print(
         f"[bold]{sweep}[/]: valid sweep '{config.name}' (config hash {experiment_hash(config)})"
@@ -198,6 +199,15 @@ def validate(sweep: Path) -> None:
             console.print(line)
     for warning in sweep_warnings(config):
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _check_data_files(config: SweepConfig) -> None:
+    """Stop (exit 2) where the sweep's data files are missing, with its reader's message."""
+    from orchestrator.data import places, registry
+
+    why = places.missing(config.dataset, registry.spec(config.dataset.name))
+    if why is not None:
+        _fail(why)
 
 
 def _study_arguments(*, several: bool = False) -> Callable[[Callable], Callable]:
@@ -307,6 +317,7 @@ def sweep(
     url = storage_url or launcher.default_storage()
     console = Console()
     if dry_run:
+        _check_data_files(config)
         found = sweeps.preview(config, url, launcher.device_class) if not fresh else None
         growth = found.describe() if found else plan.describe(config) + ": all to run (--fresh)"
         console.print(f"study '{config.name}' in {url}: {growth} (dry run: nothing changed)")

@@ -128,6 +128,7 @@ def test_a_sweep_on_a_missing_dataset_exits_2_before_any_trial(tmp_path: Path) -
     from orchestrator.testing.sweeps import sweep_document, write_sweep
 
     document = sweep_document(tmp_path, "nodata")
+    (tmp_path / "empty").mkdir()
     document["dataset"] = {"name": "mnist", "root": str(tmp_path / "empty"), "download": False}
     result = CliRunner().invoke(main, ["sweep", str(write_sweep(tmp_path, document))])
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)

@@ -200,6 +200,7 @@ def test_cifar10_root_may_point_at_the_batch_folder(tmp_path: Path) -> None:
 
 
 def test_missing_cifar10_names_the_path_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "nowhere").mkdir()
     with pytest.raises(data.DatasetError) as info:
         data.load(DatasetConfig(name="cifar10", root=str(tmp_path / "nowhere")))
     message = str(info.value)

@@ -51,3 +51,33 @@ def test_an_objective_past_the_schedule_is_refused_before_anything_runs(tmp_path
     assert code == 2 and "0.755 (ALDS at rate 0.5, then 2 IMP cycle(s) of 0.3" in output
     document["search"]["objective"]["at"] = 0.75
     assert _invoke("validate", str(write_sweep(tmp_path, document)))[0] == 0
+
+
+def test_missing_dataset_files_stop_validate_and_the_dry_run_as_they_stop_the_sweep(
+    tmp_path: Path,
+) -> None:
+    document = sweep_document(tmp_path, dataset={"name": "cifar10", "root": str(tmp_path)})
+    del document["dataset"]["synthetic"]
+    path = write_sweep(tmp_path, document)
+    said = {}
+    for command in (["validate"], ["sweep", "--dry-run"], ["sweep"]):
+        code, said[command[-1]] = _invoke(*command, str(path))
+        assert code == 2, said
+    assert said["validate"] == said["--dry-run"] == said["sweep"]
+    assert said["sweep"].startswith(f"error: CIFAR-10 not found: {tmp_path}/cifar-10-batches-py")
+    assert not (tmp_path / "ws").exists()
+
+
+def test_a_dataset_root_that_is_not_a_folder_is_refused_not_replaced(tmp_path: Path) -> None:
+    """Fashion-MNIST is installed system-wide here: a root that does not exist must not
+    silently read that copy instead."""
+    document = sweep_document(tmp_path, dataset={"name": "fashion-mnist", "root": "/no/such"})
+    del document["dataset"]["synthetic"]
+    path = write_sweep(tmp_path, document)
+    expected = (
+        "error: dataset.root: /no/such is not a folder; set it to the folder that holds the "
+        "fashion-mnist files, or leave it out to look in"
+    )
+    for command in (["validate"], ["sweep", "--dry-run"], ["sweep"]):
+        code, output = _invoke(*command, str(path))
+        assert code == 2 and output.startswith(expected), (command, output)

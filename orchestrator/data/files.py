@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from orchestrator.data import places
 from orchestrator.data.errors import DatasetError
-from orchestrator.data.places import root_of
 
 if TYPE_CHECKING:
     from orchestrator.config import DatasetConfig
@@ -54,7 +54,7 @@ def read_cifar10(spec: DatasetSpec, config: DatasetConfig, seed: int) -> RawSpli
     Returns:
         The training and test arrays, on the CPU; the same objects on every call.
     """
-    return _read_once(_cifar10, spec, root_of(config), config.download)
+    return _read_once(_cifar10, spec, places.root_of(config), config.download)
 
 
 def read_idx(spec: DatasetSpec, config: DatasetConfig, seed: int) -> RawSplits:
@@ -68,7 +68,7 @@ def read_idx(spec: DatasetSpec, config: DatasetConfig, seed: int) -> RawSplits:
     Returns:
         The training and test arrays, on the CPU; the same objects on every call.
     """
-    return _read_once(_idx_dataset, spec, root_of(config), config.download)
+    return _read_once(_idx_dataset, spec, places.root_of(config), config.download)
 
 
 @functools.lru_cache(maxsize=2)  # the raw arrays of the sweep's dataset, read once
@@ -115,41 +115,22 @@ def _checked_labels(labels: Tensor, num_classes: int, path: Path, fix: str) -> T
 
 # --------------------------------------------------------------------------- CIFAR-10
 
-# The python version: five training batches and one test batch of pickled dicts
-# {b"data": uint8 (10000, 3072) with rows R(32x32) G(32x32) B(32x32), b"labels": [int]}.
-_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST = "test_batch"
+# The python version (places.CIFAR_TRAIN, places.CIFAR_TEST): pickled dicts {b"data": uint8
+# (10000, 3072) with rows R(32x32) G(32x32) B(32x32), b"labels": [int]}.
 
 
 def _cifar10(spec: DatasetSpec, root: Path, download: bool) -> RawSplits:
     files = _files(spec)
-    folder = _cifar_folder(root, files.folders)
-    missing = [name for name in (*_CIFAR_TRAIN, _CIFAR_TEST) if not (folder / name).is_file()]
+    folder, missing = places.cifar_folder(root, files.folders)
     if missing and download:
         _download(spec, root)
-        folder = _cifar_folder(root, files.folders)
-        missing = [name for name in (*_CIFAR_TRAIN, _CIFAR_TEST) if not (folder / name).is_file()]
+        folder, missing = places.cifar_folder(root, files.folders)
     if missing:
-        raise DatasetError(
-            f"CIFAR-10 not found: {folder} lacks {', '.join(missing)}. Set dataset.download: "
-            f"true on a machine with internet access, or download {files.url} and extract it "
-            f"into {root} (it unpacks to {files.folders[0]}/); dataset.root chooses another "
-            f"folder (docs/data.md)"
-        )
+        raise DatasetError(places.cifar_missing(files, root, folder, missing))
     shape = _shape(spec)
-    batches = [_cifar_batch(folder / name, shape) for name in _CIFAR_TRAIN]
+    batches = [_cifar_batch(folder / name, shape) for name in places.CIFAR_TRAIN]
     train = (torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
-    return train, _cifar_batch(folder / _CIFAR_TEST, shape)
-
-
-def _cifar_folder(root: Path, folders: tuple[str, ...]) -> Path:
-    # torchvision's layout (root/cifar-10-batches-py/), or root pointing at the batches: the
-    # first folder holding a training batch, else the first, whose path the message then names.
-    candidates = [root / folder for folder in folders]
-    for folder in candidates:
-        if (folder / _CIFAR_TRAIN[0]).is_file():
-            return folder
-    return candidates[0]
+    return train, _cifar_batch(folder / places.CIFAR_TEST, shape)
 
 
 # numpy rebuilds arrays with _reconstruct (protocols 0-4) or _frombuffer (5), named under
@@ -209,46 +190,21 @@ def _cifar_batch(path: Path, shape: DatasetShape) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------- IDX
 
 # MNIST and Fashion-MNIST: IDX files, big-endian header (0, 0, dtype 0x08 = ubyte, ndim),
-# ndim uint32 sizes, then the bytes.
-_IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-def _find_idx(folders: list[Path]) -> dict[str, Path] | None:
-    # All four files from one folder, never a mix of sources.
-    for folder in folders:
-        paths = {}
-        for stem in (*_IDX_FILES["train"], *_IDX_FILES["test"]):
-            for candidate in (folder / stem, folder / f"{stem}.gz"):
-                if candidate.is_file():
-                    paths[stem] = candidate
-                    break
-        if len(paths) == 4:
-            return paths
-    return None
+# ndim uint32 sizes, then the bytes (places.IDX_FILES names them).
 
 
 def _idx_dataset(spec: DatasetSpec, root: Path, download: bool) -> RawSplits:
     files, shape = _files(spec), _shape(spec)
-    # An absolute folder (a system package's) stays as it is under root / folder.
-    folders = [root / folder for folder in files.folders]
-    paths = _find_idx(folders)
+    folders = places.idx_folders(files, root)
+    paths = places.find_idx(folders)
     if paths is None and download:
         _download(spec, root)
-        paths = _find_idx(folders)
+        paths = places.find_idx(folders)
     if paths is None:
-        stems = ", ".join(f"{stem}[.gz]" for stem in (*_IDX_FILES["train"], *_IDX_FILES["test"]))
-        package = f" or `apt-get install {files.package}` (Debian/Ubuntu)," if files.package else ""
-        raise DatasetError(
-            f"{spec.name} not found: none of {', '.join(map(str, folders))} holds all of "
-            f"{stems}. Set dataset.download: true on a machine with internet access,{package} "
-            f"or copy the four files into {folders[0]} (docs/data.md)"
-        )
+        raise DatasetError(places.idx_missing(spec.name, files, folders))
     side = shape.image_size
     splits = []
-    for images_stem, labels_stem in (_IDX_FILES["train"], _IDX_FILES["test"]):
+    for images_stem, labels_stem in (places.IDX_FILES["train"], places.IDX_FILES["test"]):
         images = _read_idx(paths[images_stem], ndim=3)
         if images.shape[1:] != (side, side):
             raise DatasetError(
