@@ -125,7 +125,7 @@ def grown(env: dict[str, str]) -> tuple[float, float | None, int]:
         document["seeds"] = [0, 1]
         path.write_text(yaml.safe_dump(document))
         wall = seconds(command, env, cwd=folder)
-        study, _, _ = open_study(path, None, None, must_exist=True)
+        study, _, _ = open_study(path, None, None)
         new = [t for t in study.get_trials() if t.user_attrs.get(stored_names.TRIAL_SEED) == 1]
         durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in new]
         ran = [t.user_attrs.get(stored_names.TRIAL_RUN_SECONDS) for t in new]

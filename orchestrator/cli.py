@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from orchestrator import launchers
+from orchestrator import __version__, launchers
 from orchestrator.execution.exit_codes import INTERRUPTED, TRIALS_FAILED, USAGE
 
 if TYPE_CHECKING:
     import optuna
+    from rich.console import Console
 
     from orchestrator.config import SweepConfig
 
@@ -54,29 +55,19 @@ def _fail(message: str, code: int = USAGE) -> NoReturn:
 
 def _check_failures(study: optuna.Study, config: SweepConfig, allow_failures: bool) -> None:
     """Print the trials that failed after their retries, and why; exit 1 unless allowed."""
-    from orchestrator import stored_names
-    from orchestrator.study import counts
-    from orchestrator.sweep_file import describe_params
+    from orchestrator.execution import progress
 
-    failed = counts.failed_for_good(study, config)
-    if not failed:
-        return
-    for trial in failed:
-        seed = trial.user_attrs.get(stored_names.TRIAL_SEED, "-")
-        reason = trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON) or "no reason recorded"
-        click.echo(
-            f"trial {trial.number} ({describe_params(trial.params) or 'default'}, seed {seed}) "
-            f"failed: {reason}",
-            err=True,
-        )
-    if allow_failures:
+    failed = progress.failures(study, config)
+    for line in failed:
+        click.echo(line, err=True)
+    if failed and allow_failures:
         click.echo(f"{len(failed)} trial(s) failed (--allow-failures: exit 0)", err=True)
-        return
-    _fail(
-        f"{len(failed)} trial(s) failed after their retries (--allow-failures to exit 0); "
-        "once the cause is fixed, the same command with --retry-failed runs them again",
-        TRIALS_FAILED,
-    )
+    elif failed:
+        _fail(
+            f"{len(failed)} trial(s) failed after their retries (--allow-failures to exit 0); "
+            "once the cause is fixed, the same command with --retry-failed runs them again",
+            TRIALS_FAILED,
+        )
 
 
 def _allow_failures(command: Callable) -> Callable:
@@ -95,30 +86,22 @@ def _storage_lost(error: Exception) -> NoReturn:
     )
 
 
-def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    from orchestrator import __version__
-
-    click.echo(f"orchestrate, version {__version__}")
-    ctx.exit()
-
-
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--version",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=_print_version,
-    help="Show the version and exit.",
-)
+@click.version_option(__version__, prog_name="orchestrate")
 def main() -> None:
     """Run and track ALDS + IMP compression sweeps (Optuna studies, MLflow runs)."""
     # MLflow sets its loggers' level when imported (from MLFLOW_LOGGING_LEVEL, default INFO):
     # its notices ("Creating initial MLflow database tables") are not about the user's input.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _console() -> Console:
+    """The console of a command: lines are not wrapped where the output is not a terminal (a
+    file, a pipe), so hashes, paths and URLs stay whole for the reader and for grep."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
 
 
 def _quiet_optuna() -> None:
@@ -133,10 +116,17 @@ def _quiet_optuna() -> None:
 
 @main.command()
 @click.argument("sweep", type=click.Path(path_type=Path))
-def validate(sweep: Path) -> None:
-    """Check SWEEP.yaml; print the resolved config and the search space."""
+@click.option(
+    "--storage",
+    "storage_url",
+    envvar="ORCHESTRATE_STORAGE",
+    help="the Optuna storage URL to plan against [env ORCHESTRATE_STORAGE; default: the "
+    "sweep's]",
+)
+def validate(sweep: Path, storage_url: str | None) -> None:
+    """Check SWEEP.yaml; print the resolved config, the search space and the plan against
+    its study storage (reading it, creating nothing)."""
     import yaml
-    from rich.console import Console
     from rich.table import Table
 
     from orchestrator import plan, workspace
@@ -146,7 +136,7 @@ def validate(sweep: Path) -> None:
 
     config = load_config(sweep)
     _check_data_files(config)
-    console = Console()
+    console = _console()
     console.print(
         f"[bold]{sweep}[/]: valid sweep '{config.name}' (config hash {experiment_hash(config)})"
     )
@@ -169,7 +159,7 @@ def validate(sweep: Path) -> None:
         f"{plan.describe(config)}; objective: {objectives}"
     )
     launcher = launchers.get(config)
-    url = launcher.default_storage()
+    url = storage_url or launcher.default_storage()
     if workspace.holds_nothing(url):  # read nothing, import nothing heavy
         found = growth.assess(config, [], lambda params, seed: [], {})
     else:
@@ -300,8 +290,6 @@ def sweep(
 ) -> None:
     """Create or resume the study of SWEEP.yaml and run its trials on local workers, or
     submit them as a Slurm job array (--launcher slurm)."""
-    from rich.console import Console
-
     from orchestrator import plan
     from orchestrator.execution import progress, sweep as sweeps
     from orchestrator.study.retrying_storage import StorageUnavailable
@@ -312,10 +300,10 @@ def sweep(
     options = {name: value for name, value in given.items() if name not in launchers.FLAGS}
     launcher = launchers.get(launchers.with_flags(config, given), options)
     if options.get("cancel"):
-        click.echo(launcher.cancel(_load_study(config, storage_url or launcher.default_storage())))
+        click.echo(launcher.cancel(_load_study(sweep, storage_url or launcher.default_storage())))
         return
     url = storage_url or launcher.default_storage()
-    console = Console()
+    console = _console()
     if dry_run:
         _check_data_files(config)
         found = sweeps.preview(config, url, launcher.device_class) if not fresh else None
@@ -376,11 +364,10 @@ def _given(launch: dict[str, object]) -> dict[str, object]:
     return {name: v for name, v in launch.items() if v is not None and v is not False}
 
 
-def _load_study(config: SweepConfig, storage_url: str) -> optuna.Study:
-    from orchestrator.study import study as studies
+def _load_study(sweep: Path, storage_url: str) -> optuna.Study:
+    from orchestrator.results import open_study
 
-    study, _ = studies.load_study(config.name, studies.open_storage(storage_url))
-    return study
+    return open_study(sweep, None, storage_url)[0]
 
 
 @main.command()
@@ -482,8 +469,6 @@ def status(
 ) -> None:
     """Print a study's progress: trials by state, the best value, what is running, the latest
     trials, and the tasks of the launcher that runs its workers."""
-    from rich.console import Console
-
     from orchestrator.execution import progress
     from orchestrator.study import growth, snapshot
 
@@ -491,7 +476,7 @@ def status(
     # One read of the study serves every table (a sequential sweep's looks read the curves).
     stored = snapshot.trials(study, curves=config.sequential is not None)
     asked = growth.in_sweep(config, stored)
-    console = Console()
+    console = _console()
     console.print(progress.render(progress.rows(study, config, asked), config))
     limit = None if every else STATUS_TRIALS
     console.print(
@@ -529,7 +514,7 @@ def cancel(sweep: Path, storage_url: str | None) -> None:
         )
     for launcher in found:
         url = storage_url or launcher.default_storage()
-        click.echo(launcher.cancel(_load_study(config, url)))
+        click.echo(launcher.cancel(_load_study(sweep, url)))
 
 
 @main.command()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
+from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 
 
@@ -81,3 +83,53 @@ def test_a_dataset_root_that_is_not_a_folder_is_refused_not_replaced(tmp_path: P
     for command in (["validate"], ["sweep", "--dry-run"], ["sweep"]):
         code, output = _invoke(*command, str(path))
         assert code == 2 and output.startswith(expected), (command, output)
+
+
+# --------------------------------------------------------------------------- 2, 3. storages
+
+
+def test_validate_plans_against_the_storage_it_is_given_and_reads_create_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_sweep(tmp_path, sweep_document(tmp_path))
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    code, output = _invoke("sweep", str(path), "--enqueue-only", "--storage", other)
+    assert code == 0, output
+    own = f"sqlite:///{tmp_path / 'ws' / 'tiny' / 'study.db'}"
+    # Where the sweep's own storage does not exist, reading commands say so and create nothing.
+    for command in ("status", "report"):
+        code, output = _invoke(command, str(path))
+        assert (code, output) == (
+            2,
+            f"error: no study storage at {own}: no sweep has run with it (orchestrate sweep "
+            "creates it); a sweep run with --storage is read with the same --storage (or "
+            "ORCHESTRATE_STORAGE)",
+        )
+    assert "against its study storage " + own in _invoke("validate", str(path))[1]
+    assert not (tmp_path / "ws" / "tiny" / "study.db").exists()
+    # --storage, or the variable, is where validate plans and status reads.
+    assert (
+        f"against its study storage {other}: "
+        in _invoke("validate", str(path), "--storage", other)[1]
+    )
+    monkeypatch.setenv("ORCHESTRATE_STORAGE", other)
+    assert f"against its study storage {other}: " in _invoke("validate", str(path))[1]
+    code, output = _invoke("status", str(path))
+    assert code == 0 and "queued 2" in output, output
+    # A study the storage lacks: the message names the storage it looked in.
+    code, output = _invoke("status", "--study", "absent")
+    assert (code, output) == (2, f"error: no study 'absent' (studies: tiny) at {other}")
+
+
+# --------------------------------------------------------------------------- 8. quiet output
+
+
+def test_output_to_a_pipe_is_not_wrapped(tmp_path: Path) -> None:
+    folder = tmp_path / ("a-long-folder-name-" * 4)
+    folder.mkdir()
+    path = write_sweep(folder, sweep_document(folder))
+    result = orchestrate("validate", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if "valid sweep" in x)
+    assert line.startswith(str(path)) and line.endswith(")") and "config hash" in line
+    assert result.stderr == ""  # no library warning, no notice

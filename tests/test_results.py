@@ -83,7 +83,7 @@ def test_bad_input_is_named(finished: tuple[Path, dict, Path], tmp_path: Path) -
         orchestrator.open(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match=r"'notebook' is no sweep file: .* storage="):
         orchestrator.open("notebook")
-    with pytest.raises(ConfigError, match=r"no study 'absent' in this storage \(studies: notebook"):
+    with pytest.raises(ConfigError, match=r"no study 'absent' \(studies: notebook"):
         orchestrator.open("absent", storage=study_storage(document))
     gone = f"sqlite:///{tmp_path / 'none' / 'study.db'}"
     with pytest.raises(ConfigError, match=r"no study storage at .*: its file does not exist"):

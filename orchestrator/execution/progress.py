@@ -17,7 +17,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.study import counts as counts_of, growth
 from orchestrator.sweep_file import describe_params
 
-__all__ = ["render", "rows", "summary"]
+__all__ = ["failures", "render", "rows", "summary"]
 
 
 def rows(
@@ -155,3 +155,14 @@ def _note(trial: FrozenTrial) -> str:
     if reused:
         return f"reused from {reused}"
     return str(trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON, ""))[:60]
+
+
+def failures(study: optuna.Study, config: SweepConfig) -> list[str]:
+    """A line for each trial that failed after its retries: its configuration, seed and why."""
+    lines = []
+    for trial in counts_of.failed_for_good(study, config):
+        seed = trial.user_attrs.get(stored_names.TRIAL_SEED, "-")
+        reason = trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON) or "no reason recorded"
+        label = describe_params(trial.params) or "default"
+        lines.append(f"trial {trial.number} ({label}, seed {seed}) failed: {reason}")
+    return lines

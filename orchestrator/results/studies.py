@@ -23,8 +23,6 @@ def open_study(
     sweep: Path | None,
     study_name: str | None,
     storage_url: str | None,
-    *,
-    must_exist: bool = False,
 ) -> tuple[optuna.Study, SweepConfig, str]:
     """The study named by a sweep file (its storage: ``storage_url``, else the sweep's own),
     or by ``study_name`` in ``storage_url``, with the config it holds; a sweep file's
@@ -34,15 +32,16 @@ def open_study(
     Args:
         sweep: the sweep's YAML, or None.
         study_name: the study's name, with ``storage_url``, when no ``sweep`` is given.
-        storage_url: the Optuna storage URL.
-        must_exist: refuse a storage file that does not exist rather than create it.
+        storage_url: the Optuna storage URL; a file that does not exist is refused, never
+            created (only ``orchestrate sweep`` creates a sweep's storage).
 
     Returns:
         The study, its config and the storage URL it was read from.
 
     Raises:
-        ConfigError: no sweep file or study name given, the file is bad, the storage cannot
-            be opened (or with ``must_exist``, its file is missing) or holds no such study.
+        ConfigError: no sweep file or study name given, the file is bad, the storage's file
+            is missing, it cannot be opened or holds no such study; the message names the
+            storage.
     """
     from orchestrator.study import study as studies
     from orchestrator.sweep_file import load_config
@@ -56,9 +55,21 @@ def open_study(
         url = storage_url
     else:
         raise ConfigError("give a SWEEP.yaml, or both --study and --storage")
-    if must_exist and workspace.holds_nothing(url):
-        raise ConfigError(f"no study storage at {url}: its file does not exist")
-    study, stored = studies.load_study(study_name, studies.open_storage(url))
+    # Where the sweep ran with its own --storage, its default is the wrong place to look.
+    hint = (
+        "; a sweep run with --storage is read with the same --storage (or ORCHESTRATE_STORAGE)"
+        if storage_url is None
+        else ""
+    )
+    if workspace.holds_nothing(url):
+        raise ConfigError(
+            f"no study storage at {url}: no sweep has run with it (orchestrate sweep creates "
+            f"it){hint}"
+        )
+    try:
+        study, stored = studies.load_study(study_name, studies.open_storage(url))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} at {url}{hint}") from None
     if config is not None:
         stored = stored.model_copy(update={"report": config.report})
     return study, stored, url

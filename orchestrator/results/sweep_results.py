@@ -63,11 +63,11 @@ def open(
     """
     text = str(sweep)
     if text.endswith(_YAML) or Path(text).is_file():
-        study, config, url = open_study(Path(text), None, storage, must_exist=True)
+        study, config, url = open_study(Path(text), None, storage)
     elif storage is None:
         raise ConfigError(f"'{text}' is no sweep file: give its YAML, or the study with storage=")
     else:
-        study, config, url = open_study(None, text, storage, must_exist=True)
+        study, config, url = open_study(None, text, storage)
     return SweepResults(study, config, url, tracking_uri, margin, levels)
 
 

@@ -369,7 +369,7 @@ def load_study(
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         known = ", ".join(sorted(optuna.get_all_study_names(storage))) or "none"
-        raise ConfigError(f"no study '{study_name}' in this storage (studies: {known})") from None
+        raise ConfigError(f"no study '{study_name}' (studies: {known})") from None
     except Exception as exc:  # SQLAlchemy errors of an unreachable or foreign database
         raise ConfigError(f"cannot read study '{study_name}' from the storage: {exc}") from None
     document = study.user_attrs.get(stored_names.STUDY_CONFIG)
