@@ -120,8 +120,7 @@ def _quiet_optuna() -> None:
     "--storage",
     "storage_url",
     envvar="ORCHESTRATE_STORAGE",
-    help="the Optuna storage URL to plan against [env ORCHESTRATE_STORAGE; default: the "
-    "sweep's]",
+    help="the Optuna storage URL to plan against [env ORCHESTRATE_STORAGE; default: the sweep's]",
 )
 def validate(sweep: Path, storage_url: str | None) -> None:
     """Check SWEEP.yaml; print the resolved config, the search space and the plan against
@@ -236,19 +235,19 @@ def _launcher_options(command: Callable) -> Callable:
     """Every launcher's options of the sweep command (``--partition``, ``--wait``, ...), as
     the launchers declare them (:attr:`launchers.Launcher.options`)."""
     for option in reversed(launchers.options()):
-        kind = {"is_flag": True} if option.is_flag else {"type": _click_type(option.type)}
+        kind: dict = {"is_flag": True} if option.is_flag else {"type": click.STRING}
+        if option.bounds is not None:
+            kind = {"type": click.IntRange(*option.bounds)}
         command = click.option(option.flag, option.dest, help=option.help, **kind)(command)
     return command
-
-
-def _click_type(kind: type) -> click.ParamType:
-    return click.IntRange(0) if kind is int else click.STRING
 
 
 @main.command()
 @click.argument("sweep", type=click.Path(path_type=Path))
 @click.option("--devices", help="auto, cpu, or GPU indices like 0,1,3 (default: the YAML's)")
-@click.option("--workers-per-device", type=click.IntRange(1), help="worker processes per device")
+@click.option(
+    "--workers-per-device", type=click.IntRange(1, 64), help="worker processes per device"
+)
 @click.option(
     "--storage",
     "storage_url",

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from orchestrator import launchers
 from orchestrator.cli import main
+from orchestrator.sweep_file import numeric_ranges
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 
@@ -133,3 +135,32 @@ def test_output_to_a_pipe_is_not_wrapped(tmp_path: Path) -> None:
     line = next(x for x in result.stdout.splitlines() if "valid sweep" in x)
     assert line.startswith(str(path)) and line.endswith(")") and "config hash" in line
     assert result.stderr == ""  # no library warning, no notice
+
+
+# --------------------------------------------------------------------------- 7. the CLI
+
+
+def test_the_help_ranges_are_the_schemas_and_errors_name_the_flag(tmp_path: Path) -> None:
+    ranges = numeric_ranges()
+    for option in launchers.options():
+        if option.path is not None and option.type is int:
+            low, high = option.bounds or (None, None)
+            assert ranges[option.path] == f"[{low}, {high}]", option.flag
+    path = str(write_sweep(tmp_path, sweep_document(tmp_path)))
+    code, output = _invoke("sweep", path, "--dry-run", "--launcher", "slurm", "--workers", "0")
+    assert code == 2 and "Invalid value for '--workers': 0 is not in the range 1<=x<=100000" in (
+        output
+    )
+    code, output = _invoke("sweep", path, "--dry-run", "--devices", "gpu0")
+    assert (code, output) == (
+        2,
+        "error: --devices gpu0: devices must be 'auto', 'cpu' or GPU indices like "
+        "'0,1,3' (got 'gpu0')",
+    )
+    assert "params" not in output
+    code, output = _invoke("sweep", path, "--dry-run", "--storage", "x.db")
+    assert (code, output) == (
+        2,
+        f"error: the study storage 'x.db' is not a URL: a SQLite file is "
+        f"sqlite:///{Path('x.db').resolve()} (docs/sweep.md, 'The study')",
+    )

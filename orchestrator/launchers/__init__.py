@@ -100,4 +100,12 @@ def with_flags(config: SweepConfig, given: Mapping[str, Any]) -> SweepConfig:
     a launcher's options, by option name in ``given``); they leave the study's identity as
     it is."""
     paths = {**FLAGS, **{o.dest: o.path for o in options() if o.path}}
-    return config.with_params({paths[name]: v for name, v in given.items() if name in paths})
+    for name, value in given.items():
+        if name in paths:
+            try:
+                config = config.with_params({paths[name]: value})
+            except ConfigError as exc:
+                # The schema's words, for the flag the user typed rather than the field.
+                detail = str(exc).rsplit(f"{paths[name]}: ", 1)[-1]
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: {detail}") from None
+    return config

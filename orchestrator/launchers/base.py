@@ -36,7 +36,9 @@ class Option:
     """A command-line option of ``orchestrate sweep`` that sets a field of the launcher's
     config section (``--partition`` → ``execution.slurm.partition``).
 
-    ``path`` ``None``: a flag the launcher reads itself (``--wait``, ``--cancel``).
+    ``path`` ``None``: a flag the launcher reads itself (``--wait``, ``--cancel``). ``bounds``:
+    an integer's range, the schema's for its field (a test holds them equal), shown in
+    ``--help`` and checked by click.
     """
 
     flag: str
@@ -44,6 +46,7 @@ class Option:
     path: str | None = None
     type: Any = str
     is_flag: bool = False
+    bounds: tuple[int, int] | None = None
 
     @property
     def dest(self) -> str:

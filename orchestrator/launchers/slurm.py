@@ -379,11 +379,32 @@ class SlurmLauncher(Launcher):
 
     name: ClassVar[str] = "slurm"
     options: ClassVar[tuple[Option, ...]] = (
-        Option("--workers", "slurm: array tasks (workers)", "execution.slurm.workers", int),
+        Option(
+            "--workers",
+            "slurm: array tasks (workers)",
+            "execution.slurm.workers",
+            int,
+            False,
+            (1, 100_000),
+        ),
         Option("--partition", "slurm: partition", "execution.slurm.partition"),
         Option("--time", "slurm: time limit per task, e.g. 4:00:00", "execution.slurm.time"),
-        Option("--gpus-per-worker", "slurm: GPUs per task", "execution.slurm.gpus_per_worker", int),
-        Option("--cpus-per-worker", "slurm: CPUs per task", "execution.slurm.cpus_per_worker", int),
+        Option(
+            "--gpus-per-worker",
+            "slurm: GPUs per task",
+            "execution.slurm.gpus_per_worker",
+            int,
+            False,
+            (0, 64),
+        ),
+        Option(
+            "--cpus-per-worker",
+            "slurm: CPUs per task",
+            "execution.slurm.cpus_per_worker",
+            int,
+            False,
+            (1, 1024),
+        ),
         Option("--account", "slurm: account to charge", "execution.slurm.account"),
         Option("--wait", "slurm: follow the sweep until its tasks have ended", is_flag=True),
         Option("--cancel", "slurm: cancel the sweep's tasks (as `cancel`)", is_flag=True),

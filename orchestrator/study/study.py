@@ -57,6 +57,11 @@ def open_storage(
         heartbeat_interval = queue.heartbeat_seconds()
     if outage_limit is None:
         outage_limit = float(os.environ.get(OUTAGE_LIMIT_ENV, DEFAULT_LIMIT_SECONDS))
+    if "://" not in url:
+        raise ConfigError(
+            f"the study storage '{url}' is not a URL: a SQLite file is "
+            f"sqlite:///{Path(url).expanduser().resolve()} (docs/sweep.md, 'The study')"
+        )
     journal = workspace.journal_file(url)
     if journal is not None:
         # Its retried methods are installed at import (retrying_storage._CALLS): mypy cannot
