@@ -11,6 +11,7 @@ The schema (:mod:`orchestrator.config`) builds on these; loading a sweep file
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import (
@@ -92,7 +93,7 @@ def describe_errors(exc: ValidationError, source: str, root: type[BaseModel]) ->
             lines.append(f"{path}: unknown key{hint}")
             continue
         path = ".".join(str(part) for part in loc if not _is_union_tag(part))
-        message = error["msg"].removeprefix("Value error, ")
+        message = _cut(error["msg"].removeprefix("Value error, "))
         given = error.get("input")
         shown = "" if isinstance(given, dict | list) else f" (got {_quoted(given)})"
         lines.append(f"{path}: {message}{shown}" if path else message)
@@ -100,6 +101,12 @@ def describe_errors(exc: ValidationError, source: str, root: type[BaseModel]) ->
 
 
 QUOTED = 80  # the most characters of a bad value an error message quotes
+
+
+def _cut(message: str) -> str:
+    """``message`` with each word longer than :data:`QUOTED` characters cut (a validator may
+    quote a bad value whole)."""
+    return re.sub(rf"\S{{{QUOTED + 1},}}", lambda m: m.group()[: QUOTED - 1] + "…", message)
 
 
 def _quoted(value: Any) -> str:

@@ -15,6 +15,7 @@ message of an invalid document is the schema's (``config_fields.describe_errors`
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -113,11 +114,55 @@ def _check_reach(config: SweepConfig, source: str) -> None:
         )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last,
+    silently: ``cycles: 3`` then ``cycles: 4`` would run 4)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen and key != "<<":
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key '{key}' given twice (first on line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+@functools.lru_cache(maxsize=1)
+def _numeric_paths() -> frozenset[str]:
+    return frozenset(path.replace("[]", "") for path in numeric_ranges())
+
+
+def _check_numbers(document: Any, source: str, path: str = "") -> None:
+    """Refuse a number written as a string (``epochs: "3"``): the schema would convert it
+    in one place and not in another, so it is not accepted anywhere."""
+    if isinstance(document, Mapping):
+        for key, value in document.items():
+            _check_numbers(value, source, f"{path}.{key}" if path else str(key))
+    elif isinstance(document, list):
+        for value in document:
+            _check_numbers(value, source, path)
+    elif isinstance(document, str) and path in _numeric_paths():
+        try:
+            float(document)
+        except ValueError:
+            return  # a word the field takes besides numbers ('final'), or the schema's to refuse
+        raise ConfigError(
+            f"{source}: {path}: {document!r} is a string; write the number without quotes"
+        )
+
+
 def parse_config(document: Any, source: str = "<config>") -> SweepConfig:
     """Validate an already-parsed YAML document."""
     if not isinstance(document, Mapping):
         kind = "empty" if document is None else type(document).__name__
         raise ConfigError(f"{source}: a sweep config must be a mapping of sections, got {kind}")
+    _check_numbers(document, source)
     try:
         config = SweepConfig.model_validate(dict(document))
     except ValidationError as exc:
@@ -139,11 +184,16 @@ def load_config(path: str | Path) -> SweepConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_StrictLoader)  # a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
+        kind = (
+            "YAML error"
+            if isinstance(exc, yaml.constructor.ConstructorError)
+            else "YAML syntax error"
+        )
+        raise ConfigError(f"{path}: {kind} at {where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: YAML error: {exc}") from None
     return parse_config(document, str(path))

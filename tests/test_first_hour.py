@@ -164,3 +164,33 @@ def test_the_help_ranges_are_the_schemas_and_errors_name_the_flag(tmp_path: Path
         f"error: the study storage 'x.db' is not a URL: a SQLite file is "
         f"sqlite:///{Path('x.db').resolve()} (docs/sweep.md, 'The study')",
     )
+
+
+# --------------------------------------------------------------------------- 9. strict YAML
+
+
+def test_duplicate_keys_quoted_numbers_and_long_values_are_refused_plainly(
+    tmp_path: Path,
+) -> None:
+    cases = {
+        "name: x\nimp:\n  cycles: 3\n  cycles: 4\n": (
+            "YAML error at line 4, column 3: key 'cycles' given twice (first on line 3)"
+        ),
+        'name: x\ntrain:\n  epochs: "3"\n': (
+            "train.epochs: '3' is a string; write the number without quotes"
+        ),
+        'name: x\ntrain:\n  milestones: [1, "2"]\n': (
+            "train.milestones: '2' is a string; write the number without quotes"
+        ),
+        f"name: x\nmodel: {'a' * 10_000}\n": "model.name: unknown model 'aaaa",
+    }
+    for index, (text, expected) in enumerate(cases.items()):
+        path = tmp_path / f"case{index}.yaml"
+        path.write_text(text)
+        code, output = _invoke("validate", str(path))
+        assert code == 2 and f"{path}: " in output and expected in output, output
+        assert len(output) < 400, output  # a long value is cut
+    # A word a number field also takes stays a word.
+    path = tmp_path / "final.yaml"
+    path.write_text("name: x\nsearch:\n  objective: {at: final}\n")
+    assert _invoke("validate", str(path))[0] == 0
