@@ -190,7 +190,9 @@ def test_duplicate_keys_quoted_numbers_and_long_values_are_refused_plainly(
         code, output = _invoke("validate", str(path))
         assert code == 2 and f"{path}: " in output and expected in output, output
         assert len(output) < 400, output  # a long value is cut
-    # A word a number field also takes stays a word.
+    # A word a number field also takes stays a word; 3e-4 unquoted is a number (YAML 1.1
+    # alone would read it as a string).
     path = tmp_path / "final.yaml"
-    path.write_text("name: x\nsearch:\n  objective: {at: final}\n")
-    assert _invoke("validate", str(path))[0] == 0
+    path.write_text("name: x\ntrain: {lr: 3e-4}\nsearch:\n  objective: {at: final}\n")
+    code, output = _invoke("validate", str(path))
+    assert code == 0 and "lr: 0.0003" in output

@@ -86,7 +86,7 @@ def test_bad_input_is_named(finished: tuple[Path, dict, Path], tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"no study 'absent' \(studies: notebook"):
         orchestrator.open("absent", storage=study_storage(document))
     gone = f"sqlite:///{tmp_path / 'none' / 'study.db'}"
-    with pytest.raises(ConfigError, match=r"no study storage at .*: its file does not exist"):
+    with pytest.raises(ConfigError, match=r"no study storage at .*: no sweep has run with it"):
         orchestrator.open("notebook", storage=gone)
     assert not (tmp_path / "none").exists()  # and it was not created
     with pytest.raises(ConfigError, match="cannot open the study storage 'postgresql://"):
