@@ -105,7 +105,8 @@ def test_gpu_worker_sees_only_its_gpu_and_the_command_is_a_real_cli_call() -> No
         "tracking_uri": "http://m:5000",
         "threads": 4,
         "index": 5,
-        "allow_failures": True,  # the sweep reports failed trials once, at its end
+        "supervised": True,  # the sweep reports failed trials once, at its end
+        "allow_failures": False,
         "close_sweep": False,  # the sweep closes its parent run itself
         "retry_failed": False,  # the sweep queued the retries it was asked for itself
     }
