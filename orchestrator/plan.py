@@ -64,6 +64,7 @@ __all__ = [
     "most_sampled_twins",
     "prunable",
     "rate_of",
+    "space_size",
     "total_trials",
     "twin_of",
     "without_control",
@@ -350,6 +351,15 @@ def _inside(value: Any, space: SpaceRange) -> bool:
         return value in space.choices
     low, high = _bounds(space)
     return isinstance(value, int | float) and low <= value <= high
+
+
+def space_size(config: Sweep) -> int | None:
+    """How many configurations the search space holds: the grid's points where every
+    parameter has choices or a step; None where one is continuous."""
+    space = config.search.space.values()
+    if not space or any(s.choices is None and s.step is None for s in space):
+        return None
+    return len(_grid(config))
 
 
 def _grid(config: Sweep) -> list[tuple[Any, ...]]:

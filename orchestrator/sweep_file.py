@@ -26,6 +26,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_orig
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from orchestrator import plan as plans
 from orchestrator.config import SweepConfig
 from orchestrator.config_fields import ConfigError, describe_errors, did_you_mean, flatten
 
@@ -297,5 +298,14 @@ def warnings(config: SweepConfig) -> list[str]:
             "the trained plan: its factors are other coordinates than the trained ones, so "
             "the masks IMP computes on the trained factors land on unrelated entries "
             "(docs/imp.md). Prefer alds or compressed"
+        )
+    search = config.search
+    size = plans.space_size(config)
+    per_seed = plans.budget(config) // len(config.seeds)
+    if search.sampler != "grid" and size is not None and per_seed > size:
+        found.append(
+            f"search: the space holds {size} configuration(s) but the {search.sampler} sampler "
+            f"is given {per_seed} per seed ({plans.budget(config)} trials): it will draw some "
+            f"again. Use sampler: grid (each once), or n_trials: {size * len(config.seeds)}"
         )
     return found

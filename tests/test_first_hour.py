@@ -196,3 +196,21 @@ def test_duplicate_keys_quoted_numbers_and_long_values_are_refused_plainly(
     path.write_text("name: x\ntrain: {lr: 3e-4}\nsearch:\n  objective: {at: final}\n")
     code, output = _invoke("validate", str(path))
     assert code == 0 and "lr: 0.0003" in output
+
+
+def test_a_sampled_space_smaller_than_its_budget_is_warned_about(tmp_path: Path) -> None:
+    search = {"sampler": "tpe", "space": {"alds.rate": {"choices": [0.0, 0.6]}}}
+    path = write_sweep(tmp_path, sweep_document(tmp_path, search=search))
+    code, output = _invoke("validate", str(path))
+    assert (
+        code == 0
+        and (
+            "warning: search: the space holds 2 configuration(s) but the tpe sampler is given 10 "
+            "per seed (10 trials): it will draw some again. Use sampler: grid (each once), or "
+            "n_trials: 2"
+        )
+        in output
+    )
+    search["n_trials"] = 2
+    path = write_sweep(tmp_path, sweep_document(tmp_path, search=search))
+    assert "warning" not in _invoke("validate", str(path))[1]
