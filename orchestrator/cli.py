@@ -267,7 +267,7 @@ def _launcher_options(command: Callable) -> Callable:
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="print what would run (trials reused, to run) and change nothing",
+    help="print the plan (trials done, to copy, to train) and change nothing",
 )
 @click.option(
     "--launcher",

@@ -65,6 +65,9 @@ TRIAL_RESULT_ATTRS = (
 )
 TRIAL_REUSED_FROM = "reused_from"  # on a trial copied from another's result: that one's run
 TRIAL_REUSED_TRIAL = "reused_trial"  # ... and that trial, as "<study>#<number>"
+# ... and the seconds that trial took to train: the copy's duration in the report (its own is
+# the second or so the copy took)
+TRIAL_TRAINED_SECONDS = "trained_seconds"
 
 # trial system attributes
 

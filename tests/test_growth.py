@@ -181,7 +181,7 @@ def test_a_seed_no_keyed_trial_ran_at_needs_no_keys(tmp_path: Path) -> None:
     asked.clear()
     # A result of another study at seed 1: its keys are read, and it is found reusable.
     other = _text(plans.fixed_configurations(grown)[0], 1)
-    found = growth.assess(grown, study.get_trials(), keys_of, {other: 1})
+    found = growth.assess(grown, study.get_trials(), keys_of, {other: (1, "other")})
     assert (found.reusable, sorted(set(asked))) == (1, [0, 1])
 
 
@@ -219,7 +219,7 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
 ) -> None:
     document = _shared(tmp_path, "grows", seeds=[0, 1])
     out = _sweep(tmp_path, document)
-    assert "4 trials: 0 reused, 4 to run" in " ".join(out.split())
+    assert "4 trials: 0 done, 4 to train" in " ".join(out.split())
     first = {t.number: t for t in _trials(document)}
     config = parse_config(document)
     url = document["execution"]["storage"]
@@ -236,7 +236,7 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
     # Three seeds: only the new seed's two trials run; the report pairs three seeds.
     document["seeds"] = [0, 1, 2]
     dry = _sweep(tmp_path, document, "--dry-run")
-    assert "6 trials: 4 reused, 2 to run" in " ".join(dry.split())
+    assert "6 trials: 4 done, 2 to train" in " ".join(dry.split())
     assert len(_trials(document)) == 4  # a dry run changes nothing
     _sweep(tmp_path, document)
     trials = _trials(document)
@@ -252,7 +252,9 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
     # choices), every earlier result reused from it, only the new rate's three trials run.
     document["search"]["space"]["alds.rate"]["choices"] = [0.0, 0.5, 0.25]
     out = _sweep(tmp_path, document)
-    assert "9 trials: 6 reused" in " ".join(out.split())
+    assert "9 trials: 0 done, 6 to copy from the study's earlier generation" in " ".join(
+        out.split()
+    )
     trials = _trials(document)
     assert len(trials) == 9
     assert sorted(t.params["alds.rate"] for t in _trained(trials)) == [0.25] * 3
@@ -283,7 +285,7 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
     alone = parse_config({**other, "execution": {**other["execution"], "reuse": "off"}})
     assert sweeps.preview(alone, url, lambda: "cpu").reused == 0  # reuse: off trains all
     out = _sweep(tmp_path, other)
-    assert "4 trials: 2 reused (0 here, 2 from other studies), 2 to run" in " ".join(out.split())
+    assert "4 trials: 0 done, 2 to copy from other studies, 2 to train" in " ".join(out.split())
     shared = _trials(other)
     assert sorted(t.params["alds.rate"] for t in _trained(shared)) == [0.75, 0.75]
     twins = [t for t in shared if t.params["alds.rate"] == 0.0]

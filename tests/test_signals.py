@@ -164,3 +164,16 @@ def test_ctrl_c_stops_a_training_and_a_waiting_worker_at_once(tmp_path: Path, si
         assert run.info.status == "KILLED", run.data.tags
         assert run.data.tags[stored_names.TAG_STATE] == "FAIL"
         assert "interrupted" in run.data.tags[stored_names.TAG_FAIL_REASON]
+    # What a user reads after the stop: nothing failed, two trials stopped and queued again;
+    # the parent run is ended as KILLED, and RUNNING again once a start resumes the sweep.
+    study = optuna.load_study(study_name=name, storage=storage)
+    parent = client.get_run(study.user_attrs[stored_names.STUDY_PARENT_RUN_ID])
+    assert parent.info.status == "KILLED"
+    status = orchestrate("status", str(path), cwd=tmp_path)
+    said = " ".join(status.stdout.split())
+    assert "done 0/2 · complete 0 · running 0 · pruned 0 · failed 0 · queued 2" in said
+    assert "rerun 2 (interrupted, or failed and retried)" in said
+    assert "interrupted; run again as trial" in said
+    resumed = orchestrate("sweep", str(path), "--enqueue-only", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert client.get_run(parent.info.run_id).info.status == "RUNNING"

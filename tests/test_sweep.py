@@ -230,13 +230,13 @@ def test_resumed_sweep_keeps_its_trials_and_plans_a_changed_config(tmp_path: Pat
     assert orchestrate("sweep", str(path), cwd=tmp_path).returncode == 0
     rerun = orchestrate("sweep", str(path), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "2 trials: 2 reused, 0 to run" in " ".join(rerun.stdout.split())
+    assert "2 trials: 2 done, 0 to train" in " ".join(rerun.stdout.split())
     assert len(load_study(document).get_trials()) == 2
     # A field every trial depends on: nothing reused, and the plan says why.
     changed = sweep_document(tmp_path, "again", imp={"cycles": 3})
     dry = orchestrate("sweep", str(write_sweep(tmp_path, changed)), "--dry-run", cwd=tmp_path)
     said = " ".join(dry.stdout.split())
-    assert dry.returncode == 0 and "2 trials: 0 reused, 2 to run" in said
+    assert dry.returncode == 0 and "2 trials: 0 done, 2 to train" in said
     assert "none of the study's 2 finished trials has this YAML's key" in said
     assert len(load_study(document).get_trials()) == 2
 
@@ -262,7 +262,7 @@ def test_a_finished_sweep_started_again_does_nothing(tmp_path: Path) -> None:
     # No worker started, no data read (torch), no tracking store opened (MLflow) ...
     assert "worker(s)" not in again.stdout
     assert again.stdout.splitlines()[-1] == "optuna"
-    assert "2 trials: 2 reused, 0 to run (0 enqueued now)" in " ".join(again.stdout.split())
+    assert "2 trials: 2 done, 0 to train (0 enqueued now)" in " ".join(again.stdout.split())
     # ... and nothing written to it; the study holds its two trials, the summary is printed.
     after = {name: content for name, content in _files(workspace).items() if "mlflow" in name}
     assert after == tracked

@@ -300,10 +300,15 @@ class _Lifecycle:
         source_run = original.user_attrs.get(stored_names.TRIAL_RUN_ID, "")
         held = original.user_attrs
         copied = {name: held[name] for name in stored_names.TRIAL_RESULT_ATTRS if name in held}
+        start, end = original.datetime_start, original.datetime_complete
+        trained = held.get(stored_names.TRIAL_TRAINED_SECONDS) or (
+            (end - start).total_seconds() if start and end else None
+        )
         for name, value in {
             **copied,
             stored_names.TRIAL_REUSED_FROM: source_run,
             stored_names.TRIAL_REUSED_TRIAL: f"{study_name}#{original.number}",
+            stored_names.TRIAL_TRAINED_SECONDS: trained,
         }.items():
             trial.set_user_attr(name, value)
         queue.set_system_attr(

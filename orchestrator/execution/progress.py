@@ -27,7 +27,7 @@ def rows(
     (by default the trials of ``study`` its YAML asks for, :func:`growth.in_sweep`)."""
     if trials is None:
         trials = growth.in_sweep(config, study.get_trials(deepcopy=False))
-    counts = counts_of.count_states(trial.state.name for trial in trials)
+    counts = counts_of.trial_states(trials)
     now = dt.datetime.now()
     running = [
         {
@@ -85,6 +85,8 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
         f"running {counts['RUNNING']} · pruned {counts['PRUNED']} · failed {counts['FAIL']} · "
         f"queued {counts['WAITING']} · best {best}"
     )
+    if counts.get(counts_of.RETRIED):
+        head.append(f" · rerun {counts[counts_of.RETRIED]} (interrupted, or failed and retried)")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("trial", "worker", "device", "seed", "params", "step", "elapsed"):
         table.add_column(column)
@@ -137,6 +139,7 @@ def summary(
     table = Table(title=f"study {study.study_name}", caption="; ".join(captions) or None)
     for column in ("trial", "state", "seed", "params", "value(s)", "note"):
         table.add_column(column)
+    repeated_by = counts_of.retries(asked)
     for trial in asked:
         values = "-" if trial.values is None else ", ".join(f"{v:.4f}" for v in trial.values)
         table.add_row(
@@ -145,16 +148,17 @@ def summary(
             str(trial.user_attrs.get(stored_names.TRIAL_SEED, "-")),
             describe_params(trial.params),
             values,
-            _note(trial),
+            _note(trial, repeated_by.get(trial.number)),
         )
     return table
 
 
-def _note(trial: FrozenTrial) -> str:
+def _note(trial: FrozenTrial, repeated_by: int | None = None) -> str:
     reused = trial.user_attrs.get(stored_names.TRIAL_REUSED_TRIAL)
     if reused:
-        return f"reused from {reused}"
-    return str(trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON, ""))[:60]
+        return f"copied from {reused}"
+    reason = str(trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON, ""))[:60]
+    return reason if repeated_by is None else f"{reason}; run again as trial {repeated_by}"
 
 
 def failures(study: optuna.Study, config: SweepConfig) -> list[str]:

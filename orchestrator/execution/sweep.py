@@ -107,6 +107,8 @@ def prepare(
         if parent is None:
             parent = tracker.create_parent_run()
             study.set_user_attr(stored_names.STUDY_PARENT_RUN_ID, parent)
+        else:
+            tracker.resume_parent_run(parent)
         study.set_user_attr(stored_names.STUDY_TRACKING_URI, uri)
         study.set_user_attr(stored_names.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     return Prepared(study, url, uri, parent, enqueued, found)
@@ -176,7 +178,7 @@ def assess(
         digest = digests.digest(section, seed, _digest_file(config))
         return identity.acceptable_keys(config, params, seed, device=device(), data=digest)
 
-    elsewhere: dict[str, int | None] = {}
+    elsewhere: dict[str, tuple[int | None, str]] = {}
     if storage is not None and config.execution.reuse != "off":
         own = config.name if besides == "" else besides
         elsewhere = reuse.finished_keys(storage, besides=own)
@@ -294,13 +296,15 @@ def follow(
                 summarize(rows)
 
             failed = workers.run(show=show)
+        if not console.is_terminal:  # Live leaves its last line open where it cannot redraw
+            console.line()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if replay_spools:
         _replay_spools(config, prepared.tracking_uri)
     _close_left_running(prepared, workers.started)
-    _close(summarize, prepared, config)
+    _close(summarize, prepared, config, interrupted=workers.signals > 0)
     return failed, workers.signals > 0
 
 
@@ -321,10 +325,14 @@ def close(study: optuna.Study, config: SweepConfig, tracking_uri: str) -> None:
     _close(summarize, prepared, config)
 
 
-def _close(summarize: _Summary, prepared: Prepared, config: SweepConfig) -> None:
+def _close(
+    summarize: _Summary, prepared: Prepared, config: SweepConfig, *, interrupted: bool = False
+) -> None:
     summarize.log_comparison()
     finished = counts.finished(prepared.study, config)
-    if finished >= counts.expected(prepared.study, config):
+    if interrupted and finished < counts.expected(prepared.study, config):
+        summarize.tracker.end_parent_run(prepared.parent_run_id, "KILLED")  # resumed later
+    elif finished >= counts.expected(prepared.study, config):
         summarize.tracker.end_parent_run(prepared.parent_run_id)
         if summarize.finished == finished:  # drawn from every trial: a start may stay idle
             prepared.study.set_user_attr(stored_names.STUDY_REPORTED_FINISHED, finished)

@@ -65,7 +65,7 @@ def _note(row: Mapping[Hashable, Any]) -> str:
     if not pd.isna(row.get("retry_of")):
         parts.append(f"retry of trial {int(row['retry_of'])}")
     if isinstance(row.get("reused_trial"), str):
-        parts.append(f"reused from {row['reused_trial']}")
+        parts.append(f"copied from {row['reused_trial']}")
     if isinstance(row.get("missing"), str):
         parts.append(row["missing"])
     return "; ".join(parts)

@@ -90,7 +90,9 @@ def read_trials(
                 "reported_step": trial.user_attrs.get(stored_names.TRIAL_STEP),
                 "datetime_start": start.isoformat() if start else None,
                 "datetime_complete": end.isoformat() if end else None,
-                "duration_s": (end - start).total_seconds() if start and end else math.nan,
+                # A copy's own duration is the copying: its original's training stands for it.
+                "duration_s": trial.user_attrs.get(stored_names.TRIAL_TRAINED_SECONDS)
+                or ((end - start).total_seconds() if start and end else math.nan),
                 "elapsed_s": (now - start).total_seconds()
                 if start and trial.state == TrialState.RUNNING
                 else math.nan,

@@ -320,7 +320,7 @@ def _trial_columns(report: Report) -> list[Column]:
         Column("duration (s)", "duration_s", "seconds"),
         Column("MLflow run", stored_names.TRIAL_RUN_ID, paper=False),
         Column("trial key", stored_names.TRIAL_KEY, paper=False),
-        Column("reused from (run)", stored_names.TRIAL_REUSED_FROM, paper=False),
+        Column("copied from (run)", stored_names.TRIAL_REUSED_FROM, paper=False),
         Column("note", "note", paper=False, limit=NOTE_LIMIT),
     ]
 

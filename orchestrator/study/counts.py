@@ -22,11 +22,14 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 __all__ = [
     "FINISHED",
+    "RETRIED",
     "count_states",
     "expected",
     "failed_for_good",
     "finished",
     "finished_count",
+    "retries",
+    "trial_states",
     "twins",
 ]
 
@@ -37,6 +40,31 @@ def count_states(states: Iterable[str]) -> dict[str, int]:
     for state in states:
         counts[state] += 1
     return counts
+
+
+RETRIED = "RETRIED"
+"""The counts' key of the FAIL trials a retry took over (interrupted, timed out or failed
+before their last retry): not failures of the sweep."""
+
+
+def trial_states(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """:func:`count_states` of ``trials``, with the FAIL trials a retry repeats counted as
+    :data:`RETRIED`: a sweep interrupted and resumed ran each trial once, failed none."""
+    trials = list(trials)
+    counts = count_states(t.state.name for t in trials)
+    repeated = _retried(trials)
+    counts[RETRIED] = sum(1 for t in trials if t.state == TrialState.FAIL and t.number in repeated)
+    counts[TrialState.FAIL.name] -= counts[RETRIED]
+    return counts
+
+
+def retries(trials: Iterable[FrozenTrial]) -> dict[int, int]:
+    """The number of the retry that repeats each trial a retry repeats."""
+    return {
+        t.system_attrs[stored_names.TRIAL_FAILED_TRIAL]: t.number
+        for t in trials
+        if stored_names.TRIAL_FAILED_TRIAL in t.system_attrs
+    }
 
 
 def finished_count(counts: Mapping[str, int]) -> int:

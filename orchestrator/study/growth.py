@@ -48,6 +48,8 @@ class Growth:
         done: finished in this study with this YAML's key (COMPLETE).
         ended: pruned or failed for good in this study with this key (kept; not retried).
         reusable: COMPLETE in another study: queued, and copied when claimed.
+        earlier_generation: of them, results of this study's earlier generations (its
+            archive studies, ``name@hash.N``).
         queued: already waiting or running in this study.
         enqueue: ``(params, user attributes)`` of the trials to queue now.
         placeholders: how many placeholders to add for configurations still to sample.
@@ -62,6 +64,7 @@ class Growth:
     done: int = 0
     ended: int = 0
     reusable: int = 0
+    earlier_generation: int = 0
     queued: int = 0
     enqueue: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     placeholders: int = 0
@@ -76,18 +79,22 @@ class Growth:
 
     @property
     def to_run(self) -> int:
+        """Trials to train (queued now or before): neither done, ended, nor to copy."""
         return self.trials - self.reused - self.ended
 
     def describe(self) -> str:
-        """``12 trials: 8 reused, 4 to run``, with what each number holds where it helps."""
-        parts = [f"{self.trials} trials: {self.reused} reused"]
-        if self.renewed:
-            parts[0] += " (from the study's earlier generation and other studies)"
-        elif self.reusable:
-            parts[0] += f" ({self.done} here, {self.reusable} from other studies)"
+        """``12 trials: 6 done, 3 to copy from other studies, 3 to train``: what answers each
+        trial of the YAML, and where copies come from."""
+        parts = [f"{self.trials} trials: {self.done} done"]
+        if self.reusable:
+            sources = [
+                "the study's earlier generation" if self.earlier_generation else "",
+                "other studies" if self.reusable > self.earlier_generation else "",
+            ]
+            parts.append(f"{self.reusable} to copy from {' and '.join(filter(None, sources))}")
         if self.ended:
             parts.append(f"{self.ended} pruned or failed before")
-        parts.append(f"{self.to_run} to run")
+        parts.append(f"{self.to_run} to train")
         text = ", ".join(parts)
         if self.renewed:
             text += (
@@ -106,7 +113,7 @@ def assess(
     config: SweepConfig,
     trials: Sequence[FrozenTrial],
     keys_of: KeysOf,
-    finished_elsewhere: Mapping[str, int | None],
+    finished_elsewhere: Mapping[str, tuple[int | None, str]],
     *,
     keyless_match: bool = False,
     seeds_of: Mapping[str, Sequence[int]] | None = None,
@@ -118,7 +125,7 @@ def assess(
         trials: the trials its study holds (none for a new sweep).
         keys_of: each planned trial's keys (:data:`KeysOf`).
         finished_elsewhere: the keys of COMPLETE results in the storage's other studies, each
-            with its seed (None where unrecorded).
+            with its seed (None where unrecorded) and its study's name.
         keyless_match: let a finished trial without a key (run by a version before keys)
             answer its configuration and seed: only when the YAML is the one it ran with.
         seeds_of: a sequential sweep's seeds per configuration (by its label,
@@ -164,7 +171,7 @@ def assess(
     # A key covers its seed: one no keyed trial ran at is matched by none, so its trials need
     # no keys (nor the data their digest reads; a seed added to a sweep reads none).
     keyed_seeds = {t.user_attrs.get(stored_names.TRIAL_SEED) for t in by_key.values()}
-    keyed_seeds |= set(elsewhere.values())
+    keyed_seeds |= {seed for seed, _ in elsewhere.values()}
     for params in configurations:
         label = describe_params(params)
         seeds = config.seeds if seeds_of is None else seeds_of.get(label, config.seeds)
@@ -181,7 +188,12 @@ def assess(
             elif (_text(params), seed) in pending:
                 growth.queued += 1
             else:
-                growth.reusable += any(k in elsewhere for k in candidates)
+                source = next((elsewhere[k][1] for k in candidates if k in elsewhere), None)
+                if source is not None:
+                    growth.reusable += 1
+                    # Its own name: a preview, before the study moves to its archive.
+                    own = source == config.name or source.startswith(f"{config.name}@")
+                    growth.earlier_generation += own
                 growth.enqueue.append(
                     (params, _attributes(params, seed, sampled_texts, twin_texts))
                 )

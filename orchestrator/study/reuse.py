@@ -70,12 +70,15 @@ def find(
 
 def finished_keys(
     storage: optuna.storages.BaseStorage, *, besides: str | None
-) -> dict[str, int | None]:
+) -> dict[str, tuple[int | None, str]]:
     """The keys of every COMPLETE result (with its curve) of the storage's studies other than
-    ``besides``, each with the seed it ran at (None where unrecorded): what a sweep can reuse
-    from other sweeps."""
+    ``besides``, each with the seed it ran at (None where unrecorded) and its study's name:
+    what a sweep can reuse from other sweeps."""
     return {
-        trial.user_attrs[stored_names.TRIAL_KEY]: trial.user_attrs.get(stored_names.TRIAL_SEED)
+        trial.user_attrs[stored_names.TRIAL_KEY]: (
+            trial.user_attrs.get(stored_names.TRIAL_SEED),
+            study_name,
+        )
         for study_name, trial in _keyed(storage, (TrialState.COMPLETE,))
         if study_name != besides and _reusable(trial)
     }

@@ -412,6 +412,11 @@ class SweepTracker:
     def end_parent_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
+    def resume_parent_run(self, run_id: str) -> None:
+        """Mark the parent run RUNNING again: a start that runs trials (a resumed, grown or
+        retried sweep) after it was ended or stopped."""
+        self.client.update_run(run_id, status="RUNNING")
+
     def log_sweep_summary(self, run_id: str, counts: Mapping[str, int], best: float | None) -> None:
         """Trial counts by state (``trials_complete``, ...) and the best value so far as
         metrics of the parent run, at the step of how many trials have finished."""
