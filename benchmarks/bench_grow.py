@@ -12,6 +12,11 @@ by side: first the sweep at N seeds (not timed), then
            stay cached, as they would for a user).
 
     python benchmarks/bench_grow.py [--sweep sweeps/quickstart.yaml] [--seeds 2]
+    python benchmarks/bench_grow.py --steps
+
+``--steps`` runs instead the steps of docs/sweep.md's table "What a changed YAML runs" (the
+quickstart at one seed, at its three, with a fourth rate, then without reuse) and prints its
+rows: the printed plan and the time of each.
 
 The last line reads ``extend by one seed: X s (k trials trained), fresh: Y s (m trials),
 fresh/extend R``; the line before it the same without the fixed cost of a start. The quickstart's
@@ -45,11 +50,47 @@ def timed_sweep(folder: Path, document: dict, *extra: str) -> tuple[float, str]:
     return seconds, plan.group(0).strip() if plan else "?"
 
 
+STEPS = (
+    ("1", "`sweeps/quickstart.yaml` with `seeds: [0]`", {"seeds": [0]}, ()),
+    ("2", "`seeds: [0, 1, 2]` (the quickstart as it is)", {"seeds": [0, 1, 2]}, ()),
+    ("3", "`alds.rate: {choices: [0.0, 0.3, 0.6, 0.45]}`", {"rates": [0.0, 0.3, 0.6, 0.45]}, ()),
+    (
+        "without reuse",
+        'step 3\'s YAML with `execution.reuse: "off"` and `--fresh`',
+        {"reuse": "off"},
+        ("--fresh",),
+    ),
+)
+
+
+def steps(sweep: Path) -> None:
+    """The rows of docs/sweep.md's table of growth steps, each measured here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        document = yaml.safe_load(sweep.read_text())
+        execution = document.setdefault("execution", {})
+        execution["workspace"] = str(folder / "ws")
+        execution["cache_dir"] = str(folder / "checkpoints")
+        for step, change, edit, extra in STEPS:
+            if "seeds" in edit:
+                document["seeds"] = edit["seeds"]
+            if "rates" in edit:
+                document["search"]["space"]["alds.rate"]["choices"] = edit["rates"]
+            if "reuse" in edit:
+                execution["reuse"] = edit["reuse"]
+            seconds, plan = timed_sweep(folder, document, *extra)
+            print(f"| {step} | {change} | `{plan.rstrip(' ;')}` | {seconds:.1f} s |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", type=Path, default=Path("sweeps/quickstart.yaml"))
     parser.add_argument("--seeds", type=int, default=2, help="seeds of the finished sweep")
+    parser.add_argument("--steps", action="store_true", help="docs/sweep.md's growth steps")
     args = parser.parse_args()
+    if args.steps:
+        steps(args.sweep)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         document = yaml.safe_load(args.sweep.read_text())
@@ -68,7 +109,7 @@ def main() -> None:
         print(f"{args.seeds + 1} seeds, resumed: {resume:.1f} s ({resume_plan})")
         fresh, fresh_plan = timed_sweep(folder, document, "--fresh")
         print(f"{args.seeds + 1} seeds, --fresh: {fresh:.1f} s ({fresh_plan})")
-    trained = re.search(r"(\d+) to run", extend_plan)
+    trained = re.search(r"(\d+) to train", extend_plan)
     total = re.search(r"(\d+) trials", fresh_plan)
     print(
         f"beyond the {resume:.1f} s of a start: extend {extend - resume:.1f} s, fresh "

@@ -3,14 +3,19 @@ counts and names that add up, quiet output and strict YAML; a test per finding."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from pydantic import BaseModel
 
-from orchestrator import launchers
+from orchestrator import launchers, plan
 from orchestrator.cli import main
-from orchestrator.sweep_file import numeric_ranges
+from orchestrator.config import SweepConfig
+from orchestrator.sweep_file import numeric_ranges, parse_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 
@@ -214,3 +219,64 @@ def test_a_sampled_space_smaller_than_its_budget_is_warned_about(tmp_path: Path)
     search["n_trials"] = 2
     path = write_sweep(tmp_path, sweep_document(tmp_path, search=search))
     assert "warning" not in _invoke("validate", str(path))[1]
+
+
+# --------------------------------------------------------------------------- 10. the docs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _schema_default(path: str) -> Any:
+    """The schema's default of a dotted path (an optional section: its own fields')."""
+    model: type[BaseModel] = SweepConfig
+    *sections, leaf = path.split(".")
+    for part in sections:
+        annotation = model.model_fields[part].annotation
+        model = next(
+            a
+            for a in (annotation, *get_args(annotation))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        )
+    value = model.model_fields[leaf].get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):  # a section written as its name (model: conv6)
+        return value.name  # type: ignore[attr-defined]
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_the_docs_say_what_the_tool_does() -> None:
+    # Every default config.md gives as a value is the schema's.
+    text = (ROOT / "docs" / "config.md").read_text()
+    rows = re.findall(r"^\| `([a-z_.]+)` \| `([^`]*)` \|", text, re.MULTILINE)
+    assert len(rows) > 25
+    for path, shown in rows:
+        said = yaml.safe_load(shown)
+        said = float(said) if re.fullmatch(r"\d+e-?\d+", shown) else said
+        assert said == _schema_default(path), path
+    assert "| `search.n_trials` | the whole grid; else 10 configurations × seeds |" in text
+    # The growth steps of sweep.md: each plan's count is the code's for the YAML it names, and
+    # its parts add up.
+    quickstart = yaml.safe_load((ROOT / "sweeps" / "quickstart.yaml").read_text())
+    table = (ROOT / "docs" / "sweep.md").read_text()
+    plans = re.findall(
+        r"^\| (1|2|3) \| .*? \| `(\d+) trials: (\d+) done, (.*?)` \|", table, re.MULTILINE
+    )
+    assert [step for step, *_ in plans] == ["1", "2", "3"]
+    variants = [
+        {**quickstart, "seeds": [0]},
+        quickstart,
+        {
+            **quickstart,
+            "search": {
+                **quickstart["search"],
+                "space": {"alds.rate": {"choices": [0.0, 0.3, 0.6, 0.45]}},
+            },
+        },
+    ]
+    for (step, total, done, rest), document in zip(plans, variants, strict=True):
+        assert int(total) == plan.total_trials(parse_config(document)), step
+        others = [int(n) for n in re.findall(r"(\d+) to (?:copy|train)", rest)]
+        assert int(done) + sum(others) == int(total), step
+    # One quickstart time, in the README, the report's guide and the YAML itself.
+    said = "about 30 s on two cores once set up"
+    for name in ("README.md", "docs/report.md", "sweeps/quickstart.yaml"):
+        assert said in " ".join((ROOT / name).read_text().split()), name
