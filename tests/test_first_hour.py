@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, get_args
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -280,3 +281,19 @@ def test_the_docs_say_what_the_tool_does() -> None:
     said = "about 30 s on two cores once set up"
     for name in ("README.md", "docs/report.md", "sweeps/quickstart.yaml"):
         assert said in " ".join((ROOT / name).read_text().split()), name
+
+
+def test_the_readme_names_every_option_of_every_command() -> None:
+    """The README's command table against the click commands themselves."""
+    rows = [
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("| `orchestrate ")
+    ]
+    for name, command in main.commands.items():
+        said = " ".join(row for row in rows if row.startswith(f"| `orchestrate {name} "))
+        assert said, f"the README has no row for `orchestrate {name}`"
+        for option in command.params:
+            if isinstance(option, click.Option) and not option.hidden:
+                flag = max(option.opts, key=len)
+                assert flag in said, f"README: `orchestrate {name}` does not name {flag}"
