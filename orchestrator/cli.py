@@ -554,6 +554,7 @@ def cancel(sweep: Path, storage_url: str | None) -> None:
     type=click.FloatRange(min=0.0, min_open=True, max=1.0, max_open=True),
     help="the seed planner's wanted chance of a verdict (default: the sweep's report.power)",
 )
+@click.option("--no-log", is_flag=True, help="write the files only; log nothing to MLflow")
 @click.option(
     "--from-export",
     is_flag=True,
@@ -570,6 +571,7 @@ def report(
     output: Path | None,
     margin: float | None,
     power: float | None,
+    no_log: bool,
     from_export: bool,
 ) -> None:
     """Write the tables and plots of SWEEP.yaml (or of --study); log them to its parent MLflow
@@ -577,6 +579,7 @@ def report(
     from orchestrator import report as reports
     from orchestrator.config import ConfigError
     from orchestrator.report import stamp as report_stamp
+    from orchestrator.results.studies import differs
     from orchestrator.sweep_file import load_config
 
     try:
@@ -596,8 +599,12 @@ def report(
                 )
             else:
                 study, config, _ = _open_study(path, study_name, storage_url)
+                if path is not None:
+                    for line in differs(load_config(path), config):
+                        click.echo(f"note: {path}: {line}")
                 folder = _report_folder(config, output, several=len(sweep) > 1)
                 asked = dict(uri=tracking_uri, levels=sparsities, margin=given, power=power)
+                asked["log"] = not no_log
                 stamp = report_stamp.of(study, config, formats=chosen, **asked)
                 if len(sweep) < 2 and report_stamp.written(folder, stamp):
                     click.echo(
@@ -613,7 +620,7 @@ def report(
                     margin=given,
                     power=power,
                 )
-            for line in reports.publish(result, folder, chosen, stamp):
+            for line in reports.publish(result, folder, chosen, stamp, log=not no_log):
                 click.echo(line, err=line.startswith("warning:"))
             results.append(result)
         if len(sweep) > 1 and output is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "describe_errors",
     "did_you_mean",
     "flatten",
+    "shorten",
 ]
 
 
@@ -103,16 +104,21 @@ def describe_errors(exc: ValidationError, source: str, root: type[BaseModel]) ->
 QUOTED = 80  # the most characters of a bad value an error message quotes
 
 
+def shorten(text: str, limit: int = QUOTED) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis last where it was cut: how a message
+    quotes a value of any length."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _cut(message: str) -> str:
     """``message`` with each word longer than :data:`QUOTED` characters cut (a validator may
     quote a bad value whole)."""
-    return re.sub(rf"\S{{{QUOTED + 1},}}", lambda m: m.group()[: QUOTED - 1] + "…", message)
+    return re.sub(rf"\S{{{QUOTED + 1},}}", lambda m: shorten(m.group()), message)
 
 
 def _quoted(value: Any) -> str:
     """A bad value as an error message shows it: its repr, cut to :data:`QUOTED` characters."""
-    text = repr(value)
-    return text if len(text) <= QUOTED else text[: QUOTED - 1] + "…"
+    return shorten(repr(value))
 
 
 _TYPE_TAGS = {"float", "int", "str", "bool", "none", "function-after", "function-before"}

@@ -149,7 +149,9 @@ INPUT_TAG_CONTEXT = "mlflow.data.context"  # MLflow's own tag for what a dataset
 # MLflow artifacts
 
 ARTIFACT_SWEEP_CONFIG = "sweep.json"  # of the sweep's parent run
-ARTIFACT_REPORT_FOLDER = "report"  # of the parent run: what `orchestrate report` wrote
+ARTIFACT_REPORT_FOLDER = "report"  # of the parent run: what `orchestrate report` wrote, a
+# folder per logged report under it
+TAG_REPORT_LATEST = "report_latest"  # of the parent run: the folder of the last logged report
 ARTIFACT_CURVE = "curve"  # of a trial run, as <name>.csv: one row per step
 ARTIFACT_LAYERS = "layers"  # per-layer sparsity at the end
 ARTIFACT_ALDS_PLAN = "alds_plan"  # per-layer k, rank and error of the ALDS plan

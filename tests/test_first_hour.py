@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any, get_args
 
 import click
+import optuna
 import pytest
 import yaml
 from click.testing import CliRunner
+from mlflow import MlflowClient
 from pydantic import BaseModel
 
-from orchestrator import launchers, plan
+from orchestrator import launchers, plan, stored_names
 from orchestrator.cli import main
 from orchestrator.config import SweepConfig
 from orchestrator.sweep_file import numeric_ranges, parse_config
 from orchestrator.testing.cli import orchestrate
+from orchestrator.testing.results import study_storage, tracking_uri
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 
 
@@ -297,3 +300,47 @@ def test_the_readme_names_every_option_of_every_command() -> None:
             if isinstance(option, click.Option) and not option.hidden:
                 flag = max(option.opts, key=len)
                 assert flag in said, f"README: `orchestrate {name}` does not name {flag}"
+
+
+# --------------------------------------------------------------------------- 6. the report
+
+
+def test_a_report_logs_whole_or_not_at_all_and_names_a_yaml_the_study_does_not_hold(
+    tmp_path: Path,
+) -> None:
+    document = sweep_document(tmp_path, seeds=[0, 1])
+    path = write_sweep(tmp_path, document)
+    assert orchestrate("sweep", str(path), cwd=tmp_path).returncode == 0
+    client = MlflowClient(tracking_uri(document))
+    parent = optuna.load_study(study_name="tiny", storage=study_storage(document)).user_attrs[
+        stored_names.STUDY_PARENT_RUN_ID
+    ]
+
+    def reports() -> list[str]:
+        return [a.path for a in client.list_artifacts(parent, "report") if a.is_dir]
+
+    # --no-log: the files only.
+    code, output = _invoke("report", str(path), "--no-log", "--output", str(tmp_path / "out"))
+    assert code == 0 and "logged" not in output and reports() == []
+    assert (tmp_path / "out" / "report.md").is_file()
+    # Each logged report whole in a folder of its own, the latest named by a tag.
+    folders = []
+    for levels in ("0.5", "0.3"):
+        code, output = _invoke("report", str(path), "--sparsity-levels", levels)
+        assert code == 0, output
+        folders.append(re.search(r"under (report/\S+)/", output).group(1))
+    assert sorted(reports()) == sorted(folders) and folders[0] != folders[1]
+    assert client.get_run(parent).data.tags[stored_names.TAG_REPORT_LATEST] == folders[1]
+    # An older YAML (one seed fewer): the report is the study's, and says so.
+    document["seeds"] = [0]
+    older = tmp_path / "older.yaml"
+    older.write_text(yaml.safe_dump(document))
+    code, output = _invoke("report", str(older), "--no-log")
+    assert (
+        code == 0
+        and (
+            f"note: {older}: its seeds ([0]) is not the study's ([0, 1]); this reports the "
+            "study's trials, as its last start left them"
+        )
+        in output
+    )

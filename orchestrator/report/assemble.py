@@ -110,9 +110,15 @@ def rebuild(
 
 
 def publish(
-    result: Report, folder: Path, formats: Sequence[str], stamp: str | None = None
+    result: Report,
+    folder: Path,
+    formats: Sequence[str],
+    stamp: str | None = None,
+    *,
+    log: bool = True,
 ) -> list[str]:
-    """Write ``result`` into ``folder`` and log the files to its sweep's parent MLflow run.
+    """Write ``result`` into ``folder`` and log the files to its sweep's parent MLflow run
+    (unless not ``log``).
 
     Args:
         result: a built report.
@@ -120,6 +126,7 @@ def publish(
         formats: the table formats (:func:`parse_formats`).
         stamp: what it was built from (``stamp.of``), recorded in ``folder`` once written and
             logged: the next report of the same stamp rewrites nothing.
+        log: log the files to MLflow (``orchestrate report --no-log``: the files only).
 
     Returns:
         What to tell the user, a line each: the trials' states, the notes, the files written,
@@ -128,13 +135,13 @@ def publish(
     written = write(result, folder, formats)
     lines = [f"study '{result.study}': {result.status()}", *(f"  {n}" for n in result.notes)]
     lines.append(f"wrote {len(written)} files to {folder}")
-    if result.parent_run_id:
+    if result.parent_run_id and log:
         try:
-            log_artifacts(result.tracking_uri, result.parent_run_id, written)
+            logged = log_artifacts(result.tracking_uri, result.parent_run_id, written)
         except ConfigError as exc:
             lines.append(f"warning: {exc}")
             return lines
-        lines.append(f"logged them to MLflow run {result.parent_run_id} under report/")
+        lines.append(f"logged them to MLflow run {result.parent_run_id} under {logged}/")
     if stamp is not None:
         report_stamp.keep(folder, stamp, written)
     return lines

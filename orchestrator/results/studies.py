@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from orchestrator.config import SweepConfig
 
-__all__ = ["open_study"]
+__all__ = ["differs", "open_study"]
 
 
 def open_study(
@@ -73,3 +73,35 @@ def open_study(
     if config is not None:
         stored = stored.model_copy(update={"report": config.report})
     return study, stored, url
+
+
+# What a trial computes, and which trials the sweep asks for: where the YAML and the study
+# differ there, a report of the study is not a report of the YAML.
+_COMPARED = ("seeds", "model", "dataset", "train", "alds", "imp", "search", "sequential")
+
+
+def differs(given: SweepConfig, stored: SweepConfig) -> list[str]:
+    """What a sweep file sets otherwise than the configuration its study holds (the study's
+    is what status and the report show), a line per section.
+
+    Args:
+        given: the sweep file's config.
+        stored: the config its study holds.
+    """
+    from orchestrator.config_fields import shorten
+
+    lines = []
+    for section in _COMPARED:
+        ours, theirs = getattr(given, section), getattr(stored, section)
+        if ours != theirs:
+            shown, held = (shorten(str(_plain(value))) for value in (ours, theirs))
+            lines.append(
+                f"its {section} ({shown}) is not the study's ({held}); this reports the study's "
+                "trials, as its last start left them"
+            )
+    return lines
+
+
+def _plain(value: object) -> object:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if dump else list(value) if isinstance(value, tuple) else value

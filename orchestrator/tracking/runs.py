@@ -6,6 +6,7 @@ and nothing leaks between trials. Metrics are logged in one batch per compressio
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
@@ -520,15 +521,23 @@ class TrialRun:
         self.outbox.set_terminated(self.run_id, status)
 
 
-def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path]) -> None:
-    """Log the written files as artifacts of the sweep's parent run, under ``report/``.
+def log_artifacts(tracking_uri: str, run_id: str, paths: Iterable[Path]) -> str:
+    """Log the written files as artifacts of the sweep's parent run, in a folder of their own
+    under ``report/`` (named by the time, UTC), and tag the run with that folder: the files of
+    two reports (say, at other sparsity levels) never mix.
+
+    Returns:
+        The artifact folder (``report/20261207T191500Z``).
 
     Raises :class:`ConfigError` when the store refuses them (the files stay on disk).
     """
-
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = f"{stored_names.ARTIFACT_REPORT_FOLDER}/{stamp}"
     client = MlflowClient(tracking_uri)
     try:
         for path in paths:
-            client.log_artifact(run_id, str(path), stored_names.ARTIFACT_REPORT_FOLDER)
+            client.log_artifact(run_id, str(path), folder)
+        client.set_tag(run_id, stored_names.TAG_REPORT_LATEST, folder)
     except (mlflow.exceptions.MlflowException, OSError) as exc:
         raise ConfigError(f"could not log the report to MLflow run {run_id}: {exc}") from None
+    return folder
