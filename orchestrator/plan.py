@@ -55,6 +55,7 @@ __all__ = [
     "asks_for",
     "budget",
     "check",
+    "configuration_name",
     "control_configurations",
     "control_of",
     "describe",
@@ -126,10 +127,13 @@ class AldsSection(Protocol):
 
 
 class ImpSection(Protocol):
-    """The IMP section: its lottery-ticket controls."""
+    """The IMP section: its lottery-ticket controls and its prune fraction."""
 
     @property
     def controls(self) -> Sequence[Control]: ...
+
+    @property
+    def prune_fraction(self) -> float: ...
 
 
 class SequentialSection(Protocol):
@@ -219,6 +223,25 @@ def arm_label(rate: float, control: str | None = None) -> str:
     if control is not None:
         return f"control {control}"
     return f"ALDS {rate:g}" if is_alds(rate) else IMP_ONLY
+
+
+def configuration_name(config: Sweep, params: Mapping[str, Any]) -> str:
+    """A configuration as people read it, the one name the status, the failures, the figures
+    and the MLflow runs give it: ``ALDS 0.3 · prune 0.2``, ``IMP only · prune 0.2`` or
+    ``control reinit · prune 0.2``, other searched fields by their last name.
+
+    Args:
+        config: the sweep's config (the prune fraction where it is not searched).
+        params: the configuration's searched parameters by dotted path, as stored.
+    """
+    plain = without_control(params)
+    fraction = plain.get(PRUNE_FRACTION, config.imp.prune_fraction)
+    parts = [arm_label(rate_of(config, plain), control_of(params)), f"prune {fraction:g}"]
+    for path, value in plain.items():
+        if path not in (ALDS_RATE, PRUNE_FRACTION):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            parts.append(f"{path.rsplit('.', 1)[-1]} {shown}")
+    return " · ".join(parts)
 
 
 # --------------------------------------------------------------------------- the controls

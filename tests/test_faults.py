@@ -153,12 +153,13 @@ def test_a_sweep_whose_trials_fail_exits_1_and_says_why(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, document)
     result = orchestrate("sweep", str(path), cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "trial 0 (alds.rate=0.0, seed 0) failed: DatasetError: dataset.train_subset=10000" in (
-        result.stderr
+    assert (
+        "trial 0 (IMP only · prune 0.5, seed 0) failed: DatasetError: dataset.train_subset=10000"
+        in (result.stderr)
     )
     assert "2 trial(s) failed after their retries (--allow-failures to exit 0)" in result.stderr
     # Said once, by the sweep: not by its worker too, nor as if the flag had been given.
-    assert result.stderr.count("trial 0 (alds.rate=0.0, seed 0) failed") == 1
+    assert result.stderr.count("trial 0 (IMP only · prune 0.5, seed 0) failed") == 1
     assert "--allow-failures: exit 0" not in result.stderr
     assert "worker done: 2 trial(s) trained here" in result.stdout
     assert "could not log" not in result.stderr  # nothing finished: no figures to draw
@@ -168,7 +169,9 @@ def test_a_sweep_whose_trials_fail_exits_1_and_says_why(tmp_path: Path) -> None:
     # A worker started by hand says the same when the queue is done.
     storage = study_storage(document)
     worker = orchestrate("worker", "--study", "failing", "--storage", storage, cwd=tmp_path)
-    assert worker.returncode == 1 and "trial 1 (alds.rate=0.5, seed 0) failed" in worker.stderr
+    assert (
+        worker.returncode == 1 and "trial 1 (ALDS 0.5 · prune 0.5, seed 0) failed" in worker.stderr
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

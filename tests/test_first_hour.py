@@ -9,6 +9,7 @@ from typing import Any, get_args
 
 import click
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -319,10 +320,23 @@ def test_a_report_logs_whole_or_not_at_all_and_names_a_yaml_the_study_does_not_h
     def reports() -> list[str]:
         return [a.path for a in client.list_artifacts(parent, "report") if a.is_dir]
 
+    # One name for a configuration: the status, the MLflow runs (with the seed).
+    code, output = _invoke("status", str(path))
+    assert "│ 2 │ COMPLETE │ 0 │ ALDS 0.5 · prune 0.5 │" in output.replace("  ", " ")
+    names = {
+        r.info.run_name
+        for r in client.search_runs([r.info.experiment_id for r in [client.get_run(parent)]])
+    }
+    assert {"ALDS 0.5 · prune 0.5 · seed 0", "IMP only · prune 0.5 · seed 1"} <= names
     # --no-log: the files only.
     code, output = _invoke("report", str(path), "--no-log", "--output", str(tmp_path / "out"))
     assert code == 0 and "logged" not in output and reports() == []
     assert (tmp_path / "out" / "report.md").is_file()
+    # The IMP-only arm's step 1 is no ALDS; no controls asked, no controls table.
+    curves = pd.read_csv(tmp_path / "out" / "curves.csv")
+    first = curves[curves["step"] == 1].set_index("alds.rate")["phase"].to_dict()
+    assert first == {0.0: "no alds", 0.5: "alds"}
+    assert not (tmp_path / "out" / "controls.csv").exists()
     # Each logged report whole in a folder of its own, the latest named by a tag.
     folders = []
     for levels in ("0.5", "0.3"):

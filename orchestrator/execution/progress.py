@@ -15,7 +15,6 @@ from rich.text import Text
 from orchestrator import plan, stored_names
 from orchestrator.config import SweepConfig
 from orchestrator.study import counts as counts_of, growth
-from orchestrator.sweep_file import describe_params
 
 __all__ = ["failures", "render", "rows", "summary"]
 
@@ -35,7 +34,7 @@ def rows(
             "worker": _worker(t),
             "device": t.user_attrs.get(stored_names.TRIAL_DEVICE, "?"),
             "seed": t.user_attrs.get(stored_names.TRIAL_SEED),
-            "params": describe_params(t.params),
+            "configuration": plan.configuration_name(config, t.params),
             "step": t.user_attrs.get(stored_names.TRIAL_STEP, "-"),
             "elapsed": str(now - t.datetime_start).split(".")[0] if t.datetime_start else "-",
         }
@@ -88,15 +87,11 @@ def render(progress: dict[str, Any], config: SweepConfig) -> Group:
     if counts.get(counts_of.RETRIED):
         head.append(f" · rerun {counts[counts_of.RETRIED]} (interrupted, or failed and retried)")
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("trial", "worker", "device", "seed", "params", "step", "elapsed"):
+    columns = ("trial", "worker", "device", "seed", "configuration", "step", "elapsed")
+    for column in columns:
         table.add_column(column)
     for row in progress["running"]:
-        table.add_row(
-            *(
-                str(row[c])
-                for c in ("trial", "worker", "device", "seed", "params", "step", "elapsed")
-            )
-        )
+        table.add_row(*(str(row[c]) for c in columns))
     parts: list[Any] = [head]
     if progress.get("decisions"):
         parts.append(Text("\n".join(progress["decisions"])))
@@ -137,7 +132,7 @@ def summary(
         )
         asked = asked[-limit:]
     table = Table(title=f"study {study.study_name}", caption="; ".join(captions) or None)
-    for column in ("trial", "state", "seed", "params", "value(s)", "note"):
+    for column in ("trial", "state", "seed", "configuration", "value(s)", "note"):
         table.add_column(column)
     repeated_by = counts_of.retries(asked)
     for trial in asked:
@@ -146,7 +141,7 @@ def summary(
             str(trial.number),
             trial.state.name,
             str(trial.user_attrs.get(stored_names.TRIAL_SEED, "-")),
-            describe_params(trial.params),
+            plan.configuration_name(config, trial.params) if trial.params else "-",
             values,
             _note(trial, repeated_by.get(trial.number)),
         )
@@ -167,6 +162,6 @@ def failures(study: optuna.Study, config: SweepConfig) -> list[str]:
     for trial in counts_of.failed_for_good(study, config):
         seed = trial.user_attrs.get(stored_names.TRIAL_SEED, "-")
         reason = trial.user_attrs.get(stored_names.TRIAL_FAIL_REASON) or "no reason recorded"
-        label = describe_params(trial.params) or "default"
+        label = plan.configuration_name(config, trial.params)
         lines.append(f"trial {trial.number} ({label}, seed {seed}) failed: {reason}")
     return lines

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator import stored_names
+from orchestrator import plan, stored_names
 from orchestrator.report.compare import _judged, _std
-from orchestrator.report.schema import METRICS, config_fields
+from orchestrator.report.schema import METRICS, RATE, config_fields
 from orchestrator.report.statistics import paired_interval
 
 __all__ = [
@@ -79,8 +79,14 @@ def _int_text(value: Any) -> str:
     return "-" if pd.isna(value) else str(int(value))
 
 
-def _phase(step: int) -> str:
-    return "dense" if step == 0 else "alds" if step == 1 else "imp"
+def _phase(step: int, rate: float) -> str:
+    """What made a step: the dense network, ALDS (``no alds`` in the IMP-only arm, whose step 1
+    is its network before IMP), or an IMP cycle."""
+    if step == 0:
+        return "dense"
+    if step == 1:
+        return "alds" if plan.is_alds(rate) else "no alds"
+    return "imp"
 
 
 def _config_params(steps: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
@@ -104,7 +110,8 @@ def curve_table(steps: pd.DataFrame, params: Sequence[str]) -> pd.DataFrame:
         return pd.DataFrame(columns=keys)
     table = steps.groupby(["config", "step"]).agg(**aggregations).reset_index()
     table = table.join(_config_params(steps, params), on="config")
-    table["phase"] = table["step"].map(_phase)
+    rates = table[RATE] if RATE in table else pd.Series(math.nan, index=table.index)
+    table["phase"] = [_phase(step, rate) for step, rate in zip(table["step"], rates, strict=True)]
     front = ["config", *[c for c in config_fields(params) if c in table], "step", "phase"]
     table = table[front + [c for c in table if c not in front]]
     return table.sort_values([*front[1:-2], "step"], ignore_index=True)

@@ -68,7 +68,7 @@ def _colors(rates: Iterable[float]) -> dict[float, Any]:
 
 
 def _others_label(row: pd.Series | Mapping[str, Any], others: Sequence[str]) -> str:
-    return ", ".join(f"{p.split('.')[-1]} {param_text(row[p])}" for p in others)
+    return " · ".join(f"{p.split('.')[-1]} {param_text(row[p])}" for p in others)
 
 
 def _dense_lines(axis: Any, curves: pd.DataFrame, tolerance: float = TOLERANCE) -> None:
@@ -124,9 +124,9 @@ def plot_accuracy_vs_remaining(
         y = 100 * curve["accuracy_mean"].to_numpy(float)
         spread = 100 * curve["accuracy_std"].fillna(0).to_numpy(float)
         baseline = not plan.is_alds(head[RATE])
-        label = f"{plan.IMP_ONLY} (baseline)" if baseline else f"{plan.arm_label(head[RATE])} + IMP"
+        label = plan.arm_label(head[RATE])  # the configuration's name, as everywhere
         if others:
-            label += f" ({_others_label(head, others)})"
+            label += f" · {_others_label(head, others)}"
         color = "black" if baseline else colors[float(head[RATE])]
         style = style_of.get(tuple(head[others]), "-") if others else "-"
         axis.plot(

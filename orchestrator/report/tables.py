@@ -458,6 +458,7 @@ TABLES = (
             Column("control (%)", "accuracy_mean", "pct", "accuracy_std"),
             *_against_baseline(report),
         ],
+        applies=lambda inputs: not inputs.control_trials.empty,  # imp.controls asked for
     ),
     TableSpec(
         "magnitudes",

@@ -176,16 +176,9 @@ def resolve_pending(
 
 
 def trial_run_name(spec: TrialSpec) -> str:
-    """What a trial is, as its run's name: ``ALDS 0.3 · prune 0.2 · seed 1``,
-    ``IMP only · prune 0.2 · seed 1`` or ``control reinit · prune 0.2 · seed 1``, other
-    searched fields by their last name."""
-    parts = [spec.label, f"prune {spec.config.imp.prune_fraction:g}"]
-    for path, value in spec.configuration.items():
-        if path not in (plan.ALDS_RATE, plan.PRUNE_FRACTION):
-            shown = f"{value:g}" if isinstance(value, float) else str(value)
-            parts.append(f"{path.rsplit('.', 1)[-1]} {shown}")
-    parts.append(f"seed {spec.seed}")
-    return " · ".join(parts)
+    """What a trial is, as its run's name: its configuration's name
+    (:func:`plan.configuration_name`) and its seed, ``ALDS 0.3 · prune 0.2 · seed 1``."""
+    return f"{plan.configuration_name(spec.sweep, spec.params)} · seed {spec.seed}"
 
 
 def sweep_description(config: SweepConfig, experiment_id: str | None = None) -> str:
