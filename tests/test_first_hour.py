@@ -311,7 +311,8 @@ def test_a_report_logs_whole_or_not_at_all_and_names_a_yaml_the_study_does_not_h
 ) -> None:
     document = sweep_document(tmp_path, seeds=[0, 1])
     path = write_sweep(tmp_path, document)
-    assert orchestrate("sweep", str(path), cwd=tmp_path).returncode == 0
+    first = orchestrate("sweep", str(path), cwd=tmp_path)
+    assert first.returncode == 0 and first.stderr == ""  # no library notice on a first sweep
     client = MlflowClient(tracking_uri(document))
     parent = optuna.load_study(study_name="tiny", storage=study_storage(document)).user_attrs[
         stored_names.STUDY_PARENT_RUN_ID
@@ -337,6 +338,10 @@ def test_a_report_logs_whole_or_not_at_all_and_names_a_yaml_the_study_does_not_h
     first = curves[curves["step"] == 1].set_index("alds.rate")["phase"].to_dict()
     assert first == {0.0: "no alds", 0.5: "alds"}
     assert not (tmp_path / "out" / "controls.csv").exists()
+    # The answer first, in words, from the primary endpoint's verdicts.
+    text = (tmp_path / "out" / "report.md").read_text().splitlines()
+    assert text[2].startswith("**In short (the primary endpoint, ALDS + IMP minus its IMP-only")
+    assert "ALDS 0.5: too few seeds (fewer than 3) (" in text[2] and "2 seed pairs" in text[2]
     # Each logged report whole in a folder of its own, the latest named by a tag.
     folders = []
     for levels in ("0.5", "0.3"):

@@ -134,9 +134,12 @@ def _arm_labels(report: Report, configs: set[str]) -> Mapping[str, str]:
     labels = {}
     chosen = curves[curves["config"].isin(configs)].drop_duplicates("config")
     for row in chosen.to_dict("records"):
+        # As the figures' legends and plan.configuration_name name it.
         text = plan.arm_label(row[RATE])
         if others:
-            text += " (" + ", ".join(f"{p}={param_text(row[p])}" for p in others) + ")"
+            text += " · " + " · ".join(
+                f"{p.rsplit('.', 1)[-1]} {param_text(row[p])}" for p in others
+            )
         labels[row["config"]] = text
     return labels
 
@@ -312,6 +315,30 @@ def write_data(table: pd.DataFrame, stem: Path, formats: Sequence[str]) -> list[
     return written
 
 
+def _in_short(report: Report) -> list[str]:
+    """The answer first, in words, from the primary endpoint's verdicts: a line for the top of
+    report.md and report.html."""
+    table = report.tables.get("endpoint")
+    if table is None or table.empty:
+        return []
+    labels = _arm_labels(report, set(table["config"].dropna()) | set(table["baseline"].dropna()))
+    said = []
+    for row in table.to_dict("records"):
+        name = labels.get(row["config"], row["config"])
+        twin = labels.get(row["baseline"], "its IMP-only twin")
+        difference = (
+            ""
+            if is_missing(row["difference_mean"])
+            else (f"{100 * row['difference_mean']:+.2f} points against {twin}, ")
+        )
+        said.append(f"{name}: {row['verdict']} ({difference}{int(row['paired_n'])} seed pairs)")
+    return [
+        "In short (the primary endpoint, ALDS + IMP minus its IMP-only twin, one family): "
+        + "; ".join(said)
+        + "."
+    ]
+
+
 def _introduction(report: Report) -> list[str]:
     directions = ", ".join(
         f"{d} {o}" for d, o in zip(report.directions, report.objectives, strict=True)
@@ -354,7 +381,8 @@ class _Presented:
 
 
 def _markdown_document(report: Report, shown: _Presented) -> str:
-    lines = [f"# Sweep report: {report.study}", "", *_introduction(report), ""]
+    short = [f"**{line}**" for line in _in_short(report)]
+    lines = [f"# Sweep report: {report.study}", "", *short, "", *_introduction(report), ""]
     lines += [f"- {note}" for note in report.notes] + ([""] if report.notes else [])
     lines += _markdown_figures(report, None)
     for spec in TABLES:
@@ -392,6 +420,7 @@ def _html_document(report: Report, output: Path, shown: _Presented) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Sweep report: {html.escape(report.study)}</title><style>{_CSS}</style>",
         f"</head><body><h1>Sweep report: {html.escape(report.study)}</h1>",
+        *(f"<p><strong>{html.escape(text)}</strong></p>" for text in _in_short(report)),
         *(f"<p>{html.escape(text)}</p>" for text in _introduction(report)),
     ]
     if report.notes:
