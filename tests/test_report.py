@@ -205,7 +205,10 @@ def test_curve_and_summary_tables_aggregate_over_seeds() -> None:
     assert row["accuracy_mean"] == pytest.approx(0.9025)
     assert row["accuracy_std"] == pytest.approx(0.019 / math.sqrt(2))
     assert row["params_nonzero_mean"] == round(1000 * 2**-1.5)
-    assert curves["phase"].tolist()[:3] == ["dense", "alds", "imp"]
+    # The IMP-only arm's step 1 is its network before IMP: no ALDS ran.
+    assert curves["phase"].tolist()[:3] == ["dense", "no alds", "imp"]
+    alds_steps = curves[curves[RATE] == 0.5]["phase"].tolist()
+    assert alds_steps[:3] == ["dense", "alds", "imp"]
 
     pairs = compare.baseline_pairs(curves, [RATE], twin_lookup)
     versus = compare.versus_baseline(steps, pairs)

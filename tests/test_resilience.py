@@ -158,7 +158,7 @@ def test_trial_timeout_fails_and_retries(tmp_path: Path) -> None:
     result = orchestrate("sweep", str(write_sweep(tmp_path, document)), cwd=tmp_path)
     # Every try failed: the sweep says so with exit code 1.
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "trial 1 (alds.rate=0.0, seed 0) failed: trial ran longer than" in result.stderr
+    assert "trial 1 (IMP only · prune 0.5, seed 0) failed: trial ran longer than" in result.stderr
     trials = optuna.load_study(study_name="timeout", storage=study_storage(document)).get_trials()
     # The first try and its one retry both ran out of time; no third try.
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
