@@ -533,9 +533,8 @@ def cancel(sweep: Path, storage_url: str | None) -> None:
 @click.option(
     "--sparsity-levels",
     "levels",
-    default="0.5,0.8,0.9,0.95",
-    show_default=True,
-    help="comma-separated sparsities of the at_sparsity table",
+    help="comma-separated sparsities of the at_sparsity table [default: those of "
+    "0.5,0.8,0.9,0.95 the sweep's schedule reaches]",
 )
 @click.option(
     "--output",
@@ -567,7 +566,7 @@ def report(
     storage_url: str | None,
     tracking_uri: str | None,
     formats: str,
-    levels: str,
+    levels: str | None,
     output: Path | None,
     margin: float | None,
     power: float | None,
@@ -579,11 +578,13 @@ def report(
     from orchestrator import report as reports
     from orchestrator.config import ConfigError
     from orchestrator.report import stamp as report_stamp
+    from orchestrator.report.options import levels_within_reach
     from orchestrator.results.studies import differs
     from orchestrator.sweep_file import load_config
 
     try:
-        chosen, sparsities = reports.parse_formats(formats), reports.parse_levels(levels)
+        chosen = reports.parse_formats(formats)
+        asked_levels = None if levels is None else reports.parse_levels(levels)
         if len(sweep) > 1 and output is None:
             raise ConfigError("several sweeps need --output: each writes to OUTPUT/<name>")
         if from_export and not sweep:
@@ -594,6 +595,7 @@ def report(
             if from_export and path is not None:
                 config = load_config(path)
                 folder = _report_folder(config, output, several=len(sweep) > 1)
+                sparsities = asked_levels or levels_within_reach(config)
                 result = reports.rebuild(
                     folder, config, levels=sparsities, margin=given, power=power
                 )
@@ -603,6 +605,7 @@ def report(
                     for line in differs(load_config(path), config):
                         click.echo(f"note: {path}: {line}")
                 folder = _report_folder(config, output, several=len(sweep) > 1)
+                sparsities = asked_levels or levels_within_reach(config)
                 asked = dict(uri=tracking_uri, levels=sparsities, margin=given, power=power)
                 asked["log"] = not no_log
                 stamp = report_stamp.of(study, config, formats=chosen, **asked)

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from orchestrator import launchers, plan, stored_names
 from orchestrator.cli import main
 from orchestrator.config import SweepConfig
+from orchestrator.report.options import levels_within_reach
 from orchestrator.sweep_file import numeric_ranges, parse_config
 from orchestrator.testing.cli import orchestrate
 from orchestrator.testing.results import study_storage, tracking_uri
@@ -363,3 +364,14 @@ def test_a_report_logs_whole_or_not_at_all_and_names_a_yaml_the_study_does_not_h
         )
         in output
     )
+
+
+def test_the_default_levels_follow_the_range_the_sweep_covers(tmp_path: Path) -> None:
+    two_cycles = parse_config(sweep_document(tmp_path))  # 2 cycles of 50%: 75% at most
+    assert levels_within_reach(two_cycles) == (0.5,)
+    quickstart = parse_config(yaml.safe_load((ROOT / "sweeps" / "quickstart.yaml").read_text()))
+    assert levels_within_reach(quickstart) == (0.5,)  # 3 cycles of 30%: 65.7%
+    deep = parse_config(sweep_document(tmp_path, imp={"cycles": 20, "prune_fraction": 0.2}))
+    assert levels_within_reach(deep) == (0.5, 0.8, 0.9, 0.95)
+    shallow = parse_config(sweep_document(tmp_path, imp={"cycles": 1, "prune_fraction": 0.3}))
+    assert levels_within_reach(shallow) == (0.3,)

@@ -3,11 +3,18 @@ checked before anything is read (a module of its own, light: no pandas, no store
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 from orchestrator import ConfigError
 
-__all__ = ["FORMATS", "parse_formats", "parse_levels"]
+if TYPE_CHECKING:
+    from orchestrator.config import SweepConfig
+
+__all__ = ["FORMATS", "LEVELS", "levels_within_reach", "parse_formats", "parse_levels"]
 
 FORMATS = ("csv", "md", "latex", "html", "json")
+LEVELS = (0.5, 0.8, 0.9, 0.95)  # sparsities of the at_sparsity table
 
 
 def parse_formats(text: str) -> list[str]:
@@ -34,3 +41,17 @@ def parse_levels(text: str) -> tuple[float, ...]:
             "e.g. 0.5,0.8,0.9,0.95"
         )
     return levels
+
+
+def levels_within_reach(config: SweepConfig) -> tuple[float, ...]:
+    """The at_sparsity table's levels when none are asked for: those of :data:`LEVELS` that
+    every configuration's schedule reaches (a level past it would show no number), else that
+    reach itself, to the percent below.
+
+    Args:
+        config: the sweep's config.
+    """
+    from orchestrator.sweep_file import reachable_sparsity
+
+    reach = reachable_sparsity(config)[0]
+    return tuple(level for level in LEVELS if level <= reach) or (math.floor(100 * reach) / 100,)

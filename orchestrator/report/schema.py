@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
-from orchestrator.report.options import FORMATS
+from orchestrator.report.options import FORMATS, LEVELS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,7 +40,6 @@ METRICS = (
 RATE = ALDS_RATE
 FRACTION = PRUNE_FRACTION
 TOLERANCE = 0.01  # one accuracy point
-LEVELS = (0.5, 0.8, 0.9, 0.95)  # sparsities of the at_sparsity table
 # Effective FLOPs kept, relative to the dense network, of the at_flops table (speedups 2-20×).
 FLOPS_LEVELS = (0.5, 0.2, 0.1, 0.05)
 NOTE_LIMIT = 120  # characters of a trial's note in Markdown, HTML and the notes

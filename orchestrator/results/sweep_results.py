@@ -51,7 +51,8 @@ def open(
         tracking_uri: the MLflow store; default: the one the sweep recorded.
         margin: the equivalence margin in accuracy points; default: the sweep's
             ``report.margin``.
-        levels: the sparsities of the ``at_sparsity`` table; default: the report's.
+        levels: the sparsities of the ``at_sparsity`` table; default: the report's (those
+            of ``report.LEVELS`` the sweep's schedule reaches).
 
     Returns:
         A :class:`SweepResults`; nothing is read until a table or figure is asked for.
@@ -99,8 +100,9 @@ class SweepResults:
     def report(self) -> Report:
         """Every table and figure of ``orchestrate report``, built on first use."""
         from orchestrator import report
+        from orchestrator.report.options import levels_within_reach
 
-        levels = report.LEVELS if self._levels is None else tuple(self._levels)
+        levels = levels_within_reach(self.config) if self._levels is None else tuple(self._levels)
         margin = None if self._margin is None else self._margin / 100
         return report.build(
             self.study, self.config, tracking_uri=self._tracking_uri, levels=levels, margin=margin
