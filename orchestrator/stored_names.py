@@ -110,6 +110,9 @@ TAG_CONFIG = "config"  # the configuration label its seeds share (the report's)
 TAG_TWIN_RUN_ID = "twin_run_id"  # on an ALDS trial's or a control's run: its twin's (twins.py)
 TAG_TRIAL_KEY = "trial_key"
 TAG_REUSED_FROM = "reused_from"  # on a reused trial's run: the run whose result it copies
+# On the runs of a study's earlier generation (moved out from under the parent when the study
+# renews, their results copied into the new generation's runs): the archive study they ran in
+TAG_GENERATION = "earlier_generation"
 TAG_RESULTS_VERSION = "results_version"
 TAG_PACKAGE_VERSION = "package_version"
 # MLflow's own tags: the UI nests runs by the first and fills the Source column from the second.

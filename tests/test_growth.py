@@ -18,7 +18,7 @@ from orchestrator.execution import sweep as sweeps
 from orchestrator.study import growth, queue
 from orchestrator.sweep_file import parse_config
 from orchestrator.testing.cli import finish, orchestrate
-from orchestrator.testing.results import curve, load_study
+from orchestrator.testing.results import curve, load_study, runs_of
 from orchestrator.testing.sweeps import sweep_document, write_sweep
 from orchestrator.trial import identity
 
@@ -270,6 +270,15 @@ def test_growing_a_sweep_runs_only_what_is_new_and_other_sweeps_reuse_it(
         )
     run = client.get_run(reused.user_attrs[stored_names.TRIAL_RUN_ID])
     assert run.data.tags[stored_names.TAG_REUSED_FROM] == original
+    # The parent holds one run a trial of the new generation; the earlier generation's runs
+    # are set aside under their archive's name, no longer its children.
+    runs = runs_of(client, "grows")
+    parent = load_study(document, url).user_attrs[stored_names.STUDY_PARENT_RUN_ID]
+    children = [r for r in runs if r.data.tags.get(stored_names.TAG_PARENT_RUN_ID) == parent]
+    assert len(children) == 9 and len({r.info.run_name for r in children}) == 9
+    aside = [r for r in runs if stored_names.TAG_GENERATION in r.data.tags]
+    assert len(aside) == 6 and original in {r.info.run_id for r in aside}
+    assert all(r.info.run_name.endswith(f"({r.data.tags['earlier_generation']})") for r in aside)
 
     # Back to two seeds: the third seed's trials stay in the storage, out of the report.
     document["seeds"] = [0, 1]

@@ -109,9 +109,29 @@ def prepare(
             study.set_user_attr(stored_names.STUDY_PARENT_RUN_ID, parent)
         else:
             tracker.resume_parent_run(parent)
+        if renewed:
+            _set_aside_earlier_generation(study, tracker, storage)
         study.set_user_attr(stored_names.STUDY_TRACKING_URI, uri)
         study.set_user_attr(stored_names.STUDY_EXPERIMENT_ID, tracker.experiment_id)
     return Prepared(study, url, uri, parent, enqueued, found)
+
+
+def _set_aside_earlier_generation(
+    study: optuna.Study, tracker: tracking.SweepTracker, storage: optuna.storages.BaseStorage
+) -> None:
+    """The runs of the generation the study just archived, set aside under their archive's
+    name (:meth:`SweepTracker.set_aside`); a tracking outage leaves them where they are."""
+    archive = study.user_attrs[stored_names.STUDY_EARLIER][-1]
+    archived = optuna.load_study(study_name=archive, storage=storage)
+    runs = [
+        t.user_attrs[stored_names.TRIAL_RUN_ID]
+        for t in archived.get_trials(deepcopy=False)
+        if stored_names.TRIAL_RUN_ID in t.user_attrs
+    ]
+    try:
+        tracker.set_aside(runs, archive)
+    except Exception as exc:  # the study is what counts; the runs are a view of it
+        logger.warning("could not set the earlier generation's MLflow runs aside: %s", exc)
 
 
 def _tracked_at(study: optuna.Study, uri: str) -> bool:

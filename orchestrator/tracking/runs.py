@@ -406,6 +406,19 @@ class SweepTracker:
     def end_parent_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
 
+    def set_aside(self, run_ids: Iterable[str], archive: str) -> None:
+        """Move the runs of a study's earlier generation out from under the parent run, named
+        and tagged with their archive study: the new generation's runs, which copy their
+        results, are the parent's children, once each (the earlier ones stay, as records)."""
+        for run_id in run_ids:
+            run = self.client.get_run(run_id)
+            if stored_names.TAG_GENERATION in run.data.tags:
+                continue
+            self.client.set_tag(run_id, stored_names.TAG_GENERATION, archive)
+            self.client.update_run(run_id, name=f"{run.info.run_name} ({archive})")
+            if stored_names.TAG_PARENT_RUN_ID in run.data.tags:
+                self.client.delete_tag(run_id, stored_names.TAG_PARENT_RUN_ID)
+
     def resume_parent_run(self, run_id: str) -> None:
         """Mark the parent run RUNNING again: a start that runs trials (a resumed, grown or
         retried sweep) after it was ended or stopped."""
