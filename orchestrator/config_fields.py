@@ -104,10 +104,10 @@ def describe_errors(exc: ValidationError, source: str, root: type[BaseModel]) ->
 QUOTED = 80  # the most characters of a bad value an error message quotes
 
 
-def shorten(text: str, limit: int = QUOTED) -> str:
-    """``text`` cut to ``limit`` characters, an ellipsis last where it was cut: how a message
-    quotes a value of any length."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def shorten(text: str, limit: int | None = QUOTED) -> str:
+    """``text`` cut to ``limit`` characters (None: whole), an ellipsis last where it was cut:
+    how a message or a table cell quotes a value of any length."""
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _cut(message: str) -> str:

@@ -339,6 +339,21 @@ def test_a_report_logs_whole_or_not_at_all_and_names_a_yaml_the_study_does_not_h
     first = curves[curves["step"] == 1].set_index("alds.rate")["phase"].to_dict()
     assert first == {0.0: "no alds", 0.5: "alds"}
     assert not (tmp_path / "out" / "controls.csv").exists()
+    # The default levels are those the schedule reaches (2 cycles of 50%: 75% at most); a
+    # level asked for past it is "not reached", not short of seeds.
+    assert set(pd.read_csv(tmp_path / "out" / "at_sparsity.csv")["sparsity"]) == {0.5}
+    code, _ = _invoke(
+        "report",
+        str(path),
+        "--no-log",
+        "--output",
+        str(tmp_path / "deep"),
+        "--sparsity-levels",
+        "0.5,0.9",
+    )
+    deep = pd.read_csv(tmp_path / "deep" / "at_sparsity.csv").set_index(["sparsity", "config"])
+    assert code == 0 and deep.loc[(0.9, "alds.rate=0.5"), "verdict"] == "not reached"
+    assert deep.loc[(0.5, "alds.rate=0.5"), "verdict"] == "too few seeds (fewer than 3)"
     # The answer first, in words, from the primary endpoint's verdicts.
     text = (tmp_path / "out" / "report.md").read_text().splitlines()
     assert text[2].startswith("**In short (the primary endpoint, ALDS + IMP minus its IMP-only")

@@ -21,7 +21,7 @@ from orchestrator.report.exported import read_export
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.notes import collapse_notes, planner_notes, report_notes
 from orchestrator.report.render import write
-from orchestrator.report.schema import LEVELS, RATE, TOLERANCE, Report
+from orchestrator.report.schema import LEVELS, RATE, TOLERANCE, Report, config_names
 from orchestrator.report.sources import (
     Curves,
     config_label,
@@ -163,6 +163,7 @@ def _computed(
         spec.name: inputs.table(spec.name) for spec in tables.TABLES if spec.applies(inputs)
     }
     counts = count_states(computed["trials"]["state"])
+    names = config_names(computed["curves"], inputs.params)
     return Report(
         study=config.name,
         params=inputs.params,
@@ -171,8 +172,13 @@ def _computed(
         counts=counts,
         notes=[
             *report_notes(computed["trials"], computed["curves"], inputs.pairs, counts),
-            *collapse_notes(computed["layers"]),
-            *planner_notes(computed["endpoint"], inputs.margin, power or config.report.power),
+            *collapse_notes(computed["layers"], names),
+            *planner_notes(
+                computed["endpoint"],
+                inputs.margin,
+                power or config.report.power,
+                names,
+            ),
             *growth_notes,
         ],
         tables=computed,

@@ -261,7 +261,11 @@ def at_sparsity(
         for config in configs
     ]
     columns = ["config", "baseline", "sparsity", "remaining", *_MATCHED]
-    return _judged(pd.DataFrame(rows, columns=columns), margin)
+    table = _judged(pd.DataFrame(rows, columns=columns), margin)
+    if not table.empty:
+        unreached = (table["n"].fillna(0) == 0) | (table["baseline_n"].fillna(0) == 0)
+        table.loc[table["baseline"].notna() & unreached, "verdict"] = statistics.NOT_REACHED
+    return table
 
 
 def at_flops(

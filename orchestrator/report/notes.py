@@ -9,6 +9,7 @@ compute them, and no table of the registry.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -54,7 +55,12 @@ def report_notes(
     return notes
 
 
-def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) -> list[str]:
+def planner_notes(
+    endpoint: pd.DataFrame,
+    margin: float | None,
+    power: float,
+    names: Mapping[Any, str] | None = None,
+) -> list[str]:
     """The seeds each ALDS configuration's primary endpoint (:func:`compare.endpoint_table`)
     needs for ``power`` that the report's rule reaches a verdict within ±``margin``
     (:func:`planner.plan_seeds`, over the endpoint's family), as ranges from the paired std
@@ -72,7 +78,8 @@ def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) ->
         std, n = row["difference_std"], int(row["paired_n"])
         found = planner.plan_seeds(std, n, margin, family, power)
         if found is not None:
-            notes.append(f"seeds for {row['config']}: {found.describe()}")
+            name = (names or {}).get(row["config"], row["config"])
+            notes.append(f"seeds for {name}: {found.describe()}")
     unplanned = list(endpoint.loc[~plannable, "config"])
     planned = len(endpoint) - len(unplanned)
     if planned > NOTED:
@@ -90,7 +97,7 @@ def planner_notes(endpoint: pd.DataFrame, margin: float | None, power: float) ->
 NOTED = 10  # configurations a note names one by one; a sampled sweep has thousands
 
 
-def collapse_notes(layers: pd.DataFrame) -> list[str]:
+def collapse_notes(layers: pd.DataFrame, names: Mapping[Any, str] | None = None) -> list[str]:
     """The layers IMP emptied (at most :data:`COLLAPSED` of their weights left in a seed), and
     where ALDS kept a layer its twin emptied: the seed's third guess, answered."""
     notes = []
@@ -101,13 +108,14 @@ def collapse_notes(layers: pd.DataFrame) -> list[str]:
             f"{layer} ({100 * left:.2g}% left)"
             for layer, left in zip(group["layer"], group["remaining_min"], strict=True)
         )
-        notes.append(f"{config}: IMP emptied {listed}")
+        notes.append(f"{(names or {}).get(config, str(config))}: IMP emptied {listed}")
     if len(configs) > NOTED:
         notes.append(f"{len(configs) - NOTED} more configurations emptied a layer (layers.csv)")
     kept = list(layers[layers["baseline_collapsed"] & ~layers["collapsed"]].groupby("config"))
     for config, group in kept[:NOTED]:
         listed = ", ".join(group["layer"])
-        notes.append(f"{config} kept layers its IMP-only twin emptied: {listed}")
+        name = (names or {}).get(config, str(config))
+        notes.append(f"{name} kept layers its IMP-only twin emptied: {listed}")
     if len(kept) > NOTED:
         notes.append(
             f"{len(kept) - NOTED} more configurations kept layers their IMP-only twins emptied "

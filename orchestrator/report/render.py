@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from orchestrator import plan
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.schema import (
     NUMERIC,
-    RATE,
     Column,
     Report,
+    config_names,
     is_missing,
     param_text,
     shorten,
@@ -127,21 +126,8 @@ def cells(table: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
 
 
 def _arm_labels(report: Report, configs: set[str]) -> Mapping[str, str]:
-    """Each of ``configs`` as its arm: the ALDS rate (or IMP only), then the other searched
-    parameters."""
-    curves = report.tables["curves"]
-    others = [p for p in report.params if p != RATE]
-    labels = {}
-    chosen = curves[curves["config"].isin(configs)].drop_duplicates("config")
-    for row in chosen.to_dict("records"):
-        # As the figures' legends and plan.configuration_name name it.
-        text = plan.arm_label(row[RATE])
-        if others:
-            text += " · " + " · ".join(
-                f"{p.rsplit('.', 1)[-1]} {param_text(row[p])}" for p in others
-            )
-        labels[row["config"]] = text
-    return labels
+    """Each of ``configs`` by its name (:func:`schema.config_names`)."""
+    return config_names(report.tables["curves"], report.params, configs)
 
 
 def _aligned(name: str, report: Report, paper: bool) -> list[bool]:

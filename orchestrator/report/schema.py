@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from orchestrator.config_fields import shorten
 from orchestrator.plan import ALDS_RATE, PRUNE_FRACTION
 from orchestrator.report.options import FORMATS, LEVELS
 
@@ -58,6 +59,7 @@ __all__ = [
     "FigureSpec",
     "Report",
     "config_fields",
+    "config_names",
     "is_missing",
     "param_text",
     "plain",
@@ -91,14 +93,36 @@ def plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def shorten(text: str, limit: int | None) -> str:
-    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
-
-
 def param_text(value: Any) -> str:
     """A parameter value as shown in tables, labels and legends: floats to 4 digits."""
     return f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
+
+
+def config_names(
+    curves: pd.DataFrame, params: Sequence[str], configs: Any = None
+) -> dict[str, str]:
+    """Each configuration of ``curves`` (those of ``configs`` where given) by the name every
+    table, note, figure and MLflow run gives it: its arm (``ALDS 0.3``, ``IMP only``), then
+    the other searched parameters by their last name (``ALDS 0.3 · mode factorize``).
+
+    Args:
+        curves: the curves table (a row per configuration and step, its parameters beside).
+        params: the searched parameters.
+        configs: the configuration labels to name; all by default.
+    """
+    from orchestrator import plan
+
+    others = [p for p in params if p != RATE]
+    chosen = curves if configs is None else curves[curves["config"].isin(configs)]
+    names = {}
+    for row in chosen.drop_duplicates("config").to_dict("records"):
+        text = plan.arm_label(row[RATE])
+        if others:
+            text += " · " + " · ".join(
+                f"{p.rsplit('.', 1)[-1]} {param_text(row[p])}" for p in others
+            )
+        names[row["config"]] = text
+    return names
 
 
 @dataclass

@@ -40,6 +40,7 @@ __all__ = [
     "INCONCLUSIVE",
     "JUDGED",
     "MIN_SEEDS",
+    "NOT_REACHED",
     "NO_DIFFERENCE",
     "NO_SPREAD",
     "SCALE",
@@ -56,6 +57,9 @@ __all__ = [
 SCALE = 1.0  # accuracy's whole range: an interval wider than it says nothing
 
 TOO_FEW = f"too few seeds (fewer than {MIN_SEEDS})"
+# A level a configuration (or its twin) never had a network at, in every seed: more seeds
+# would not help, a longer schedule would.
+NOT_REACHED = "not reached"
 NO_SPREAD = "no spread: test set too small?"
 UNINFORMATIVE = "interval wider than the accuracy scale"
 NO_DIFFERENCE = "no difference shown"

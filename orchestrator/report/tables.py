@@ -411,7 +411,7 @@ TABLES = (
         ),
         lambda report: [
             Column("sparsity (%)", "sparsity", "pct"),
-            Column("configuration", "config"),
+            Column("configuration", "config", "arm"),
             Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
             Column("n", "n", "int"),
             *_against_baseline(report),
@@ -426,7 +426,7 @@ TABLES = (
         lambda report: [
             Column("FLOPs kept (%)", "flops_kept", "pct"),
             Column("speedup (×)", "speedup", "ratio"),
-            Column("configuration", "config"),
+            Column("configuration", "config", "arm"),
             Column("accuracy (%)", "accuracy_mean", "pct", "accuracy_std"),
             Column("n", "n", "int"),
             *_against_baseline(report),
@@ -451,7 +451,7 @@ TABLES = (
             inputs.complete, _of_complete(inputs.control_steps), inputs.margin
         ),
         lambda report: [
-            Column("twin", "baseline"),
+            Column("twin", "baseline", "arm"),
             Column("control", "control"),
             Column("step", "step", "int"),
             Column("sparsity (%)", "sparsity", "pct"),
