@@ -194,9 +194,18 @@ def _check_data_files(config: SweepConfig) -> None:
     """Stop (exit 2) where the sweep's data files are missing, with its reader's message."""
     from orchestrator.data import places, registry
 
-    why = places.missing(config.dataset, registry.spec(config.dataset.name))
+    spec = registry.spec(config.dataset.name)
+    why = places.missing(config.dataset, spec)
     if why is not None:
         _fail(why)
+    if config.dataset.download and places.missing(
+        config.dataset.model_copy(update={"download": False}), spec
+    ):
+        click.echo(
+            "note: the data files are not here yet: dataset.download fetches them when "
+            "the sweep starts (internet access needed)",
+            err=True,
+        )
 
 
 def _study_arguments(*, several: bool = False) -> Callable[[Callable], Callable]:
@@ -575,7 +584,7 @@ def report(
 ) -> None:
     """Write the tables and plots of SWEEP.yaml (or of --study); log them to its parent MLflow
     run. With several SWEEPs, also judge their primary endpoints as one family."""
-    from orchestrator import report as reports
+    from orchestrator import report as reports, workspace
     from orchestrator.config import ConfigError
     from orchestrator.report import stamp as report_stamp
     from orchestrator.report.options import levels_within_reach
@@ -594,7 +603,7 @@ def report(
         for path in sweep or (None,):
             if from_export and path is not None:
                 config = load_config(path)
-                folder = _report_folder(config, output, several=len(sweep) > 1)
+                folder = workspace.report_folder(config, output, several=len(sweep) > 1)
                 sparsities = asked_levels or levels_within_reach(config)
                 result = reports.rebuild(
                     folder, config, levels=sparsities, margin=given, power=power
@@ -604,7 +613,7 @@ def report(
                 if path is not None:
                     for line in differs(load_config(path), config):
                         click.echo(f"note: {path}: {line}")
-                folder = _report_folder(config, output, several=len(sweep) > 1)
+                folder = workspace.report_folder(config, output, several=len(sweep) > 1)
                 sparsities = asked_levels or levels_within_reach(config)
                 asked = dict(uri=tracking_uri, levels=sparsities, margin=given, power=power)
                 asked["log"] = not no_log
@@ -635,15 +644,6 @@ def report(
             click.echo(f"{len(endpoints)} sweeps' endpoints as one family: {len(written)} files")
     except ConfigError as exc:
         _fail(str(exc))
-
-
-def _report_folder(config: SweepConfig, output: Path | None, *, several: bool) -> Path:
-    """Where a sweep's report goes: --output, OUTPUT/<name> among several, else its workspace's."""
-    from orchestrator import workspace
-
-    if output is None:
-        return workspace.report_folder(config)
-    return output / config.name if several else output
 
 
 if __name__ == "__main__":

@@ -97,9 +97,14 @@ def launcher_folder(config: SweepConfig, launcher: str) -> Path:
     return root(config) / launcher
 
 
-def report_folder(config: SweepConfig) -> Path:
-    """Where ``orchestrate report`` writes when no ``--output`` is given."""
-    return root(config) / "report"
+def report_folder(
+    config: SweepConfig, output: Path | None = None, *, several: bool = False
+) -> Path:
+    """Where ``orchestrate report`` writes: ``--output``, ``OUTPUT/<name>`` among several
+    sweeps, else the workspace's ``report`` folder."""
+    if output is None:
+        return root(config) / "report"
+    return output / config.name if several else output
 
 
 def report_stamp_file(folder: Path) -> Path:

@@ -81,6 +81,12 @@ def test_missing_dataset_files_stop_validate_and_the_dry_run_as_they_stop_the_sw
     assert said["validate"] == said["--dry-run"] == said["sweep"]
     assert said["sweep"].startswith(f"error: CIFAR-10 not found: {tmp_path}/cifar-10-batches-py")
     assert not (tmp_path / "ws").exists()
+    # With download: true the files come at the sweep's start: validate says so.
+    document["dataset"]["download"] = True
+    code, output = _invoke("validate", str(write_sweep(tmp_path, document)))
+    assert code == 0 and "note: the data files are not here yet: dataset.download fetches" in (
+        output
+    )
 
 
 def test_a_dataset_root_that_is_not_a_folder_is_refused_not_replaced(tmp_path: Path) -> None:
