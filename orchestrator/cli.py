@@ -298,7 +298,7 @@ def sweep(
 ) -> None:
     """Create or resume the study of SWEEP.yaml and run its trials on local workers, or
     submit them as a Slurm job array (--launcher slurm)."""
-    from orchestrator import plan
+    from orchestrator import plan, workspace
     from orchestrator.execution import progress, sweep as sweeps
     from orchestrator.study.retrying_storage import StorageUnavailable
 
@@ -315,9 +315,10 @@ def sweep(
     if dry_run:
         _check_data_files(config)
         found = sweeps.preview(config, url, launcher.device_class) if not fresh else None
-        growth = found.describe() if found else plan.describe(config) + ": all to run (--fresh)"
+        growth = found.describe() if found else plan.describe(config) + ": all to train (--fresh)"
         console.print(f"study '{config.name}' in {url}: {growth} (dry run: nothing changed)")
         return
+    created = " (created now)" if workspace.holds_nothing(url) else ""  # only sweep creates one
     prepared = sweeps.prepare(
         config,
         storage_url=url,
@@ -328,7 +329,7 @@ def sweep(
     )
     growth = prepared.growth.describe() if prepared.growth else plan.describe(config)
     console.print(
-        f"study '{config.name}' in {prepared.storage_url}: {growth} "
+        f"study '{config.name}' in {prepared.storage_url}{created}: {growth} "
         f"({prepared.enqueued} enqueued now); MLflow {prepared.tracking_uri}, "
         f"parent run {prepared.parent_run_id}"
     )
@@ -367,8 +368,7 @@ def _load_sweep(path: Path) -> SweepConfig:
 
 
 def _given(launch: dict[str, object]) -> dict[str, object]:
-    """The launch options set on the command line (an unset flag is False, an unset value
-    None; ``is``, not ``in``: ``--gpus-per-worker 0`` is set, though 0 == False)."""
+    """The launch options set on the command line (``is``: ``--gpus-per-worker 0`` is set)."""
     return {name: v for name, v in launch.items() if v is not None and v is not False}
 
 

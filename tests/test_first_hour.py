@@ -113,7 +113,7 @@ def test_validate_plans_against_the_storage_it_is_given_and_reads_create_nothing
     path = write_sweep(tmp_path, sweep_document(tmp_path))
     other = f"sqlite:///{tmp_path / 'other.db'}"
     code, output = _invoke("sweep", str(path), "--enqueue-only", "--storage", other)
-    assert code == 0, output
+    assert code == 0 and f"study 'tiny' in {other} (created now): " in output, output
     own = f"sqlite:///{tmp_path / 'ws' / 'tiny' / 'study.db'}"
     # Where the sweep's own storage does not exist, reading commands say so and create nothing.
     for command in ("status", "report"):
