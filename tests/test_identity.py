@@ -8,7 +8,10 @@ network (for Fashion-MNIST's 10 classes of 1×28×28 images). A change of any of
 published studies, caches and reusable results. One sweep grew on purpose:
 fashion_mnist_rewind_control added rates 0.2 and 0.8 (2026-12-07), so its config and
 experiment hashes and its progress names are the grown YAML's; the keys of its first trials are
-the ones pinned before.
+the ones pinned before. fashion_mnist_conv_sequential names the alpha spending it ran under
+(pocock, 2026-12-07: its published decisions are what the code gives under pocock, not under
+the linear default pinned before), so its config hash and progress names are the YAML's now;
+its experiment hash and trial keys are unchanged.
 """
 
 from __future__ import annotations
