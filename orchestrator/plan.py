@@ -226,9 +226,10 @@ def arm_label(rate: float, control: str | None = None) -> str:
 
 
 def configuration_name(config: Sweep, params: Mapping[str, Any]) -> str:
-    """A configuration as people read it, the one name the status, the failures, the figures
-    and the MLflow runs give it: ``ALDS 0.3 · prune 0.2``, ``IMP only · prune 0.2`` or
-    ``control reinit · prune 0.2``, other searched fields by their last name.
+    """A configuration as people read it, the one name the status, the failures, the MLflow
+    runs and the report's tables, notes and figures give it: ``ALDS 0.3 · prune 0.2``,
+    ``IMP only · prune 0.2`` or ``control reinit · prune 0.2``, other searched fields by their
+    last name.
 
     Args:
         config: the sweep's config (the prune fraction where it is not searched).

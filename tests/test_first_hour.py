@@ -363,7 +363,8 @@ def test_a_report_logs_whole_or_not_at_all_and_names_a_yaml_the_study_does_not_h
     # The answer first, in words, from the primary endpoint's verdicts.
     text = (tmp_path / "out" / "report.md").read_text().splitlines()
     assert text[2].startswith("**In short (the primary endpoint, ALDS + IMP minus its IMP-only")
-    assert "ALDS 0.5: too few seeds (fewer than 3) (" in text[2] and "2 seed pairs" in text[2]
+    assert "ALDS 0.5 · prune 0.5: too few seeds (fewer than 3) (" in text[2]
+    assert "2 seed pairs" in text[2]
     # Each logged report whole in a folder of its own, the latest named by a tag.
     folders = []
     for levels in ("0.5", "0.3"):

@@ -21,7 +21,7 @@ from orchestrator.report.exported import read_export
 from orchestrator.report.figures import FIGURES
 from orchestrator.report.notes import collapse_notes, planner_notes, report_notes
 from orchestrator.report.render import write
-from orchestrator.report.schema import LEVELS, RATE, TOLERANCE, Report, config_names
+from orchestrator.report.schema import LEVELS, RATE, TOLERANCE, Report
 from orchestrator.report.sources import (
     Curves,
     config_label,
@@ -163,7 +163,7 @@ def _computed(
         spec.name: inputs.table(spec.name) for spec in tables.TABLES if spec.applies(inputs)
     }
     counts = count_states(computed["trials"]["state"])
-    names = config_names(computed["curves"], inputs.params)
+    names = inputs.names
     return Report(
         study=config.name,
         params=inputs.params,
@@ -183,6 +183,7 @@ def _computed(
         ],
         tables=computed,
         figures=_draw(inputs, read.title),
+        names=names,
         tracking_uri=read.tracking_uri,
         parent_run_id=read.parent,
         tolerance=inputs.tolerance,
@@ -327,6 +328,7 @@ def _inputs(
         params=params,
         twin_lookup=functools.partial(twin_configuration, config),
         label=functools.partial(config_label, params=params),
+        name=functools.partial(plan.configuration_name, config),
         objectives=objectives,
         directions=directions,
         front=front,
@@ -353,7 +355,9 @@ def _chance(config: SweepConfig) -> float:
 def _draw(inputs: tables.Inputs, title: str) -> dict[str, Any]:
     """Every figure of :data:`FIGURES` that has something to draw."""
     drawn = {
-        spec.name: spec.draw(inputs.table(spec.table), inputs.params, title=title)
+        spec.name: spec.draw(
+            inputs.table(spec.table), inputs.params, title=title, names=inputs.names
+        )
         for spec in FIGURES
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}

@@ -96,7 +96,11 @@ def _thin(levels: Sequence[float], count: int = 9) -> list[float]:
 
 
 def plot_accuracy_vs_remaining(
-    curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
+    curves: pd.DataFrame,
+    params: Sequence[str],
+    *,
+    title: str = "",
+    names: Mapping[str, str] | None = None,
 ) -> Figure | None:
     """Accuracy against remaining weights (log, decreasing), one line per configuration.
 
@@ -124,9 +128,7 @@ def plot_accuracy_vs_remaining(
         y = 100 * curve["accuracy_mean"].to_numpy(float)
         spread = 100 * curve["accuracy_std"].fillna(0).to_numpy(float)
         baseline = not plan.is_alds(head[RATE])
-        label = plan.arm_label(head[RATE])  # the configuration's name, as everywhere
-        if others:
-            label += f" · {_others_label(head, others)}"
+        label = (names or {}).get(head["config"], head["config"])
         color = "black" if baseline else colors[float(head[RATE])]
         style = style_of.get(tuple(head[others]), "-") if others else "-"
         axis.plot(
@@ -153,7 +155,11 @@ def plot_accuracy_vs_remaining(
 
 
 def plot_accuracy_vs_flops(
-    curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
+    curves: pd.DataFrame,
+    params: Sequence[str],
+    *,
+    title: str = "",
+    names: Mapping[str, str] | None = None,
 ) -> Figure | None:
     """Accuracy against the effective FLOPs kept (log, decreasing), relative to each
     configuration's dense network: the figure of :func:`plot_accuracy_vs_remaining` at equal
@@ -166,6 +172,7 @@ def plot_accuracy_vs_flops(
         curves.assign(remaining_mean=kept),
         params,
         title=title or "Accuracy against effective FLOPs kept",
+        names=names,
     )
     if figure is not None:
         figure.axes[0].set_xlabel("effective FLOPs kept (% of dense, log scale)")
@@ -247,7 +254,12 @@ def _step_label(step: int, rows: pd.DataFrame) -> str:
 
 
 def plot_accuracy_vs_rate(
-    curves: pd.DataFrame, params: Sequence[str], *, title: str = "", panels: int = 4
+    curves: pd.DataFrame,
+    params: Sequence[str],
+    *,
+    title: str = "",
+    names: Mapping[str, str] | None = None,
+    panels: int = 4,
 ) -> Figure | None:
     """Accuracy against the ALDS rate after ALDS and at fixed IMP cycles (± std over seeds).
 
@@ -304,7 +316,13 @@ def plot_accuracy_vs_rate(
     return figure
 
 
-def plot_heatmap(curves: pd.DataFrame, params: Sequence[str], *, title: str = "") -> Figure | None:
+def plot_heatmap(
+    curves: pd.DataFrame,
+    params: Sequence[str],
+    *,
+    title: str = "",
+    names: Mapping[str, str] | None = None,
+) -> Figure | None:
     """Final accuracy (mean over seeds) over ALDS rate and prune fraction, 2-D sweeps only.
 
     A full grid is drawn as cells annotated with accuracy and weights left; scattered samples
@@ -356,7 +374,11 @@ def plot_heatmap(curves: pd.DataFrame, params: Sequence[str], *, title: str = ""
 
 # In the order the report draws them.
 def plot_paired_differences(
-    versus: pd.DataFrame, params: Sequence[str], *, title: str = ""
+    versus: pd.DataFrame,
+    params: Sequence[str],
+    *,
+    title: str = "",
+    names: Mapping[str, str] | None = None,
 ) -> Figure | None:
     """ALDS + IMP minus its IMP-only twin at matched sparsity, per configuration: the paired
     mean over seeds with its 95% interval (none where fewer than two seeds pair); ``None``
@@ -374,7 +396,13 @@ def plot_paired_differences(
         high = 100 * group["difference_ci_high"].to_numpy()
         spread = np.vstack([y - low, high - y])
         axis.errorbar(
-            x, y, yerr=np.nan_to_num(spread), marker="o", capsize=3, color=color, label=config
+            x,
+            y,
+            yerr=np.nan_to_num(spread),
+            marker="o",
+            capsize=3,
+            color=color,
+            label=(names or {}).get(str(config), str(config)),
         )
     axis.axhline(0.0, color="black", linewidth=0.8)
     _accuracy_against_remaining(axis)
@@ -386,7 +414,11 @@ def plot_paired_differences(
 
 
 def plot_controls(
-    controls: pd.DataFrame, params: Sequence[str], *, title: str = ""
+    controls: pd.DataFrame,
+    params: Sequence[str],
+    *,
+    title: str = "",
+    names: Mapping[str, str] | None = None,
 ) -> Figure | None:
     """Each IMP-only configuration that ran controls (the report's controls table): its
     accuracy and that of each control at the control's sparsities, means over the seeds;

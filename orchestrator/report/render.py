@@ -21,7 +21,6 @@ from orchestrator.report.schema import (
     NUMERIC,
     Column,
     Report,
-    config_names,
     is_missing,
     param_text,
     shorten,
@@ -105,9 +104,8 @@ def present(
         table = table.head(rows)
     arms = [c.source for c in columns if c.kind == "arm"]
     if arms:
-        shown = set().union(*(table[source].dropna() for source in arms))
-        labels = _arm_labels(report, shown)
-        table = table.assign(**{source: table[source].map(labels) for source in arms})
+        named = {s: table[s].map(lambda c: report.names.get(c, c)) for s in arms}
+        table = table.assign(**named)
     return cells(table, columns)
 
 
@@ -123,11 +121,6 @@ def cells(table: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
     """
     rows = [[_cell(row, c) for c in columns] for row in table.to_dict("records")]
     return pd.DataFrame(rows, columns=[c.header for c in columns], dtype=object)
-
-
-def _arm_labels(report: Report, configs: set[str]) -> Mapping[str, str]:
-    """Each of ``configs`` by its name (:func:`schema.config_names`)."""
-    return config_names(report.tables["curves"], report.params, configs)
 
 
 def _aligned(name: str, report: Report, paper: bool) -> list[bool]:
@@ -307,11 +300,10 @@ def _in_short(report: Report) -> list[str]:
     table = report.tables.get("endpoint")
     if table is None or table.empty:
         return []
-    labels = _arm_labels(report, set(table["config"].dropna()) | set(table["baseline"].dropna()))
     said = []
     for row in table.to_dict("records"):
-        name = labels.get(row["config"], row["config"])
-        twin = labels.get(row["baseline"], "its IMP-only twin")
+        name = report.names.get(row["config"], row["config"])
+        twin = report.names.get(row["baseline"], "its IMP-only twin")
         difference = (
             ""
             if is_missing(row["difference_mean"])

@@ -59,7 +59,6 @@ __all__ = [
     "FigureSpec",
     "Report",
     "config_fields",
-    "config_names",
     "is_missing",
     "param_text",
     "plain",
@@ -98,33 +97,6 @@ def param_text(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
 
 
-def config_names(
-    curves: pd.DataFrame, params: Sequence[str], configs: Any = None
-) -> dict[str, str]:
-    """Each configuration of ``curves`` (those of ``configs`` where given) by the name every
-    table, note, figure and MLflow run gives it: its arm (``ALDS 0.3``, ``IMP only``), then
-    the other searched parameters by their last name (``ALDS 0.3 · mode factorize``).
-
-    Args:
-        curves: the curves table (a row per configuration and step, its parameters beside).
-        params: the searched parameters.
-        configs: the configuration labels to name; all by default.
-    """
-    from orchestrator import plan
-
-    others = [p for p in params if p != RATE]
-    chosen = curves if configs is None else curves[curves["config"].isin(configs)]
-    names = {}
-    for row in chosen.drop_duplicates("config").to_dict("records"):
-        text = plan.arm_label(row[RATE])
-        if others:
-            text += " · " + " · ".join(
-                f"{p.rsplit('.', 1)[-1]} {param_text(row[p])}" for p in others
-            )
-        names[row["config"]] = text
-    return names
-
-
 @dataclass
 class Report:
     """Everything ``orchestrate report`` writes: the tables, the figures, and what they cover."""
@@ -141,6 +113,8 @@ class Report:
     parent_run_id: str | None = None
     tolerance: float = TOLERANCE
     margin: float | None = None  # the equivalence margin (TOST), in accuracy
+    # Each configuration label by its name (tables.Inputs.names); a label missing: itself.
+    names: dict[str, str] = field(default_factory=dict)
 
     def status(self) -> str:
         """One line: how many trials are in which state."""

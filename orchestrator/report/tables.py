@@ -54,10 +54,10 @@ class Inputs:
 
     ``trials`` is the study's trials as read (``sources.read_trials``) with ``missing``, the
     reason a trial's run could not be read; ``steps`` the labelled steps of every trial
-    (``sources.label_steps``). ``twin_lookup`` and ``label`` are the sweep's: a configuration's
-    IMP-only twin (:func:`orchestrator.trial.spec.twin_configuration`) and a trial's
-    configuration label (``sources.config_label``), passed in so the tables import neither the
-    config nor the readers.
+    (``sources.label_steps``). ``twin_lookup``, ``label`` and ``name`` are the sweep's: a
+    configuration's IMP-only twin (:func:`orchestrator.trial.spec.twin_configuration`), a
+    trial's configuration label (``sources.config_label``) and a configuration's name, passed
+    in so the tables import neither the config nor the readers.
     """
 
     trials: pd.DataFrame
@@ -80,6 +80,9 @@ class Inputs:
     # kept out of ``trials`` and ``steps``, compared with their twins alone (controls_table).
     control_trials: pd.DataFrame = field(default_factory=pd.DataFrame)
     control_steps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # A configuration's name from its searched parameters (plan.configuration_name, with the
+    # sweep's config): what every table, note and figure calls it; None: its label.
+    name: Callable[[Mapping[str, Any]], str] | None = None
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _pending: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -114,6 +117,16 @@ class Inputs:
     def pairs(self) -> dict[str, str]:
         """Each ALDS configuration's IMP-only twin, where one completed (:func:`baseline_pairs`)."""
         return baseline_pairs(self.table("curves"), self.params, self.twin_lookup)
+
+    @functools.cached_property
+    def names(self) -> dict[str, str]:
+        """Each configuration label of the curves by its name (:attr:`name`)."""
+        curves = self.table("curves")
+        fields = [p for p in self.params if p in curves]
+        return {
+            row["config"]: self.name({p: row[p] for p in fields}) if self.name else row["config"]
+            for row in curves.drop_duplicates("config").to_dict("records")
+        }
 
     @functools.cached_property
     def configs(self) -> list[str]:
