@@ -104,6 +104,19 @@ def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
 
 
+def _storage_option(default: str | None) -> Callable[[Callable], Callable]:
+    """``--storage URL`` (or ``ORCHESTRATE_STORAGE``): every command's study storage, required
+    where there is no ``default`` to say."""
+    where = f"; default: {default}" if default else ""
+    return click.option(
+        "--storage",
+        "storage_url",
+        required=default is None,
+        envvar="ORCHESTRATE_STORAGE",
+        help=f"Optuna storage URL [env ORCHESTRATE_STORAGE{where}]",
+    )
+
+
 def _quiet_optuna() -> None:
     """Keep Optuna's notices off the console of the commands that use it."""
     import optuna
@@ -116,12 +129,7 @@ def _quiet_optuna() -> None:
 
 @main.command()
 @click.argument("sweep", type=click.Path(path_type=Path))
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar="ORCHESTRATE_STORAGE",
-    help="the Optuna storage URL to plan against [env ORCHESTRATE_STORAGE; default: the sweep's]",
-)
+@_storage_option("the sweep's")
 def validate(sweep: Path, storage_url: str | None) -> None:
     """Check SWEEP.yaml; print the resolved config, the search space and the plan against
     its study storage (reading it, creating nothing)."""
@@ -194,13 +202,10 @@ def _check_data_files(config: SweepConfig) -> None:
     """Stop (exit 2) where the sweep's data files are missing, with its reader's message."""
     from orchestrator.data import places, registry
 
-    spec = registry.spec(config.dataset.name)
-    why = places.missing(config.dataset, spec)
-    if why is not None:
+    why = places.missing(config.dataset, registry.spec(config.dataset.name))
+    if why is not None and not config.dataset.download:
         _fail(why)
-    if config.dataset.download and places.missing(
-        config.dataset.model_copy(update={"download": False}), spec
-    ):
+    if why is not None:
         click.echo(
             "note: the data files are not here yet: dataset.download fetches them when "
             "the sweep starts (internet access needed)",
@@ -213,12 +218,7 @@ def _study_arguments(*, several: bool = False) -> Callable[[Callable], Callable]
     report name a study."""
 
     def declare(command: Callable) -> Callable:
-        command = click.option(
-            "--storage",
-            "storage_url",
-            envvar="ORCHESTRATE_STORAGE",
-            help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
-        )(command)
+        command = _storage_option("the sweep's, with SWEEP.yaml")(command)
         command = click.option(
             "--study", "study_name", help="the study name (instead of SWEEP.yaml)"
         )(command)
@@ -257,12 +257,7 @@ def _launcher_options(command: Callable) -> Callable:
 @click.option(
     "--workers-per-device", type=click.IntRange(1, 64), help="worker processes per device"
 )
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar="ORCHESTRATE_STORAGE",
-    help="Optuna storage URL [env ORCHESTRATE_STORAGE; default: SQLite in the workspace]",
-)
+@_storage_option("SQLite in the workspace")
 @click.option(
     "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, workspace)"
 )
@@ -380,13 +375,7 @@ def _load_study(sweep: Path, storage_url: str) -> optuna.Study:
 
 @main.command()
 @click.option("--study", "study_name", required=True, help="the study (sweep) name")
-@click.option(
-    "--storage",
-    "storage_url",
-    required=True,
-    envvar="ORCHESTRATE_STORAGE",
-    help="Optuna storage URL [env ORCHESTRATE_STORAGE]",
-)
+@_storage_option(None)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N")
 @click.option(
     "--tracking-uri",
@@ -501,12 +490,7 @@ def status(
 
 @main.command()
 @click.argument("sweep", type=click.Path(path_type=Path))
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar="ORCHESTRATE_STORAGE",
-    help="Optuna storage URL [env ORCHESTRATE_STORAGE; default: the sweep's]",
-)
+@_storage_option("the sweep's")
 def cancel(sweep: Path, storage_url: str | None) -> None:
     """Cancel the launcher tasks of SWEEP.yaml (a Slurm job array) and requeue the trials
     they were running."""

@@ -65,6 +65,7 @@ __all__ = [
     "most_sampled_twins",
     "prunable",
     "rate_of",
+    "reachable_sparsity",
     "space_size",
     "total_trials",
     "twin_of",
@@ -375,6 +376,29 @@ def _inside(value: Any, space: SpaceRange) -> bool:
         return value in space.choices
     low, high = _bounds(space)
     return isinstance(value, int | float) and low <= value <= high
+
+
+def reachable_sparsity(config: Sweep) -> tuple[float, float, int, float]:
+    """The sparsity every trial of the sweep can reach at most: its least-compressing
+    configuration's ALDS rate (0 where it runs IMP-only twins), then its IMP cycles at the
+    least prune fraction (IMP leaves biases and some layers less pruned, so trials reach at
+    most this).
+
+    Returns:
+        (that sparsity, the rate, the cycles, the prune fraction) it is computed from.
+    """
+    rate = 0.0 if _pairs(config) else _least(config, ALDS_RATE)
+    cycles = int(_least(config, "imp.cycles"))
+    fraction = _least(config, PRUNE_FRACTION)
+    return 1 - (1 - rate) * (1 - fraction) ** cycles, rate, cycles, fraction
+
+
+def _least(config: Sweep, path: str) -> float:
+    """The smallest value ``path`` takes in the sweep: its own, or the least of its space."""
+    space = config.search.space.get(path)
+    if space is None:
+        return float(config.value_at(path))
+    return float(min(space.choices) if space.choices is not None else space.low or 0.0)
 
 
 def space_size(config: Sweep) -> int | None:

@@ -36,7 +36,6 @@ __all__ = [
     "load_config",
     "numeric_ranges",
     "parse_config",
-    "reachable_sparsity",
     "warnings",
 ]
 
@@ -73,33 +72,10 @@ def _check_space(config: SweepConfig, source: str) -> None:
             raise ConfigError(f"{source}: search.enqueue[{index}]: {detail}") from None
 
 
-def _least(config: SweepConfig, path: str) -> float:
-    """The smallest value ``path`` takes in the sweep: its own, or the least of its space."""
-    space = config.search.space.get(path)
-    if space is None:
-        return float(config.value_at(path))
-    return float(min(space.choices) if space.choices is not None else space.low or 0.0)
-
-
-def reachable_sparsity(config: SweepConfig) -> tuple[float, float, int, float]:
-    """The sparsity every trial of the sweep can reach at most: its least-compressing
-    configuration's ALDS rate, then its IMP cycles at the least prune fraction (IMP leaves
-    biases and some layers less pruned, so trials reach at most this).
-
-    Returns:
-        (that sparsity, the rate, the cycles, the prune fraction) it is computed from.
-    """
-    pairs = config.search.enqueue_baseline and "alds.rate" in config.search.space
-    rate = 0.0 if pairs else _least(config, "alds.rate")
-    cycles = int(_least(config, "imp.cycles"))
-    fraction = _least(config, "imp.prune_fraction")
-    return 1 - (1 - rate) * (1 - fraction) ** cycles, rate, cycles, fraction
-
-
 def _check_reach(config: SweepConfig, source: str) -> None:
     """Refuse an objective at a sparsity no trial's schedule reaches: every trial would
     train, then fail with an undefined objective."""
-    reach, rate, cycles, fraction = reachable_sparsity(config)
+    reach, rate, cycles, fraction = plans.reachable_sparsity(config)
     several = len(config.search.objective) > 1
     for index, objective in enumerate(config.search.objective):
         if isinstance(objective.at, str) or objective.at <= reach:

@@ -160,9 +160,16 @@ def test_output_to_a_pipe_is_not_wrapped(tmp_path: Path) -> None:
 def test_the_help_ranges_are_the_schemas_and_errors_name_the_flag(tmp_path: Path) -> None:
     ranges = numeric_ranges()
     for option in launchers.options():
-        if option.path is not None and option.type is int:
+        if option.path in ranges:  # every numeric field's flag carries its range
             low, high = option.bounds or (None, None)
             assert ranges[option.path] == f"[{low}, {high}]", option.flag
+    # The sweep command's own flags that set a numeric field (--workers-per-device).
+    for param in main.commands["sweep"].params:
+        field = launchers.FLAGS.get(param.name or "")
+        if field in ranges:
+            kind = param.type
+            assert isinstance(kind, click.IntRange), param.name
+            assert ranges[field] == f"[{kind.min}, {kind.max}]", param.name
     path = str(write_sweep(tmp_path, sweep_document(tmp_path)))
     code, output = _invoke("sweep", path, "--dry-run", "--launcher", "slurm", "--workers", "0")
     assert code == 2 and "Invalid value for '--workers': 0 is not in the range 1<=x<=100000" in (

@@ -129,11 +129,11 @@ def idx_missing(name: str, files: DatasetFiles, folders: list[Path]) -> str:
 
 
 def missing(config: DatasetConfig, spec: DatasetSpec) -> str | None:
-    """Why the sweep's data cannot be read, in the words its reader would raise; None when
-    the files are there, generated, or fetched on the sweep's start (``download: true``).
+    """Why the sweep's data files are not there, in the words its reader would raise; None
+    when they are, or generated. With ``download: true`` the sweep's start fetches them.
     What ``validate`` and ``sweep --dry-run`` check, reading no file.
     """
-    if spec.files is None or config.download:
+    if spec.files is None:
         return None
     try:
         root = root_of(config)

@@ -16,7 +16,7 @@ import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from orchestrator import ConfigError
 
@@ -37,14 +37,13 @@ class Option:
     config section (``--partition`` → ``execution.slurm.partition``).
 
     ``path`` ``None``: a flag the launcher reads itself (``--wait``, ``--cancel``). ``bounds``:
-    an integer's range, the schema's for its field (a test holds them equal), shown in
-    ``--help`` and checked by click.
+    an integer option's range, the schema's for its field (a test holds them equal), shown in
+    ``--help`` and checked by click; without them the option is text.
     """
 
     flag: str
     help: str
     path: str | None = None
-    type: Any = str
     is_flag: bool = False
     bounds: tuple[int, int] | None = None
 

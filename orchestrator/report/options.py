@@ -51,7 +51,7 @@ def levels_within_reach(config: SweepConfig) -> tuple[float, ...]:
     Args:
         config: the sweep's config.
     """
-    from orchestrator.sweep_file import reachable_sparsity
+    from orchestrator.plan import reachable_sparsity
 
     reach = reachable_sparsity(config)[0]
     return tuple(level for level in LEVELS if level <= reach) or (math.floor(100 * reach) / 100,)

@@ -107,11 +107,7 @@ def failed_for_good(study: optuna.Study, config: SweepConfig) -> list[FrozenTria
 
 def _retried(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of the trials that a retry repeats."""
-    return {
-        t.system_attrs[stored_names.TRIAL_FAILED_TRIAL]
-        for t in trials
-        if stored_names.TRIAL_FAILED_TRIAL in t.system_attrs
-    }
+    return set(retries(trials))
 
 
 def _asked(study: optuna.Study, config: SweepConfig) -> list[FrozenTrial]:
