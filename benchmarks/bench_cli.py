@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -108,9 +110,22 @@ def finish_quickstart(env: dict[str, str]) -> None:
         )
 
 
-def grown(env: dict[str, str]) -> tuple[float, float | None, int]:
-    """A copy of the quickstart grown from one seed to two: (its fixed cost in seconds, the
-    mean overhead of a new trial or None where trials record no run seconds, new trials)."""
+@dataclass
+class Grown:
+    """A grown start: its fixed cost (wall clock less the new trials' durations), the mean
+    overhead of a new trial (None where trials record no run seconds), how many trials were
+    new, and where the fixed cost lies: before the first new trial started, after the last
+    one ended."""
+
+    fixed: float
+    overhead: float | None
+    trials: int
+    before_first: float
+    after_last: float
+
+
+def grown(env: dict[str, str]) -> Grown:
+    """A copy of the quickstart grown from one seed to two, measured (:class:`Grown`)."""
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         document = yaml.safe_load(Path(QUICKSTART).read_text())
@@ -124,7 +139,9 @@ def grown(env: dict[str, str]) -> tuple[float, float | None, int]:
         subprocess.run(command, check=True, cwd=folder, env=env, stdout=subprocess.DEVNULL)
         document["seeds"] = [0, 1]
         path.write_text(yaml.safe_dump(document))
+        started = dt.datetime.now()  # Optuna's trial times are local and naive, as this
         wall = seconds(command, env, cwd=folder)
+        ended = started + dt.timedelta(seconds=wall)
         study, _, _ = open_study(path, None, None)
         new = [t for t in study.get_trials() if t.user_attrs.get(stored_names.TRIAL_SEED) == 1]
         durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in new]
@@ -134,7 +151,15 @@ def grown(env: dict[str, str]) -> tuple[float, float | None, int]:
             if None in ran
             else statistics.mean(d - r for d, r in zip(durations, ran, strict=True))
         )
-        return wall - sum(durations), overhead, len(new)
+        first = min(t.datetime_start for t in new)
+        last = max(t.datetime_complete for t in new)
+        return Grown(
+            wall - sum(durations),
+            overhead,
+            len(new),
+            (first - started).total_seconds(),
+            (ended - last).total_seconds(),
+        )
 
 
 def main() -> None:
@@ -150,8 +175,14 @@ def main() -> None:
             tree = stack.enter_context(commit_tree(args.before))
             # The same console script: it imports the commit's orchestrator first.
             before = clean_env({"PYTHONPATH": str(tree)})
+            # Its report goes to a folder of its own: two versions of the report's code stamp
+            # the same folder differently, and each would find the other's report stale.
+            own_report = ["--output", str(stack.enter_context(tempfile.TemporaryDirectory()))]
             for name, command in COMMANDS.items():
-                commands[f"{name} ({args.before})"] = (command, before)
+                mine = command + own_report if name == "report, nothing new" else command
+                if mine is not command:  # written once, untimed: then there is nothing new
+                    subprocess.run(mine, check=True, cwd=ROOT, env=before, capture_output=True)
+                commands[f"{name} ({args.before})"] = (mine, before)
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.rounds):
             for name, (command, command_env) in commands.items():
@@ -161,12 +192,19 @@ def main() -> None:
             ratio = statistics.median(t / f for t, f in zip(measured, floor, strict=True))
             median = statistics.median(measured)
             print(f"{name:34s} median {median:6.2f} s   / {FLOOR} {ratio:5.2f}")
-        fixed, overhead, trials = grown(env)
-        each = "" if overhead is None else f"; overhead per trial {overhead:.2f} s"
-        print(f"grown by a seed ({trials} new trials): fixed cost {fixed:.2f} s{each}")
+        now = grown(env)
+        each = "" if now.overhead is None else f"; overhead per trial {now.overhead:.2f} s"
+        print(f"grown by a seed ({now.trials} new trials): fixed cost {now.fixed:.2f} s{each}")
+        print(
+            f"  of which before the first new trial {now.before_first:.2f} s, after the last "
+            f"{now.after_last:.2f} s"
+        )
         if args.before:
-            fixed, _, trials = grown(before)
-            print(f"grown by a seed ({args.before}, {trials} new trials): fixed cost {fixed:.2f} s")
+            then = grown(before)
+            print(
+                f"grown by a seed ({args.before}, {then.trials} new trials): fixed cost "
+                f"{then.fixed:.2f} s"
+            )
     for module in PACKAGE_MODULES:
         heavy = ", ".join(loaded(module)) or "none of " + "/".join(HEAVY)
         print(f"import {module:36s} loads: {heavy}")
